@@ -1,0 +1,178 @@
+"""Headless command line: `python -m core compare | predict | models`.
+
+Runs the same engine as the app. Bad input exits with status 2 and one line on stderr (no traceback); it also runs
+unchanged under `accelerate launch` (each process loads the backbone on its own device; process 0 writes files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from core import artifacts
+from core.backbone import BackboneError, install_default, load_backbone
+from core.data import DataError, load_dataset, read_table, split_dataset
+from core.methods import method_names
+
+EXIT_BAD_INPUT = 2
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers like 0,1,2, not {text!r}") from None
+    if not seeds:
+        raise ValueError("--seeds is empty; give at least one seed, e.g. --seeds 0")
+    return seeds
+
+
+def _parse_options(items: list[str]) -> dict[str, dict]:
+    """`--option ptuning.lr=0.01` -> {"ptuning": {"lr": 0.01}} (values parsed as JSON when they can be)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"--option {item!r} must look like METHOD.NAME=VALUE, e.g. ptuning.lr=0.01")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(method, {})[name] = parsed
+    return out
+
+
+def _progress_printer(label: str):
+    last = [0.0]
+
+    def progress(step: int, total: int, metrics) -> None:
+        now = time.monotonic()
+        if now - last[0] < 2.0 and step < total:
+            return
+        last[0] = now
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+        _say(f"[{label}] {step}/{total} {shown}")
+
+    return progress
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from core.compare import Unit, method_options, prompt_spec, run_unit, summarize
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from: {', '.join(method_names())}")
+    seeds = _parse_seeds(args.seeds)
+    options = _parse_options(args.option or [])
+    dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, text_b_col=args.text_b_col)
+    for warning in dataset.warnings:
+        _say(f"warning: {warning}")
+    split = split_dataset(dataset, test_size=args.test_size, dev_size=args.dev_size, seed=args.split_seed)
+    spec = prompt_spec(dataset, args.template, args.verbalizer)
+    units = [Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot)
+             for m in methods for s in seeds]
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, progress=_say)
+    out = Path(args.out)
+    results = []
+    for unit in units:
+        _say(f"running {unit.method} (seed {unit.seed})")
+        results.append(run_unit(backbone, split, spec, unit, out_dir=out,
+                                progress=_progress_printer(f"{unit.method} seed {unit.seed}")))
+    summary = summarize(results, dataset={**dataset.summary(), "source": str(args.data)}, split=split,
+                        backbone=backbone.describe())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    for row in summary["methods"]:
+        _say(f"{row['name'][:60]:60s} acc {row['accuracy']:.3f} ± {row['accuracy_std']:.3f}  "
+             f"macro-F1 {row['macro_f1']:.3f}")
+    print(out / "results.json")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from core.export import write_safe_csv
+    from core.predict import predict_frame
+
+    learned = artifacts.load(args.prompt)
+    df = read_table(args.data)
+    spec = args.backbone or learned.backbone.get("spec") or "default"
+    backbone = load_backbone(spec, trust_remote_code=args.trust_remote_code, progress=_say)
+    preds = predict_frame(backbone, learned, df, text_col=args.text_col, text_b_col=args.text_b_col)
+    print(write_safe_csv(preds, Path(args.out)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.action == "install-default":
+        start = time.perf_counter()
+        path = install_default(progress=_say)
+        _say(f"installed in {time.perf_counter() - start:.1f} s")
+        print(path)
+        return 0
+    start = time.perf_counter()
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    info = {**backbone.describe(), "load_seconds": round(time.perf_counter() - start, 2)}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="PTune Studio: compare ways of prompting a "
+                                     "language model on a labeled CSV.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp_ = sub.add_parser("compare", help="run methods side by side on one held-out split; writes results.json")
+    cmp_.add_argument("--data", required=True, help="labeled CSV")
+    cmp_.add_argument("--text-col", help="text column (auto-detected)")
+    cmp_.add_argument("--text-b-col", help="second text column for pair tasks")
+    cmp_.add_argument("--label-col", help="label column (auto-detected)")
+    cmp_.add_argument("--methods", default="manual,baseline", help=f"comma-separated: {', '.join(method_names())}")
+    cmp_.add_argument("--backbone", default="default", help="'default' (SmolLM2-135M), a Hugging Face ID or a path")
+    cmp_.add_argument("--template", action="append", help="template (repeat for several), e.g. '{text} It was [MASK]'")
+    cmp_.add_argument("--verbalizer", help='JSON, e.g. \'{"positive": ["great"], "negative": ["terrible"]}\'')
+    cmp_.add_argument("--k-shot", type=int, default=None, help="examples per class for training and dev (default: all)")
+    cmp_.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    cmp_.add_argument("--test-size", type=float, default=0.5, help="test fraction (or count if > 1)")
+    cmp_.add_argument("--dev-size", type=float, default=0.1, help="dev fraction of the rest")
+    cmp_.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (shared by all)")
+    cmp_.add_argument("--max-steps", type=int, default=None, help="training steps for trained methods")
+    cmp_.add_argument("--option", action="append", help="method option METHOD.NAME=VALUE (repeatable)")
+    cmp_.add_argument("--out", default="runs/latest", help="output folder")
+    cmp_.add_argument("--trust-remote-code", action="store_true", help="allow a backbone's own code to run")
+    cmp_.set_defaults(func=cmd_compare)
+    pred = sub.add_parser("predict", help="predict labels for a new CSV with a learned-prompt file")
+    pred.add_argument("--prompt", required=True, help="learned-prompt file (.safetensors or .json)")
+    pred.add_argument("--data", required=True, help="CSV with a text column")
+    pred.add_argument("--out", required=True, help="output CSV")
+    pred.add_argument("--text-col", help="text column (default: 'text' or the longest)")
+    pred.add_argument("--text-b-col", help="second text column for pair tasks")
+    pred.add_argument("--backbone", help="override the backbone recorded in the prompt file")
+    pred.add_argument("--trust-remote-code", action="store_true")
+    pred.set_defaults(func=cmd_predict)
+    models = sub.add_parser("models", help="install the embedded default backbone, or describe one")
+    models.add_argument("action", choices=["install-default", "info"])
+    models.add_argument("--backbone", default="default")
+    models.add_argument("--trust-remote-code", action="store_true")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, DataError, BackboneError, FileNotFoundError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        _say(f"error: {first}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130

@@ -1,0 +1,168 @@
+"""The comparison: every chosen method, every seed, scored on the same held-out test split.
+
+One (method, seed) pair is a *unit* — what the job manager runs as one background run and the CLI runs in a loop.
+`summarize` folds unit results into the `results.json` contract (mean ± std over seeds, significance against the
+reference method's prompt on the same test rows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from core import artifacts
+from core.backbone import Backbone
+from core.data import LabeledDataset, Split, few_shot_split
+from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
+from core.methods import create, method_class
+from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, never_stop, no_progress
+from core.resources import measure_peak
+from core.templates import Template, Verbalizer
+
+DEFAULT_TEMPLATES = ("{text} It was [MASK]", "{text} All in all, it was [MASK]", "Text: {text} Label: [MASK]")
+DEFAULT_PAIR_TEMPLATES = ("{text} Question: {text_b} Answer: [MASK]", "{text} {text_b} Label: [MASK]")
+
+
+def default_templates(dataset: LabeledDataset) -> tuple[str, ...]:
+    return DEFAULT_PAIR_TEMPLATES if dataset.text_b_col else DEFAULT_TEMPLATES
+
+
+def prompt_spec(dataset: LabeledDataset, templates: Sequence[str] | None = None,
+                verbalizer: Mapping[str, Any] | str | None = None) -> PromptSpec:
+    """The user's templates and verbalizer, checked against the data's columns and labels."""
+    chosen = tuple(templates) if templates else default_templates(dataset)
+    for t in chosen:
+        Template.parse(t).validate(dataset.columns)
+    names = dataset.label_names
+    if verbalizer is None:
+        verb = Verbalizer.default(names)
+    elif isinstance(verbalizer, str):
+        verb = Verbalizer.from_json(verbalizer, names)
+    else:
+        verb = Verbalizer.from_mapping(verbalizer, names)
+    return PromptSpec(templates=chosen, verbalizer=verb, label_names=tuple(names))
+
+
+@dataclass
+class Unit:
+    """One method at one seed: the unit of background work."""
+
+    method: str
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+    k_shot: int | None = None
+
+
+def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps: int | None) -> dict[str, Any]:
+    """User options for a method, plus the global `max_steps` where the method's config has that field."""
+    merged = dict(options or {})
+    known = {f.name for f in fields(method_class(method).config_cls)}
+    if max_steps is not None and "max_steps" in known:
+        merged.setdefault("max_steps", max_steps)
+    if "seed" in known:
+        merged.setdefault("seed", 0)
+    return merged
+
+
+def run_unit(backbone: Backbone, split: Split, spec: PromptSpec, unit: Unit, *, out_dir: Path | None = None,
+             progress: ProgressFn = no_progress, should_stop: StopFn = never_stop) -> dict[str, Any]:
+    """Fit one method at one seed on its K-shot sample, then score the shared test split."""
+    train, dev = few_shot_split(split, unit.k_shot, unit.seed)
+    options = dict(unit.options)
+    if "seed" in options:
+        options["seed"] = unit.seed
+    for template in spec.templates:
+        Template.parse(template).validate(split.test.columns, backbone.kind)
+    method = create(unit.method, spec, options)
+    start = time.perf_counter()
+    with measure_peak(backbone.device) as peak:
+        learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
+    train_seconds = time.perf_counter() - start
+    rows = []
+    for i, prompt in enumerate([learned, *learned.variants]):
+        if should_stop():
+            break
+        rows.append({**_test_row(backbone, method, prompt, split.test, out_dir, unit), "primary": i == 0})
+    for row in rows:
+        row.update(train_seconds=train_seconds, peak_memory_mb=peak.mb, seed=unit.seed, method=unit.method)
+    return {"method": unit.method, "seed": unit.seed, "k_shot": unit.k_shot, "rows": rows,
+            "n_train": len(train), "n_dev": len(dev)}
+
+
+def _test_row(backbone: Backbone, method, prompt: LearnedPrompt, test: LabeledDataset, out_dir: Path | None,
+              unit: Unit) -> dict[str, Any]:
+    start = time.perf_counter()
+    scores = method.scores(backbone, prompt, test.records)
+    seconds = time.perf_counter() - start
+    ev = evaluate(scores, list(test.labels), len(prompt.label_names))
+    artifact = None
+    if out_dir is not None:
+        artifact = str(artifacts.save(prompt, out_dir, f"{unit.method}-{prompt.display_name}-seed{unit.seed}"))
+    return {"name": prompt.display_name or method.label, "template": prompt.template,
+            "prompt": readable_prompt(prompt), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
+            "confusion": ev.confusion, "n_test": ev.n, "predictions": ev.predictions,
+            "trainable_params": prompt.trainable_params, "test_seconds": seconds,
+            "examples_per_second": ev.n / seconds if seconds > 0 else None, "artifact": artifact,
+            "dev_accuracy": prompt.metrics.get("dev_accuracy")}
+
+
+def readable_prompt(prompt: LearnedPrompt) -> str:
+    """What to show the user as 'the prompt': the template, with found trigger words where there are some."""
+    if prompt.state.get("trigger_words"):
+        return Template.parse(prompt.template).with_triggers(prompt.state["trigger_words"])
+    return prompt.template
+
+
+def summarize(units: Sequence[Mapping[str, Any]], *, dataset: Mapping[str, Any], split: Split,
+              backbone: Mapping[str, Any], reference_method: str = "manual") -> dict[str, Any]:
+    """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests."""
+    by_name: dict[str, list[dict]] = {}
+    for unit in units:
+        for row in unit["rows"]:
+            by_name.setdefault(row["name"], []).append(row)
+    methods = [_aggregate(name, rows) for name, rows in by_name.items()]
+    reference = next((name for name, rows in by_name.items()
+                      if rows[0]["method"] == reference_method and rows[0]["primary"]), None)
+    significance = _significance(by_name, reference, list(split.test.labels)) if reference else []
+    seeds = sorted({u["seed"] for u in units})
+    return {"dataset": {**dataset, "split": split.summary(), "seeds": seeds,
+                        "k_shot": units[0]["k_shot"] if units else None},
+            "backbone": dict(backbone), "methods": methods, "reference": reference, "significance": significance,
+            "test_labels": list(split.test.labels)}
+
+
+def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
+    acc, acc_std = mean_std([r["accuracy"] for r in rows])
+    f1, f1_std = mean_std([r["macro_f1"] for r in rows])
+    first = rows[0]
+    return {"name": name, "method": first["method"], "template": first["template"], "prompt": first["prompt"],
+            "accuracy": acc, "accuracy_std": acc_std, "macro_f1": f1, "macro_f1_std": f1_std,
+            "n_test": first["n_test"], "n_seeds": len(rows), "per_seed": [r["accuracy"] for r in rows],
+            "trainable_params": first["trainable_params"],
+            "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+            "examples_per_second": first.get("examples_per_second"),
+            "artifact": first["artifact"], "artifacts": [r["artifact"] for r in rows if r["artifact"]],
+            "confusion": first["confusion"], "predictions": [r["predictions"] for r in rows],
+            "seeds": [r["seed"] for r in rows], "primary": first["primary"]}
+
+
+def _significance(by_name: Mapping[str, list[dict]], reference: str, gold: list[int]) -> list[dict[str, Any]]:
+    """McNemar and paired bootstrap against the reference, pairing rows by (seed, test example)."""
+    ref = {r["seed"]: r["predictions"] for r in by_name[reference]}
+    out = []
+    for name, rows in by_name.items():
+        if name == reference:
+            continue
+        pairs = [(r["predictions"], ref[r["seed"]]) for r in rows if r["seed"] in ref]
+        if not pairs:
+            pairs = [(r["predictions"], next(iter(ref.values()))) for r in rows]
+        pred_a = [p for a, _ in pairs for p in a]
+        pred_b = [p for _, b in pairs for p in b]
+        gold_all = gold * len(pairs)
+        out.append({"method": name, "versus": reference, "mcnemar": mcnemar_test(pred_a, pred_b, gold_all),
+                    "bootstrap": paired_bootstrap(pred_a, pred_b, gold_all)})
+    return out

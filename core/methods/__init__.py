@@ -1,0 +1,38 @@
+"""The method registry: the one place that maps a method name to its implementation.
+
+Pages, the CLI and the compare runner look methods up here and never branch on their names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from core.methods.base import LearnedPrompt, PromptMethod, PromptSpec, config_from_dict
+from core.methods.baseline import MajorityBaseline
+from core.methods.manual import ManualPrompts
+
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (ManualPrompts, MajorityBaseline)}
+
+
+class UnknownMethodError(ValueError):
+    pass
+
+
+def method_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def method_class(name: str) -> type:
+    if name not in REGISTRY:
+        raise UnknownMethodError(f"unknown method {name!r}; choose from: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def create(name: str, spec: PromptSpec, options: Mapping[str, Any] | None = None) -> PromptMethod:
+    """Instantiate a method with its config built from user options (unknown options refused)."""
+    cls = method_class(name)
+    return cls(spec, config_from_dict(cls.config_cls, options))
+
+
+__all__ = ["REGISTRY", "LearnedPrompt", "PromptSpec", "create", "method_class", "method_names", "UnknownMethodError"]

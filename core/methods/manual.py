@@ -1,0 +1,86 @@
+"""Manual prompts: user-written templates scored zero-shot, optionally with contextual calibration.
+
+Every template is evaluated; the one best on dev is the method's answer, and every template is also reported on
+test as a variant, because the spread between wordings is itself a finding (prompts are brittle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from core.backbone import Backbone
+from core.data import LabeledDataset
+from core.evaluate import accuracy
+from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, backbone_identity, config_to_dict
+from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
+from core.templates import Template
+
+
+@dataclass
+class ManualConfig:
+    calibrate: bool = field(default=True, metadata={
+        "help": "Contextual calibration (Zhao et al. 2021): divide by the label probabilities for content-free "
+                "inputs such as 'N/A', removing the template's bias toward one label."})
+    reduce: str = field(default="sum", metadata={
+        "help": "How a multi-token label word's token log-probabilities combine: 'sum' (joint probability) or "
+                "'mean' (length-normalised)."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per forward pass."})
+
+    def __post_init__(self):
+        if self.reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be 'sum' or 'mean', not {self.reduce!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+
+
+class ManualPrompts:
+    name: ClassVar[str] = "manual"
+    label: ClassVar[str] = "Manual prompt"
+    config_cls: ClassVar[type] = ManualConfig
+    trains: ClassVar[bool] = False
+
+    def __init__(self, spec: PromptSpec, config: ManualConfig | None = None):
+        self.spec = spec
+        self.config = config or ManualConfig()
+
+    def prompt_for(self, backbone: Backbone, template: str, fields: Sequence[str]) -> LearnedPrompt:
+        """A zero-shot prompt for one template, its calibration prior computed once here."""
+        parsed = Template.parse(template)
+        state: dict = {}
+        if self.config.calibrate:
+            plan = build_plan(backbone, parsed, self.spec.verbalizer, self.spec.label_names, reduce=self.config.reduce)
+            state["log_prior"] = content_free_log_prior(backbone, plan, fields).tolist()
+        return LearnedPrompt(method=self.name, template=template, verbalizer=self.spec.verbalizer.to_dict(),
+                             label_names=list(self.spec.label_names), backbone=backbone_identity(backbone),
+                             config=config_to_dict(self.config), state=state, metrics={"trainable_params": 0})
+
+    def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, *, progress: ProgressFn,
+            should_stop: StopFn) -> LearnedPrompt:
+        candidates = []
+        total = len(self.spec.templates)
+        for i, template in enumerate(self.spec.templates):
+            if should_stop():
+                break
+            Template.parse(template).validate(dev.columns, backbone.kind)
+            prompt = self.prompt_for(backbone, template, dev.columns)
+            prompt.metrics["dev_accuracy"] = accuracy(self.scores(backbone, prompt, dev.records).argmax(1).tolist(),
+                                                      list(dev.labels))
+            prompt.display_name = f"Manual #{i + 1}: {template}"
+            candidates.append(prompt)
+            progress(i + 1, total, {"dev_accuracy": prompt.metrics["dev_accuracy"]})
+        if not candidates:
+            raise InterruptedError("cancelled before any template was scored")
+        best = max(candidates, key=lambda p: p.metrics["dev_accuracy"])  # first wins ties: the user's order
+        return LearnedPrompt(**{**best.__dict__, "display_name": "Manual (best on dev)", "variants": candidates})
+
+    def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
+        plan = build_plan(backbone, Template.parse(learned.template), learned.verbalizer_obj(), learned.label_names,
+                          reduce=learned.config.get("reduce", "sum"))
+        raw = score_records(backbone, plan, records, batch_size=learned.config.get("batch_size", 16))
+        if "log_prior" in learned.state:
+            return calibrate(raw, torch.tensor(learned.state["log_prior"]))
+        return raw

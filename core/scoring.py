@@ -1,0 +1,181 @@
+"""Label scores: log p(verbalizer words | filled template), batched, padding-aware, for masked and causal LMs.
+
+A `ScoringPlan` groups the verbalizer's words so that one forward pass scores every word of a group: for a masked
+LM all words with the same number of tokens share one input (L mask tokens); for a causal LM all single-token words
+share the prompt, and a multi-token word is teacher-forced after it. Methods change what the model sees through
+`PromptHooks` (soft embeddings at [P] slots, per-layer prefixes) and reuse everything else, with gradients when
+they train and `torch.inference_mode` when they only score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from core.backbone import Backbone, LMKind
+from core.templates import Encoded, Template, Verbalizer, encode_batch, mask_has_space, tokenize_word
+
+CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+
+
+@dataclass
+class PromptHooks:
+    """How a method alters the model's input. All optional; manual prompts use none.
+
+    embed(enc, inputs_embeds) -> inputs_embeds: e.g. scatter soft-prompt vectors into the [P] positions.
+    prefix(batch_size) -> (past_key_values, prefix_length): deep prompts seen by every layer (P-tuning v2).
+    """
+
+    embed: Callable[[Encoded, torch.Tensor], torch.Tensor] | None = None
+    prefix: Callable[[int], tuple[object, int]] | None = None
+
+
+@dataclass
+class WordGroup:
+    fill: list[int]  # ids placed at the [MASK] slot for this group
+    n_targets: int  # L: tokens per word in this group
+    word_ids: torch.Tensor  # (W_g, L)
+    columns: list[int]  # each word's column in the flat word list
+
+
+@dataclass
+class ScoringPlan:
+    """A template + verbalizer, tokenised once for a backbone."""
+
+    template: Template
+    label_names: list[str]
+    word_label: list[int]  # flat word index -> label index
+    groups: list[WordGroup] = field(default_factory=list)
+    reduce: str = "sum"
+    max_length: int = 256
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_names)
+
+
+def build_plan(backbone: Backbone, template: Template, verbalizer: Verbalizer, label_names: Sequence[str], *,
+               reduce: str = "sum", max_length: int = 256) -> ScoringPlan:
+    """Tokenise the verbalizer in the template's context and group words that can share a forward pass."""
+    space = mask_has_space(template)
+    words: list[tuple[int, list[int]]] = []
+    for li, label in enumerate(label_names):
+        for word in verbalizer.words[label]:
+            words.append((li, tokenize_word(backbone, word, space_before=space)))
+    keyed: dict[tuple, list[int]] = {}
+    for col, (_, ids) in enumerate(words):
+        keyed.setdefault(_group_key(backbone, ids), []).append(col)
+    groups = []
+    for key, cols in keyed.items():
+        n_targets = len(words[cols[0]][1])
+        groups.append(WordGroup(fill=list(key[1]), n_targets=n_targets,
+                                word_ids=torch.tensor([words[c][1] for c in cols], dtype=torch.long), columns=cols))
+    return ScoringPlan(template, list(label_names), [li for li, _ in words], groups, reduce, max_length)
+
+
+def _group_key(backbone: Backbone, ids: list[int]) -> tuple[int, tuple[int, ...]]:
+    if backbone.kind is LMKind.MASKED:
+        return len(ids), tuple([backbone.mask_id] * len(ids))
+    return len(ids), tuple(ids[:-1])  # causal: teacher-force all but the last token after the prompt
+
+
+def _lm_head(backbone: Backbone) -> torch.nn.Module | None:
+    """The module mapping final hidden states to vocabulary logits, for the families we support explicitly."""
+    model = backbone.model
+    if backbone.kind is LMKind.CAUSAL:
+        return model.get_output_embeddings()
+    for name in ("cls", "lm_head"):  # BERT family / RoBERTa family
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
+
+def target_logits(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None) -> torch.Tensor:
+    """Vocabulary logits at the target positions only: (B, L, V). Skips the full (B, T, V) projection."""
+    hooks = hooks or PromptHooks()
+    model = backbone.model
+    enc = enc.to(backbone.device)
+    embeds = backbone.embeddings(enc.input_ids)
+    if hooks.embed is not None:
+        embeds = hooks.embed(enc, embeds)
+    attn = enc.attention_mask
+    kwargs: dict = {}
+    if hooks.prefix is not None:
+        past, n_prefix = hooks.prefix(enc.input_ids.shape[0])
+        attn = torch.cat([attn.new_ones(attn.shape[0], n_prefix), attn], dim=1)
+        kwargs["past_key_values"] = past
+    if backbone.kind is LMKind.CAUSAL:
+        kwargs["use_cache"] = False
+    head = _lm_head(backbone)
+    rows = torch.arange(enc.target_pos.shape[0], device=embeds.device).unsqueeze(1)
+    if head is None:  # unknown MLM family: full logits, then gather
+        logits = model(inputs_embeds=embeds, attention_mask=attn, **kwargs).logits
+        return logits[rows, enc.target_pos]
+    hidden = model.base_model(inputs_embeds=embeds, attention_mask=attn, **kwargs)[0]  # (B, T, H)
+    return head(hidden[rows, enc.target_pos])  # (B, L, V)
+
+
+def word_log_probs(logits: torch.Tensor, group: WordGroup, reduce: str) -> torch.Tensor:
+    """(B, L, V) logits -> (B, W_g) log-probabilities of each word (sum or mean over its tokens)."""
+    logp = F.log_softmax(logits.float(), dim=-1)  # (B, L, V)
+    ids = group.word_ids.to(logp.device)  # (W, L)
+    pos = torch.arange(group.n_targets, device=logp.device)
+    per_token = logp[:, pos.unsqueeze(0), ids]  # (B, W, L)
+    return per_token.mean(-1) if reduce == "mean" else per_token.sum(-1)
+
+
+def aggregate_labels(word_scores: torch.Tensor, word_label: Sequence[int], n_labels: int) -> torch.Tensor:
+    """(B, W) word log-probs -> (B, n_labels): log of the mean probability of each label's words."""
+    out = []
+    label_of = torch.tensor(word_label, device=word_scores.device)
+    for li in range(n_labels):
+        cols = word_scores[:, label_of == li]
+        out.append(torch.logsumexp(cols, dim=1) - math.log(cols.shape[1]))
+    return torch.stack(out, dim=1)
+
+
+def batch_scores(backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]], *,
+                 trigger_ids: Sequence[int] = (), hooks: PromptHooks | None = None) -> torch.Tensor:
+    """(B, n_labels) label log-scores for one batch; differentiable when grad is enabled (training)."""
+    n_words = len(plan.word_label)
+    scores = [None] * n_words
+    for group in plan.groups:
+        enc = encode_batch(backbone, plan.template, records, group.fill, group.n_targets,
+                           trigger_ids=trigger_ids, max_length=plan.max_length)
+        group_scores = word_log_probs(target_logits(backbone, enc, hooks), group, plan.reduce)
+        for j, col in enumerate(group.columns):
+            scores[col] = group_scores[:, j]
+    return aggregate_labels(torch.stack(scores, dim=1), plan.word_label, plan.n_labels)
+
+
+def score_records(backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]], *,
+                  batch_size: int = 16, trigger_ids: Sequence[int] = (), hooks: PromptHooks | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """(N, n_labels) label log-scores on CPU, computed in batches without gradients."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(records), batch_size):
+            if should_stop is not None and should_stop():
+                break
+            chunk = records[start : start + batch_size]
+            out.append(batch_scores(backbone, plan, chunk, trigger_ids=trigger_ids, hooks=hooks).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, plan.n_labels)
+
+
+def content_free_log_prior(backbone: Backbone, plan: ScoringPlan, fields: Sequence[str], *,
+                           trigger_ids: Sequence[int] = (), hooks: PromptHooks | None = None) -> torch.Tensor:
+    """log p_cf(label): the model's label distribution for content-free inputs (Zhao et al. 2021), averaged."""
+    records = [{f: value for f in fields} for value in CONTENT_FREE_INPUTS]
+    scores = score_records(backbone, plan, records, trigger_ids=trigger_ids, hooks=hooks)
+    probs = F.softmax(scores, dim=-1).mean(0)
+    return torch.log(probs / probs.sum())
+
+
+def calibrate(scores: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration: renormalise, then divide by the content-free probabilities (W = diag(p_cf)^-1)."""
+    return F.log_softmax(scores, dim=-1) - log_prior

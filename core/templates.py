@@ -1,0 +1,339 @@
+"""The template language and verbalizers, and their rendering to token ids.
+
+A template such as ``"[P*3] {text} It was [P] [MASK] ."`` mixes anchor text, CSV fields (``{text}``), continuous
+slots (``[P]``, ``[P*k]``), discrete trigger slots (``[T]``, ``[T*k]``) and the label slot (``[MASK]``). Rendering
+tokenises each text piece on its own and concatenates, so the position of every slot is known exactly and the
+same encoding serves masked LMs (label at the mask tokens) and causal LMs (label as the continuation).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from core.backbone import Backbone, LMKind
+
+SLOT_RE = re.compile(r"\{(\w+)\}|\[(MASK|P|T)(?:\*(\d+))?\]")
+MAX_SLOT_REPEAT = 64
+
+
+class TemplateError(ValueError):
+    """A template or verbalizer that cannot be used. The message is one line naming the fix."""
+
+
+class SlotKind(str, Enum):
+    TEXT = "text"
+    FIELD = "field"
+    SOFT = "soft"
+    TRIGGER = "trigger"
+    MASK = "mask"
+
+
+@dataclass(frozen=True)
+class Piece:
+    kind: SlotKind
+    value: str = ""  # anchor text, or the field name
+    count: int = 1  # how many soft/trigger tokens
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed template. Build with `Template.parse`; `source` round-trips."""
+
+    source: str
+    pieces: tuple[Piece, ...]
+
+    @classmethod
+    def parse(cls, source: str) -> Template:
+        if not source or not source.strip():
+            raise TemplateError("the template is empty; write one such as '{text} It was [MASK]'")
+        pieces: list[Piece] = []
+        pos = 0
+        for match in SLOT_RE.finditer(source):
+            if match.start() > pos:
+                pieces.append(Piece(SlotKind.TEXT, source[pos : match.start()]))
+            pieces.append(_slot(match))
+            pos = match.end()
+        if pos < len(source):
+            pieces.append(Piece(SlotKind.TEXT, source[pos:]))
+        template = cls(source=source, pieces=tuple(pieces))
+        template._check_shape()
+        return template
+
+    def _check_shape(self) -> None:
+        masks = sum(p.kind is SlotKind.MASK for p in self.pieces)
+        if masks != 1:
+            raise TemplateError(f"the template needs exactly one [MASK] where the label word goes (found {masks})")
+        if not self.fields:
+            raise TemplateError("the template uses no CSV field; put {text} where the example's text goes")
+        stray = re.search(r"\[(?:MASK|P|T)[^\]]*\]|\[mask\]", "".join(
+            p.value for p in self.pieces if p.kind is SlotKind.TEXT))
+        if stray:
+            raise TemplateError(f"{stray.group(0)!r} is not a slot; use [MASK], [P], [P*k], [T] or [T*k]")
+
+    @property
+    def fields(self) -> list[str]:
+        return [p.value for p in self.pieces if p.kind is SlotKind.FIELD]
+
+    @property
+    def n_soft(self) -> int:
+        return sum(p.count for p in self.pieces if p.kind is SlotKind.SOFT)
+
+    @property
+    def n_trigger(self) -> int:
+        return sum(p.count for p in self.pieces if p.kind is SlotKind.TRIGGER)
+
+    def validate(self, columns: Sequence[str], kind: LMKind | None = None) -> None:
+        """Check fields exist in the data and, given a causal LM, that [MASK] is last (scored as continuation)."""
+        missing = [f for f in self.fields if f not in columns]
+        if missing:
+            raise TemplateError(f"the template uses {{{missing[0]}}} but the data has no such column; "
+                                f"use one of: {', '.join('{' + c + '}' for c in columns)}")
+        if kind is LMKind.CAUSAL:
+            tail = self.pieces[-1]
+            last_is_mask = tail.kind is SlotKind.MASK or (
+                tail.kind is SlotKind.TEXT and not tail.value.strip() and self.pieces[-2].kind is SlotKind.MASK)
+            if not last_is_mask:
+                raise TemplateError("for a causal LM [MASK] must end the template (the label is scored as the "
+                                    "continuation); move it to the end, e.g. '{text} It was [MASK]'")
+
+    def fill(self, record: Mapping[str, str], triggers: Sequence[str] = ()) -> str:
+        """Human-readable rendering: fields filled, trigger words shown, soft slots as [P]."""
+        trig = iter(triggers)
+        out = []
+        for p in self.pieces:
+            if p.kind is SlotKind.TEXT:
+                out.append(p.value)
+            elif p.kind is SlotKind.FIELD:
+                out.append(str(record.get(p.value, "")))
+            elif p.kind is SlotKind.TRIGGER:
+                out.append(" ".join(next(trig, "[T]") for _ in range(p.count)))
+            elif p.kind is SlotKind.SOFT:
+                out.append(" ".join(["[P]"] * p.count))
+            else:
+                out.append("[MASK]")
+        return "".join(out)
+
+    def with_triggers(self, words: Sequence[str]) -> str:
+        """The template source with its [T] slots replaced by found trigger words (a plain manual template)."""
+        words = list(words)
+        out = []
+        for p in self.pieces:
+            if p.kind is SlotKind.TRIGGER:
+                out.append(" ".join(words[: p.count]))
+                words = words[p.count :]
+            else:
+                out.append(_source_of(p))
+        return "".join(out)
+
+
+def _slot(match: re.Match) -> Piece:
+    if match.group(1):
+        return Piece(SlotKind.FIELD, match.group(1))
+    name, count = match.group(2), int(match.group(3) or 1)
+    if not 1 <= count <= MAX_SLOT_REPEAT:
+        raise TemplateError(f"[{name}*{count}] repeats {count} times; use a count from 1 to {MAX_SLOT_REPEAT}")
+    if name == "MASK":
+        if match.group(3):
+            raise TemplateError("[MASK] takes no count; multi-token label words get as many masks as they need")
+        return Piece(SlotKind.MASK)
+    return Piece(SlotKind.SOFT if name == "P" else SlotKind.TRIGGER, count=count)
+
+
+def _source_of(p: Piece) -> str:
+    if p.kind is SlotKind.TEXT:
+        return p.value
+    if p.kind is SlotKind.FIELD:
+        return "{" + p.value + "}"
+    if p.kind is SlotKind.MASK:
+        return "[MASK]"
+    tag = "P" if p.kind is SlotKind.SOFT else "T"
+    return f"[{tag}]" if p.count == 1 else f"[{tag}*{p.count}]"
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Label name → one or more words (a word may be several tokens)."""
+
+    words: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, str | Sequence[str]], label_names: Sequence[str]) -> Verbalizer:
+        words: dict[str, tuple[str, ...]] = {}
+        for label in label_names:
+            if label not in mapping:
+                raise TemplateError(f"the verbalizer has no word for label {label!r}; add e.g. "
+                                    f'{{"{label}": ["{label}"]}}')
+            value = mapping[label]
+            items = (value,) if isinstance(value, str) else tuple(value)
+            if not items or any(not isinstance(w, str) or not w.strip() for w in items):
+                raise TemplateError(f"the verbalizer word for label {label!r} is empty; give at least one word")
+            words[label] = tuple(w.strip() for w in items)
+        extra = set(mapping) - set(label_names)
+        if extra:
+            raise TemplateError(f"the verbalizer names label {sorted(extra)[0]!r} that is not in the data; "
+                                f"labels are: {', '.join(label_names)}")
+        return cls(words)
+
+    @classmethod
+    def from_json(cls, text: str, label_names: Sequence[str]) -> Verbalizer:
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TemplateError(f"the verbalizer is not valid JSON ({err.msg} at character {err.pos}); "
+                                'write it like {"positive": ["great"], "negative": ["terrible"]}') from None
+        if not isinstance(mapping, dict):
+            raise TemplateError('the verbalizer must be a JSON object like {"positive": ["great"]}')
+        return cls.from_mapping(mapping, label_names)
+
+    @classmethod
+    def default(cls, label_names: Sequence[str]) -> Verbalizer:
+        """The label names themselves, which works whenever labels are words (positive/negative, …)."""
+        return cls({name: (name.replace("_", " "),) for name in label_names})
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.words.items()}
+
+
+@dataclass
+class Encoded:
+    """A right-padded batch of rendered prompts with the positions of every slot.
+
+    input_ids, attention_mask: (B, T). soft_mask / trigger_mask: (B, T) bool, the same count in every row, in
+    template order. target_pos: (B, L) the positions whose output scores the L label-word tokens (MLM: the mask
+    tokens themselves; causal: the position before each word token).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    soft_mask: torch.Tensor
+    trigger_mask: torch.Tensor
+    target_pos: torch.Tensor
+    lengths: list[int] = field(default_factory=list)
+
+    def to(self, device: torch.device) -> Encoded:
+        return Encoded(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.soft_mask,
+                                                  self.trigger_mask, self.target_pos)), self.lengths)
+
+
+def _tokens(backbone: Backbone, text: str) -> list[int]:
+    return backbone.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def mask_has_space(template: Template) -> bool:
+    """Whether the label word follows whitespace (BPE tokenizers then need the word with a leading space)."""
+    for i, p in enumerate(template.pieces):
+        if p.kind is SlotKind.MASK:
+            return i > 0 and template.pieces[i - 1].kind is SlotKind.TEXT and template.pieces[i - 1].value[-1:].isspace()
+    return False
+
+
+@dataclass
+class _Row:
+    ids: list[int]
+    soft: list[int]
+    trigger: list[int]
+    target: list[int]
+
+
+def render_ids(backbone: Backbone, template: Template, record: Mapping[str, str], fill: Sequence[int],
+               n_targets: int, *, trigger_ids: Sequence[int] = (), max_length: int = 256) -> _Row:
+    """Token ids of one prompt: specials + pieces, with `fill` at [MASK] (MLM: L mask ids; causal: word[:-1])."""
+    pieces = _piece_tokens(backbone, template, record, trigger_ids)
+    budget = max_length - len(backbone.prefix_ids) - len(backbone.suffix_ids) - len(fill)
+    _truncate_fields(pieces, budget)
+    ids, soft, trig = list(backbone.prefix_ids), [], []
+    target: list[int] = []
+    for piece, toks in pieces:
+        start = len(ids)
+        if piece.kind is SlotKind.MASK:
+            ids.extend(fill)
+            if backbone.kind is LMKind.MASKED:
+                target = list(range(start, start + n_targets))
+            else:  # the logits at position t predict token t+1
+                target = list(range(start - 1, start - 1 + n_targets))
+            continue
+        ids.extend(toks)
+        if piece.kind is SlotKind.SOFT:
+            soft.extend(range(start, len(ids)))
+        elif piece.kind is SlotKind.TRIGGER:
+            trig.extend(range(start, len(ids)))
+    if backbone.kind is LMKind.MASKED:
+        ids.extend(backbone.suffix_ids)
+    return _Row(ids, soft, trig, target)
+
+
+def _piece_tokens(backbone: Backbone, template: Template, record: Mapping[str, str],
+                  trigger_ids: Sequence[int]) -> list[tuple[Piece, list[int]]]:
+    out: list[tuple[Piece, list[int]]] = []
+    trig = list(trigger_ids) if trigger_ids else [backbone.mask_id or backbone.pad_id] * template.n_trigger
+    if len(trig) != template.n_trigger:
+        raise TemplateError(f"the template has {template.n_trigger} trigger slots but {len(trig)} trigger tokens "
+                            "were given")
+    carried_space = False  # whitespace cut from the end of an anchor moves to the next field's first token (BPE)
+    for p in template.pieces:
+        if p.kind is SlotKind.TEXT:
+            text = p.value.rstrip()
+            carried_space = text != p.value
+            out.append((p, _tokens(backbone, text)))
+            continue
+        if p.kind is SlotKind.FIELD:
+            value = str(record.get(p.value, ""))
+            out.append((p, _tokens(backbone, (" " + value) if carried_space and value else value)))
+        elif p.kind is SlotKind.SOFT:
+            out.append((p, [backbone.pad_id] * p.count))
+        elif p.kind is SlotKind.TRIGGER:
+            out.append((p, trig[: p.count]))
+            trig = trig[p.count :]
+        else:
+            out.append((p, []))
+        carried_space = False
+    return out
+
+
+def _truncate_fields(pieces: list[tuple[Piece, list[int]]], budget: int) -> None:
+    """Shorten the longest field first until the prompt fits; anchors and slots are never cut."""
+    total = sum(len(t) for _, t in pieces)
+    while total > budget:
+        idx = max((i for i, (p, _) in enumerate(pieces) if p.kind is SlotKind.FIELD),
+                  key=lambda i: len(pieces[i][1]), default=None)
+        if idx is None or not pieces[idx][1]:
+            raise TemplateError(f"the template alone needs {total} tokens, more than the limit of {budget}; "
+                                "shorten the template or raise the maximum length")
+        cut = min(total - budget, len(pieces[idx][1]))
+        pieces[idx] = (pieces[idx][0], pieces[idx][1][:-cut])
+        total -= cut
+
+
+def encode_batch(backbone: Backbone, template: Template, records: Sequence[Mapping[str, str]],
+                 fill: Sequence[int], n_targets: int, *, trigger_ids: Sequence[int] = (),
+                 max_length: int = 256) -> Encoded:
+    """Render and right-pad a batch; right padding keeps each row's positions independent of the batch."""
+    rows = [render_ids(backbone, template, r, fill, n_targets, trigger_ids=trigger_ids, max_length=max_length)
+            for r in records]
+    width = max(len(r.ids) for r in rows)
+    batch = len(rows)
+    ids = torch.full((batch, width), backbone.pad_id, dtype=torch.long)
+    attn = torch.zeros((batch, width), dtype=torch.long)
+    soft = torch.zeros((batch, width), dtype=torch.bool)
+    trig = torch.zeros((batch, width), dtype=torch.bool)
+    target = torch.tensor([r.target for r in rows], dtype=torch.long).reshape(batch, n_targets)
+    for i, r in enumerate(rows):
+        ids[i, : len(r.ids)] = torch.tensor(r.ids)
+        attn[i, : len(r.ids)] = 1
+        soft[i, r.soft] = True
+        trig[i, r.trigger] = True
+    return Encoded(ids, attn, soft, trig, target, [len(r.ids) for r in rows])
+
+
+def tokenize_word(backbone: Backbone, word: str, *, space_before: bool) -> list[int]:
+    """Token ids of a label word as it would appear in the slot (with a leading space for BPE after a space)."""
+    ids = _tokens(backbone, (" " + word) if space_before else word)
+    if not ids:
+        raise TemplateError(f"the label word {word!r} tokenises to nothing; choose another word")
+    return ids
