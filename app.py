@@ -1,0 +1,23 @@
+"""PTune Studio: the Streamlit entry point — page config, the sidebar's backbone status, and the navigation.
+
+Run with `streamlit run app.py`. Every page is a thin view over `core/` (see DESIGN.md).
+"""
+
+import streamlit as st
+
+from pages.common import sidebar_status, workspace
+
+st.set_page_config(page_title="PTune Studio", page_icon="🎛️", layout="wide")
+
+PAGES = [
+    st.Page("pages/1_Data.py", title="Data", icon="📄", default=True),
+    st.Page("pages/2_Prompts.py", title="Prompts", icon="✏️"),
+    st.Page("pages/3_Train.py", title="Train", icon="🏋️"),
+    st.Page("pages/4_Runs.py", title="Runs", icon="📈"),
+    st.Page("pages/5_Compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/6_Predict.py", title="Predict & download", icon="📦"),
+]
+
+navigation = st.navigation(PAGES)
+sidebar_status(workspace())
+navigation.run()

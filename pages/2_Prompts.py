@@ -1,0 +1,119 @@
+"""Prompts: edit manual templates and the verbalizer; live preview with slots and tokens; quick zero-shot check."""
+
+import streamlit as st
+
+from core.backbone import BackboneError
+from core.compare import default_templates, prompt_spec
+from core.templates import Template, TemplateError, Verbalizer
+from core.workspace import label_word_tokens, quick_zero_shot, slot_summary, token_preview
+from pages.common import app_state, current_dataset, token_chips, workspace
+
+ws = workspace()
+state = app_state()
+st.title("✏️ Prompts")
+loaded = current_dataset()
+if loaded is None:
+    st.stop()
+ds, split = loaded
+
+if state["prompts"] is None or set(state["prompts"]["verbalizer"]) != set(ds.label_names):
+    state["prompts"] = {
+        "templates": list(default_templates(ds)),
+        "verbalizer": Verbalizer.default(ds.label_names).to_dict(),
+    }
+prompts = state["prompts"]
+
+st.markdown(
+    "Write one template per line. `{text}` is the example"
+    + (", `{text_b}` its pair" if ds.text_b_col else "")
+    + "; `[MASK]` is where the label word goes (at the end for a causal LM such as the default backbone); "
+    "`[P]` / `[P*k]` are soft tokens learned by P-tuning and prompt tuning; `[T]` / `[T*k]` are trigger slots "
+    "filled by AutoPrompt's search. Manual scoring needs neither."
+)
+text = st.text_area(
+    "Templates (one per line)", value="\n".join(prompts["templates"]), height=130, key="templates-text"
+)
+templates = [line.strip() for line in text.splitlines() if line.strip()]
+
+st.subheader("Verbalizer")
+st.caption(
+    "The word(s) that stand for each label; several words per label are averaged, multi-token words "
+    "are scored as a whole."
+)
+verbalizer: dict[str, list[str]] = {}
+cols = st.columns(min(len(ds.label_names), 4))
+for i, label in enumerate(ds.label_names):
+    words = cols[i % len(cols)].text_input(
+        f"Words for **{label}** (comma-separated)",
+        value=", ".join(prompts["verbalizer"].get(label, [label])),
+        key=f"verb-{label}",
+    )
+    verbalizer[label] = [w.strip() for w in words.split(",") if w.strip()]
+
+try:
+    spec = prompt_spec(ds, templates, verbalizer)
+except TemplateError as err:
+    st.error(f"These prompts cannot be used yet: {err}")
+    st.stop()
+if spec.templates != tuple(prompts["templates"]) or verbalizer != prompts["verbalizer"]:
+    state["zero_shot"] = None
+prompts.update(templates=list(spec.templates), verbalizer=verbalizer)
+if st.button("Reset to the default templates and label words", key="reset-prompts"):
+    state["prompts"] = None
+    for key in ["templates-text", *(f"verb-{label}" for label in ds.label_names)]:
+        st.session_state.pop(key, None)
+    st.rerun()
+
+st.subheader("Live preview")
+c1, c2 = st.columns([3, 1])
+template = c1.selectbox("Template", spec.templates, key="preview-template")
+row = c2.number_input(
+    "Dev example #", min_value=0, max_value=max(len(split.dev) - 1, 0), value=0, step=1, key="preview-row"
+)
+pool_source = split.dev if len(split.dev) else split.train
+record = pool_source.records[int(row)]
+st.markdown(
+    f"Gold label: **{ds.label_names[pool_source.labels[int(row)]]}** · slots: "
+    + ", ".join(f"{k} {v}" for k, v in slot_summary(template).items())
+)
+st.code(Template.parse(template).fill(record), language=None, wrap_lines=True)
+spec_name = state["backbone"]
+try:
+    tokenizer_view = ws.pool.tokenizer_only(spec_name)
+except BackboneError as err:
+    st.info(f"Token view unavailable: {err}")
+else:
+    try:
+        tokens = token_preview(tokenizer_view, template, record)
+        Template.parse(template).validate(ds.columns, tokenizer_view.kind)
+    except TemplateError as err:
+        st.error(f"On backbone {tokenizer_view.name}: {err}")
+    else:
+        st.caption(
+            f"How **{tokenizer_view.name}** ({tokenizer_view.kind.value}) sees it: {len(tokens)} tokens "
+            "(choose another backbone on the Train page)"
+        )
+        token_chips(tokens)
+        try:
+            st.dataframe(label_word_tokens(tokenizer_view, template, spec.verbalizer.to_dict()), hide_index=True)
+        except TemplateError as err:
+            st.error(str(err))
+
+st.subheader("Quick zero-shot check")
+n_rows = min(8, len(pool_source))
+st.caption(
+    f"Scores every template zero-shot (calibrated) on {n_rows} dev rows with the chosen backbone — a "
+    "sanity check of wording and label words before training, not a result."
+)
+if st.button(f"Check on {n_rows} dev rows", key="zero-shot"):
+    with st.spinner("Loading the backbone and scoring…"):
+        try:
+            backbone = ws.pool.get(spec_name)
+            state["zero_shot"] = quick_zero_shot(backbone, spec, pool_source.subset(range(n_rows)))
+        except (BackboneError, TemplateError) as err:
+            st.error(str(err))
+if state.get("zero_shot") is not None:
+    st.dataframe(
+        state["zero_shot"], hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f")}
+    )
+st.page_link("pages/3_Train.py", label="Next: Train", icon="🏋️")

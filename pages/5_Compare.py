@@ -1,0 +1,185 @@
+"""Compare: every prompt on the same test split — accuracy (mean ± std over seeds), macro-F1, cost, significance
+against the best manual template, the prompts themselves, rows where prompts disagree, confusion matrices."""
+
+import json
+
+import altair as alt
+import streamlit as st
+
+from core.export import to_safe_csv
+from core.workspace import comparison_table, confusion_frame, disagreements, significance_table, soft_prompt_readings
+from pages.common import fmt_count, fmt_seconds, pick_group, workspace
+
+ws = workspace()
+st.title("⚖️ Compare")
+group = pick_group(ws, key="compare-group", need_success=True)
+if group is None:
+    st.info("No finished runs yet: launch a comparison on **Train** and watch it on **Runs**.")
+    st.page_link("pages/4_Runs.py", label="Go to Runs", icon="📈")
+    st.stop()
+summary = ws.summary(group)
+runs = ws.runs(group)
+active = sum(r["active"] for r in runs)
+if active:
+    st.info(
+        f"{active} runs of this comparison are still queued or running; their rows appear when they finish "
+        "(reload or revisit this page)."
+    )
+data, backbone = summary["dataset"], summary["backbone"]
+split = data["split"]
+st.caption(
+    f"**{data.get('source', '')}** · {data['rows']:,} rows, labels {', '.join(data['labels'])} · "
+    f"test {split['test']:,} rows (split seed {split['seed']}) · "
+    f"{'K=' + str(data['k_shot']) + ' per label' if data['k_shot'] else 'all training rows'} · "
+    f"seeds {', '.join(map(str, data['seeds']))} · backbone {backbone.get('name', '?')}"
+)
+
+table = comparison_table(summary)
+best = table.loc[table["accuracy"].idxmax()]
+c1, c2, c3 = st.columns(3)
+c1.metric("Best test accuracy", f"{best['accuracy']:.3f}", help=best["prompt"])
+c2.metric("Best prompt", best["method"])
+c3.metric("Prompts compared", len(table))
+
+st.subheader("Accuracy on the test split")
+plot = table.assign(
+    low=table["accuracy"] - table["accuracy_std"],
+    high=table["accuracy"] + table["accuracy_std"],
+    label=[p if len(p) <= 60 else p[:57] + "…" for p in table["prompt"]],
+)
+order = list(plot.sort_values("accuracy", ascending=False)["label"])
+base = alt.Chart(plot).encode(y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=420)))
+bars = base.mark_bar().encode(
+    x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy (mean ± std over seeds)"),
+    color=alt.Color("method:N", title="method"),
+    tooltip=[
+        "prompt",
+        "method",
+        alt.Tooltip("accuracy:Q", format=".3f"),
+        alt.Tooltip("accuracy_std:Q", format=".3f"),
+        alt.Tooltip("macro_f1:Q", format=".3f"),
+        "seeds",
+    ],
+)
+errors = base.mark_errorbar(ticks=True).encode(x=alt.X("low:Q"), x2="high:Q")
+labels = base.mark_text(align="left", dx=4).encode(x="high:Q", text=alt.Text("accuracy:Q", format=".3f"))
+st.altair_chart((bars + errors + labels).properties(height=34 * len(plot) + 30), width="stretch")
+
+shown = table[
+    [
+        "prompt",
+        "method",
+        "role",
+        "accuracy",
+        "accuracy_std",
+        "macro_f1",
+        "seeds",
+        "trainable_params",
+        "train_seconds",
+        "peak_memory_mb",
+    ]
+]
+st.dataframe(
+    shown,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "accuracy": st.column_config.NumberColumn(format="%.3f"),
+        "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f"),
+        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
+        "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
+        "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
+        "peak_memory_mb": st.column_config.NumberColumn("peak MB", format="%.0f"),
+    },
+)
+st.caption(
+    f"Training time is per seed; peak memory is the largest over seeds "
+    f"({'GPU allocator peak' if 'cuda' in str(backbone.get('device', '')) else 'process RSS on the CPU'})."
+)
+
+st.subheader(f"Significance against {summary.get('reference') or 'the reference'}")
+sig = significance_table(summary)
+if sig.empty:
+    st.caption("Needs the manual method in the comparison.")
+else:
+    st.dataframe(
+        sig,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in ("accuracy_diff", "ci_low", "ci_high", "bootstrap_p", "mcnemar_p")
+        },
+    )
+    st.caption(
+        "Paired on the same test rows (and seeds): McNemar's test and a paired bootstrap of the accuracy "
+        "difference with its 95% interval."
+    )
+
+st.subheader("The prompts")
+for m in summary["methods"]:
+    st.markdown(
+        f"**{m['name']}** — {fmt_count(m['trainable_params'])} trainable parameters, "
+        f"{fmt_seconds(m['train_seconds'])} per seed"
+    )
+    if m.get("prompt"):
+        st.code(m["prompt"], language=None, wrap_lines=True)
+soft = [m for m in summary["methods"] if str(m.get("artifact") or "").endswith(".safetensors")]
+if soft:
+    spec = summary.get("backbone", {}).get("spec") or "default"
+    backbone = ws.pool.peek(spec)
+    if backbone is None and st.button("Read the soft prompts (loads the backbone)", key="read-soft"):
+        backbone = ws.pool.get(spec)
+    if backbone is not None:
+        readings = soft_prompt_readings(summary, backbone)
+        with st.expander("Nearest-vocabulary reading of the learned soft tokens", expanded=True):
+            st.caption(
+                "Each learned vector's 3 nearest input embeddings (cosine). Soft prompts usually sit far from "
+                "any word, so this is a curiosity, not their meaning."
+            )
+            for name, lines in readings.items():
+                st.markdown(f"**{name}**")
+                st.code("\n".join(lines[:64]), language=None)
+
+st.subheader("Where the prompts disagree")
+test = ws.context(group).split.test
+diff = disagreements(summary, test)
+st.caption(f"{len(diff)} test rows (first seed; up to 200 shown) where not every prompt gives the same label.")
+if not diff.empty:
+    st.dataframe(diff, hide_index=True, width="stretch", height=300)
+
+st.subheader("Confusion matrices")
+conf = confusion_frame(summary)
+names = list(dict.fromkeys(conf["prompt"]))
+picked = st.multiselect(
+    "Prompts", names, default=[n for n in names if not n.startswith("Manual #")][:4], key="confusion-prompts"
+)
+if picked:
+    heat = alt.Chart(conf[conf["prompt"].isin(picked)]).encode(x=alt.X("predicted:N"), y=alt.Y("gold:N"))
+    cells = heat.mark_rect().encode(
+        color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")), tooltip=["prompt", "gold", "predicted", "count"]
+    )
+    text = heat.mark_text().encode(text="count:Q")
+    st.altair_chart(
+        (cells + text)
+        .properties(width=180, height=180)
+        .facet(facet=alt.Facet("prompt:N", title=None, header=alt.Header(labelLimit=260)), columns=3)
+    )
+
+st.subheader("Download")
+c1, c2 = st.columns(2)
+c1.download_button(
+    "results.json",
+    json.dumps(summary, indent=2),
+    file_name=f"results-{group}.json",
+    mime="application/json",
+    key="dl-results-json",
+)
+c2.download_button(
+    "Comparison table (CSV)",
+    to_safe_csv(shown),
+    file_name=f"comparison-{group}.csv",
+    mime="text/csv",
+    key="dl-results-csv",
+)
+st.page_link("pages/6_Predict.py", label="Learned prompt files and predictions", icon="📦")

@@ -1,0 +1,137 @@
+"""Predict & download: every learned prompt file (and PEFT export) of a comparison; predictions for a new CSV."""
+
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from core import artifacts
+from core.artifacts import ArtifactError
+from core.backbone import BackboneError
+from core.data import DataError
+from core.export import to_safe_csv
+from core.predict import guess_text_column, predict_frame
+from core.templates import TemplateError
+from core.workspace import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, zip_folder
+from pages.common import SAMPLES_DIR, digest, pick_group, table, workspace
+
+ws = workspace()
+st.title("📦 Predict & download")
+
+st.header("Download learned prompts")
+group = pick_group(ws, key="download-group", need_success=True)
+if group is None:
+    st.caption("No finished runs yet.")
+else:
+    files = ws.artifacts(group)
+    st.caption(
+        "One file per prompt and seed: `.safetensors` (learned tensors plus a JSON manifest in its header) "
+        "or `.json` (discrete prompts). Upload one below, or use it with `python -m core predict`."
+    )
+    for i, art in enumerate(files):
+        path = Path(art["path"])
+        c1, c2 = st.columns([4, 1])
+        c1.markdown(f"`{path.name}` · {art['method']} · seed {art['seed']}")
+        if path.is_dir():
+            c2.download_button(
+                "Download (zip)",
+                zip_folder(path),
+                file_name=f"{artifacts.safe_filename(path.name)}.zip",
+                mime="application/zip",
+                key=f"dl-art-{i}",
+            )
+        else:
+            c2.download_button(
+                "Download", path.read_bytes(), file_name=path.name, mime="application/octet-stream", key=f"dl-art-{i}"
+            )
+    results = ws.group_dir(group) / "results.json"
+    if ws.summary(group) is not None and results.exists():
+        st.download_button(
+            "results.json",
+            results.read_bytes(),
+            file_name=f"results-{group}.json",
+            mime="application/json",
+            key="dl-results",
+        )
+
+st.header("Predict with a learned prompt")
+prompt_file = st.file_uploader(
+    "Learned prompt file (.safetensors or .json)", type=["safetensors", "json"], key="predict-prompt"
+)
+samples = sorted(SAMPLES_DIR.glob("*_new.csv"))
+source = st.radio(
+    "New rows",
+    ["Upload a CSV", *(["Bundled sample of new reviews"] if samples else [])],
+    horizontal=True,
+    key="predict-source",
+)
+raw = None
+if source == "Upload a CSV":
+    upload = st.file_uploader(
+        f"CSV with a text column (up to {UPLOAD_LIMIT_MB} MB)",
+        type=["csv", "tsv", "txt"],
+        max_upload_size=UPLOAD_LIMIT_MB,
+        key="predict-data",
+    )
+    raw = upload.getvalue() if upload is not None else None
+else:
+    raw = samples[0].read_bytes()
+
+learned = None
+if prompt_file is not None:
+    suffix = Path(prompt_file.name).suffix.lower()
+    if suffix not in (".safetensors", ".json"):
+        st.error("The prompt file must end in .safetensors or .json.")
+    else:
+        folder = ws.home / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        # never the user's name as a path: a fresh id plus a sanitised stem
+        path = folder / f"{uuid.uuid4().hex[:8]}-{artifacts.safe_filename(Path(prompt_file.name).stem)}{suffix}"
+        path.write_bytes(prompt_file.getvalue())
+        try:
+            learned = artifacts.load(path)
+        except ArtifactError as err:
+            st.error(str(err))
+        finally:
+            path.unlink(missing_ok=True)
+if learned is not None:
+    st.success(
+        f"Prompt: **{learned.display_name or learned.method}** ({learned.method}) for labels "
+        f"{', '.join(learned.label_names)}, learned on {learned.backbone.get('name')}"
+    )
+    if learned.template:
+        st.code(learned.template, language=None)
+
+df = None
+if raw is not None:
+    try:
+        df = table(digest(raw), raw)
+    except DataError as err:
+        st.error(f"This CSV cannot be read: {err}")
+if df is not None:
+    columns = [str(c) for c in df.columns]
+    text_col = st.selectbox("Text column", columns, index=columns.index(guess_text_column(df)), key="predict-col")
+    st.caption(f"{len(df):,} rows (limit {UPLOAD_LIMITS.max_rows:,})")
+
+if st.button("Predict", type="primary", disabled=learned is None or df is None, key="predict"):
+    spec = learned.backbone.get("spec") or "default"
+    with st.spinner(f"Loading {learned.backbone.get('name')} and predicting {len(df):,} rows…"):
+        try:
+            backbone = ws.pool.get(spec)
+            st.session_state["predictions"] = predict_frame(backbone, learned, df, text_col=text_col)
+        except (ArtifactError, BackboneError, DataError, TemplateError) as err:
+            st.session_state["predictions"] = None
+            st.error(f"Could not predict: {err}")
+preds = st.session_state.get("predictions")
+if preds is not None:
+    st.subheader("Predictions")
+    st.dataframe(preds, hide_index=True, width="stretch", height=320)
+    counts = preds["predicted_label"].value_counts()
+    st.caption(" · ".join(f"{label}: {n}" for label, n in counts.items()))
+    st.download_button(
+        "Download predictions (CSV)",
+        to_safe_csv(preds),
+        file_name="predictions.csv",
+        mime="text/csv",
+        key="dl-predictions",
+    )

@@ -1,0 +1,275 @@
+"""Helpers the pages share: the process-wide workspace, the user's session state, generated config forms.
+
+Only view code lives here; everything that computes is in `core/` (mostly `core/workspace.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
+from core.methods import REGISTRY
+from core.workspace import UPLOAD_LIMITS, OptionField, Workspace, config_fields, ptune_home
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
+STATUS_ICONS = {
+    "queued": "⏳",
+    "running": "🔄",
+    "succeeded": "✅",
+    "failed": "❌",
+    "cancelled": "⏹️",
+    "interrupted": "⚠️",
+}
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(home: str) -> Workspace:
+    return Workspace(home)
+
+
+def workspace() -> Workspace:
+    """The one Workspace of this process for $PTUNE_HOME (shared by every session and browser tab)."""
+    return _workspace(str(ptune_home()))
+
+
+# ------------------------------------------------------------------------------------------------ session state
+
+
+def app_state() -> dict[str, Any]:
+    """The user's current choices (dataset, prompts, training settings), kept apart from widget state so they
+    survive page switches (Streamlit drops the state of widgets that a page does not draw)."""
+    if "ptune" not in st.session_state:
+        st.session_state["ptune"] = {
+            "data": None,
+            "settings": {"test_size": 0.5, "dev_size": 0.1, "split_seed": 0, "k_shot": 16},
+            "prompts": None,
+            "backbone": "default",
+            "options": {},
+            "last_group": None,
+        }
+    return st.session_state["ptune"]
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def table(key: str, _data: bytes):
+    """The raw table of an upload (cached by content digest, so reruns don't re-parse it)."""
+    return read_table(_data, limits=UPLOAD_LIMITS)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def dataset(key: str, _data: bytes, text_col: str, label_col: str, text_b_col: str | None) -> LabeledDataset:
+    return load_dataset(_data, text_col=text_col, label_col=label_col, text_b_col=text_b_col, limits=UPLOAD_LIMITS)
+
+
+def current_dataset() -> tuple[LabeledDataset, Split] | None:
+    """The dataset and split chosen on the Data page, or None (with an inline message) when there is none."""
+    data = app_state()["data"]
+    if data is None:
+        st.info("No dataset yet: upload a CSV or pick a sample on the **Data** page first.")
+        st.page_link(data_page(), label="Go to Data", icon="📄")
+        return None
+    settings = app_state()["settings"]
+    try:
+        ds = dataset(data["digest"], data["bytes"], data["text_col"], data["label_col"], data["text_b_col"])
+        split = split_dataset(
+            ds, test_size=settings["test_size"], dev_size=settings["dev_size"], seed=settings["split_seed"]
+        )
+    except DataError as err:
+        st.error(f"The dataset cannot be used as set up: {err}")
+        return None
+    return ds, split
+
+
+def data_page():
+    return "pages/1_Data.py"
+
+
+def k_shot_problem(split: Split, k: int | None, seed: int = 0) -> str | None:
+    if k is None:
+        return None
+    try:
+        few_shot_split(split, k, seed)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ forms
+
+
+def method_label(name: str) -> str:
+    cls = REGISTRY.get(name)
+    return f"{cls.label} ({name})" if cls else name
+
+
+def option_form(method: str, saved: dict[str, Any]) -> dict[str, Any]:
+    """Widgets generated from the method's config dataclass; returns every field's current value."""
+    cls = REGISTRY[method]
+    values: dict[str, Any] = {}
+    specs = config_fields(cls.config_cls)
+    if not specs:
+        st.caption("This method has no options.")
+    for f in specs:
+        values[f.name] = _field_widget(method, f, saved.get(f.name, f.default))
+    return values
+
+
+def _field_widget(method: str, f: OptionField, value: Any) -> Any:
+    key = f"opt-{method}-{f.name}"
+    label = f.name.replace("_", " ")
+    helptext = f.help or None
+    if f.kind == "bool":
+        return st.checkbox(label, value=bool(value), help=helptext, key=key)
+    if f.kind == "int":
+        return st.number_input(label, value=None if value is None else int(value), step=1, help=helptext, key=key)
+    if f.kind == "float":
+        return st.number_input(
+            label, value=None if value is None else float(value), format="%g", help=helptext, key=key
+        )
+    if f.kind == "enum":
+        index = f.choices.index(value) if value in f.choices else 0
+        return st.selectbox(label, f.choices, index=index, help=helptext, key=key)
+    if f.kind == "str":
+        return st.text_input(label, value="" if value is None else str(value), help=helptext, key=key)
+    text = st.text_input(f"{label} (JSON)", value=json.dumps(value), help=helptext, key=key)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        st.error(f"{label}: not valid JSON; write it like {json.dumps(f.default)}")
+        return f.default
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+
+KIND_COLORS = {
+    "special": "#d0d0d0",
+    "text": "#eef2f7",
+    "soft [P]": "#ffd8a8",
+    "trigger [T]": "#c3fae8",
+    "[MASK]": "#ffc9c9",
+}
+
+
+def token_chips(tokens) -> None:
+    """Tokens as coloured chips (escaped: the text comes from the user's data)."""
+    chips = "".join(
+        f'<span title="{html.escape(row.kind)} · id {row.id}" style="background:{KIND_COLORS.get(row.kind, "#eee")};'
+        f"border-radius:4px;padding:1px 4px;margin:1px;display:inline-block;font-family:monospace;"
+        f'font-size:0.85em">{html.escape(str(row.token))}</span>'
+        for row in tokens.itertuples()
+    )
+    legend = " ".join(
+        f'<span style="background:{c};border-radius:4px;padding:1px 4px">{html.escape(k)}</span>'
+        for k, c in KIND_COLORS.items()
+    )
+    st.markdown(
+        f"<div style='line-height:1.9'>{chips}</div><div style='font-size:0.8em'>{legend}</div>",
+        unsafe_allow_html=True,
+    )
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def fmt_count(n: int | None) -> str:
+    if n is None:
+        return "–"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} k"
+    return str(n)
+
+
+def group_label(group: dict) -> str:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(group["statuses"].items()))
+    return f"{group['group_id']} · {group['n_runs']} runs ({counts})"
+
+
+def pick_group(ws: Workspace, *, key: str, need_success: bool = False) -> str | None:
+    """A selectbox of comparison groups, newest first, defaulting to the one launched last in this session."""
+    groups = ws.groups()
+    if need_success:
+        groups = [g for g in groups if g["statuses"].get("succeeded")]
+    if not groups:
+        return None
+    ids = [g["group_id"] for g in groups]
+    last = app_state().get("last_group")
+    index = ids.index(last) if last in ids else 0
+    labels = {g["group_id"]: group_label(g) for g in groups}
+    chosen = st.selectbox("Comparison", ids, index=index, format_func=labels.get, key=key)
+    app_state()["last_group"] = chosen
+    return chosen
+
+
+def sidebar_status(ws: Workspace) -> None:
+    """Product name, backbone status, and the install button with live progress."""
+    st.sidebar.markdown("## 🎛️ PTune Studio")
+    st.sidebar.caption("Compare manual, searched and learned prompts on your labeled CSV.")
+    with st.sidebar:
+        _install_panel(ws)
+
+
+def _install_panel(ws: Workspace) -> None:
+    snap = ws.installer.snapshot()
+    from core.backbone import default_installed
+
+    if default_installed() and snap["state"] != "running":
+        st.success("Default backbone SmolLM2-135M: installed", icon="✅")
+    elif snap["state"] == "running":
+        _install_progress(ws)
+    else:
+        st.warning("Default backbone SmolLM2-135M: not installed", icon="⚠️")
+        if snap["state"] == "failed":
+            st.error(f"Install failed: {snap['error']}")
+        if st.button("Install the default backbone", key="install-default"):
+            ws.installer.start()
+            st.rerun()
+    loaded = ws.pool.loaded()
+    if loaded:
+        st.caption("Loaded: " + ", ".join(b["name"] for b in loaded))
+
+
+@st.fragment(run_every=1.0)
+def _install_progress(ws: Workspace) -> None:
+    snap = ws.installer.snapshot()
+    with st.status(
+        "Installing the default backbone…",
+        expanded=True,
+        state="running" if snap["state"] == "running" else "complete",
+    ):
+        for message in snap["messages"]:
+            st.write(message)
+    if snap["state"] != "running":
+        st.rerun()
