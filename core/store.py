@@ -1,0 +1,313 @@
+"""SQLite run store: runs, their config, metric time series, final results and artifact paths.
+
+Why SQLite in WAL mode: background workers write progress while Streamlit pages (other threads) and the CLI
+(another process) read it; WAL lets readers proceed during a write, and ``busy_timeout`` makes a second process
+wait for the write lock instead of failing. Inside one process a single connection is shared by every thread
+(``check_same_thread=False``) and guarded by a lock: Streamlit starts a new thread for every script rerun, so
+per-thread connections would pile up, and SQLite serialises writers anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+ACTIVE_STATUSES = ("queued", "running")
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    method TEXT NOT NULL,
+    label TEXT NOT NULL,
+    status TEXT NOT NULL,
+    group_id TEXT,
+    seed INTEGER,
+    device TEXT,
+    error TEXT,
+    progress_step INTEGER NOT NULL DEFAULT 0,
+    progress_total INTEGER NOT NULL DEFAULT 0,
+    eta_seconds REAL
+);
+CREATE INDEX runs_created ON runs(created);
+CREATE INDEX runs_group ON runs(group_id);
+CREATE TABLE configs (run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, json TEXT NOT NULL);
+CREATE TABLE results (run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE, json TEXT NOT NULL);
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    t REAL NOT NULL,
+    name TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX metrics_run_step ON metrics(run_id, step);
+CREATE TABLE artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX artifacts_run ON artifacts(run_id);
+"""
+
+# Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
+_MIGRATIONS = (_SCHEMA_V1,)
+
+# One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
+MetricRecord = tuple[int, float, Mapping[str, float]]
+
+
+def to_json(obj: Any) -> str:
+    """Serialise ``obj`` as strict JSON: NaN/inf become null (the UI and pandas read them as missing).
+
+    Anything that is not plain data raises ``TypeError`` naming where it sits, so a config holding a tensor
+    or a Path fails at ``create_run`` rather than producing an unreadable row.
+    """
+    return json.dumps(_plain(obj, "$"), allow_nan=False)
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """Recursively convert ``obj`` to JSON-ready Python values (see ``to_json``)."""
+    if obj is None or isinstance(obj, str | bool):
+        return obj
+    if isinstance(obj, numbers.Integral):  # includes numpy integers
+        return int(obj)
+    if isinstance(obj, numbers.Real):  # includes numpy floats
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is {type(key).__name__}; JSON object keys must be str")
+            out[key] = _plain(value, f"{where}.{key}")
+        return out
+    if isinstance(obj, list | tuple):
+        return [_plain(value, f"{where}[{i}]") for i, value in enumerate(obj)]
+    raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable; convert it to str, number, list or dict")
+
+
+def _metric_value(value: float) -> float | None:
+    """A metric as REAL, or NULL when it is not finite (keeps charts and aggregates sane)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class RunStore:
+    """Thread-safe access to one SQLite run database (created with its parent folder when missing)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self.journal_mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode; fast commits
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``; refuse a database written by a newer version."""
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}; this PTune Studio reads up to {SCHEMA_VERSION}"
+                )
+            for script in _MIGRATIONS[version:]:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock up front so it never fails half-way."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        with self._lock:
+            return [dict(row) for row in self._conn.execute(sql, params).fetchall()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes ---------------------------------------------------------------------------------------------
+
+    def create_run(
+        self, *, method: str, label: str, config: dict, group_id: str | None = None, seed: int | None = None
+    ) -> str:
+        """Insert a queued run with its full config; returns its id (12 hex digits)."""
+        run_id = uuid.uuid4().hex[:12]
+        config_json = to_json(config)  # raises before anything is written
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, created, updated, method, label, status, group_id, seed) VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, now, now, method, label, "queued", group_id, seed),
+            )
+            conn.execute("INSERT INTO configs (run_id, json) VALUES (?, ?)", (run_id, config_json))
+        return run_id
+
+    def _update_run(self, conn: sqlite3.Connection, run_id: str, **columns: Any) -> None:
+        """Set ``columns`` (column names are ours, never user input) and ``updated``; KeyError for an unknown run."""
+        columns["updated"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        cursor = conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*columns.values(), run_id))
+        if cursor.rowcount == 0:
+            raise KeyError(f"no run {run_id!r} in {self.path}")
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        """Set the status; ``error`` describes the new status, so passing None clears an old error."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        with self._tx() as conn:
+            self._update_run(conn, run_id, status=status, error=error)
+
+    def set_device(self, run_id: str, device: str) -> None:
+        """Record which device (worker) the run was assigned to."""
+        with self._tx() as conn:
+            self._update_run(conn, run_id, device=device)
+
+    def record_progress(
+        self,
+        run_id: str,
+        step: int,
+        total: int,
+        metrics: Mapping[str, float],
+        eta_seconds: float | None = None,
+        *,
+        backlog: Sequence[MetricRecord] = (),
+    ) -> None:
+        """Update the progress columns and append metric rows in one transaction.
+
+        ``backlog`` holds earlier (step, time, metrics) records a throttled reporter buffered, so a loss curve
+        keeps every step even though the store is written a few times per second at most.
+        """
+        now = time.time()
+        rows = [
+            (run_id, s, t, name, _metric_value(v))
+            for s, t, m in (*backlog, (step, now, metrics))
+            for name, v in m.items()
+        ]
+        with self._tx() as conn:
+            self._update_run(conn, run_id, progress_step=step, progress_total=total, eta_seconds=eta_seconds)
+            conn.executemany("INSERT INTO metrics (run_id, step, t, name, value) VALUES (?,?,?,?,?)", rows)
+
+    def save_result(self, run_id: str, result: dict) -> None:
+        """Store (or replace) the run's final result dict."""
+        result_json = to_json(result)
+        with self._tx() as conn:
+            self._update_run(conn, run_id)
+            conn.execute("INSERT OR REPLACE INTO results (run_id, json) VALUES (?, ?)", (run_id, result_json))
+
+    def add_artifact(self, run_id: str, kind: str, path: str) -> None:
+        """Remember a file the run produced (the store keeps paths, never file contents)."""
+        with self._tx() as conn:
+            self._update_run(conn, run_id)
+            conn.execute(
+                "INSERT INTO artifacts (run_id, kind, path, created) VALUES (?,?,?,?)",
+                (run_id, kind, str(path), time.time()),
+            )
+
+    def mark_interrupted(self) -> int:
+        """On process start: runs left queued/running by a previous process become interrupted; returns how many.
+
+        Assumes one serving process per store file: a second process starting on the same file would mark the
+        first one's live runs interrupted.
+        """
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET status = 'interrupted', updated = ? WHERE status IN (?, ?)",
+                (time.time(), *ACTIVE_STATUSES),
+            )
+            return cursor.rowcount
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run and its config, metrics, result and artifact rows (artifact files stay on disk)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # -- reads ----------------------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> dict | None:
+        """The run row plus ``config`` (dict), ``result`` (dict or None) and ``artifacts`` ([{kind, path}])."""
+        with self._lock:  # one consistent snapshot across the four reads
+            rows = self._query("SELECT * FROM runs WHERE id = ?", (run_id,))
+            if not rows:
+                return None
+            run = rows[0]
+            config = self._query("SELECT json FROM configs WHERE run_id = ?", (run_id,))
+            result = self._query("SELECT json FROM results WHERE run_id = ?", (run_id,))
+            run["artifacts"] = self._query(
+                "SELECT kind, path FROM artifacts WHERE run_id = ? ORDER BY rowid", (run_id,)
+            )
+        run["config"] = json.loads(config[0]["json"]) if config else {}
+        run["result"] = json.loads(result[0]["json"]) if result else None
+        return run
+
+    def list_runs(self, *, group_id: str | None = None, status: str | None = None, limit: int = 500) -> list[dict]:
+        """Run rows (no config/result, cheap enough to poll), newest first, optionally filtered."""
+        where, params = [], []
+        if group_id is not None:
+            where.append("group_id = ?")
+            params.append(group_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self._query(f"SELECT * FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ?", (*params, limit))
+
+    def metrics(self, run_id: str) -> list[dict]:
+        """The run's metric time series as [{step, t, name, value}] in step order (long format for altair)."""
+        return self._query("SELECT step, t, name, value FROM metrics WHERE run_id = ? ORDER BY step, rowid", (run_id,))
+
+    def groups(self) -> list[dict]:
+        """Comparison groups, newest first: group_id, created (first run), n_runs, statuses {status: count}."""
+        with self._lock:
+            groups = self._query(
+                "SELECT group_id, MIN(created) AS created, COUNT(*) AS n_runs FROM runs"
+                " WHERE group_id IS NOT NULL GROUP BY group_id ORDER BY created DESC"
+            )
+            counts = self._query(
+                "SELECT group_id, status, COUNT(*) AS n FROM runs WHERE group_id IS NOT NULL GROUP BY group_id, status"
+            )
+        by_group: dict[str, dict[str, int]] = {}
+        for row in counts:
+            by_group.setdefault(row["group_id"], {})[row["status"]] = row["n"]
+        return [{**group, "statuses": by_group.get(group["group_id"], {})} for group in groups]

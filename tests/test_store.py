@@ -1,0 +1,165 @@
+"""RunStore against real SQLite files: roundtrips, ordering, concurrency, WAL, restart handling."""
+
+import math
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.store import SCHEMA_VERSION, RunStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    with RunStore(tmp_path / "sub" / "runs.db") as s:
+        yield s
+
+
+def test_create_get_list_roundtrip(store: RunStore) -> None:
+    config = {"method": {"lr": 1e-3, "steps": 10}, "template": "[P*3] {text} [MASK]", "labels": ["neg", "pos"]}
+    first = store.create_run(method="ptuning", label="P-tuning s0", config=config, group_id="g1", seed=0)
+    second = store.create_run(method="manual", label="Manual", config={}, group_id="g2")
+
+    run = store.get_run(first)
+    assert run["id"] == first and run["method"] == "ptuning" and run["label"] == "P-tuning s0"
+    assert run["status"] == "queued" and run["group_id"] == "g1" and run["seed"] == 0
+    assert run["config"] == config and run["result"] is None and run["artifacts"] == []
+    assert store.get_run("nope") is None
+    assert [r["id"] for r in store.list_runs()] == [second, first]  # newest first
+    assert [r["id"] for r in store.list_runs(group_id="g1")] == [first]
+    assert store.list_runs(status="running") == []
+    assert len(store.list_runs(limit=1)) == 1
+
+
+def test_status_progress_metrics_results_artifacts(store: RunStore) -> None:
+    run_id = store.create_run(method="ptuning", label="p", config={})
+    store.set_status(run_id, "running")
+    store.record_progress(run_id, 2, 10, {"loss": 0.5, "acc": 0.7}, eta_seconds=8.0, backlog=[(1, 0.0, {"loss": 0.9})])
+    store.record_progress(run_id, 3, 10, {"loss": float("nan")})
+    store.save_result(run_id, {"accuracy": 0.8, "per_seed": [0.7, math.inf], "n": np.int64(4), "f": np.float32(0.5)})
+    store.add_artifact(run_id, "prompt", "/tmp/p.safetensors")
+    store.set_status(run_id, "failed", error="ValueError: boom")
+
+    run = store.get_run(run_id)
+    assert (run["progress_step"], run["progress_total"], run["eta_seconds"]) == (3, 10, None)
+    assert run["status"] == "failed" and run["error"] == "ValueError: boom"
+    assert run["result"] == {"accuracy": 0.8, "per_seed": [0.7, None], "n": 4, "f": 0.5}
+    assert run["artifacts"] == [{"kind": "prompt", "path": "/tmp/p.safetensors"}]
+    rows = store.metrics(run_id)
+    assert [(r["step"], r["name"], r["value"]) for r in rows] == [
+        (1, "loss", 0.9),
+        (2, "loss", 0.5),
+        (2, "acc", 0.7),
+        (3, "loss", None),
+    ]
+    store.set_status(run_id, "running")
+    assert store.get_run(run_id)["error"] is None  # error describes the current status
+
+
+def test_metrics_ordered_by_step_even_when_written_out_of_order(store: RunStore) -> None:
+    run_id = store.create_run(method="m", label="m", config={})
+    for step in (5, 1, 3):
+        store.record_progress(run_id, step, 5, {"loss": float(step)})
+    assert [r["step"] for r in store.metrics(run_id)] == [1, 3, 5]
+
+
+def test_bad_input_is_refused_clearly(store: RunStore) -> None:
+    with pytest.raises(TypeError, match=r"\$\.backbone\.path: PosixPath"):
+        store.create_run(method="m", label="m", config={"backbone": {"path": Path("/x")}})
+    with pytest.raises(TypeError, match="keys must be str"):
+        store.create_run(method="m", label="m", config={1: "x"})
+    assert store.list_runs() == []  # nothing half-written
+    run_id = store.create_run(method="m", label="m", config={})
+    with pytest.raises(ValueError, match="unknown status 'done'"):
+        store.set_status(run_id, "done")
+    with pytest.raises(KeyError):
+        store.set_status("missing", "running")
+    with pytest.raises(TypeError, match="Tensor|object"):
+        store.save_result(run_id, {"x": object()})
+
+
+def test_groups_summary(store: RunStore) -> None:
+    a = store.create_run(method="m", label="a", config={}, group_id="g")
+    store.create_run(method="m", label="b", config={}, group_id="g")
+    store.create_run(method="m", label="c", config={})
+    store.set_status(a, "succeeded")
+    (group,) = store.groups()
+    assert group["group_id"] == "g" and group["n_runs"] == 2
+    assert group["statuses"] == {"succeeded": 1, "queued": 1}
+
+
+def test_wal_mode_and_schema_version(store: RunStore) -> None:
+    assert store.journal_mode == "wal"
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="schema version"):
+        RunStore(store.path)
+
+
+def test_reopen_keeps_data_and_marks_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with RunStore(path) as s:
+        queued = s.create_run(method="m", label="q", config={})
+        running = s.create_run(method="m", label="r", config={})
+        done = s.create_run(method="m", label="d", config={})
+        s.set_status(running, "running")
+        s.set_status(done, "succeeded")
+    with RunStore(path) as s:
+        assert s.mark_interrupted() == 2
+        assert {r["id"]: r["status"] for r in s.list_runs()} == {
+            queued: "interrupted",
+            running: "interrupted",
+            done: "succeeded",
+        }
+        assert s.mark_interrupted() == 0
+
+
+def test_delete_run_cascades(store: RunStore) -> None:
+    run_id = store.create_run(method="m", label="m", config={"a": 1})
+    store.record_progress(run_id, 1, 1, {"loss": 1.0})
+    store.save_result(run_id, {"ok": True})
+    store.add_artifact(run_id, "prompt", "p.json")
+    store.delete_run(run_id)
+    assert store.get_run(run_id) is None and store.metrics(run_id) == []
+    with sqlite3.connect(store.path) as conn:
+        for table in ("configs", "results", "metrics", "artifacts"):
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-store", "store-per-thread"])
+def test_concurrent_writers_lose_nothing(tmp_path: Path, shared: bool) -> None:
+    """4 threads write at once, through one shared store or through 4 connections to the same file."""
+    path = tmp_path / "runs.db"
+    main = RunStore(path)
+    run_ids = [main.create_run(method="m", label=f"r{i}", config={}) for i in range(4)]
+    n_steps, errors = 50, []
+    start = threading.Barrier(4)
+
+    def write(run_id: str) -> None:
+        store = main if shared else RunStore(path)
+        try:
+            start.wait()
+            for step in range(1, n_steps + 1):
+                store.record_progress(run_id, step, n_steps, {"loss": 1.0 / step, "acc": 0.5})
+            store.save_result(run_id, {"done": True})
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            if not shared:
+                store.close()
+
+    threads = [threading.Thread(target=write, args=(run_id,)) for run_id in run_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for run_id in run_ids:
+        assert len(main.metrics(run_id)) == 2 * n_steps
+        run = main.get_run(run_id)
+        assert run["progress_step"] == n_steps and run["result"] == {"done": True}
+    main.close()
