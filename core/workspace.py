@@ -53,7 +53,8 @@ HOME_ENV = "PTUNE_HOME"
 UPLOAD_LIMITS = Limits()  # the same caps as the CLI; the Data page states them
 UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
 RESUMABLE = ("interrupted", "cancelled", "failed")
-HIDDEN_OPTIONS = ("seed", "max_steps")  # set once for all methods on the Train page
+HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir")  # set by the app for every method, not per method
+PREFERRED_TRAINED = ("ptuning", "prompt_tuning")  # the trained method the Train page preselects, if registered
 
 
 def ptune_home() -> Path:
@@ -386,6 +387,20 @@ class GroupContext:
     settings: dict[str, Any]
 
 
+def method_order(names) -> list[str]:
+    """Methods that fit nothing (manual, baseline) first, then trained ones; registry order within each."""
+    index = {name: i for i, name in enumerate(REGISTRY)}
+    return sorted(names, key=lambda n: (bool(getattr(REGISTRY.get(n), "trains", False)), index.get(n, len(index))))
+
+
+def default_methods() -> list[str]:
+    """What the Train page preselects: every method that trains nothing, plus one trained method."""
+    untrained = [n for n in REGISTRY if not getattr(REGISTRY[n], "trains", False)]
+    trained = [n for n in REGISTRY if getattr(REGISTRY[n], "trains", False)]
+    preferred = [n for n in PREFERRED_TRAINED if n in trained] or trained
+    return untrained + preferred[:1]
+
+
 def _one_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
@@ -460,16 +475,20 @@ class Workspace:
         ctx.settings = settings
         with self._lock:
             self._contexts[group_id] = ctx
-        order = [m for m in REGISTRY if m in req.methods]  # registry order: manual and baseline first
-        for name in order:
+        for name in method_order(req.methods):
             cls = method_class(name)
             options = method_options(name, req.methods[name], max_steps=req.max_steps)
+            has_checkpoints = "checkpoint_dir" in {f.name for f in fields(cls.config_cls)}
             for seed in req.seeds:
+                unit_options = dict(options)
+                if has_checkpoints and not options.get("checkpoint_dir"):
+                    # one folder per (method, seed): a resumed run finds the checkpoint its predecessor wrote
+                    unit_options["checkpoint_dir"] = str(folder / "checkpoints" / f"{name}-seed{seed}")
                 config = {
                     "group": group_id,
                     "method": name,
                     "seed": seed,
-                    "options": options,
+                    "options": unit_options,
                     "k_shot": req.k_shot,
                     "backbone": settings["backbone"],
                 }
@@ -587,7 +606,7 @@ class Workspace:
             cached = self._summaries.get(group_id)
         if cached and cached[0] == signature:
             return cached[1]
-        order = {name: i for i, name in enumerate(REGISTRY)}
+        order = {name: i for i, name in enumerate(method_order(REGISTRY))}
         keys = sorted(latest, key=lambda k: (order.get(k[0], len(order)), k[1]))
         units = [self.store.get_run(latest[k]["id"])["result"] for k in keys]
         ctx = self.context(group_id)
@@ -694,31 +713,28 @@ def disagreements(summary: Mapping[str, Any], test: LabeledDataset, *, limit: in
     return out
 
 
-def nearest_tokens(backbone: Backbone, vectors: torch.Tensor, k: int = 3) -> list[list[str]]:
-    """For each soft vector (n, hidden): the k vocabulary tokens whose input embeddings are nearest in cosine."""
-    emb = backbone.embeddings.weight.detach().float()
-    vec = vectors.detach().float().to(emb.device).reshape(-1, emb.shape[1])
-    sims = torch.nn.functional.normalize(vec, dim=-1) @ torch.nn.functional.normalize(emb, dim=-1).T
-    top = sims.topk(k, dim=-1).indices.tolist()
-    return [[backbone.tokenizer.convert_ids_to_tokens(i) for i in row] for row in top]
-
-
-def soft_prompt_readings(summary: Mapping[str, Any], backbone: Backbone, k: int = 3) -> dict[str, list[str]]:
-    """Nearest-vocabulary reading of every learned soft prompt whose vectors live in the input embedding space."""
+def soft_prompt_readings(summary: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Nearest-vocabulary reading of each learned soft prompt, as its method recorded it in the prompt file's
+    manifest (`state["nearest_tokens"]`: per soft token, the nearest vocabulary tokens and their cosine)."""
     out: dict[str, list[str]] = {}
     for m in summary["methods"]:
         path = m.get("artifact")
-        if not path or not str(path).endswith(".safetensors") or not Path(path).exists():
+        if not path or not Path(path).exists():
             continue
-        learned = artifacts.load(path)
-        readings = []
-        for name, tensor in sorted(learned.tensors.items()):
-            if tensor.ndim == 2 and tensor.shape[-1] == backbone.hidden_size and tensor.shape[0] <= 512:
-                readings += [
-                    f"{name}[{i}]: {' | '.join(words)}" for i, words in enumerate(nearest_tokens(backbone, tensor, k))
-                ]
-        if readings:
-            out[m["name"]] = readings
+        try:
+            learned = artifacts.load(path)
+        except artifacts.ArtifactError:
+            continue
+        readout = learned.state.get("nearest_tokens")
+        if not readout:
+            continue
+        lines = []
+        for i, neighbours in enumerate(readout):
+            words = [
+                f"{w[0]} ({w[1]:.2f})" if isinstance(w, list | tuple) and len(w) == 2 else str(w) for w in neighbours
+            ]
+            lines.append(f"[P{i}] " + " | ".join(words))
+        out[m["name"]] = lines
     return out
 
 

@@ -7,7 +7,7 @@ from core.compare import default_templates
 from core.data import DataError
 from core.methods import REGISTRY
 from core.templates import TemplateError, Verbalizer
-from core.workspace import ComparisonRequest, changed_options, inspect_backbone
+from core.workspace import ComparisonRequest, changed_options, default_methods, inspect_backbone, method_order
 from pages.common import (
     app_state,
     current_dataset,
@@ -75,13 +75,12 @@ if ws.pool.peek(spec) is not None:
     st.caption("Already loaded in this app: runs start at once.")
 
 st.subheader("Methods")
-names = list(REGISTRY)
-trained = [n for n in names if getattr(REGISTRY[n], "trains", False)]
-default_methods = state.get("methods") or [n for n in names if not getattr(REGISTRY[n], "trains", False)] + trained[:1]
+names = method_order(REGISTRY)
+chosen = state.get("methods") or default_methods()
 methods = st.multiselect(
     "Methods to compare",
     names,
-    default=[m for m in default_methods if m in names],
+    default=[m for m in chosen if m in names],
     format_func=method_label,
     key="methods",
 )

@@ -124,22 +124,16 @@ for m in summary["methods"]:
     )
     if m.get("prompt"):
         st.code(m["prompt"], language=None, wrap_lines=True)
-soft = [m for m in summary["methods"] if str(m.get("artifact") or "").endswith(".safetensors")]
-if soft:
-    spec = summary.get("backbone", {}).get("spec") or "default"
-    backbone = ws.pool.peek(spec)
-    if backbone is None and st.button("Read the soft prompts (loads the backbone)", key="read-soft"):
-        backbone = ws.pool.get(spec)
-    if backbone is not None:
-        readings = soft_prompt_readings(summary, backbone)
-        with st.expander("Nearest-vocabulary reading of the learned soft tokens", expanded=True):
-            st.caption(
-                "Each learned vector's 3 nearest input embeddings (cosine). Soft prompts usually sit far from "
-                "any word, so this is a curiosity, not their meaning."
-            )
-            for name, lines in readings.items():
-                st.markdown(f"**{name}**")
-                st.code("\n".join(lines[:64]), language=None)
+readings = soft_prompt_readings(summary)
+if readings:
+    with st.expander("Nearest-vocabulary reading of the learned soft tokens", expanded=True):
+        st.caption(
+            "For each learned soft token, the nearest input embeddings of the vocabulary (cosine similarity). "
+            "Soft prompts usually sit far from every word, so this is a reading, not their meaning."
+        )
+        for name, lines in readings.items():
+            st.markdown(f"**{name}**")
+            st.code("\n".join(lines[:64]), language=None)
 
 st.subheader("Where the prompts disagree")
 test = ws.context(group).split.test

@@ -1,0 +1,315 @@
+"""core/workspace.py: comparison groups on a tiny model through the real store and job manager."""
+
+from __future__ import annotations
+
+import enum
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from core.backbone import load_backbone
+from core.data import DataError
+from core.methods import REGISTRY
+from core.templates import TemplateError
+from core.workspace import (
+    HIDDEN_OPTIONS,
+    BackbonePool,
+    ComparisonRequest,
+    Workspace,
+    changed_options,
+    comparison_table,
+    config_fields,
+    confusion_frame,
+    default_methods,
+    disagreements,
+    inspect_backbone,
+    method_order,
+    normalize_spec,
+    ptune_home,
+    significance_table,
+    token_preview,
+)
+from tests.tiny_models import save_tiny, tiny_backbone
+
+TIMEOUT = 120.0
+POSITIVE = ["a great movie", "really good fun", "the best film", "great acting and a fine script", "i love it"]
+NEGATIVE = ["a bad movie", "really awful and boring", "the worst film", "terrible acting", "i hate it"]
+
+
+def tiny_csv(n_per_label: int = 20) -> bytes:
+    rows = ["text,label"]
+    for i in range(n_per_label):
+        rows.append(f"{POSITIVE[i % len(POSITIVE)]} {i},positive")
+        rows.append(f"{NEGATIVE[i % len(NEGATIVE)]} {i},negative")
+    return ("\n".join(rows) + "\n").encode()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return save_tiny("gpt2", tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path / "home")
+    yield workspace
+    workspace.close()
+
+
+def request(model: Path, **changes) -> ComparisonRequest:
+    base = dict(
+        data=tiny_csv(),
+        source_name="tiny.csv",
+        text_col="text",
+        label_col="label",
+        templates=["{text} It was [MASK]", "{text} overall [MASK]"],
+        verbalizer={"positive": ["good"], "negative": ["bad"]},
+        methods={"manual": {}, "baseline": {}},
+        seeds=[0, 1],
+        backbone=str(model),
+        test_size=0.5,
+        k_shot=4,
+        max_steps=3,
+    )
+    base.update(changes)
+    return ComparisonRequest(**base)
+
+
+def wait_all(ws: Workspace, group: str) -> list[dict]:
+    for run in ws.runs(group):
+        ws.jobs.wait(run["id"], TIMEOUT)
+    return ws.runs(group)
+
+
+def test_home_follows_env(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "elsewhere"))
+    assert ptune_home() == (tmp_path / "elsewhere").resolve()
+    monkeypatch.delenv("PTUNE_HOME")
+    assert ptune_home().name == ".ptune"
+
+
+def test_inspect_backbone_counts_parameters_without_loading(tiny_gpt2: Path, tmp_path: Path) -> None:
+    info = inspect_backbone(str(tiny_gpt2))
+    loaded = load_backbone(str(tiny_gpt2), device="cpu")
+    assert info.available and info.kind == "causal" and info.model_type == "gpt2"
+    assert info.parameters == loaded.num_parameters()
+    assert info.memory_bytes == info.parameters * 4 and info.disk_bytes > 0
+    missing = inspect_backbone(str(tmp_path / "nope"))
+    assert not missing.available and "does not exist" in missing.note
+    not_cached = inspect_backbone("some-org/not-downloaded-model")
+    assert not not_cached.available and "downloaded" in not_cached.note
+
+
+def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Path) -> None:
+    group = ws.launch(request(tiny_gpt2))
+    runs = wait_all(ws, group)
+    assert sorted((r["method"], r["seed"], r["status"]) for r in runs) == [
+        ("baseline", 0, "succeeded"),
+        ("baseline", 1, "succeeded"),
+        ("manual", 0, "succeeded"),
+        ("manual", 1, "succeeded"),
+    ]
+    summary = ws.summary(group)
+    names = [m["name"] for m in summary["methods"]]
+    assert names[0] == "Manual (best on dev)" and "Majority class" in names and len(names) == 4
+    assert summary["dataset"]["seeds"] == [0, 1] and summary["dataset"]["k_shot"] == 4
+    assert summary["backbone"]["spec"] == normalize_spec(str(tiny_gpt2))
+    saved = json.loads((ws.group_dir(group) / "results.json").read_text())
+    assert saved["methods"] == summary["methods"]
+    table = comparison_table(summary)
+    assert set(table["role"]) >= {"chosen on dev"} and (table["seeds"] == 2).all()
+    assert len(significance_table(summary)) == 3
+    conf = confusion_frame(summary)
+    assert conf.groupby("prompt")["count"].sum().eq(summary["methods"][0]["n_test"]).all()
+    diff = disagreements(summary, ws.context(group).split.test)
+    assert {"text", "gold", "prompts right"} <= set(diff.columns)
+    files = ws.artifacts(group)
+    assert files and all(Path(f["path"]).is_file() and Path(f["path"]).is_relative_to(ws.home) for f in files)
+    assert (ws.group_dir(group) / "data.csv").read_bytes() == tiny_csv()
+
+
+def test_context_is_rebuilt_from_the_group_folder(tmp_path: Path, tiny_gpt2: Path) -> None:
+    first = Workspace(tmp_path / "home")
+    group = first.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
+    wait_all(first, group)
+    expected = first.summary(group)
+    first.close()
+    second = Workspace(tmp_path / "home")  # a new process: nothing cached
+    try:
+        assert second.summary(group)["methods"] == expected["methods"]
+        assert second.context(group).split.test.labels == first.context(group).split.test.labels
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "words"),
+    [
+        ({"templates": ["{text} no mask here"]}, TemplateError, "[MASK]"),
+        ({"templates": ["[MASK] {text}"]}, TemplateError, "end the template"),
+        ({"templates": ["{nope} [MASK]"]}, TemplateError, "{nope}"),
+        ({"verbalizer": {"positive": ["good"]}}, TemplateError, "negative"),
+        ({"methods": {"manual": {"reduce": "median"}}}, ValueError, "Manual prompt"),
+        ({"methods": {"manual": {"bogus": 1}}}, ValueError, "bogus"),
+        ({"k_shot": 50}, DataError, "K=50"),
+        ({"seeds": []}, ValueError, "seed"),
+        ({"methods": {}}, ValueError, "method"),
+        ({"data": b"\x89PNG\r\n\x1a\n"}, DataError, "PNG"),
+    ],
+)
+def test_launch_validates_before_queueing(ws: Workspace, tiny_gpt2: Path, changes, error, words) -> None:
+    with pytest.raises(error) as info:
+        ws.launch(request(tiny_gpt2, **changes))
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert ws.groups() == [] and not (ws.home / "runs").exists()
+
+
+def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_gpt2: Path) -> None:
+    gate = threading.Event()
+
+    def slow_loader(spec, progress=None):
+        assert gate.wait(TIMEOUT)
+        return load_backbone(spec, device="cpu")
+
+    ws = Workspace(tmp_path / "home", pool=BackbonePool(loader=slow_loader))
+    try:
+        group = ws.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}, "baseline": {}}))
+        queued = next(r for r in ws.runs(group) if r["method"] == "baseline")
+        assert ws.cancel(queued["id"])
+        gate.set()
+        runs = {r["id"]: r for r in wait_all(ws, group)}
+        assert runs[queued["id"]]["status"] == "cancelled" and runs[queued["id"]]["resumable"]
+        assert [m["method"] for m in ws.summary(group)["methods"]] == ["manual", "manual", "manual"]
+        new_id = ws.resume(queued["id"])
+        assert ws.jobs.wait(new_id, TIMEOUT) == "succeeded"
+        runs = {r["id"]: r for r in ws.runs(group)}
+        assert runs[queued["id"]]["superseded"] and not runs[queued["id"]]["resumable"]
+        assert ws.store.get_run(new_id)["config"]["resumes"] == queued["id"]
+        assert "baseline" in [m["method"] for m in ws.summary(group)["methods"]]
+        with pytest.raises(ValueError, match="succeeded"):
+            ws.resume(new_id)
+    finally:
+        gate.set()
+        ws.close()
+
+
+def test_runs_left_active_by_a_dead_process_show_as_interrupted(tmp_path: Path, tiny_gpt2: Path) -> None:
+    gate = threading.Event()
+    ws = Workspace(tmp_path / "home", pool=BackbonePool(loader=lambda spec, progress=None: gate.wait(TIMEOUT)))
+    group = ws.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
+    # The "process" dies: its store stays as it was (queued/running) and a new workspace opens the same home.
+    restarted = Workspace(tmp_path / "home")
+    try:
+        (run,) = restarted.runs(group)
+        assert run["status"] == "interrupted" and run["resumable"]
+        new_id = restarted.resume(run["id"])
+        assert restarted.jobs.wait(new_id, TIMEOUT) == "succeeded"
+    finally:
+        gate.set()
+        restarted.close()
+        ws.jobs.shutdown(wait=False)
+
+
+def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspace, tiny_gpt2: Path) -> None:
+    trained = [
+        n
+        for n in REGISTRY
+        if getattr(REGISTRY[n], "trains", False)
+        and "checkpoint_dir" in {f.name for f in REGISTRY[n].config_cls.__dataclass_fields__.values()}
+    ]
+    if not trained:
+        pytest.skip("no registered method takes a checkpoint_dir yet")
+    name = trained[0]
+    group = ws.launch(request(tiny_gpt2, seeds=[3], methods={name: {}}, max_steps=2))
+    (run,) = wait_all(ws, group)
+    config = ws.store.get_run(run["id"])["config"]
+    assert config["options"]["checkpoint_dir"].endswith(f"checkpoints/{name}-seed3")
+    assert config["options"]["max_steps"] == 2
+    assert run["status"] == "succeeded", run["error"]
+
+
+class Colour(str, enum.Enum):  # noqa: UP042 (the methods' configs use str, Enum as DESIGN.md asks)
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass
+class ExampleConfig:
+    flag: bool = field(default=True, metadata={"help": "a switch"})
+    count: int = field(default=3, metadata={"help": "how many"})
+    rate: float = 0.5
+    colour: Colour = Colour.BLUE
+    name: str = "x"
+    limit: int | None = None
+    words: list[str] = field(default_factory=lambda: ["a"])
+    seed: int = 0
+    max_steps: int = 10
+
+
+def test_config_fields_map_types_to_widgets() -> None:
+    got = {f.name: f for f in config_fields(ExampleConfig)}
+    assert set(got) == {"flag", "count", "rate", "colour", "name", "limit", "words"}  # seed/max_steps are global
+    assert [got[n].kind for n in ("flag", "count", "rate", "colour", "name", "limit", "words")] == [
+        "bool",
+        "int",
+        "float",
+        "enum",
+        "str",
+        "int",
+        "json",
+    ]
+    assert got["colour"].choices == ("red", "blue") and got["colour"].default == "blue"
+    assert got["limit"].optional and got["words"].default == ["a"] and got["flag"].help == "a switch"
+    assert changed_options(ExampleConfig, {"flag": True, "count": 5, "colour": "blue", "seed": 9}) == {"count": 5}
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_registered_method_gets_a_form(name: str) -> None:
+    cls = REGISTRY[name]
+    for f in config_fields(cls.config_cls):
+        assert f.name not in HIDDEN_OPTIONS
+        assert f.kind in ("bool", "int", "float", "enum", "str", "json")
+        if f.kind == "enum":
+            assert f.default in f.choices
+
+
+def test_default_methods_put_untrained_first() -> None:
+    order = method_order(REGISTRY)
+    trains = [bool(getattr(REGISTRY[n], "trains", False)) for n in order]
+    assert trains == sorted(trains) and order[0] == "manual"
+    chosen = default_methods()
+    assert {"manual", "baseline"} <= set(chosen) and sum(getattr(REGISTRY[n], "trains", False) for n in chosen) <= 1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_token_preview_marks_every_slot(family: str) -> None:
+    backbone = tiny_backbone(family)
+    template = "[P*2] {text} it was [T] [MASK]" if family == "gpt2" else "[P*2] {text} it was [T] [MASK] ."
+    tokens = token_preview(backbone, template, {"text": "a great movie"})
+    kinds = list(tokens["kind"])
+    assert kinds.count("soft [P]") == 2 and kinds.count("trigger [T]") == 1 and kinds.count("[MASK]") == 1
+    assert "great" in list(tokens["token"])
+    if family == "bert":
+        assert kinds[0] == "special" and kinds[-1] == "special"
+
+
+def test_backbone_pool_loads_each_backbone_once(tiny_gpt2: Path) -> None:
+    calls = []
+
+    def loader(spec, progress=None):
+        calls.append(spec)
+        return load_backbone(spec, device="cpu")
+
+    pool = BackbonePool(loader=loader)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pool.get(str(tiny_gpt2)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len({id(b) for b in results}) == 1
+    assert pool.peek(str(tiny_gpt2)) is results[0] and pool.tokenizer_only(str(tiny_gpt2)) is results[0]
