@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from core.methods.autoprompt import AutoPrompt
 from core.methods.base import LearnedPrompt, PromptMethod, PromptSpec, config_from_dict
 from core.methods.baseline import MajorityBaseline
 from core.methods.manual import ManualPrompts
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (ManualPrompts, MajorityBaseline)}
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (ManualPrompts, AutoPrompt, MajorityBaseline)}
 
 
 class UnknownMethodError(ValueError):

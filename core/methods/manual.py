@@ -60,21 +60,8 @@ class ManualPrompts:
 
     def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, *, progress: ProgressFn,
             should_stop: StopFn) -> LearnedPrompt:
-        candidates = []
-        total = len(self.spec.templates)
-        for i, template in enumerate(self.spec.templates):
-            if should_stop():
-                break
-            Template.parse(template).validate(dev.columns, backbone.kind)
-            prompt = self.prompt_for(backbone, template, dev.columns)
-            prompt.metrics["dev_accuracy"] = accuracy(self.scores(backbone, prompt, dev.records).argmax(1).tolist(),
-                                                      list(dev.labels))
-            prompt.display_name = f"Manual #{i + 1}: {template}"
-            candidates.append(prompt)
-            progress(i + 1, total, {"dev_accuracy": prompt.metrics["dev_accuracy"]})
-        if not candidates:
-            raise InterruptedError("cancelled before any template was scored")
-        best = max(candidates, key=lambda p: p.metrics["dev_accuracy"])  # first wins ties: the user's order
+        best, candidates = select_template(self, backbone, self.spec.templates, dev, progress=progress,
+                                           should_stop=should_stop)
         return LearnedPrompt(**{**best.__dict__, "display_name": "Manual (best on dev)", "variants": candidates})
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
@@ -84,3 +71,29 @@ class ManualPrompts:
         if "log_prior" in learned.state:
             return calibrate(raw, torch.tensor(learned.state["log_prior"]))
         return raw
+
+
+def select_template(method: ManualPrompts, backbone: Backbone, templates: Sequence[str], dev: LabeledDataset, *,
+                    progress: ProgressFn, should_stop: StopFn, name: str = "Manual") -> tuple[LearnedPrompt,
+                                                                                              list[LearnedPrompt]]:
+    """Template selection, the cheapest discrete "search": score every template zero-shot on dev, keep the best.
+
+    Returns (best, every candidate in the user's order, each with `dev_accuracy` and a display name); the first
+    template wins ties. Searched prompts (AutoPrompt) are honest only when they beat this.
+    """
+    candidates = []
+    total = len(templates)
+    for i, template in enumerate(templates):
+        if should_stop():
+            break
+        Template.parse(template).validate(dev.columns, backbone.kind)
+        prompt = method.prompt_for(backbone, template, dev.columns)
+        prompt.metrics["dev_accuracy"] = accuracy(method.scores(backbone, prompt, dev.records).argmax(1).tolist(),
+                                                  list(dev.labels))
+        prompt.display_name = f"{name} #{i + 1}: {template}"
+        candidates.append(prompt)
+        progress(i + 1, total, {"dev_accuracy": prompt.metrics["dev_accuracy"]})
+    if not candidates:
+        raise InterruptedError("cancelled before any template was scored")
+    best = max(candidates, key=lambda p: p.metrics["dev_accuracy"])  # first wins ties: the user's order
+    return best, candidates

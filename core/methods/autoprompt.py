@@ -1,0 +1,323 @@
+"""AutoPrompt (Shin et al. 2020): trigger tokens found by gradient-guided search, then used as a manual prompt.
+
+The template carries trigger slots (`{text} [T*4] [MASK]`); `core.trigger_search` fills them with vocabulary
+tokens that lower the label-word loss on the K-shot train sample, keeping the sequence best on dev. The result is
+a plain discrete prompt: a JSON manifest with the template, `trigger_ids` and readable `trigger_words`, scored
+afterwards exactly like a manual prompt. Optionally the label words are searched too (proposals only), and the
+template-selection baseline (best manual template on dev) is reported alongside.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+import torch
+
+from core.backbone import Backbone, LMKind
+from core.data import LabeledDataset
+from core.jobs import Cancelled
+from core.label_search import propose_label_words
+from core.methods.base import (
+    LearnedPrompt,
+    ProgressFn,
+    PromptSpec,
+    StopFn,
+    backbone_identity,
+    config_to_dict,
+)
+from core.methods.manual import ManualConfig, ManualPrompts, select_template
+from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
+from core.templates import Template, TemplateError
+from core.trigger_search import (
+    SearchEvent,
+    SearchSettings,
+    TriggerScorer,
+    candidate_filter,
+    search_triggers,
+    trigger_words,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CandidateScoring(StrEnum):
+    BATCHED = "batched"  # all candidates x examples in large batches, shared prefix computed once
+    SEQUENTIAL = "sequential"  # one forward pass per candidate, as the reference implementation does
+
+
+@dataclass
+class AutoPromptConfig:
+    template: str = field(
+        default="",
+        metadata={
+            "help": "Template with trigger slots, e.g. '{text} [T*4] [MASK]'. Empty: the first of your templates that "
+            "has [T] slots, else '{text} [T*n] [MASK]' (plus ' .' for masked LMs)."
+        },
+    )
+    n_triggers: int = field(default=4, metadata={"help": "Trigger slots in the default template."})
+    init_token: str = field(
+        default="",
+        metadata={"help": "Word every trigger starts as; empty: the mask token (masked LMs) or 'the' (causal LMs)."},
+    )
+    max_steps: int = field(default=40, metadata={"help": "Search iterations (one token swap tried per iteration)."})
+    num_candidates: int = field(
+        default=10,
+        metadata={"help": "k: replacement tokens re-scored per searched position (top-k of the gradient estimate)."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Examples per gradient batch and per scoring batch."})
+    accumulation_steps: int = field(default=2, metadata={"help": "Batches the trigger gradient is averaged over."})
+    all_positions: bool = field(
+        default=False,
+        metadata={
+            "help": "Search every trigger position each iteration (k candidates each) instead of one random one."
+        },
+    )
+    beam_size: int = field(default=1, metadata={"help": "Trigger sequences kept per iteration (1: greedy)."})
+    filter_non_words: bool = field(
+        default=True,
+        metadata={"help": "Only whole alphabetic words as triggers (no sub-word pieces, digits or punctuation)."},
+    )
+    eval_every: int = field(default=1, metadata={"help": "Score the dev set every N iterations (keeps best-on-dev)."})
+    scoring: CandidateScoring = field(
+        default=CandidateScoring.BATCHED,
+        metadata={
+            "help": "'batched' (all candidates together, shared prefix reused) or 'sequential' (reference loop)."
+        },
+    )
+    max_rows: int = field(default=256, metadata={"help": "Rows (candidates x examples) per forward pass."})
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "Contextual calibration of the found prompt, as for manual prompts (the search itself is not)."
+        },
+    )
+    reduce: str = field(default="sum", metadata={"help": "Multi-token label words: 'sum' or 'mean' of log-probs."})
+    label_search: bool = field(
+        default=False,
+        metadata={
+            "help": "Also propose label words per class (logistic probe on the label slot); shown, not applied."
+        },
+    )
+    label_words_per_class: int = field(default=5, metadata={"help": "How many label words to propose per class."})
+    template_selection: bool = field(
+        default=False,
+        metadata={
+            "help": "Also report template selection (best of your manual templates on dev) as a row: the honest "
+            "baseline a searched prompt must beat."
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the batch order and position choice."})
+
+    def __post_init__(self):
+        self.scoring = CandidateScoring(self.scoring)  # stored configs come back as strings
+        if self.reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be 'sum' or 'mean', not {self.reduce!r}")
+        for name in (
+            "n_triggers",
+            "max_steps",
+            "num_candidates",
+            "batch_size",
+            "accumulation_steps",
+            "beam_size",
+            "eval_every",
+            "max_rows",
+            "label_words_per_class",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.template:
+            parsed = Template.parse(self.template)
+            if parsed.n_trigger == 0:
+                raise ValueError(f"the AutoPrompt template {self.template!r} has no trigger slot; add [T] or [T*k]")
+
+    def settings(self) -> SearchSettings:
+        return SearchSettings(
+            iterations=self.max_steps,
+            num_candidates=self.num_candidates,
+            batch_size=self.batch_size,
+            accumulation_steps=self.accumulation_steps,
+            all_positions=self.all_positions,
+            beam_size=self.beam_size,
+            eval_every=self.eval_every,
+            batched=self.scoring is CandidateScoring.BATCHED,
+            seed=self.seed,
+        )
+
+
+def default_template(kind: LMKind, n_triggers: int, columns: Sequence[str] = ("text",)) -> str:
+    pair = " {text_b}" if "text_b" in columns else ""
+    tail = " ." if kind is LMKind.MASKED else ""
+    return f"{{text}} [T*{n_triggers}]{pair} [MASK]{tail}"
+
+
+class AutoPrompt:
+    name: ClassVar[str] = "autoprompt"
+    label: ClassVar[str] = "AutoPrompt"
+    config_cls: ClassVar[type] = AutoPromptConfig
+    trains: ClassVar[bool] = True
+
+    def __init__(self, spec: PromptSpec, config: AutoPromptConfig | None = None):
+        self.spec = spec
+        self.config = config or AutoPromptConfig()
+        self.current_triggers: list[str] = []  # live view for a UI polling the method while it searches
+
+    def trigger_template(self, kind: LMKind, columns: Sequence[str]) -> str:
+        if self.config.template:
+            return self.config.template
+        for t in self.spec.templates:
+            if Template.parse(t).n_trigger:
+                return t
+        return default_template(kind, self.config.n_triggers, columns)
+
+    def init_ids(self, backbone: Backbone, n: int) -> list[int]:
+        word = self.config.init_token.strip()
+        if not word and backbone.mask_id is not None:
+            return [backbone.mask_id] * n
+        word = word or "the"
+        for text in (" " + word, word):
+            ids = backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) == 1:
+                return ids * n
+        raise ValueError(f"init_token {word!r} is several tokens for this backbone; choose a single-token word")
+
+    def fit(
+        self,
+        backbone: Backbone,
+        train: LabeledDataset,
+        dev: LabeledDataset,
+        *,
+        progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> LearnedPrompt:
+        cfg = self.config
+        source = self.trigger_template(backbone.kind, train.columns)
+        template = Template.parse(source)
+        template.validate(train.columns, backbone.kind)
+        if template.n_trigger == 0:
+            raise TemplateError(f"the template {source!r} has no trigger slot; add [T] or [T*k] for AutoPrompt")
+        plan = build_plan(backbone, template, self.spec.verbalizer, self.spec.label_names, reduce=cfg.reduce)
+        batched = cfg.scoring is CandidateScoring.BATCHED
+        train_scorer = TriggerScorer(backbone, plan, train.records, max_rows=cfg.max_rows, prefix_cache=batched)
+        dev_scorer = TriggerScorer(backbone, plan, dev.records, max_rows=cfg.max_rows, prefix_cache=batched)
+        banned = candidate_filter(backbone, plan, words_only=cfg.filter_non_words)
+        init = self.init_ids(backbone, template.n_trigger)
+
+        def on_iteration(event: SearchEvent, triggers: list[int]) -> None:
+            self.current_triggers = trigger_words(backbone, triggers)
+            metrics = {"train_loss": event.loss_after, "accepted": float(event.accepted)}
+            if event.dev_accuracy is not None:
+                metrics.update(dev_accuracy=event.dev_accuracy, dev_loss=event.dev_loss)
+            log.debug("autoprompt %d/%d %s %s", event.iteration, cfg.max_steps, self.current_triggers, metrics)
+            progress(event.iteration, cfg.max_steps, metrics)
+
+        with backbone.lock:
+            result = search_triggers(
+                train_scorer,
+                train.labels,
+                init,
+                banned,
+                cfg.settings(),
+                dev=dev_scorer,
+                dev_labels=dev.labels,
+                on_iteration=on_iteration,
+                should_stop=should_stop,
+            )
+        if should_stop():
+            raise Cancelled(f"AutoPrompt cancelled after {result.iterations} of {cfg.max_steps} iterations")
+        words = trigger_words(backbone, result.triggers)
+        state: dict = {
+            "trigger_ids": result.triggers,
+            "trigger_words": words,
+            "filled_template": template.with_triggers(words),
+            "history": [
+                {
+                    "iteration": e.iteration,
+                    "tokens": trigger_words(backbone, e.after),
+                    "accepted": e.accepted,
+                    "loss": round(e.loss_after, 5),
+                    "dev_accuracy": e.dev_accuracy,
+                }
+                for e in result.history
+            ],
+        }
+        if cfg.calibrate:
+            state["log_prior"] = content_free_log_prior(
+                backbone, plan, train.columns, trigger_ids=result.triggers
+            ).tolist()
+        metrics = {
+            "trainable_params": 0,
+            "dev_accuracy": result.dev_accuracy,
+            "dev_loss": result.dev_loss,
+            "iterations": result.iterations,
+            "search_seconds": result.seconds,
+            "accepted_swaps": sum(e.accepted for e in result.history),
+            "trigger_tokens": " ".join(words),
+        }
+        if cfg.label_search:
+            proposals = propose_label_words(
+                backbone,
+                plan,
+                train.records,
+                train.labels,
+                trigger_ids=result.triggers,
+                per_class=cfg.label_words_per_class,
+                seed=cfg.seed,
+            )
+            state["proposed_label_words"] = {k: [w for w, _ in v] for k, v in proposals.items()}
+            state["proposed_label_scores"] = {k: [p for _, p in v] for k, v in proposals.items()}
+        learned = LearnedPrompt(
+            method=self.name,
+            template=source,
+            verbalizer=self.spec.verbalizer.to_dict(),
+            label_names=list(self.spec.label_names),
+            backbone=backbone_identity(backbone),
+            config=config_to_dict(cfg),
+            state=state,
+            metrics=metrics,
+            display_name=self.label,
+        )
+        if cfg.template_selection:
+            learned.variants = self._template_selection(backbone, dev, should_stop)
+        return learned
+
+    def _template_selection(self, backbone: Backbone, dev: LabeledDataset, should_stop: StopFn) -> list[LearnedPrompt]:
+        manual_templates = [t for t in self.spec.templates if Template.parse(t).n_trigger == 0]
+        if not manual_templates:
+            return []
+        manual = ManualPrompts(
+            PromptSpec(tuple(manual_templates), self.spec.verbalizer, self.spec.label_names),
+            ManualConfig(reduce=self.config.reduce),
+        )
+        best, _ = select_template(
+            manual, backbone, manual_templates, dev, progress=lambda *_: None, should_stop=should_stop
+        )
+        best.display_name = "Template selection (best manual on dev)"
+        return [best]
+
+    def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
+        if learned.method != self.name:  # a template-selection variant is a manual prompt
+            manual = ManualPrompts(
+                self.spec, ManualConfig(**{k: learned.config[k] for k in ("calibrate", "reduce", "batch_size")})
+            )
+            return manual.scores(backbone, learned, records)
+        plan = build_plan(
+            backbone,
+            Template.parse(learned.template),
+            learned.verbalizer_obj(),
+            learned.label_names,
+            reduce=learned.config.get("reduce", "sum"),
+        )
+        raw = score_records(
+            backbone,
+            plan,
+            records,
+            batch_size=learned.config.get("batch_size", 16),
+            trigger_ids=learned.state["trigger_ids"],
+        )
+        if "log_prior" in learned.state:
+            return calibrate(raw, torch.tensor(learned.state["log_prior"]))
+        return raw

@@ -1,0 +1,503 @@
+"""Gradient-guided discrete trigger search (AutoPrompt, Shin et al. 2020) with batched candidate scoring.
+
+The template's `[T]` slots hold real vocabulary tokens. One search iteration:
+
+1. the gradient of the loss (−log of the summed probability of each example's label words) with respect to the
+   trigger tokens' input embeddings, averaged over a few batches (a hook on the embedding output);
+2. for the position(s) searched, the top-k replacement tokens by the first-order estimate −e_w · g, with special
+   tokens, label-word tokens and (optionally) non-word pieces filtered out;
+3. every candidate is re-scored on a fresh batch and a swap is accepted only if that batch's loss really drops.
+
+Step 3 is where the reference implementation spends its time, one forward pass per candidate. `TriggerScorer`
+scores all candidates of an iteration as large (candidates × examples) batches instead, with the prompts
+tokenised once and the candidates written into the trigger positions as a tensor operation. For a causal LM it
+also never recomputes what the triggers cannot change: everything before the first trigger (usually the whole
+example text) is run once per example and kept as key/value states, so candidates — and the gradient pass — only
+run the few tokens from the first trigger on. Masked LMs attend both ways, so for them only the batching applies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from core.backbone import Backbone, LMKind
+from core.scoring import PromptHooks, ScoringPlan, aggregate_labels, target_logits, word_log_probs
+from core.templates import Encoded, TemplateError, encode_batch
+
+WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE / SentencePiece: a token that starts a new word
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Vocabulary filter
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def label_token_ids(plan: ScoringPlan) -> set[int]:
+    """Every token of every verbalizer word (a trigger that *is* the answer would be cheating)."""
+    return {int(i) for g in plan.groups for i in g.word_ids.flatten().tolist()}
+
+
+def word_like(token: str | None, uses_markers: bool) -> bool:
+    """A whole alphabetic word: not a WordPiece continuation ('##ing'), byte piece, digit or punctuation."""
+    if not token or token.startswith("##"):
+        return False
+    if uses_markers:
+        return token.startswith(WORD_MARKERS) and len(token) > 2 and token[1:].isalpha()
+    return token.isalpha()
+
+
+def candidate_filter(
+    backbone: Backbone,
+    plan: ScoringPlan,
+    *,
+    words_only: bool = True,
+    ban_label_words: bool = True,
+    extra_banned: Sequence[int] = (),
+) -> torch.Tensor:
+    """(V,) bool, True where a token may NOT be proposed as a trigger."""
+    tokenizer = backbone.tokenizer
+    n_rows = backbone.embeddings.weight.shape[0]
+    n_tok = min(len(tokenizer), n_rows)
+    banned = torch.zeros(n_rows, dtype=torch.bool)
+    banned[n_tok:] = True  # embedding rows the tokenizer never produces (padded vocabularies)
+    special = set(tokenizer.all_special_ids) | {backbone.pad_id}
+    if backbone.mask_id is not None:
+        special.add(backbone.mask_id)
+    for tid in special | (label_token_ids(plan) if ban_label_words else set()) | set(extra_banned):
+        if 0 <= tid < n_rows:
+            banned[tid] = True
+    if words_only:
+        tokens = tokenizer.convert_ids_to_tokens(list(range(n_tok)))
+        uses_markers = sum(bool(t) and t.startswith(WORD_MARKERS) for t in tokens) > 0.1 * n_tok
+        for tid, tok in enumerate(tokens):
+            if not word_like(tok, uses_markers):
+                banned[tid] = True
+    return banned
+
+
+def trigger_words(backbone: Backbone, ids: Sequence[int]) -> list[str]:
+    """Readable trigger words (the token text without its word-start marker)."""
+    return [
+        backbone.tokenizer.decode([int(i)]).strip() or backbone.tokenizer.convert_ids_to_tokens(int(i)) for i in ids
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring trigger candidates
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _GroupEnc:
+    """One verbalizer word group's encoding of every record (tokenised once, triggers as placeholders)."""
+
+    enc: Encoded
+    trig_pos: torch.Tensor  # (N, n_trig)
+    lengths: torch.Tensor  # (N,)
+
+
+class TriggerScorer:
+    """Label scores and trigger-embedding gradients for a fixed set of records under varying trigger tokens.
+
+    `scores(rows, cands)` gives (C, B, n_labels) label log-scores for C candidate trigger sequences on the B
+    records `rows`; `batched=False` runs the reference loop (one full forward per candidate) and gives the same
+    numbers. For causal LMs with `prefix_cache`, the tokens before the first trigger are run once per record and
+    reused as past key/values by every candidate and every later iteration (at most `cache_rows` records kept).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        plan: ScoringPlan,
+        records: Sequence[Mapping[str, str]],
+        *,
+        max_rows: int = 256,
+        prefix_cache: bool = True,
+        cache_rows: int = 4096,
+    ):
+        if plan.template.n_trigger == 0:
+            raise TemplateError("the template has no trigger slot; add [T] or [T*k] where trigger words go")
+        self.backbone, self.plan, self.records = backbone, plan, list(records)
+        self.max_rows = max(1, max_rows)
+        self.n_trig = plan.template.n_trigger
+        placeholder = [backbone.mask_id if backbone.mask_id is not None else backbone.pad_id] * self.n_trig
+        self.groups: list[_GroupEnc] = []
+        for g in plan.groups:
+            enc = encode_batch(
+                backbone,
+                plan.template,
+                self.records,
+                g.fill,
+                g.n_targets,
+                trigger_ids=placeholder,
+                max_length=plan.max_length,
+            )
+            trig_pos = enc.trigger_mask.nonzero()[:, 1].reshape(len(self.records), self.n_trig)
+            self.groups.append(_GroupEnc(enc, trig_pos, torch.tensor(enc.lengths)))
+        self.split = self.groups[0].trig_pos[:, 0]  # (N,) first trigger: nothing before it depends on triggers
+        self.use_cache = prefix_cache and backbone.kind is LMKind.CAUSAL and bool((self.split > 0).any())
+        self.cache_rows = cache_rows
+        self._kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> per layer (h, P_i, d)
+        word_label = torch.tensor(plan.word_label)
+        self.log_counts = torch.log(torch.bincount(word_label, minlength=plan.n_labels).float())  # (n_labels,)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # --- public -------------------------------------------------------------------------------------------------
+
+    def scores(self, rows: Sequence[int], cands: torch.Tensor, *, batched: bool = True) -> torch.Tensor:
+        """(C, B, n_labels) label log-scores of candidate trigger sequences `cands` (C, n_trig) on `rows`."""
+        cands = torch.as_tensor(cands, dtype=torch.long).reshape(-1, self.n_trig)
+        rows = torch.as_tensor(list(rows), dtype=torch.long)
+        with torch.inference_mode():
+            if not batched:  # the reference loop: one candidate, one full forward pass
+                return torch.stack([self._full_scores(rows, cands[c : c + 1])[0] for c in range(len(cands))])
+            per_chunk = max(1, self.max_rows // max(1, len(rows)))
+            chunks = [cands[c : c + per_chunk] for c in range(0, len(cands), per_chunk)]
+            fn = self._cached_scores if self.use_cache else self._full_scores
+            return torch.cat([fn(rows, chunk) for chunk in chunks])
+
+    def losses(self, scores: torch.Tensor, rows: Sequence[int], labels: torch.Tensor) -> torch.Tensor:
+        """(C, B) −log Σ_{w ∈ words(y)} p(w) from (C, B, n_labels) scores (aggregate_labels averages the words)."""
+        y = labels[torch.as_tensor(list(rows), dtype=torch.long)].to(scores.device)
+        picked = scores.gather(-1, y.expand(scores.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+        return -(picked + self.log_counts.to(scores.device)[y])
+
+    def gradient(self, rows: Sequence[int], triggers: Sequence[int], labels: torch.Tensor) -> torch.Tensor:
+        """(n_trig, H) gradient of the mean loss on `rows` w.r.t. the trigger tokens' input embeddings."""
+        rows_t = torch.as_tensor(list(rows), dtype=torch.long)
+        cand = torch.as_tensor(list(triggers), dtype=torch.long).reshape(1, self.n_trig)
+        with torch.enable_grad():
+            leaves: list[tuple[torch.Tensor, torch.Tensor]] = []  # (embedding leaf, its trigger positions)
+            fn = self._cached_scores if self.use_cache else self._full_scores
+            scores = fn(rows_t, cand, leaves=leaves)
+            loss = self.losses(scores, rows, labels).mean()
+            grads = torch.autograd.grad(loss, [leaf for leaf, _ in leaves])
+        total = torch.zeros(self.n_trig, self.backbone.hidden_size, device=grads[0].device)
+        for grad, (_, pos) in zip(grads, leaves, strict=True):
+            r = torch.arange(pos.shape[0], device=grad.device).unsqueeze(1)
+            total += grad[r, pos.to(grad.device)].sum(0).float()  # (n_trig, H), summed over rows of this group
+        return total
+
+    # --- internals ----------------------------------------------------------------------------------------------
+
+    def _with_triggers(self, ids: torch.Tensor, trig_pos: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (C*B, T), candidate-major, with each candidate's tokens written at the trigger slots."""
+        n_c, n_b = cands.shape[0], ids.shape[0]
+        out = ids.repeat(n_c, 1)
+        r = torch.arange(n_c * n_b).unsqueeze(1)
+        out[r, trig_pos.repeat(n_c, 1)] = cands.repeat_interleave(n_b, dim=0)
+        return out
+
+    def _assemble(self, per_group: list[torch.Tensor], n_c: int, n_b: int) -> torch.Tensor:
+        cols: list[torch.Tensor | None] = [None] * len(self.plan.word_label)
+        for g, s in zip(self.plan.groups, per_group, strict=True):
+            for j, col in enumerate(g.columns):
+                cols[col] = s[:, j]
+        flat = aggregate_labels(torch.stack(cols, dim=1), self.plan.word_label, self.plan.n_labels)
+        return flat.reshape(n_c, n_b, -1)
+
+    def _full_scores(self, rows: torch.Tensor, cands: torch.Tensor, leaves: list | None = None) -> torch.Tensor:
+        """Whole prompts through the model (masked LMs; causal LMs without the prefix cache; the reference)."""
+        per_group = []
+        for g, ge in zip(self.plan.groups, self.groups, strict=True):
+            width = int(ge.lengths[rows].max())
+            ids = self._with_triggers(ge.enc.input_ids[rows, :width], ge.trig_pos[rows], cands)
+            n = ids.shape[0]
+            enc = Encoded(
+                ids,
+                ge.enc.attention_mask[rows, :width].repeat(len(cands), 1),
+                torch.zeros_like(ids, dtype=torch.bool),
+                torch.zeros_like(ids, dtype=torch.bool),
+                ge.enc.target_pos[rows].repeat(len(cands), 1),
+            )
+            hooks = None
+            if leaves is not None:
+                pos = ge.trig_pos[rows].repeat(len(cands), 1)
+
+                def capture(_enc, embeds, _pos=pos):
+                    leaf = embeds.detach().requires_grad_(True)
+                    leaves.append((leaf, _pos))
+                    return leaf
+
+                hooks = PromptHooks(embed=capture)
+            logits = target_logits(self.backbone, enc, hooks)  # (n, L, V)
+            assert logits.shape[0] == n
+            per_group.append(word_log_probs(logits, g, self.plan.reduce))
+        return self._assemble(per_group, len(cands), len(rows))
+
+    def _prefix_kv(self, rows: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Per-layer (B, h, P, d) key/values of each row's tokens before its first trigger, and the (B, P) mask."""
+        missing = [int(r) for r in rows.tolist() if int(r) not in self._kv]
+        fresh: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        ge = self.groups[0]
+        model, device = self.backbone.model, self.backbone.device
+        with torch.inference_mode():
+            for start in range(0, len(missing), self.max_rows // 4 or 1):
+                chunk = torch.tensor(missing[start : start + (self.max_rows // 4 or 1)], dtype=torch.long)
+                split = self.split[chunk]
+                width = int(split.max())
+                if width == 0:
+                    for r in chunk.tolist():
+                        fresh[r] = []
+                    continue
+                ids = ge.enc.input_ids[chunk, :width].to(device)
+                mask = (torch.arange(width).unsqueeze(0) < split.unsqueeze(1)).long().to(device)
+                pos = torch.arange(width, device=device).expand(len(chunk), -1)
+                out = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+                past = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+                layers = [(layer.keys, layer.values) for layer in past.layers]
+                for i, r in enumerate(chunk.tolist()):
+                    p = int(split[i])
+                    fresh[r] = [(k[i, :, :p].clone(), v[i, :, :p].clone()) for k, v in layers]
+        for r, kv in fresh.items():
+            if len(self._kv) < self.cache_rows:
+                self._kv[r] = kv
+        kvs = [self._kv.get(int(r)) or fresh[int(r)] for r in rows.tolist()]
+        width = int(self.split[rows].max())
+        mask = (torch.arange(width).unsqueeze(0) < self.split[rows].unsqueeze(1)).long()
+        n_layers = max(len(kv) for kv in kvs)
+        stacked = []
+        for li in range(n_layers):
+            ref = next(kv[li] for kv in kvs if kv)
+            k = ref[0].new_zeros(len(kvs), ref[0].shape[0], width, ref[0].shape[2])
+            v = ref[1].new_zeros(len(kvs), ref[1].shape[0], width, ref[1].shape[2])
+            for i, kv in enumerate(kvs):
+                if kv:
+                    p = kv[li][0].shape[1]
+                    k[i, :, :p], v[i, :, :p] = kv[li]
+            stacked.append((k, v))
+        return stacked, mask
+
+    def _cached_scores(self, rows: torch.Tensor, cands: torch.Tensor, leaves: list | None = None) -> torch.Tensor:
+        """Causal LM: past key/values of the shared prefix, then only the tokens from the first trigger on."""
+        model, device = self.backbone.model, self.backbone.device
+        kv, prefix_mask = self._prefix_kv(rows)  # (B, h, P, d) per layer, (B, P)
+        n_c, n_b = len(cands), len(rows)
+        split = self.split[rows]
+        head = model.get_output_embeddings()
+        per_group = []
+        for g, ge in zip(self.plan.groups, self.groups, strict=True):
+            suffix_len = ge.lengths[rows] - split
+            width = int(suffix_len.max())
+            idx = split.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # (B, S) absolute positions
+            valid = torch.arange(width).unsqueeze(0) < suffix_len.unsqueeze(1)
+            ids = ge.enc.input_ids[rows].gather(1, idx.clamp(max=ge.enc.input_ids.shape[1] - 1))
+            ids = torch.where(valid, ids, torch.full_like(ids, self.backbone.pad_id))
+            rel_trig = ge.trig_pos[rows] - split.unsqueeze(1)  # (B, n_trig)
+            rel_target = ge.enc.target_pos[rows] - split.unsqueeze(1)  # (B, L)
+            ids = self._with_triggers(ids, rel_trig, cands).to(device)  # (C*B, S)
+            attn = torch.cat([prefix_mask, valid.long()], dim=1).repeat(n_c, 1).to(device)
+            pos = (split.unsqueeze(1) + torch.arange(width).unsqueeze(0)).repeat(n_c, 1).to(device)
+            cache = DynamicCache(
+                ddp_cache_data=[(k.repeat(n_c, 1, 1, 1).to(device), v.repeat(n_c, 1, 1, 1).to(device)) for k, v in kv]
+            )
+            embeds = self.backbone.embeddings(ids)
+            if leaves is not None:
+                embeds = embeds.detach().requires_grad_(True)
+                leaves.append((embeds, rel_trig.repeat(n_c, 1)))
+            hidden = model.base_model(
+                inputs_embeds=embeds,
+                attention_mask=attn,
+                position_ids=pos,
+                use_cache=True,
+                **{_cache_argument(model.base_model): cache},
+            )[0]  # (C*B, S, H)
+            r = torch.arange(n_c * n_b, device=device).unsqueeze(1)
+            logits = head(hidden[r, rel_target.repeat(n_c, 1).to(device)])  # (C*B, L, V)
+            per_group.append(word_log_probs(logits, g, self.plan.reduce))
+        return self._assemble(per_group, n_c, n_b)
+
+
+def _cache_argument(module: torch.nn.Module) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache`; accept both spellings."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The search
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchSettings:
+    """Knobs of one search (the method config maps onto these)."""
+
+    iterations: int = 50
+    num_candidates: int = 10
+    batch_size: int = 16
+    accumulation_steps: int = 2
+    all_positions: bool = False
+    beam_size: int = 1
+    eval_every: int = 1
+    batched: bool = True
+    seed: int = 0
+
+
+@dataclass
+class SearchEvent:
+    """One iteration: what was tried and whether the best trigger sequence changed (losses on its scoring batch)."""
+
+    iteration: int
+    positions: list[int]
+    before: list[int]
+    after: list[int]
+    loss_before: float
+    loss_after: float
+    accepted: bool
+    dev_accuracy: float | None = None
+    dev_loss: float | None = None
+    n_candidates: int = 0
+    rows: list[int] = field(default_factory=list)  # the scoring batch
+
+
+@dataclass
+class SearchResult:
+    triggers: list[int]  # best on dev (or the last accepted when there is no dev)
+    last: list[int]
+    dev_accuracy: float | None
+    dev_loss: float | None
+    history: list[SearchEvent] = field(default_factory=list)
+    seconds: float = 0.0
+    iterations: int = 0
+
+
+class RowSampler:
+    """Fresh batches of row indices: shuffled epochs, reproducible from the seed."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, max(1, min(batch_size, n))
+        self.rng = random.Random(seed)
+        self.queue: list[int] = []
+
+    def __call__(self) -> list[int]:
+        if len(self.queue) < self.batch_size:
+            order = list(range(self.n))
+            self.rng.shuffle(order)
+            self.queue += order
+        out, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+        return out
+
+
+def top_candidates(
+    grad: torch.Tensor, embedding: torch.Tensor, banned: torch.Tensor, k: int, current: Sequence[int] = ()
+) -> torch.Tensor:
+    """(n_pos, k) token ids whose swap most lowers the first-order loss estimate −e_w · g at each position."""
+    estimate = -(grad.to(embedding.dtype) @ embedding.T).float()  # (n_pos, V)
+    estimate[:, banned.to(estimate.device)] = -math.inf
+    for p, tid in enumerate(current):
+        estimate[p, int(tid)] = -math.inf  # not a change
+    k = max(1, min(k, int((~banned).sum())))
+    return estimate.topk(k, dim=-1).indices.cpu()
+
+
+def evaluate_triggers(
+    scorer: TriggerScorer, labels: torch.Tensor, triggers: Sequence[int], *, batch_size: int = 64
+) -> tuple[float, float]:
+    """(accuracy, mean loss) of one trigger sequence on all of the scorer's records."""
+    correct, loss, n = 0, 0.0, len(scorer)
+    cand = torch.tensor([list(triggers)])
+    for start in range(0, n, batch_size):
+        rows = list(range(start, min(n, start + batch_size)))
+        s = scorer.scores(rows, cand)  # (1, B, n_labels)
+        correct += int((s[0].argmax(-1).cpu() == labels[rows]).sum())
+        loss += float(scorer.losses(s, rows, labels).sum())
+    return correct / max(1, n), loss / max(1, n)
+
+
+def search_triggers(
+    train: TriggerScorer,
+    train_labels: Sequence[int],
+    init: Sequence[int],
+    banned: torch.Tensor,
+    settings: SearchSettings,
+    *,
+    dev: TriggerScorer | None = None,
+    dev_labels: Sequence[int] = (),
+    on_iteration: Callable[[SearchEvent, list[int]], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SearchResult:
+    """AutoPrompt's search loop; `should_stop` is polled every iteration (the caller decides what a stop means)."""
+    start_time = time.perf_counter()
+    y_train = torch.tensor(list(train_labels), dtype=torch.long)
+    y_dev = torch.tensor(list(dev_labels), dtype=torch.long)
+    n_trig = train.n_trig
+    rng = random.Random(settings.seed)
+    grad_batches = RowSampler(len(train), settings.batch_size, settings.seed)
+    score_batches = RowSampler(len(train), settings.batch_size, settings.seed + 1)
+    embedding = train.backbone.embeddings.weight.detach()
+    beam: list[list[int]] = [list(init)]
+    best_dev = (-1.0, math.inf)
+    best = list(init)
+    if dev is not None and len(dev):
+        best_dev = evaluate_triggers(dev, y_dev, best)
+    history: list[SearchEvent] = []
+    it = 0
+    for it in range(1, settings.iterations + 1):
+        if should_stop():
+            it -= 1
+            break
+        positions = list(range(n_trig)) if settings.all_positions else [rng.randrange(n_trig)]
+        proposals: list[list[int]] = []
+        for state in beam:
+            grad = sum(train.gradient(grad_batches(), state, y_train) for _ in range(settings.accumulation_steps))
+            grad = grad / settings.accumulation_steps  # (n_trig, H)
+            cands = top_candidates(
+                grad[positions], embedding, banned, settings.num_candidates, [state[p] for p in positions]
+            )
+            for pi, p in enumerate(positions):
+                for tid in cands[pi].tolist():
+                    proposals.append([*state[:p], tid, *state[p + 1 :]])
+        seen = {tuple(s) for s in beam}
+        proposals = [s for s in proposals if tuple(s) not in seen and not seen.add(tuple(s))]
+        rows = score_batches()
+        everyone = beam + proposals
+        scores = train.scores(rows, torch.tensor(everyone), batched=settings.batched)
+        losses = train.losses(scores, rows, y_train).mean(1).cpu()  # (C,)
+        order = sorted(range(len(everyone)), key=lambda i: (float(losses[i]), i))  # ties keep the current beam
+        before, loss_before = beam[0], float(losses[0])
+        beam = [everyone[i] for i in order[: settings.beam_size]]
+        loss_after = float(losses[order[0]])
+        accepted = beam[0] != before and loss_after < loss_before
+        if not accepted:  # the best sequence never changes without a real improvement on this batch
+            beam = [before] + [s for s in beam if s != before][: settings.beam_size - 1]
+            loss_after = loss_before
+        event = SearchEvent(
+            it,
+            positions,
+            before,
+            list(beam[0]),
+            loss_before,
+            loss_after,
+            accepted,
+            n_candidates=len(proposals),
+            rows=list(rows),
+        )
+        if dev is not None and len(dev) and (it % settings.eval_every == 0 or it == settings.iterations):
+            acc, dloss = evaluate_triggers(dev, y_dev, beam[0])
+            event.dev_accuracy, event.dev_loss = acc, dloss
+            if (acc, -dloss) > (best_dev[0], -best_dev[1]):
+                best_dev, best = (acc, dloss), list(beam[0])
+        elif dev is None or not len(dev):
+            best = list(beam[0])
+        history.append(event)
+        if on_iteration is not None:
+            on_iteration(event, list(beam[0]))
+    return SearchResult(
+        triggers=best,
+        last=list(beam[0]),
+        dev_accuracy=best_dev[0] if best_dev[0] >= 0 else None,
+        dev_loss=best_dev[1] if math.isfinite(best_dev[1]) else None,
+        history=history,
+        seconds=time.perf_counter() - start_time,
+        iterations=it,
+    )

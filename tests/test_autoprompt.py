@@ -1,0 +1,428 @@
+"""AutoPrompt on tiny models: batched scoring = reference loop, search invariants, a planted trigger, artifacts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from core import artifacts
+from core.backbone import LMKind, load_backbone
+from core.cli import main as cli_main
+from core.compare import readable_prompt
+from core.data import LabeledDataset
+from core.jobs import Cancelled
+from core.methods import create
+from core.methods.autoprompt import AutoPromptConfig
+from core.methods.base import PromptSpec, config_from_dict, config_to_dict
+from core.predict import predict_records
+from core.scoring import batch_scores, build_plan
+from core.templates import Template, Verbalizer
+from core.trigger_search import (
+    SearchSettings,
+    TriggerScorer,
+    candidate_filter,
+    label_token_ids,
+    search_triggers,
+    top_candidates,
+    trigger_words,
+)
+from tests.tiny_models import save_tiny, tiny_backbone
+
+torch.set_num_threads(1)
+
+FILLER = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "story",
+    "plot",
+    "acting",
+    "script",
+    "director",
+    "characters",
+    "one",
+    "two",
+    "three",
+]
+DECOYS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "zeta",
+    "eta",
+    "theta",
+    "lambda",
+    "sigma",
+    "omega",
+    "red",
+    "green",
+    "blue",
+    "cyan",
+]
+SECRET = "kappa"
+LABELS = ["pos", "neg"]
+RECORDS = [
+    {"text": t}
+    for t in (
+        "the movie was great fun",
+        "bad",
+        "a terrible boring plot with awful acting and a bad script that is not fun at all",
+        "i love it",
+        "it is fine",
+    )
+]
+
+
+def template_for(backbone, n: int = 3) -> str:
+    return f"{{text}} [T*{n}] [MASK]" + (" ." if backbone.kind is LMKind.MASKED else "")
+
+
+def plan_for(backbone, verbalizer: dict, n: int = 3):
+    return build_plan(
+        backbone,
+        Template.parse(template_for(backbone, n)),
+        Verbalizer.from_mapping(verbalizer, list(verbalizer)),
+        list(verbalizer),
+    )
+
+
+def planted_task(n: int, seed: int) -> tuple[list[dict[str, str]], list[int]]:
+    """Texts with 'good' (label 0) or 'bad' (label 1) among filler words."""
+    rng = random.Random(seed)
+    records, labels = [], []
+    for _ in range(n):
+        y = rng.randrange(2)
+        words = [*rng.sample(FILLER, 3), "good" if y == 0 else "bad"]
+        rng.shuffle(words)
+        records.append({"text": " ".join(words)})
+        labels.append(y)
+    return records, labels
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_model()
+
+
+@functools.cache
+def planted_model():
+    """A tiny Llama trained so that the label word follows the text's sentiment only after the token 'kappa'.
+
+    After any other trigger word the training answer was a coin flip, so the loss of '{text} [T] [MASK]' is low
+    exactly when the trigger is 'kappa': the search has one right answer to find.
+    """
+    backbone = tiny_backbone("llama", seed=0)
+    tok, model = backbone.tokenizer, backbone.model
+    rng = random.Random(0)
+    yes, no = tok.convert_tokens_to_ids(["yes", "no"])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(300):
+        records, labels = planted_task(32, 1000 + step)
+        seqs, targets = [], []
+        for rec, y in zip(records, labels, strict=True):
+            trigger = SECRET if rng.random() < 0.5 else rng.choice(DECOYS + FILLER)
+            answer = (yes if y == 0 else no) if trigger == SECRET else rng.choice([yes, no])
+            seqs.append(tok(rec["text"] + " " + trigger)["input_ids"] + [answer])
+            targets.append(answer)
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), backbone.pad_id)
+        attn = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], attn[i, : len(s)] = torch.tensor(s), 1
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        at = logits[torch.arange(len(seqs)), torch.tensor([len(s) - 2 for s in seqs])]
+        loss = torch.nn.functional.cross_entropy(at, torch.tensor(targets))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.requires_grad_(False)
+    plan = build_plan(
+        backbone,
+        Template.parse("{text} [T] [MASK]"),
+        Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
+        ["p", "n"],
+    )
+    return backbone, plan
+
+
+# --- batched candidate scoring ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "roberta"])
+def test_batched_and_one_at_a_time_scoring_agree(family):
+    backbone = tiny_backbone(family)
+    plan = plan_for(backbone, {"pos": ["great", "very good"], "neg": ["bad", "not good at all"]})
+    scorer = TriggerScorer(backbone, plan, RECORDS, max_rows=7)  # forces several chunks
+    assert scorer.use_cache == (backbone.kind is LMKind.CAUSAL)
+    cands = torch.tensor([[10, 11, 12], [13, 14, 15], [20, 21, 22], [30, 31, 32]])
+    rows = [0, 1, 2, 3, 4]
+    batched = scorer.scores(rows, cands)
+    one_at_a_time = scorer.scores(rows, cands, batched=False)
+    engine = torch.stack([batch_scores(backbone, plan, RECORDS, trigger_ids=c.tolist()).detach() for c in cands])
+    assert batched.shape == (4, 5, 2)
+    torch.testing.assert_close(batched, one_at_a_time, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(one_at_a_time, engine, atol=1e-5, rtol=1e-5)
+    # a subset of rows in another order gives the same numbers (the prefix cache is per row)
+    torch.testing.assert_close(scorer.scores([3, 0], cands), batched[:, [3, 0]], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_gradient_with_prefix_cache_equals_full_backward(family):
+    backbone = tiny_backbone(family)
+    plan = plan_for(backbone, {"pos": ["great", "very good"], "neg": ["bad"]})
+    labels = torch.tensor([0, 1, 1, 0, 0])
+    cached = TriggerScorer(backbone, plan, RECORDS)
+    full = TriggerScorer(backbone, plan, RECORDS, prefix_cache=False)
+    g1 = cached.gradient([0, 2, 4], [10, 11, 12], labels)
+    g2 = full.gradient([0, 2, 4], [10, 11, 12], labels)
+    assert g1.shape == (3, backbone.hidden_size) and g1.abs().sum() > 0
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+# --- search invariants --------------------------------------------------------------------------------------------
+
+
+def test_filter_bans_specials_label_words_and_non_words():
+    backbone = tiny_backbone("bert")
+    plan = plan_for(backbone, {"pos": ["great", "very good"], "neg": ["bad"]})
+    banned = candidate_filter(backbone, plan)
+    tok = backbone.tokenizer
+    for tid in [*tok.all_special_ids, *label_token_ids(plan), *tok.convert_tokens_to_ids([".", ",", "!", "?"])]:
+        assert banned[tid], tok.convert_ids_to_tokens(tid)
+    assert set(label_token_ids(plan)) == set(tok.convert_tokens_to_ids(["great", "very", "good", "bad"]))
+    assert not banned[tok.convert_tokens_to_ids("movie")]
+    assert not candidate_filter(backbone, plan, words_only=False)[tok.convert_tokens_to_ids(".")]
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_search_never_accepts_a_worse_swap_and_never_uses_filtered_tokens(family):
+    backbone = tiny_backbone(family, seed=3)
+    plan = plan_for(backbone, {"pos": ["great", "good"], "neg": ["bad", "awful"]}, n=2)
+    records, labels = planted_task(24, 5)
+    scorer = TriggerScorer(backbone, plan, records)
+    banned = candidate_filter(backbone, plan)
+    tok = backbone.tokenizer
+    banned[tok.convert_tokens_to_ids(["movie", "film", "the", "alpha"])] = True  # extra bans must hold too
+    settings = SearchSettings(iterations=8, num_candidates=6, batch_size=8, accumulation_steps=1, beam_size=2, seed=1)
+    init = tok.convert_tokens_to_ids(["one", "two"])
+    result = search_triggers(scorer, labels, init, banned, settings)
+    assert len(result.history) == 8 and any(e.n_candidates for e in result.history)
+    y = torch.tensor(labels)
+    for event in result.history:
+        for tid in set(event.after) - set(init):
+            assert not banned[tid], tok.convert_ids_to_tokens(tid)
+        if event.accepted:  # re-scored independently through the engine's own scoring path
+            recs = [records[i] for i in event.rows]
+
+            def loss(trig, recs=recs, event=event):
+                s = batch_scores(backbone, plan, recs, trigger_ids=trig).detach()
+                return -(s[torch.arange(len(recs)), y[event.rows]] + torch.log(torch.tensor(2.0))).mean()
+
+            assert event.loss_after < event.loss_before
+            assert loss(event.after) < loss(event.before) + 1e-6
+        else:
+            assert event.after == event.before
+    assert all(
+        not banned[t]
+        for t in top_candidates(
+            torch.randn(2, backbone.hidden_size), backbone.embeddings.weight.detach(), banned, 20
+        ).flatten()
+    )
+
+
+def test_search_finds_the_planted_trigger(planted):
+    backbone, plan = planted
+    tok = backbone.tokenizer
+    secret = tok.convert_tokens_to_ids(SECRET)
+    records, labels = planted_task(32, 99)
+    dev_records, dev_labels = planted_task(16, 98)
+    scorer = TriggerScorer(backbone, plan, records)
+    banned = candidate_filter(backbone, plan)
+    init = tok.convert_tokens_to_ids(["the"])
+    # the gradient estimate ranks the planted token among the very best of ~120 allowed words
+    grad = scorer.gradient(list(range(16)), init, torch.tensor(labels))
+    assert secret in top_candidates(grad, backbone.embeddings.weight.detach(), banned, 3, init)[0].tolist()
+    settings = SearchSettings(iterations=3, num_candidates=3, batch_size=8, accumulation_steps=1, seed=0)
+    result = search_triggers(
+        scorer, labels, init, banned, settings, dev=TriggerScorer(backbone, plan, dev_records), dev_labels=dev_labels
+    )
+    assert trigger_words(backbone, result.triggers) == [SECRET]
+    assert result.dev_accuracy == 1.0
+    # and when the planted token is filtered out, it is never chosen
+    banned[secret] = True
+    blocked = search_triggers(scorer, labels, init, banned, settings)
+    assert secret not in blocked.triggers and all(secret not in e.after for e in blocked.history)
+
+
+# --- the method behind the interface ------------------------------------------------------------------------------
+
+
+def dataset(records, labels, names=("p", "n")) -> LabeledDataset:
+    return LabeledDataset(
+        records=tuple(records), labels=tuple(labels), label_names=tuple(names), text_col="text", label_col="label"
+    )
+
+
+def test_method_fit_progress_save_load_predict(planted, tmp_path):
+    backbone, _ = planted
+    records, labels = planted_task(32, 7)
+    dev_records, dev_labels = planted_task(16, 8)
+    spec = PromptSpec(
+        templates=("{text} It was [MASK]", "{text} [T] [MASK]"),
+        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    events = []
+    method = create(
+        "autoprompt",
+        spec,
+        {"max_steps": 3, "num_candidates": 3, "batch_size": 8, "accumulation_steps": 1, "template_selection": True},
+    )
+    learned = method.fit(
+        backbone,
+        dataset(records, labels),
+        dataset(dev_records, dev_labels),
+        progress=lambda s, t, m: events.append((s, t, dict(m))),
+        should_stop=lambda: False,
+    )
+    assert learned.template == "{text} [T] [MASK]"  # the user's template with trigger slots
+    assert learned.state["trigger_words"] == [SECRET] and learned.metrics["trigger_tokens"] == SECRET
+    assert readable_prompt(learned) == "{text} kappa [MASK]" == learned.state["filled_template"]
+    assert [e[0] for e in events] == [1, 2, 3] and all(e[1] == 3 for e in events)
+    assert all(isinstance(v, float) for _, _, m in events for v in m.values()) and "dev_accuracy" in events[-1][2]
+    assert method.current_triggers == [SECRET]
+    [variant] = learned.variants
+    assert variant.method == "manual" and variant.display_name.startswith("Template selection")
+    assert method.scores(backbone, variant, dev_records).shape == (16, 2)
+
+    path = artifacts.save(learned, tmp_path, "autoprompt")
+    assert path.suffix == ".json"
+    loaded = artifacts.load(path)
+    assert config_from_dict(AutoPromptConfig, loaded.config) == method.config
+    before = method.scores(backbone, learned, dev_records)
+    after = predict_records(backbone, loaded, dev_records)
+    torch.testing.assert_close(torch.softmax(before, -1), after)
+    assert (after.argmax(1) == torch.tensor(dev_labels)).all()
+
+
+def test_config_accepts_strings_and_refuses_bad_values():
+    cfg = config_from_dict(AutoPromptConfig, {"scoring": "sequential", "template": "{text} [T*2] [MASK]"})
+    assert config_to_dict(cfg)["scoring"] == "sequential"
+    assert json.loads(json.dumps(config_to_dict(cfg)))["scoring"] == "sequential"
+    with pytest.raises(ValueError, match="no trigger slot"):
+        AutoPromptConfig(template="{text} It was [MASK]")
+    with pytest.raises(ValueError, match="num_candidates"):
+        AutoPromptConfig(num_candidates=0)
+    with pytest.raises(ValueError):
+        AutoPromptConfig(scoring="sideways")
+
+
+def test_cancel_raises_cancelled_and_default_templates(planted):
+    backbone, _ = planted
+    records, labels = planted_task(8, 1)
+    spec = PromptSpec(
+        templates=("{text} It was [MASK]",),
+        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    method = create("autoprompt", spec, {"max_steps": 50, "batch_size": 4, "num_candidates": 2, "n_triggers": 2})
+    assert method.trigger_template(LMKind.CAUSAL, ["text"]) == "{text} [T*2] [MASK]"
+    assert method.trigger_template(LMKind.MASKED, ["text"]) == "{text} [T*2] [MASK] ."
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        method.fit(
+            backbone,
+            dataset(records, labels),
+            dataset(records, labels),
+            progress=lambda *_: None,
+            should_stop=lambda: next(calls) >= 2,
+        )
+
+
+def test_masked_lm_fit_with_multi_token_words_and_sequential_scoring():
+    backbone = tiny_backbone("roberta")
+    records, labels = planted_task(12, 2)
+    spec = PromptSpec(
+        templates=("{text} It was [MASK] .",),
+        verbalizer=Verbalizer.from_mapping({"p": ["very good", "great"], "n": ["bad"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    opts = {"max_steps": 2, "batch_size": 4, "num_candidates": 3, "n_triggers": 2, "all_positions": True}
+    fits = []
+    for scoring in ("batched", "sequential"):
+        method = create("autoprompt", spec, {**opts, "scoring": scoring})
+        fits.append(
+            method.fit(
+                backbone,
+                dataset(records, labels),
+                dataset(records, labels),
+                progress=lambda *_: None,
+                should_stop=lambda: False,
+            )
+        )
+    assert fits[0].template == "{text} [T*2] [MASK] ."
+    assert fits[0].state["trigger_ids"] == fits[1].state["trigger_ids"]  # same search, only faster
+    assert all(len(h["tokens"]) == 2 for h in fits[0].state["history"])
+
+
+def test_cli_compare_and_predict_with_autoprompt(tmp_path):
+    folder = save_tiny("llama", tmp_path / "tiny")
+    rng = random.Random(0)
+    rows = [
+        {"text": " ".join(rng.sample(FILLER, 3) + [w]), "label": lab}
+        for w, lab in [("good", "positive"), ("bad", "negative")] * 20
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "out"
+    code = cli_main(
+        [
+            "compare",
+            "--data",
+            str(tmp_path / "d.csv"),
+            "--methods",
+            "manual,autoprompt",
+            "--backbone",
+            str(folder),
+            "--k-shot",
+            "4",
+            "--seeds",
+            "0",
+            "--max-steps",
+            "2",
+            "--option",
+            "autoprompt.num_candidates=3",
+            "--option",
+            "autoprompt.batch_size=4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    row = next(r for r in results["methods"] if r["method"] == "autoprompt")
+    assert row["template"] == "{text} [T*4] [MASK]" and "[T" not in row["prompt"]
+    prompt_file = Path(row["artifact"])
+    assert prompt_file.suffix == ".json"
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"text": [r["text"] for r in rows[:6]]}).to_csv(new, index=False)
+    assert (
+        cli_main(["predict", "--prompt", str(prompt_file), "--data", str(new), "--out", str(tmp_path / "p.csv")]) == 0
+    )
+    preds = pd.read_csv(tmp_path / "p.csv")
+    assert len(preds) == 6 and set(preds["predicted_label"]) <= {"positive", "negative"}
+    # the same prompt through the library gives the same probabilities
+    learned = artifacts.load(prompt_file)
+    from core.predict import records_from_frame
+
+    probs = predict_records(load_backbone(str(folder)), learned, records_from_frame(pd.read_csv(new), "text"))
+    assert probs.argmax(1).tolist() == [learned.label_names.index(p) for p in preds["predicted_label"]]
