@@ -21,7 +21,7 @@ st.title("📦 Predict & download")
 st.header("Download learned prompts")
 group = pick_group(ws, key="download-group", need_success=True)
 if group is None:
-    st.caption("No finished runs yet.")
+    st.info("No finished runs yet: their learned prompt files appear here once a comparison has run.")
 else:
     files = ws.artifacts(group)
     st.caption(

@@ -1,0 +1,179 @@
+"""Every page through Streamlit's AppTest (app.py's navigation, a tmp PTUNE_HOME, a tiny model as backbone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.methods import REGISTRY
+from core.workspace import config_fields
+from tests.test_workspace import tiny_csv
+from tests.tiny_models import save_tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGES = [
+    "pages/1_Data.py",
+    "pages/2_Prompts.py",
+    "pages/3_Train.py",
+    "pages/4_Runs.py",
+    "pages/5_Compare.py",
+    "pages/6_Predict.py",
+]
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return save_tiny("gpt2", tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return " ".join(str(e.value) for e in elements)
+
+
+def workspace():
+    from pages.common import workspace as cached  # the same st.cache_resource object the app uses
+
+    return cached()
+
+
+def load_tiny_csv(at: AppTest) -> AppTest:
+    at.file_uploader(key="data-upload").set_value(("tiny.csv", tiny_csv(), "text/csv")).run()
+    at.number_input(key="k-shot").set_value(4).run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Dataset ready" in texts(at.success)
+    return at
+
+
+def test_every_page_renders_before_any_data(home: Path) -> None:
+    at = start()
+    assert "PTune Studio" in texts(at.sidebar.markdown)
+    assert "Default backbone" in texts(at.sidebar.success) + texts(at.sidebar.warning)
+    assert "50 MB" in texts(at.caption)  # the upload limit is stated on the page
+    for page in PAGES[1:]:
+        go(at, page)
+        assert at.info, f"{page} should say what to do first"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00binary", "PNG"),
+        ("empty.csv", b"text,label\n", "no data rows"),
+        ("one.csv", b"text\nhello\nworld\n", "column"),
+        ("single.csv", b"text,label\na,x\nb,x\nc,x\n", "only one label"),
+    ],
+)
+def test_bad_upload_shows_a_plain_error(home: Path, name: str, content: bytes, words: str) -> None:
+    at = start()
+    at.file_uploader(key="data-upload").set_value((name, content, "text/csv")).run()
+    assert not at.exception
+    assert words in texts(at.error) + texts(at.warning), texts(at.error)
+    assert "Traceback" not in texts(at.error)
+
+
+def test_sample_dataset_and_split_settings(home: Path) -> None:
+    at = start()
+    at.radio(key="data-source").set_value("Bundled sample").run()
+    assert not at.exception and "Dataset ready" in texts(at.success)
+    assert at.dataframe and any(m.label == "Test" for m in at.metric)
+    at.slider(key="test-size").set_value(0.8).run()
+    assert not at.exception
+    at.number_input(key="k-shot").set_value(400).run()
+    assert "K=400" in texts(at.error) and not at.exception
+
+
+def test_prompts_page_previews_and_validates(home: Path) -> None:
+    at = load_tiny_csv(start())
+    go(at, "pages/2_Prompts.py")
+    assert "It was [MASK]" in texts(at.code)  # the filled template
+    at.text_area(key="templates-text").set_value("{text} It was [MASK]\n[P*2] {text} [T] [MASK]").run()
+    assert not at.exception and not at.error
+    at.selectbox(key="preview-template").set_value("[P*2] {text} [T] [MASK]").run()
+    assert "[P] [P]" in texts(at.code) and "[T]" in texts(at.code)
+    at.text_area(key="templates-text").set_value("{text} and no label slot").run()
+    assert "[MASK]" in texts(at.error) and not at.exception
+
+
+def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
+    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at.multiselect(key="methods").set_value(list(REGISTRY)).run()
+    assert not at.exception
+    keys = {w.key for kind in ("checkbox", "number_input", "selectbox", "text_input") for w in getattr(at, kind)}
+    for name, cls in REGISTRY.items():
+        for f in config_fields(cls.config_cls):
+            assert f"opt-{name}-{f.name}" in keys, (name, f.name)
+    labels = {e.label for e in at.expander}
+    assert all(any(cls.label in label for label in labels) for cls in REGISTRY.values())
+
+
+def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> None:
+    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    assert not at.exception and any(m.label == "Parameters" and m.value != "–" for m in at.metric)
+    at.multiselect(key="methods").set_value(["manual", "baseline"]).run()
+    at.text_input(key="seeds").set_value("0, 1").run()
+    at.button(key="launch").click().run()
+    assert not at.exception and "Queued 4 runs" in texts(at.success), texts(at.error)
+
+    ws = workspace()
+    (group,) = [g["group_id"] for g in ws.groups()]
+    runs = ws.runs(group)
+    assert sorted(r["method"] for r in runs) == ["baseline", "baseline", "manual", "manual"]
+    for run in runs:
+        assert ws.jobs.wait(run["id"], TIMEOUT) == "succeeded"
+
+    go(at, "pages/4_Runs.py")
+    assert "4 succeeded" in texts(at.caption) and len(at.get("progress")) == 4
+
+    go(at, "pages/5_Compare.py")
+    assert not at.error
+    assert any(m.label == "Best test accuracy" for m in at.metric)
+    table = at.dataframe[0].value
+    assert "Manual (best on dev)" in set(table["prompt"]) and "Majority class" in set(table["prompt"])
+    assert "Significance" in texts(at.subheader)
+
+    go(at, "pages/6_Predict.py")
+    downloads = at.get("download_button")
+    assert len(downloads) >= 4  # one prompt file per prompt and seed, plus results.json
+    prompt = next(a for a in ws.artifacts(group) if a["method"] == "manual")
+    at.file_uploader(key="predict-prompt").set_value(
+        (Path(prompt["path"]).name, Path(prompt["path"]).read_bytes(), "application/json")
+    ).run()
+    new_rows = b"text\n=1+1 a great movie\nthe worst film\n"
+    at.file_uploader(key="predict-data").set_value(("new.csv", new_rows, "text/csv")).run()
+    at.button(key="predict").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    preds = at.dataframe[-1].value
+    assert list(preds["predicted_label"].isin(["positive", "negative"])) == [True, True]
+    assert {"p_positive", "p_negative"} <= set(preds.columns)
+
+
+def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
+    at = go(start(), "pages/6_Predict.py")
+    at.file_uploader(key="predict-prompt").set_value(("../../evil.json", b'{"hello": 1}', "application/json")).run()
+    assert "not a learned-prompt file" in texts(at.error) and not at.exception
+    assert not any((home / "uploads").glob("*"))  # the upload was not kept, and never written by its own name
