@@ -9,7 +9,7 @@ from core.workspace import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from pages.common import SAMPLES_DIR, app_state, dataset, digest, k_shot_problem, table
 
 state = app_state()
-st.title("📄 Data")
+st.title("Data")
 st.caption(
     f"A labeled CSV with a header row: one column of text and one of labels. Limits: {UPLOAD_LIMIT_MB} MB per file, "
     f"{UPLOAD_LIMITS.max_rows:,} rows (more are ignored), {UPLOAD_LIMITS.max_text_chars:,} characters per text "
@@ -95,7 +95,7 @@ chart = (
     .mark_bar()
     .encode(x=alt.X("rows:Q", title="rows"), y=alt.Y("label:N", sort="-x"), tooltip=["label", "rows"])
 )
-st.altair_chart(chart.properties(height=max(80, 28 * len(counts))), width="stretch")
+st.altair_chart(chart.properties(height=alt.Step(32)), width="stretch")
 
 st.subheader("Split")
 settings = state["settings"]
@@ -156,10 +156,17 @@ state["data"] = {
 }
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Rows", f"{len(ds):,}")
-m2.metric("Train", f"{len(split.train):,}" + (f" (K={k_shot}/label)" if k_shot else ""))
+if k_shot:
+    m2.metric(
+        f"Train (K={k_shot} per label)",
+        f"{k_shot * len(ds.label_names):,}",
+        help=f"Drawn per seed from {len(split.train):,} training rows; dev gets another K per label.",
+    )
+else:
+    m2.metric("Train", f"{len(split.train):,}")
 m3.metric("Dev", f"{len(split.dev):,}")
 m4.metric("Test", f"{len(split.test):,}")
 st.success(
     f"Dataset ready: **{name}** — {len(ds.label_names)} labels ({', '.join(ds.label_names)}). Next: write prompts."
 )
-st.page_link("pages/2_Prompts.py", label="Go to Prompts", icon="✏️")
+st.page_link("pages/2_Prompts.py", label="Go to Prompts", icon=":material/edit_note:")

@@ -10,7 +10,7 @@ from pages.common import app_state, current_dataset, token_chips, workspace
 
 ws = workspace()
 state = app_state()
-st.title("✏️ Prompts")
+st.title("Prompts")
 loaded = current_dataset()
 if loaded is None:
     st.stop()
@@ -116,4 +116,4 @@ if state.get("zero_shot") is not None:
     st.dataframe(
         state["zero_shot"], hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f")}
     )
-st.page_link("pages/3_Train.py", label="Next: Train", icon="🏋️")
+st.page_link("pages/3_Train.py", label="Next: Train", icon=":material/model_training:")

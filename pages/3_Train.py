@@ -21,7 +21,7 @@ from pages.common import (
 
 ws = workspace()
 state = app_state()
-st.title("🏋️ Train")
+st.title("Train")
 loaded = current_dataset()
 if loaded is None:
     st.stop()
@@ -164,4 +164,4 @@ if st.button(f"Launch {n_runs} runs", type="primary", disabled=bool(errors), key
     else:
         state["last_group"] = group
         st.success(f"Queued {n_runs} runs as comparison **{group}**. They keep running if you close this tab.")
-        st.page_link("pages/4_Runs.py", label="Watch them on Runs", icon="📈")
+        st.page_link("pages/4_Runs.py", label="Watch them on Runs", icon=":material/monitoring:")

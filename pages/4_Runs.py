@@ -7,14 +7,15 @@ run store (workers write progress there), so a reload or a second tab shows the 
 import altair as alt
 import streamlit as st
 
+from core.methods import REGISTRY
 from pages.common import STATUS_ICONS, fmt_seconds, pick_group, workspace
 
 ws = workspace()
-st.title("📈 Runs")
+st.title("Runs")
 group = pick_group(ws, key="runs-group")
 if group is None:
     st.info("No runs yet: launch a comparison on the **Train** page.")
-    st.page_link("pages/3_Train.py", label="Go to Train", icon="🏋️")
+    st.page_link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 show_old = st.toggle(
     "Show superseded attempts",
@@ -52,6 +53,20 @@ def run_card(run: dict) -> None:
             st.warning("The app stopped while this run was queued or running; resume it to run it again.")
 
 
+def curve(part, name: str) -> None:
+    chart = (
+        alt.Chart(part)
+        .mark_line(point=part["step"].nunique() < 40)
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("value:Q", title=name, scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run", legend=alt.Legend(orient="bottom")),
+            tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g")],
+        )
+    )
+    st.altair_chart(chart.properties(title=name), width="stretch", height=280)
+
+
 @st.fragment(run_every=1.0 if initially_active else None)
 def live(group_id: str) -> None:
     runs = [r for r in ws.runs(group_id) if show_old or not r["superseded"]]
@@ -62,24 +77,22 @@ def live(group_id: str) -> None:
     )
     for run in reversed(runs):  # launch order: manual and baseline first
         run_card(run)
-    labels = {r["id"]: r["label"] for r in runs}
-    metrics = ws.metrics_frame(list(labels))
+    trained = {r["id"]: r["label"] for r in runs if getattr(REGISTRY.get(r["method"]), "trains", False)}
+    metrics = ws.metrics_frame(list(trained))
     metrics = metrics[metrics["value"].notna()]
     if not metrics.empty:
-        metrics["run"] = metrics["run"].map(labels)
+        metrics["run"] = metrics["run"].map(trained)
+        names = sorted(metrics["name"].unique())
+        main = [n for n in names if "loss" in n or "accuracy" in n]
         st.subheader("Curves")
-        for name, part in metrics.groupby("name", sort=True):
-            chart = (
-                alt.Chart(part)
-                .mark_line(point=len(part) < 60)
-                .encode(
-                    x=alt.X("step:Q", title="step"),
-                    y=alt.Y("value:Q", title=str(name), scale=alt.Scale(zero=False)),
-                    color=alt.Color("run:N", title="run"),
-                    tooltip=["run", "step", "value"],
-                )
-            )
-            st.altair_chart(chart.properties(height=220, title=str(name)), width="stretch")
+        columns = st.columns(2)
+        for i, name in enumerate(main):
+            with columns[i % 2]:
+                curve(metrics[metrics["name"] == name], name)
+        if other := [n for n in names if n not in main]:
+            with st.expander("Other metrics: " + ", ".join(other)):
+                for name in other:
+                    curve(metrics[metrics["name"] == name], name)
     if initially_active and not active:
         st.rerun()  # everything finished: a full rerun turns polling off
 

@@ -11,11 +11,11 @@ from core.workspace import comparison_table, confusion_frame, disagreements, sig
 from pages.common import fmt_count, fmt_seconds, pick_group, workspace
 
 ws = workspace()
-st.title("⚖️ Compare")
+st.title("Compare")
 group = pick_group(ws, key="compare-group", need_success=True)
 if group is None:
     st.info("No finished runs yet: launch a comparison on **Train** and watch it on **Runs**.")
-    st.page_link("pages/4_Runs.py", label="Go to Runs", icon="📈")
+    st.page_link("pages/4_Runs.py", label="Go to Runs", icon=":material/monitoring:")
     st.stop()
 summary = ws.summary(group)
 runs = ws.runs(group)
@@ -61,7 +61,7 @@ bars = base.mark_bar().encode(
         "seeds",
     ],
 )
-errors = base.mark_errorbar(ticks=True).encode(x=alt.X("low:Q"), x2="high:Q")
+errors = base.mark_errorbar(ticks=True).encode(x=alt.X("low:Q", title="accuracy (mean ± std over seeds)"), x2="high:Q")
 labels = base.mark_text(align="left", dx=4).encode(x="high:Q", text=alt.Text("accuracy:Q", format=".3f"))
 st.altair_chart((bars + errors + labels).properties(height=34 * len(plot) + 30), width="stretch")
 
@@ -176,4 +176,4 @@ c2.download_button(
     mime="text/csv",
     key="dl-results-csv",
 )
-st.page_link("pages/6_Predict.py", label="Learned prompt files and predictions", icon="📦")
+st.page_link("pages/6_Predict.py", label="Learned prompt files and predictions", icon=":material/download:")

@@ -16,7 +16,7 @@ from core.workspace import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, zip_folder
 from pages.common import SAMPLES_DIR, digest, pick_group, table, workspace
 
 ws = workspace()
-st.title("📦 Predict & download")
+st.title("Predict & download")
 
 st.header("Download learned prompts")
 group = pick_group(ws, key="download-group", need_success=True)

@@ -19,12 +19,12 @@ from core.workspace import UPLOAD_LIMITS, OptionField, Workspace, config_fields,
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 STATUS_ICONS = {
-    "queued": "⏳",
-    "running": "🔄",
-    "succeeded": "✅",
-    "failed": "❌",
-    "cancelled": "⏹️",
-    "interrupted": "⚠️",
+    "queued": ":material/schedule:",
+    "running": ":material/autorenew:",
+    "succeeded": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/stop_circle:",
+    "interrupted": ":material/warning:",
 }
 
 
@@ -76,7 +76,7 @@ def current_dataset() -> tuple[LabeledDataset, Split] | None:
     data = app_state()["data"]
     if data is None:
         st.info("No dataset yet: upload a CSV or pick a sample on the **Data** page first.")
-        st.page_link(data_page(), label="Go to Data", icon="📄")
+        st.page_link(data_page(), label="Go to Data", icon=":material/table:")
         return None
     settings = app_state()["settings"]
     try:
@@ -235,7 +235,7 @@ def pick_group(ws: Workspace, *, key: str, need_success: bool = False) -> str | 
 
 def sidebar_status(ws: Workspace) -> None:
     """Product name, backbone status, and the install button with live progress."""
-    st.sidebar.markdown("## 🎛️ PTune Studio")
+    st.sidebar.markdown("## :material/tune: PTune Studio")
     st.sidebar.caption("Compare manual, searched and learned prompts on your labeled CSV.")
     with st.sidebar:
         _install_panel(ws)
@@ -246,11 +246,11 @@ def _install_panel(ws: Workspace) -> None:
     from core.backbone import default_installed
 
     if default_installed() and snap["state"] != "running":
-        st.success("Default backbone SmolLM2-135M: installed", icon="✅")
+        st.success("Default backbone SmolLM2-135M: installed", icon=":material/check_circle:")
     elif snap["state"] == "running":
         _install_progress(ws)
     else:
-        st.warning("Default backbone SmolLM2-135M: not installed", icon="⚠️")
+        st.warning("Default backbone SmolLM2-135M: not installed", icon=":material/warning:")
         if snap["state"] == "failed":
             st.error(f"Install failed: {snap['error']}")
         if st.button("Install the default backbone", key="install-default"):

@@ -72,6 +72,8 @@ def streamlit_server(home: Path, *, port: int | None = None, log: Path | None = 
         "none",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "minimal",
     ]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -176,6 +178,22 @@ class Driver:
     def see(self, text: str | re.Pattern, timeout: float = 60) -> None:
         self.page.get_by_text(text).first.wait_for(timeout=timeout * 1000)
 
+    def shoot(self, path: Path, *, full: bool = True, max_height: int = 5000) -> None:
+        """A screenshot; full=True grows the viewport to the page's content (Streamlit scrolls an inner element)."""
+        self.page.wait_for_timeout(1000)  # charts draw after the script run
+        size = self.page.viewport_size
+        if full:
+            height = self.page.evaluate(
+                "() => Math.max(...Array.from(document.querySelectorAll('[data-testid=stMain], "
+                "[data-testid=stMainBlockContainer]')).map(e => e.scrollHeight), 0)"
+            )
+            self.page.set_viewport_size(
+                {"width": size["width"], "height": max(size["height"], min(height + 80, max_height))}
+            )
+            self.page.wait_for_timeout(1000)
+        self.page.screenshot(path=str(path))
+        self.page.set_viewport_size(size)
+
     def download(self, button_name: str, into: Path) -> Path:
         with self.page.expect_download() as info:
             self.page.get_by_role("button", name=button_name, exact=True).first.click()
@@ -207,15 +225,26 @@ class Driver:
         self.see("Queued")
 
     def choose_methods(self, methods: list[str]) -> None:
+        """Make the methods multiselect hold exactly `methods` (registry names), one change per rerun."""
         box = self.page.get_by_test_id("stMultiSelect").filter(has_text="Methods to compare")
-        for tag in box.get_by_role("button", name=re.compile("^Remove")).all()[::-1]:
-            tag.click()
-            self.wait_idle()
+
+        def selected() -> dict[str, str]:
+            labels = box.get_by_role("button", name=re.compile("^Remove ")).evaluate_all(
+                "els => els.map(e => e.getAttribute('aria-label').slice(7))"
+            )
+            return {re.search(r"\((\w+)\)$", label).group(1): label for label in labels}
+
+        for name, label in selected().items():
+            if name not in methods:
+                box.get_by_role("button", name=f"Remove {label}", exact=True).click()
+                self.wait_idle()
         for name in methods:
-            box.locator("input").click()
-            self.page.get_by_role("option", name=re.compile(rf"\({re.escape(name)}\)$")).click()
-            self.wait_idle()
-        self.page.keyboard.press("Escape")
+            if name not in selected():
+                box.locator("input").click()
+                self.page.get_by_role("option", name=re.compile(rf"\({re.escape(name)}\)$")).click()
+                self.page.keyboard.press("Escape")
+                self.wait_idle()
+        assert sorted(selected()) == sorted(methods), selected()
 
     def progress_text(self) -> list[str]:
         return self.page.get_by_text(re.compile(r"^step \d+/\d+")).all_inner_texts()
