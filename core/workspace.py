@@ -535,8 +535,8 @@ class Workspace:
             for row in result["rows"]:
                 if row.get("artifact"):
                     self.store.add_artifact(run_id, "prompt", row["artifact"])
-                if row.get("peft_dir"):
-                    self.store.add_artifact(run_id, "peft", row["peft_dir"])
+                if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
+                    self.store.add_artifact(run_id, "peft", row["peft_export"])
             result["backbone"] = backbone.describe()
             return result
 

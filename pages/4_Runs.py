@@ -39,16 +39,24 @@ def run_card(run: dict) -> None:
             c2.progress(min(step / total, 1.0), text=f"step {step}/{total}{eta}")
         else:
             c2.progress(0.0, text="waiting for a worker" if run["status"] == "queued" else "no progress recorded")
-        if run["active"] and c3.button("Cancel", key=f"cancel-{run['id']}"):
-            ws.cancel(run["id"])
-            st.rerun()
-        if run["resumable"] and c3.button(
-            "Resume", key=f"resume-{run['id']}", help="Start this method and seed again with the same settings."
-        ):
-            ws.resume(run["id"])
-            st.rerun()
+        # Callbacks run before the (fragment) rerun that the click starts, so the cards already show the change.
+        if run["active"]:
+            c3.button("Cancel", key=f"cancel-{run['id']}", on_click=ws.cancel, args=(run["id"],))
+        if run["resumable"]:
+            c3.button(
+                "Resume",
+                key=f"resume-{run['id']}",
+                on_click=ws.resume,
+                args=(run["id"],),
+                help="Start this method and seed again with the same settings (a trained method continues "
+                "from its last checkpoint).",
+            )
         if run["status"] == "failed" and run["error"]:
             st.error(run["error"])
+            trace = (ws.store.get_run(run["id"])["result"] or {}).get("traceback")
+            if trace:
+                with st.expander("Technical details (for a bug report)"):
+                    st.code(trace, language=None)
         if run["status"] == "interrupted":
             st.warning("The app stopped while this run was queued or running; resume it to run it again.")
 
@@ -93,8 +101,8 @@ def live(group_id: str) -> None:
             with st.expander("Other metrics: " + ", ".join(other)):
                 for name in other:
                     curve(metrics[metrics["name"] == name], name)
-    if initially_active and not active:
-        st.rerun()  # everything finished: a full rerun turns polling off
+    if bool(active) != initially_active:
+        st.rerun()  # polling must start (a resumed run) or stop (all finished): a full rerun sets run_every
 
 
 live(group)

@@ -31,7 +31,8 @@ else:
     for i, art in enumerate(files):
         path = Path(art["path"])
         c1, c2 = st.columns([4, 1])
-        c1.markdown(f"`{path.name}` · {art['method']} · seed {art['seed']}")
+        what = " · PEFT export (`peft.PeftModel.from_pretrained`)" if art["kind"] == "peft" else ""
+        c1.markdown(f"`{path.name}` · {art['method']} · seed {art['seed']}{what}")
         if path.is_dir():
             c2.download_button(
                 "Download (zip)",

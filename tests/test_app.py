@@ -177,3 +177,38 @@ def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
     at.file_uploader(key="predict-prompt").set_value(("../../evil.json", b'{"hello": 1}', "application/json")).run()
     assert "not a learned-prompt file" in texts(at.error) and not at.exception
     assert not any((home / "uploads").glob("*"))  # the upload was not kept, and never written by its own name
+
+
+def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: Path, monkeypatch) -> None:
+    from core.methods.baseline import MajorityBaseline
+    from core.workspace import ComparisonRequest
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("the method broke")
+
+    monkeypatch.setattr(MajorityBaseline, "fit", boom)
+    ws = workspace()
+    group = ws.launch(
+        ComparisonRequest(
+            data=tiny_csv(),
+            source_name="tiny.csv",
+            text_col="text",
+            label_col="label",
+            templates=["{text} It was [MASK]"],
+            verbalizer={"positive": ["good"], "negative": ["bad"]},
+            methods={"manual": {}, "baseline": {}},
+            seeds=[0],
+            backbone=str(tiny_gpt2),
+            k_shot=4,
+        )
+    )
+    for run in ws.runs(group):
+        ws.jobs.wait(run["id"], TIMEOUT)
+    at = go(start(), "pages/4_Runs.py")
+    assert "RuntimeError: the method broke" in texts(at.error)
+    failed = next(r for r in ws.runs(group) if r["status"] == "failed")
+    monkeypatch.undo()
+    at.button(key=f"resume-{failed['id']}").click().run()
+    assert not at.exception
+    newest = next(r for r in ws.runs(group) if r["method"] == "baseline" and not r["superseded"])
+    assert newest["id"] != failed["id"] and ws.jobs.wait(newest["id"], TIMEOUT) == "succeeded"

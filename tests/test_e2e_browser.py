@@ -149,11 +149,11 @@ class Driver:
         self.page, self.url = page, url
 
     def wait_idle(self, timeout: float = 60) -> None:
-        """Until the script run finished (Streamlit shows a 'running' status widget while it reruns)."""
-        self.page.wait_for_timeout(150)
-        deadline = time.monotonic() + timeout
-        while self.page.locator('[data-testid="stStatusWidget"]').count() and time.monotonic() < deadline:
-            self.page.wait_for_timeout(100)
+        """Until the script run an action started has finished (the app root carries the script state)."""
+        self.page.wait_for_timeout(250)  # let the rerun request reach the server
+        self.page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+            timeout=timeout * 1000
+        )
 
     def nav(self, title: str) -> None:
         self.page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
@@ -218,6 +218,7 @@ class Driver:
             self.wait_idle()
             self.fill("Folder (saved with save_pretrained)", backbone)
         self.see(re.compile(r"Parameters"))
+        self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs$")).wait_for()
         self.choose_methods(methods)
         self.fill("Training steps (trained methods)", str(steps))
         self.fill("Seeds (comma-separated)", seeds)
@@ -321,6 +322,13 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
                 steps = {s for _, s in timings.progress_updates}
                 assert len(steps) >= 2, f"the progress did not move on screen: {sorted(steps)}"
             app.nav("Runs")
+            app.wait_all_done(len(methods))
+            # A second tab (a new session) and a reload show the same runs: they live in the store, not the session.
+            other = Driver(context.new_page(), url)
+            other.page.goto(f"{url}/Runs")
+            other.wait_all_done(len(methods))
+            other.page.close()
+            page.reload()
             app.wait_all_done(len(methods))
 
             app.nav("Compare")

@@ -19,6 +19,7 @@ from core.workspace import (
     HIDDEN_OPTIONS,
     BackbonePool,
     ComparisonRequest,
+    DefaultInstaller,
     Workspace,
     changed_options,
     comparison_table,
@@ -230,6 +231,11 @@ def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspa
     assert config["options"]["checkpoint_dir"].endswith(f"checkpoints/{name}-seed3")
     assert config["options"]["max_steps"] == 2
     assert run["status"] == "succeeded", run["error"]
+    rows = ws.store.get_run(run["id"])["result"]["rows"]
+    kinds = {a["kind"]: a["path"] for a in ws.artifacts(group)}
+    assert Path(kinds["prompt"]).suffix == ".safetensors"
+    if any(r.get("peft_export") for r in rows):  # where PEFT can express the method, its folder is offered too
+        assert Path(kinds["peft"]).is_dir()
 
 
 class Colour(str, enum.Enum):  # noqa: UP042 (the methods' configs use str, Enum as DESIGN.md asks)
@@ -313,3 +319,49 @@ def test_backbone_pool_loads_each_backbone_once(tiny_gpt2: Path) -> None:
         t.join()
     assert len(calls) == 1 and len({id(b) for b in results}) == 1
     assert pool.peek(str(tiny_gpt2)) is results[0] and pool.tokenizer_only(str(tiny_gpt2)) is results[0]
+
+
+def test_default_installer_reports_progress_and_errors() -> None:
+    done = threading.Event()
+
+    def fake_install(progress):
+        progress("downloading")
+        progress("converting")
+        done.set()
+        return Path("x")
+
+    installer = DefaultInstaller(install=fake_install)
+    installer.state = "idle"
+    assert installer.start()
+    assert done.wait(TIMEOUT)
+    for _ in range(100):
+        if installer.snapshot()["state"] == "done":
+            break
+        threading.Event().wait(0.05)
+    assert installer.snapshot() == {"state": "done", "messages": ["downloading", "converting"], "error": None}
+
+    def broken(progress):
+        raise RuntimeError("no network\nmore detail")
+
+    failing = DefaultInstaller(install=broken)
+    failing.state = "idle"
+    failing.start()
+    for _ in range(100):
+        if failing.snapshot()["state"] == "failed":
+            break
+        threading.Event().wait(0.05)
+    assert failing.snapshot()["error"] == "no network"
+
+
+def test_a_failing_method_fails_its_run_only(ws: Workspace, tiny_gpt2: Path, monkeypatch) -> None:
+    from core.methods.baseline import MajorityBaseline
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("the method broke")
+
+    monkeypatch.setattr(MajorityBaseline, "fit", boom)
+    group = ws.launch(request(tiny_gpt2, seeds=[0]))
+    runs = {r["method"]: r for r in wait_all(ws, group)}
+    assert runs["baseline"]["status"] == "failed" and runs["baseline"]["error"] == "RuntimeError: the method broke"
+    assert runs["manual"]["status"] == "succeeded" and runs["baseline"]["resumable"]
+    assert [m["method"] for m in ws.summary(group)["methods"]][0] == "manual"
