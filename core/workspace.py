@@ -750,6 +750,20 @@ def zip_folder(folder: Path) -> bytes:
 # ---------------------------------------------------------------------------------------------------- prompts page
 
 
+def readable_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Each token as text a person can read: byte-level BPE pieces decoded (no 'Ġ'), a leading space as '·'."""
+    out = []
+    for tok in tokenizer.convert_ids_to_tokens(list(ids)):
+        try:
+            text = tokenizer.convert_tokens_to_string([tok])
+        except (KeyError, ValueError, TypeError):
+            text = tok
+        if text.startswith(" ") and len(text) > 1:
+            text = "·" + text[1:]
+        out.append(text if text.strip() else tok)
+    return out
+
+
 def token_preview(backbone: Backbone, template: str, record: Mapping[str, str]) -> pd.DataFrame:
     """The prompt as the model sees it: one row per token with its kind (special, text, field, soft, trigger, mask)."""
     parsed = Template.parse(template)
@@ -758,7 +772,7 @@ def token_preview(backbone: Backbone, template: str, record: Mapping[str, str]) 
     soft, trig, target = set(row.soft), set(row.trigger), set(row.target)
     n_prefix = len(backbone.prefix_ids)
     n_suffix = len(backbone.suffix_ids) if backbone.kind is LMKind.MASKED else 0
-    tokens = backbone.tokenizer.convert_ids_to_tokens(row.ids)
+    tokens = readable_tokens(backbone.tokenizer, row.ids)
     out = []
     for i, (tid, tok) in enumerate(zip(row.ids, tokens, strict=True)):
         if i < n_prefix or i >= len(row.ids) - n_suffix:
@@ -788,7 +802,7 @@ def label_word_tokens(backbone: Backbone, template: str, verbalizer: Mapping[str
                 {
                     "label": label,
                     "word": word,
-                    "tokens": " ".join(backbone.tokenizer.convert_ids_to_tokens(ids)),
+                    "tokens": " ".join(readable_tokens(backbone.tokenizer, ids)),
                     "n_tokens": len(ids),
                 }
             )

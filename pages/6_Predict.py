@@ -36,14 +36,20 @@ else:
         if path.is_dir():
             c2.download_button(
                 "Download (zip)",
-                zip_folder(path),
+                lambda path=path: zip_folder(path),  # built on click, not on every rerun
                 file_name=f"{artifacts.safe_filename(path.name)}.zip",
                 mime="application/zip",
                 key=f"dl-art-{i}",
+                on_click="ignore",
             )
         else:
             c2.download_button(
-                "Download", path.read_bytes(), file_name=path.name, mime="application/octet-stream", key=f"dl-art-{i}"
+                "Download",
+                lambda path=path: path.read_bytes(),
+                file_name=path.name,
+                mime="application/octet-stream",
+                key=f"dl-art-{i}",
+                on_click="ignore",
             )
     results = ws.group_dir(group) / "results.json"
     if ws.summary(group) is not None and results.exists():

@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--test-share", type=float, default=0.3)
+    parser.add_argument(
+        "--words",
+        default="negative=terrible,positive=great",
+        help="label words to type on the Prompts page, LABEL=WORD,... ('' keeps the defaults)",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m in REGISTRY]
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         app.shoot(out / "data.png")
         app.nav("Prompts")
         app.see("Live preview")
+        for pair in filter(None, args.words.split(",")):
+            label, word = pair.split("=")
+            app.fill(f"Words for {label} (comma-separated)", word)
         app.shoot(out / "prompts.png")
         app.launch(args.backbone, methods, steps=args.steps, seeds=args.seeds)
         app.shoot(out / "train.png")
