@@ -353,7 +353,7 @@ def _guess_label(df: pd.DataFrame, free: list[str]) -> str:
         return named
     candidates = []
     for col in free:
-        values = _clean_text(df[col])
+        values = clean_text(df[col])
         values = values[values != ""]
         distinct = values.nunique()
         if 2 <= distinct <= MAX_LABELS_GUESS and 2 * distinct <= len(values):
@@ -373,7 +373,7 @@ def _guess_text(df: pd.DataFrame, free: list[str]) -> str:
             "no column is left for the text once the label is chosen; add a text column or choose "
             "another one (--text-col)"
         )
-    return _by_name(free, TEXT_NAMES) or max(free, key=lambda c: _clean_text(df[c]).str.len().mean())
+    return _by_name(free, TEXT_NAMES) or max(free, key=lambda c: clean_text(df[c]).str.len().mean())
 
 
 def _by_name(columns: list[str], names: tuple[str, ...]) -> str | None:
@@ -427,9 +427,9 @@ def dataset_from_frame(
     if len(df) > limits.max_rows:
         df = df.iloc[: limits.max_rows]
         warnings.append(_row_limit_warning(limits))
-    fields = {"text": _clean_text(df[text_col])}
+    fields = {"text": clean_text(df[text_col])}
     if text_b_col:
-        fields["text_b"] = _clean_text(df[text_b_col])
+        fields["text_b"] = clean_text(df[text_b_col])
     labels = _clean_labels(df[label_col])
     keep = ((fields["text"] != "") & (labels != "")).to_numpy()
     if not keep.all():
@@ -469,9 +469,9 @@ def load_texts(
     _require_columns(df, text_col=text_col, text_b_col=text_b_col)
     text_col = text_col or _guess_text(df, [str(c) for c in df.columns if c != text_b_col])
     warnings = list(df.attrs.get("warnings", ()))
-    fields = {"text": _clean_text(df[text_col])}
+    fields = {"text": clean_text(df[text_col])}
     if text_b_col:
-        fields["text_b"] = _clean_text(df[text_b_col])
+        fields["text_b"] = clean_text(df[text_b_col])
     keep = (fields["text"] != "").to_numpy()
     if not keep.all():
         warnings.append(f"dropped {int((~keep).sum())} rows with empty text")
@@ -484,7 +484,7 @@ def load_texts(
     return _records(df[keep], fields, exclude=set()), tuple(warnings)
 
 
-def _clean_text(values: pd.Series) -> pd.Series:
+def clean_text(values: pd.Series) -> pd.Series:
     """Strip, drop control characters and collapse whitespace runs (so CSV line breaks don't change the prompt)."""
     s = values.fillna("").astype(str)
     return s.str.replace(_CONTROL, "", regex=True).str.replace(_SPACE, " ", regex=True).str.strip()
@@ -492,7 +492,7 @@ def _clean_text(values: pd.Series) -> pd.Series:
 
 def _clean_labels(values: pd.Series) -> pd.Series:
     """Clean like text, and "1.0" -> "1" so a column that went through a spreadsheet keeps its labels."""
-    s = _clean_text(values)
+    s = clean_text(values)
     mapping = {v: _normalise_label(v) for v in s.unique()}
     return s.map(mapping)
 

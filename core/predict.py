@@ -9,7 +9,7 @@ import torch
 
 from core import artifacts
 from core.backbone import Backbone
-from core.data import DataError
+from core.data import DataError, clean_text
 from core.methods import create
 from core.methods.base import LearnedPrompt, PromptSpec
 from core.templates import Template
@@ -20,12 +20,13 @@ def records_from_frame(df: pd.DataFrame, text_col: str, text_b_col: str | None =
     for col in (text_col, text_b_col):
         if col is not None and col not in df.columns:
             raise DataError(f"column {col!r} is not in the file; columns are: {', '.join(map(str, df.columns))}")
-    frame = df.fillna("").astype(str)
-    records = frame.to_dict("records")
-    for rec in records:
-        rec["text"] = rec[text_col]
-        if text_b_col:
-            rec["text_b"] = rec[text_b_col]
+    records = df.fillna("").astype(str).to_dict("records")
+    text = clean_text(df[text_col]).tolist()  # the same normalisation as the training data
+    text_b = clean_text(df[text_b_col]).tolist() if text_b_col else None
+    for i, rec in enumerate(records):
+        rec["text"] = text[i]
+        if text_b is not None:
+            rec["text_b"] = text_b[i]
     return records
 
 

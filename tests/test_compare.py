@@ -1,0 +1,83 @@
+"""Manual prompts, the majority baseline and the comparison runner on a tiny model and a small CSV."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import artifacts
+from core.compare import Unit, prompt_spec, run_unit, summarize
+from core.data import load_dataset, split_dataset
+from core.methods import UnknownMethodError, create, method_names
+from core.methods.base import never_stop
+from core.templates import TemplateError
+
+TEMPLATES = ("{text} it was [MASK]", "{text} overall the movie was [MASK]", "review : {text} sentiment : [MASK]")
+VERB = {"positive": ["great"], "negative": ["terrible"]}
+
+
+@pytest.fixture
+def setup(keyword_csv):
+    ds = load_dataset(keyword_csv)
+    split = split_dataset(ds, test_size=0.5, dev_size=0.25, seed=0)
+    return ds, split, prompt_spec(ds, TEMPLATES, VERB)
+
+
+def test_registry_holds_manual_and_baseline():
+    assert {"manual", "baseline"} <= set(method_names())
+    with pytest.raises(UnknownMethodError, match="choose from"):
+        create("nope", None)
+
+
+def test_manual_reports_each_template_and_best_on_dev(tiny, setup):
+    ds, split, spec = setup
+    events = []
+    result = run_unit(tiny("gpt2"), split, spec, Unit("manual", 0), progress=lambda *e: events.append(e))
+    rows = result["rows"]
+    assert len(rows) == 1 + len(TEMPLATES) and rows[0]["primary"]
+    variants = rows[1:]
+    assert [r["template"] for r in variants] == list(TEMPLATES)
+    dev_accs = [r["dev_accuracy"] for r in variants]
+    assert rows[0]["template"] == TEMPLATES[dev_accs.index(max(dev_accs))]
+    assert all(r["n_test"] == len(split.test) and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert [e[:2] for e in events] == [(i + 1, len(TEMPLATES)) for i in range(len(TEMPLATES))]
+
+
+def test_majority_baseline_predicts_the_train_majority(tiny, setup):
+    _, split, spec = setup
+    row = run_unit(tiny("bert"), split, spec, Unit("baseline", 0))["rows"][0]
+    assert set(row["predictions"]) == {row["predictions"][0]}
+    assert row["accuracy"] == pytest.approx(0.5) and row["trainable_params"] == 0
+
+
+def test_summary_has_contract_fields_and_significance(tiny, setup, tmp_path):
+    ds, split, spec = setup
+    bb = tiny("gpt2")
+    units = [run_unit(bb, split, spec, Unit(m, s), out_dir=tmp_path) for m in ("manual", "baseline") for s in (0, 1)]
+    summary = summarize(units, dataset=ds.summary(), split=split, backbone=bb.describe())
+    assert summary["dataset"]["seeds"] == [0, 1] and summary["reference"] == "Manual (best on dev)"
+    names = [m["name"] for m in summary["methods"]]
+    assert "Majority class" in names and len(names) == 2 + len(TEMPLATES)
+    for row in summary["methods"]:
+        for key in ("name", "template", "accuracy", "accuracy_std", "macro_f1", "n_test", "trainable_params",
+                    "train_seconds", "peak_memory_mb", "artifact"):
+            assert key in row
+        assert row["n_seeds"] == 2 and row["peak_memory_mb"] > 0
+    assert {s["method"] for s in summary["significance"]} == set(names) - {summary["reference"]}
+    for s in summary["significance"]:
+        assert 0 <= s["mcnemar"]["p_value"] <= 1
+    saved = artifacts.load(summary["methods"][0]["artifact"])
+    assert saved.method == "manual" and saved.template in TEMPLATES
+
+
+def test_cancel_before_scoring_stops_manual(tiny, setup):
+    _, split, spec = setup
+    with pytest.raises(InterruptedError):
+        run_unit(tiny("gpt2"), split, spec, Unit("manual", 0), should_stop=lambda: True)
+    assert never_stop() is False
+
+
+def test_prompt_spec_checks_templates_against_columns(setup):
+    ds, _, _ = setup
+    with pytest.raises(TemplateError, match=r"\{title\}"):
+        prompt_spec(ds, ["{title} [MASK]"], None)
+    assert prompt_spec(ds, None, None).verbalizer.words == {"negative": ("negative",), "positive": ("positive",)}

@@ -1,0 +1,88 @@
+"""Template language: parsing, validation, rendering positions, verbalizers, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.backbone import LMKind
+from core.templates import SlotKind, Template, TemplateError, Verbalizer, encode_batch, render_ids
+
+
+def test_parse_counts_slots_and_round_trips_triggers():
+    t = Template.parse("[P*3] {text} It was [T*2] [P] [MASK] .")
+    assert t.n_soft == 4 and t.n_trigger == 2 and t.fields == ["text"]
+    assert [p.kind for p in t.pieces][:2] == [SlotKind.SOFT, SlotKind.TEXT]
+    assert t.with_triggers(["very", "much"]) == "[P*3] {text} It was very much [P] [MASK] ."
+    assert t.fill({"text": "good"}, ["x", "y"]) == "[P] [P] [P] good It was x y [P] [MASK] ."
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("", "empty"),
+    ("{text} It was", "exactly one [MASK]"),
+    ("{text} [MASK] [MASK]", "exactly one [MASK]"),
+    ("It was [MASK]", "no CSV field"),
+    ("{text} [P*0] [MASK]", "count from 1"),
+    ("{text} [P*99] [MASK]", "count from 1"),
+    ("{text} [MASK*2]", "takes no count"),
+    ("{text} [P x] [MASK]", "is not a slot"),
+])
+def test_bad_templates_raise_one_line(source, fragment):
+    with pytest.raises(TemplateError) as err:
+        Template.parse(source)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_validate_names_missing_column_and_causal_mask_position():
+    t = Template.parse("{review} It was [MASK]")
+    with pytest.raises(TemplateError, match=r"\{review\}.*\{text\}"):
+        t.validate(["text"], LMKind.CAUSAL)
+    middle = Template.parse("{text} It was [MASK] .")
+    middle.validate(["text"], LMKind.MASKED)  # fine for a masked LM
+    with pytest.raises(TemplateError, match="must end the template"):
+        middle.validate(["text"], LMKind.CAUSAL)
+    Template.parse("{text} It was [MASK] ").validate(["text"], LMKind.CAUSAL)  # trailing space is fine
+
+
+def test_render_positions_mlm(tiny):
+    bb = tiny("bert")
+    t = Template.parse("[P*2] {text} [T] it was [P] [MASK] .")
+    row = render_ids(bb, t, {"text": "a great movie"}, [bb.mask_id] * 2, 2, trigger_ids=[bb.tokenizer.vocab["fun"]])
+    ids = row.ids
+    assert ids[0] == bb.prefix_ids[0] and ids[-1] == bb.suffix_ids[0]
+    assert row.soft == [1, 2, 9] and all(ids[i] == bb.pad_id for i in row.soft)
+    assert row.trigger == [6] and ids[6] == bb.tokenizer.vocab["fun"]
+    assert row.target == [10, 11] and ids[10] == ids[11] == bb.mask_id
+    assert bb.tokenizer.decode(ids[3:6]) == "a great movie"
+
+
+def test_render_positions_causal_predict_next_token(tiny):
+    bb = tiny("llama")
+    t = Template.parse("{text} it was [MASK]")
+    word = bb.tokenizer("very good", add_special_tokens=False)["input_ids"]
+    row = render_ids(bb, t, {"text": "fun"}, word[:-1], 2)
+    assert row.ids[0] == bb.prefix_ids[0]  # BOS
+    assert row.target == [len(row.ids) - 2, len(row.ids) - 1]  # logits at t predict token t+1
+    assert row.ids[-1] == word[0]
+
+
+def test_truncation_cuts_only_the_field(tiny):
+    bb = tiny("gpt2")
+    t = Template.parse("{text} it was [MASK]")
+    long_text = " ".join(["great"] * 400)
+    enc = encode_batch(bb, t, [{"text": long_text}, {"text": "fun"}], [], 1, max_length=32)
+    assert enc.lengths[0] == 32 and enc.lengths[1] == 3
+    anchor = bb.tokenizer("it was", add_special_tokens=False)["input_ids"]
+    assert enc.input_ids[0, 30:32].tolist() == anchor
+    with pytest.raises(TemplateError, match="template alone needs"):
+        encode_batch(bb, Template.parse("{text} [P*40] [MASK]"), [{"text": "fun"}], [], 1, max_length=16)
+
+
+def test_verbalizer_parsing_and_errors():
+    v = Verbalizer.from_json('{"pos": ["great", "very good"], "neg": "bad"}', ["neg", "pos"])
+    assert v.words == {"neg": ("bad",), "pos": ("great", "very good")}
+    assert Verbalizer.default(["not_sure", "yes"]).words["not_sure"] == ("not sure",)
+    for text, fragment in [('{"pos": ["great"]}', "no word for label 'neg'"), ('{"pos": [""], "neg": "x"}', "empty"),
+                           ('{"pos": "a", "neg": "b", "other": "c"}', "not in the data"), ("{pos: 1}", "not valid JSON"),
+                           ('["great"]', "JSON object")]:
+        with pytest.raises(TemplateError, match=fragment):
+            Verbalizer.from_json(text, ["neg", "pos"])
