@@ -169,27 +169,31 @@ def _dtype_for(device: torch.device) -> torch.dtype:
 
 
 def load_backbone(spec: str = "default", *, trust_remote_code: bool = False, device: str | None = None,
-                  progress: ProgressFn | None = None) -> Backbone:
-    """Load `default`, a local directory, or a Hugging Face model ID (cached in models_cache/)."""
+                  device_map: str | None = None, progress: ProgressFn | None = None) -> Backbone:
+    """Load `default`, a local directory, or a Hugging Face model ID (cached in models_cache/).
+
+    `device_map="auto"` lets accelerate spread a backbone too large for one GPU over all of them (and the CPU).
+    """
     say = progress or (lambda _msg: None)
     if spec in ("", "default"):
         path, name = install_default(progress=say), DEFAULT_NAME
     else:
         path, name = _resolve(spec), spec
     target = torch.device(device) if device else best_device()
-    say(f"loading {name} on {target}")
+    say(f"loading {name} on {device_map or target}")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
         kind = lm_kind(config)
         auto = AutoModelForMaskedLM if kind is LMKind.MASKED else AutoModelForCausalLM
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
         model = auto.from_pretrained(path, dtype=_dtype_for(target), trust_remote_code=trust_remote_code,
-                                     cache_dir=MODELS_CACHE)
+                                     cache_dir=MODELS_CACHE, device_map=device_map)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BackboneError(f"cannot load backbone {spec!r}: {first}; give a local model folder or a Hugging Face "
                             "model ID you have access to, or use 'default'") from err
-    model.to(target)
+    if device_map is None:
+        model.to(target)
     return wrap(model, tokenizer, name, spec or "default")
 
 

@@ -65,7 +65,7 @@ def _progress_printer(label: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.compare import Unit, method_options, prompt_spec, run_unit, summarize
+    from core.compare import Unit, method_options, prompt_spec, summarize
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in method_names()]
@@ -80,22 +80,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = prompt_spec(dataset, args.template, args.verbalizer)
     units = [Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot)
              for m in methods for s in seeds]
-    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, progress=_say)
     out = Path(args.out)
-    results = []
-    for unit in units:
-        _say(f"running {unit.method} (seed {unit.seed})")
-        results.append(run_unit(backbone, split, spec, unit, out_dir=out,
-                                progress=_progress_printer(f"{unit.method} seed {unit.seed}")))
+    results = _run_units_sharded(args, split, spec, units, out)
+    if results is None:  # not the main process under `accelerate launch`: its units are on disk
+        return 0
+    backbone_info = json.loads((out / "units" / "backbone.json").read_text())
     summary = summarize(results, dataset={**dataset.summary(), "source": str(args.data)}, split=split,
-                        backbone=backbone.describe())
-    out.mkdir(parents=True, exist_ok=True)
+                        backbone=backbone_info)
     (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     for row in summary["methods"]:
         _say(f"{row['name'][:60]:60s} acc {row['accuracy']:.3f} ± {row['accuracy_std']:.3f}  "
              f"macro-F1 {row['macro_f1']:.3f}")
     print(out / "results.json")
     return 0
+
+
+def _run_units_sharded(args: argparse.Namespace, split, spec, units: list, out: Path) -> list[dict] | None:
+    """Run this process's share of the (method, seed) units; under `accelerate launch` each process takes every
+    N-th unit on its own device and process 0 gathers the others' results from disk. Returns None off the main
+    process."""
+    from accelerate import PartialState
+
+    from core.compare import run_unit
+
+    state = PartialState()
+    mine = units[state.process_index :: state.num_processes]
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, progress=_say,
+                             device=None if args.device_map else str(state.device), device_map=args.device_map)
+    shard_dir = out / "units"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for unit in mine:
+        _say(f"running {unit.method} (seed {unit.seed}) on {backbone.device}")
+        results.append(run_unit(backbone, split, spec, unit, out_dir=out,
+                                progress=_progress_printer(f"{unit.method} seed {unit.seed}")))
+    (shard_dir / f"rank{state.process_index}.json").write_text(json.dumps(results, allow_nan=False))
+    if state.is_main_process:
+        (shard_dir / "backbone.json").write_text(json.dumps(backbone.describe()))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    gathered = [json.loads((shard_dir / f"rank{i}.json").read_text()) for i in range(state.num_processes)]
+    order = {(u.method, u.seed): i for i, u in enumerate(units)}
+    return sorted((r for shard in gathered for r in shard), key=lambda r: order[(r["method"], r["seed"])])
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -147,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--option", action="append", help="method option METHOD.NAME=VALUE (repeatable)")
     cmp_.add_argument("--out", default="runs/latest", help="output folder")
     cmp_.add_argument("--trust-remote-code", action="store_true", help="allow a backbone's own code to run")
+    cmp_.add_argument("--device-map", choices=["auto"], help="shard a backbone larger than one GPU across GPUs")
     cmp_.set_defaults(func=cmd_compare)
     pred = sub.add_parser("predict", help="predict labels for a new CSV with a learned-prompt file")
     pred.add_argument("--prompt", required=True, help="learned-prompt file (.safetensors or .json)")
