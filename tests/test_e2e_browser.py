@@ -55,7 +55,7 @@ def streamlit_server(home: Path, *, port: int | None = None, log: Path | None = 
     """`streamlit run app.py` on a free local port with its own PTUNE_HOME; yields the URL once healthy."""
     port = port or free_port()
     env = {**os.environ, "PTUNE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    env.setdefault("OMP_NUM_THREADS", "2")
+    env.setdefault("OMP_NUM_THREADS", "1")  # shared CI cores: one torch thread avoids oversubscription stalls
     cmd = [
         sys.executable,
         "-m",
