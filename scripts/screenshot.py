@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         app.see("Live preview")
         for pair in filter(None, args.words.split(",")):
             label, word = pair.split("=")
-            app.fill(f"Words for {label} (comma-separated)", word)
+            box = page.get_by_role("textbox", name=re.compile(rf"Words for.*{re.escape(label)}"))
+            box.fill(word)
+            box.press("Enter")
+            app.wait_idle()
         app.shoot(out / "prompts.png")
         app.launch(args.backbone, methods, steps=args.steps, seeds=args.seeds)
         app.shoot(out / "train.png")
