@@ -758,9 +758,11 @@ def readable_tokens(tokenizer, ids: Sequence[int]) -> list[str]:
             text = tokenizer.convert_tokens_to_string([tok])
         except (KeyError, ValueError, TypeError):
             text = tok
-        if text.startswith(" ") and len(text) > 1:
+        if text and not text.strip():  # a token that is only whitespace
+            text = text.replace(" ", "·").replace("\n", "↵").replace("\t", "⇥")
+        elif text.startswith(" "):
             text = "·" + text[1:]
-        out.append(text if text.strip() else tok)
+        out.append(text or tok)
     return out
 
 
