@@ -88,6 +88,7 @@ class BackboneInfo:
     memory_bytes: int | None = None
     dtype: str = "float32"
     note: str = ""
+    downloadable: bool = False  # a hub ID not cached yet: loading will try to download it
 
 
 def _dtype_bytes(dtype: torch.dtype) -> int:
@@ -166,6 +167,7 @@ def inspect_backbone(spec: str, *, device: torch.device | None = None) -> Backbo
             False,
             note="not in models_cache/: it is downloaded from the Hugging Face "
             "hub on first use (needs network access); its size is known after that",
+            downloadable=True,
         )
     params = _count_parameters(config)
     disk = _safetensors_bytes(folder) if folder.exists() else None
@@ -453,7 +455,7 @@ class Workspace:
         if info.kind is not None:
             for t in spec.templates:
                 Template.parse(t).validate(dataset.columns, LMKind(info.kind))
-        elif not info.available:
+        elif not info.available and not info.downloadable:
             raise BackboneError(f"backbone {info.name!r}: {info.note}")
         for name, options in req.methods.items():
             cls = method_class(name)

@@ -70,7 +70,7 @@ c3.metric(
 )
 c4.metric("Type", {"causal": "causal LM", "mlm": "masked LM"}.get(info.kind or "", "–"))
 if info.note:
-    (st.info if info.available else st.warning)(f"{info.name}: {info.note}")
+    (st.info if info.available or info.downloadable else st.warning)(f"{info.name}: {info.note}")
 if ws.pool.peek(spec) is not None:
     st.caption("Already loaded in this app: runs start at once.")
 

@@ -102,7 +102,8 @@ def test_inspect_backbone_counts_parameters_without_loading(tiny_gpt2: Path, tmp
     missing = inspect_backbone(str(tmp_path / "nope"))
     assert not missing.available and "does not exist" in missing.note
     not_cached = inspect_backbone("some-org/not-downloaded-model")
-    assert not not_cached.available and "downloaded" in not_cached.note
+    assert not not_cached.available and "downloaded" in not_cached.note and not_cached.downloadable
+    assert not missing.downloadable
 
 
 def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Path) -> None:
@@ -160,6 +161,7 @@ def test_context_is_rebuilt_from_the_group_folder(tmp_path: Path, tiny_gpt2: Pat
         ({"seeds": []}, ValueError, "seed"),
         ({"methods": {}}, ValueError, "method"),
         ({"data": b"\x89PNG\r\n\x1a\n"}, DataError, "PNG"),
+        ({"backbone": "/nowhere/model"}, ValueError, "does not exist"),
     ],
 )
 def test_launch_validates_before_queueing(ws: Workspace, tiny_gpt2: Path, changes, error, words) -> None:
