@@ -66,7 +66,7 @@ def curve(part, name: str) -> None:
         alt.Chart(part)
         .mark_line(point=part["step"].nunique() < 40)
         .encode(
-            x=alt.X("step:Q", title="step"),
+            x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
             y=alt.Y("value:Q", title=name, scale=alt.Scale(zero=False)),
             color=alt.Color("run:N", title="run", legend=alt.Legend(orient="bottom")),
             tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g")],

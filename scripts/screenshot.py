@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         shot = False
         while time.monotonic() - start < 1800:
             texts = app.progress_text()
-            if not shot and any(re.search(rf"step ([1-9]\d*)/{args.steps}\b", t) for t in texts):
-                page.wait_for_timeout(8000)  # a few points on the curves
+            steps = [int(m.group(1)) for t in texts if (m := re.search(rf"step (\d+)/{args.steps}\b", t))]
+            if not shot and steps and max(steps) >= args.steps // 2:  # half-way: the curves have some points
                 app.shoot(out / "runs.png")
                 shot = True
                 app.watch_progress(timings, args.steps, timeout=120)
