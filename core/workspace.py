@@ -715,6 +715,11 @@ def disagreements(summary: Mapping[str, Any], test: LabeledDataset, *, limit: in
     return out
 
 
+def _piece(token: object) -> str:
+    """A vocabulary piece for display: BPE/SentencePiece word-start markers shown as '·', newlines as '↵'."""
+    return str(token).replace("Ġ", "·").replace("▁", "·").replace("Ċ", "↵")
+
+
 def soft_prompt_readings(summary: Mapping[str, Any]) -> dict[str, list[str]]:
     """Nearest-vocabulary reading of each learned soft prompt, as its method recorded it in the prompt file's
     manifest (`state["nearest_tokens"]`: per soft token, the nearest vocabulary tokens and their cosine)."""
@@ -733,7 +738,8 @@ def soft_prompt_readings(summary: Mapping[str, Any]) -> dict[str, list[str]]:
         lines = []
         for i, neighbours in enumerate(readout):
             words = [
-                f"{w[0]} ({w[1]:.2f})" if isinstance(w, list | tuple) and len(w) == 2 else str(w) for w in neighbours
+                f"{_piece(w[0])} ({w[1]:.2f})" if isinstance(w, list | tuple) and len(w) == 2 else _piece(w)
+                for w in neighbours
             ]
             lines.append(f"[P{i}] " + " | ".join(words))
         out[m["name"]] = lines

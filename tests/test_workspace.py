@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from core import artifacts
 from core.backbone import load_backbone
 from core.data import DataError
 from core.methods import REGISTRY
@@ -32,6 +33,7 @@ from core.workspace import (
     normalize_spec,
     ptune_home,
     significance_table,
+    soft_prompt_readings,
     token_preview,
 )
 from tests.tiny_models import save_tiny, tiny_backbone
@@ -238,6 +240,11 @@ def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspa
     assert Path(kinds["prompt"]).suffix == ".safetensors"
     if any(r.get("peft_export") for r in rows):  # where PEFT can express the method, its folder is offered too
         assert Path(kinds["peft"]).is_dir()
+    learned = artifacts.load(kinds["prompt"])
+    readings = soft_prompt_readings(ws.summary(group))
+    if learned.state.get("nearest_tokens"):  # the method's nearest-vocabulary reading of its soft tokens
+        (lines,) = readings.values()
+        assert len(lines) == len(learned.state["nearest_tokens"]) and lines[0].startswith("[P0] ")
 
 
 class Colour(str, enum.Enum):  # noqa: UP042 (the methods' configs use str, Enum as DESIGN.md asks)
