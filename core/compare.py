@@ -74,6 +74,9 @@ def run_unit(backbone: Backbone, split: Split, spec: PromptSpec, unit: Unit, *, 
     options = dict(unit.options)
     if "seed" in options:
         options["seed"] = unit.seed
+    if out_dir is not None and not options.get("checkpoint_dir") and "checkpoint_dir" in {
+            f.name for f in fields(method_class(unit.method).config_cls)}:
+        options["checkpoint_dir"] = str(out_dir / "checkpoints" / f"{unit.method}-seed{unit.seed}")  # resumable
     for template in spec.templates:
         Template.parse(template).validate(split.test.columns, backbone.kind)
     method = create(unit.method, spec, options)
@@ -98,15 +101,17 @@ def _test_row(backbone: Backbone, method, prompt: LearnedPrompt, test: LabeledDa
     scores = method.scores(backbone, prompt, test.records)
     seconds = time.perf_counter() - start
     ev = evaluate(scores, list(test.labels), len(prompt.label_names))
-    artifact = None
+    artifact = peft_dir = None
     if out_dir is not None:
-        artifact = str(artifacts.save(prompt, out_dir, f"{unit.method}-{prompt.display_name}-seed{unit.seed}"))
+        stem = f"{unit.method}-{prompt.display_name}-seed{unit.seed}"
+        artifact = str(artifacts.save(prompt, out_dir, stem))
+        peft_dir = artifacts.export_peft_if_expressible(backbone, prompt, out_dir, stem)
     return {"name": prompt.display_name or method.label, "template": prompt.template,
             "prompt": readable_prompt(prompt), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
             "confusion": ev.confusion, "n_test": ev.n, "predictions": ev.predictions,
             "trainable_params": prompt.trainable_params, "test_seconds": seconds,
             "examples_per_second": ev.n / seconds if seconds > 0 else None, "artifact": artifact,
-            "dev_accuracy": prompt.metrics.get("dev_accuracy")}
+            "peft_export": str(peft_dir) if peft_dir else None, "dev_accuracy": prompt.metrics.get("dev_accuracy")}
 
 
 def readable_prompt(prompt: LearnedPrompt) -> str:

@@ -179,3 +179,21 @@ def content_free_log_prior(backbone: Backbone, plan: ScoringPlan, fields: Sequen
 def calibrate(scores: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
     """Contextual calibration: renormalise, then divide by the content-free probabilities (W = diag(p_cf)^-1)."""
     return F.log_softmax(scores, dim=-1) - log_prior
+
+
+def prompt_hidden(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None) -> torch.Tensor:
+    """Final hidden states of the backbone's base model for an encoded batch, with the hooks applied: (B, T, H)."""
+    hooks = hooks or PromptHooks()
+    enc = enc.to(backbone.device)
+    embeds = backbone.embeddings(enc.input_ids)
+    if hooks.embed is not None:
+        embeds = hooks.embed(enc, embeds)
+    attn = enc.attention_mask
+    kwargs: dict = {}
+    if hooks.prefix is not None:
+        past, n_prefix = hooks.prefix(enc.input_ids.shape[0])
+        attn = torch.cat([attn.new_ones(attn.shape[0], n_prefix), attn], dim=1)
+        kwargs["past_key_values"] = past
+    if backbone.kind is LMKind.CAUSAL:
+        kwargs["use_cache"] = False
+    return backbone.model.base_model(inputs_embeds=embeds, attention_mask=attn, **kwargs)[0]

@@ -337,3 +337,30 @@ def tokenize_word(backbone: Backbone, word: str, *, space_before: bool) -> list[
     if not ids:
         raise TemplateError(f"the label word {word!r} tokenises to nothing; choose another word")
     return ids
+
+
+def with_soft_slots(template: Template, *, after_fields: int = 0, before_mask: int = 0, at_start: int = 0) -> str:
+    """The template's source with continuous slots added, anchors kept (P-tuning's default templates).
+
+    `after_fields` [P] tokens go right after the last field, `before_mask` right before [MASK], `at_start` before
+    everything: ``"{text} It was [MASK]"`` with (3, 2, 0) becomes ``"{text} [P*3] It was [P*2] [MASK]"``.
+    """
+
+    def slot(n: int) -> str:
+        return "[P]" if n == 1 else f"[P*{n}]"
+
+    last_field = max(i for i, p in enumerate(template.pieces) if p.kind is SlotKind.FIELD)
+    out = [slot(at_start) + " "] if at_start else []
+    for i, p in enumerate(template.pieces):
+        if p.kind is SlotKind.MASK and before_mask:
+            prev = out[-1] if out else ""
+            out.append(("" if not prev or prev[-1:].isspace() else " ") + slot(before_mask) + " ")
+        out.append(_source_of(p))
+        if i == last_field and after_fields:
+            out.append(" " + slot(after_fields))
+    return "".join(out)
+
+
+def without_soft_slots(template: Template) -> str:
+    """The template's source with every [P] slot removed (for methods that take no input-level soft tokens)."""
+    return "".join(_source_of(p) for p in template.pieces if p.kind is not SlotKind.SOFT)

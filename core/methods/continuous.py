@@ -1,0 +1,318 @@
+"""What the three continuous-prompt methods share: template choice, the fit/score flow around `core.training`.
+
+Each method (ptuning, ptuning_v2, prompt_tuning) supplies a config (a `TrainConfig` with its own defaults), a
+default template, and a `PromptModule` (the trainable part: soft tokens, encoder, prefixes, head). Everything else
+— the loss (cross-entropy over the label scores that `core.scoring` computes for manual prompts too), training,
+tuning or freezing the backbone, the `LearnedPrompt` and scoring it later — lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.backbone import Backbone
+from core.data import LabeledDataset
+from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, backbone_identity, config_to_dict
+from core.scoring import PromptHooks, ScoringPlan, batch_scores, build_plan
+from core.templates import Encoded, SlotKind, Template
+from core.training import ParamGroup, TrainConfig, train
+
+PROMPT_PREFIX = "prompt."
+BACKBONE_PREFIX = "backbone."
+
+
+@dataclass
+class ContinuousConfig(TrainConfig):
+    """Options every continuous-prompt method has besides training."""
+
+    template: str = field(
+        default="",
+        metadata={
+            "help": "Template with [P] slots for the learned tokens. Empty: derived from your first template "
+            "(your own when it already has [P] slots)."
+        },
+    )
+    reduce: str = field(
+        default="sum",
+        metadata={"help": "How a multi-token label word's token log-probabilities combine: 'sum' or 'mean'."},
+    )
+    max_length: int = field(default=256, metadata={"help": "Longest prompt in tokens; the text is cut to fit."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be 'sum' or 'mean', not {self.reduce!r}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, not {self.max_length}")
+
+
+class PromptModule(nn.Module):
+    """The trainable part of a continuous prompt. `label_scores` is differentiable: (B, n_labels) log-scores."""
+
+    def hooks(self) -> PromptHooks:
+        return PromptHooks()
+
+    def label_scores(
+        self, backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]]
+    ) -> torch.Tensor:
+        return batch_scores(backbone, plan, records, hooks=self.hooks())
+
+    def readout(self, backbone: Backbone) -> list | None:
+        """Nearest vocabulary tokens of the learned vectors, where that means something (display only)."""
+        return None
+
+
+class SoftTokens(PromptModule):
+    """Virtual tokens scattered into the [P] positions of the input embeddings (P-tuning v1, prompt tuning).
+
+    A template that *starts* with [P*k] puts those k tokens before the tokenizer's start tokens ([CLS], <s>) too,
+    i.e. at the very start of the input, as Lester et al. and PEFT prepend them.
+    """
+
+    def __init__(self, encoder: nn.Module, template: Template, n_special: int):
+        super().__init__()
+        self.encoder = encoder
+        first = template.pieces[0]
+        self.lead = first.count if first.kind is SlotKind.SOFT else 0
+        self.n_special = n_special
+
+    def vectors(self) -> torch.Tensor:
+        return self.encoder()  # (n, H)
+
+    def embed(self, enc: Encoded, embeds: torch.Tensor) -> torch.Tensor:
+        soft = self.vectors().to(embeds.dtype)  # (n, H)
+        batch = embeds.shape[0]
+        out = embeds.masked_scatter(enc.soft_mask.unsqueeze(-1), soft.unsqueeze(0).expand(batch, -1, -1))  # (B, T, H)
+        if self.lead and self.n_special:
+            p, n = self.n_special, self.lead
+            out = torch.cat([out[:, p : p + n], out[:, :p], out[:, p + n :]], dim=1)
+        return out
+
+    def hooks(self) -> PromptHooks:
+        return PromptHooks(embed=self.embed)
+
+    def readout(self, backbone: Backbone) -> list | None:
+        from core.prompt_encoders import nearest_tokens
+
+        with torch.no_grad():
+            return nearest_tokens(backbone, self.vectors())
+
+
+@contextlib.contextmanager
+def swapped_weights(backbone: Backbone, tuned: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily load tuned backbone weights (a prompt learned with the backbone tuned), then put back the originals."""
+    if not tuned:
+        yield
+        return
+    params = dict(backbone.model.named_parameters())
+    unknown = sorted(set(tuned) - set(params))
+    if unknown:
+        raise ValueError(f"the prompt file tunes backbone weight {unknown[0]!r} that this backbone does not have")
+    with backbone.lock:
+        original = {k: params[k].detach().clone() for k in tuned}
+        try:
+            with torch.no_grad():
+                for k, v in tuned.items():
+                    params[k].copy_(v)
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in original.items():
+                    params[k].copy_(v)
+
+
+def data_hash(dataset: LabeledDataset) -> str:
+    h = hashlib.sha256()
+    for rec, label in zip(dataset.records, dataset.labels, strict=True):
+        h.update(json.dumps([rec, label], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+class ContinuousMethod:
+    """fit/scores for a method defined by `default_template` and `build` (see the subclasses)."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    config_cls: ClassVar[type]
+    trains: ClassVar[bool] = True
+
+    def __init__(self, spec: PromptSpec, config: ContinuousConfig | None = None):
+        self.spec = spec
+        self.config = config or self.config_cls()
+
+    # -- per method ---------------------------------------------------------------------------------------------
+
+    def default_template(self, backbone: Backbone, base: Template) -> str:
+        raise NotImplementedError
+
+    def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------------------------
+
+    def template_for(self, backbone: Backbone) -> str:
+        """The config's template, else the user's first template with [P] slots, else one derived from it."""
+        if self.config.template:
+            return self.config.template
+        parsed = self.spec.parsed() or [Template.parse("{text} It was [MASK]")]
+        with_slots = [t for t in parsed if t.n_soft]
+        return with_slots[0].source if with_slots else self.default_template(backbone, parsed[0])
+
+    def _plan(self, backbone: Backbone, template: Template, verbalizer, label_names) -> ScoringPlan:
+        return build_plan(
+            backbone, template, verbalizer, label_names, reduce=self.config.reduce, max_length=self.config.max_length
+        )
+
+    def _score(
+        self, backbone: Backbone, module: PromptModule, plan: ScoringPlan, records: Sequence[Mapping[str, str]]
+    ) -> torch.Tensor:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(records), self.config.eval_batch_size):
+                chunk = records[start : start + self.config.eval_batch_size]
+                out.append(module.label_scores(backbone, plan, chunk).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, plan.n_labels)
+
+    def run_key(self, backbone: Backbone, template: str, train_set: LabeledDataset) -> str:
+        cfg = {k: v for k, v in config_to_dict(self.config).items() if k not in ("checkpoint_dir", "checkpoint_every")}
+        blob = json.dumps(
+            {
+                "method": self.name,
+                "config": cfg,
+                "template": template,
+                "backbone": backbone.fingerprint,
+                "labels": list(self.spec.label_names),
+                "verbalizer": self.spec.verbalizer.to_dict(),
+                "data": data_hash(train_set),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def fit(
+        self,
+        backbone: Backbone,
+        train_set: LabeledDataset,
+        dev: LabeledDataset,
+        *,
+        progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> LearnedPrompt:
+        cfg = self.config
+        source = self.template_for(backbone)
+        template = Template.parse(source)
+        template.validate(train_set.columns, backbone.kind)
+        plan = self._plan(backbone, template, self.spec.verbalizer, self.spec.label_names)
+        torch.manual_seed(cfg.seed)
+        module = self.build(backbone, template, len(self.spec.label_names), for_training=True).to(backbone.device)
+        groups = [ParamGroup({PROMPT_PREFIX + k: p for k, p in module.named_parameters()}, cfg.lr, cfg.weight_decay)]
+        model = backbone.model
+        flags = {k: p.requires_grad for k, p in model.named_parameters()}
+        original = {k: p.detach().clone() for k, p in model.named_parameters()} if cfg.tune_backbone else {}
+        dev_labels = torch.tensor(list(dev.labels), dtype=torch.long)
+
+        def loss_fn(records: Sequence[Mapping[str, str]], labels: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(module.label_scores(backbone, plan, records).float(), labels)
+
+        def eval_fn() -> tuple[float, float]:
+            scores = self._score(backbone, module, plan, dev.records)
+            return float((scores.argmax(1) == dev_labels).float().mean()), float(F.cross_entropy(scores, dev_labels))
+
+        tuned: dict[str, torch.Tensor] = {}
+        try:
+            for p in model.parameters():
+                p.requires_grad_(cfg.tune_backbone)
+            modules: list[nn.Module] = [module]
+            if cfg.tune_backbone:
+                groups.append(
+                    ParamGroup(
+                        {BACKBONE_PREFIX + k: p for k, p in model.named_parameters()},
+                        cfg.backbone_lr,
+                        cfg.weight_decay,
+                    )
+                )
+                modules.append(model)
+            result = train(
+                groups,
+                loss_fn,
+                eval_fn if len(dev) else None,
+                train_set.records,
+                train_set.labels,
+                cfg,
+                device=backbone.device,
+                modules=modules,
+                run_key=self.run_key(backbone, source, train_set),
+                progress=progress,
+                should_stop=should_stop,
+            )
+            if cfg.tune_backbone:
+                tuned = {BACKBONE_PREFIX + k: p.detach().clone() for k, p in model.named_parameters()}
+        finally:
+            with torch.no_grad():
+                for k, p in model.named_parameters():
+                    if k in original:
+                        p.copy_(original[k])
+                    p.requires_grad_(flags[k])
+            model.eval()
+        tensors = {PROMPT_PREFIX + k: v for k, v in module.state_dict().items()}
+        tensors.update(tuned)
+        trainable = sum(p.numel() for g in groups for p in g.params.values())
+        readout = module.readout(backbone)
+        metrics: dict[str, Any] = {
+            "trainable_params": trainable,
+            "dev_accuracy": result.best_dev_accuracy,
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "stopped_early": result.stopped_early,
+            "resumed_from_step": result.resumed_from,
+            "train_seconds": result.seconds,
+        }
+        state: dict[str, Any] = {"losses": result.losses, "evals": result.evals}
+        if readout is not None:
+            state["nearest_tokens"] = readout
+        return LearnedPrompt(
+            method=self.name,
+            template=source,
+            verbalizer=self.spec.verbalizer.to_dict(),
+            label_names=list(self.spec.label_names),
+            backbone=backbone_identity(backbone),
+            config=config_to_dict(cfg),
+            tensors=tensors,
+            state=state,
+            metrics=metrics,
+            display_name=self.label,
+        )
+
+    def module_for(self, backbone: Backbone, learned: LearnedPrompt) -> PromptModule:
+        """The trained module of a learned prompt, rebuilt from its config and tensors."""
+        template = Template.parse(learned.template)
+        module = self.build(backbone, template, len(learned.label_names), for_training=False)
+        weights = {k.removeprefix(PROMPT_PREFIX): v for k, v in learned.tensors.items() if k.startswith(PROMPT_PREFIX)}
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(
+                f"the {self.name} prompt's tensors do not fit this backbone or config ({first}); "
+                "use the backbone it was learned on"
+            ) from None
+        return module.to(backbone.device).eval()
+
+    def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
+        module = self.module_for(backbone, learned)
+        plan = self._plan(backbone, Template.parse(learned.template), learned.verbalizer_obj(), learned.label_names)
+        tuned = {
+            k.removeprefix(BACKBONE_PREFIX): v for k, v in learned.tensors.items() if k.startswith(BACKBONE_PREFIX)
+        }
+        with swapped_weights(backbone, tuned):
+            return self._score(backbone, module, plan, records)

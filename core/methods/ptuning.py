@@ -1,0 +1,111 @@
+"""P-tuning v1 ("GPT Understands, Too", Liu et al. 2021): trainable virtual tokens at the template's [P] slots.
+
+The [P] slots may sit anywhere in the template, between real anchor words that stay ordinary tokens
+(``{text} [P*3] It was [P*2] [MASK]``). The virtual tokens are produced by a prompt encoder — a 2-layer
+bidirectional LSTM then Linear-ReLU-Linear as in the paper, an MLP, or none — and fed at the embedding layer. The
+label is read at [MASK] for masked LMs and as the continuation for causal LMs (the shared scoring path). The
+backbone is frozen unless `tune_backbone`, which trains it too with its own, much smaller, learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from core.backbone import Backbone
+from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
+from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors
+from core.templates import Template, with_soft_slots
+from core.training import choice
+
+
+@dataclass
+class PTuningConfig(ContinuousConfig):
+    lr: float = field(
+        default=3e-3,
+        metadata={
+            "help": "Learning rate of the prompt encoder (AdamW). Prompts take far larger rates than a tuned backbone."
+        },
+    )
+    max_steps: int = field(default=150, metadata={"help": "Optimizer steps."})
+    encoder: EncoderKind = field(
+        default=EncoderKind.LSTM,
+        metadata={
+            "help": "Prompt encoder: 'lstm' (2-layer BiLSTM + MLP, as in the paper), 'mlp', or 'none' (free vectors)."
+        },
+    )
+    encoder_hidden: int = field(
+        default=0,
+        metadata={
+            "help": "Encoder hidden size (0: half the model width per LSTM direction, the model width for the MLP)."
+        },
+    )
+    encoder_dropout: float = field(default=0.0, metadata={"help": "Dropout between the LSTM layers."})
+    encoder_residual: bool = field(
+        default=True,
+        metadata={
+            "help": "Start from the initial vectors: output = embedding + encoder(embedding), the encoder's last "
+            "layer zero-initialised. Off: the paper's plain encoder output (a random start)."
+        },
+    )
+    init_words: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated words whose embeddings initialise the virtual tokens (cycled); empty: sampled "
+            "vocabulary tokens."
+        },
+    )
+    tokens_after_text: int = field(
+        default=3, metadata={"help": "Default template only: virtual tokens right after the last text field."}
+    )
+    tokens_before_mask: int = field(
+        default=2,
+        metadata={"help": "Default template only: virtual tokens right before [MASK] (after the anchor words)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.encoder = choice(EncoderKind, self.encoder, "encoder")
+        if self.tokens_after_text < 0 or self.tokens_before_mask < 0 or self.encoder_hidden < 0:
+            raise ValueError("tokens_after_text, tokens_before_mask and encoder_hidden cannot be negative")
+        if not 0 <= self.encoder_dropout < 1:
+            raise ValueError(f"encoder_dropout must be in [0, 1), not {self.encoder_dropout!r}")
+
+
+def word_list(text: str) -> list[str]:
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+class PTuning(ContinuousMethod):
+    name: ClassVar[str] = "ptuning"
+    label: ClassVar[str] = "P-tuning"
+    config_cls: ClassVar[type] = PTuningConfig
+
+    def default_template(self, backbone: Backbone, base: Template) -> str:
+        cfg = self.config
+        if cfg.tokens_after_text + cfg.tokens_before_mask == 0:
+            raise ValueError("the P-tuning template has no [P] slot; raise tokens_after_text or tokens_before_mask")
+        return with_soft_slots(base, after_fields=cfg.tokens_after_text, before_mask=cfg.tokens_before_mask)
+
+    def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+        cfg = self.config
+        if not template.n_soft:
+            raise ValueError(f"the P-tuning template {template.source!r} has no [P] slot; add e.g. [P*3]")
+        dim = backbone.hidden_size
+        hidden = cfg.encoder_hidden or (dim // 2 if cfg.encoder is EncoderKind.LSTM else dim)
+        init = None
+        if for_training:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            init = init_vectors(backbone, template.n_soft, words=word_list(cfg.init_words), generator=gen)
+        encoder = PromptEncoder(
+            template.n_soft,
+            dim,
+            cfg.encoder,
+            hidden=hidden,
+            dropout=cfg.encoder_dropout,
+            residual=cfg.encoder_residual,
+            init=init,
+        )
+        return SoftTokens(encoder, template, len(backbone.prefix_ids))

@@ -1,0 +1,140 @@
+"""P-tuning v2 (Liu et al. 2022, "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning Universally…").
+
+Deep prompt tuning: trainable prefixes at *every* layer, seen by attention as extra keys/values. They reach the
+model through its own cache API — a `transformers.DynamicCache` pre-filled with one (key, value) pair per layer and
+passed as `past_key_values` — for BERT/RoBERTa (encoders), GPT-2 and Llama alike. Checked on transformers 5.x: the
+BERT self-attention concatenates a given cache's keys/values even when `is_decoder` is False, and the 2-D attention
+mask of length P + T is honoured (padding stays masked; every prefix slot is attended); positions shift by P as in
+the reference implementation and PEFT. Options: reparameterisation MLP, prefix dropout, and either the verbalizer
+(label word at [MASK] / as continuation) or a linear head on the [CLS] (masked LM) or last prompt token (causal LM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar
+
+import torch
+
+from core.backbone import Backbone, LMKind
+from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule
+from core.prompt_encoders import PrefixEncoder, attention_shape
+from core.scoring import PromptHooks, ScoringPlan, batch_scores, prompt_hidden
+from core.templates import Template, encode_batch, without_soft_slots
+from core.training import choice
+
+
+class HeadKind(str, Enum):
+    VERBALIZER = "verbalizer"
+    LINEAR = "linear"
+
+
+@dataclass
+class PTuningV2Config(ContinuousConfig):
+    lr: float = field(
+        default=1e-2,
+        metadata={
+            "help": "Learning rate of the prefixes (and head). The paper uses 5e-3 to 1e-2 with a frozen backbone."
+        },
+    )
+    max_steps: int = field(default=150, metadata={"help": "Optimizer steps."})
+    n_prefix: int = field(default=16, metadata={"help": "Prefix length: virtual keys/values per layer."})
+    projection: bool = field(
+        default=False,
+        metadata={"help": "Reparameterise the prefixes through a 2-layer MLP (Embedding -> Linear-Tanh-Linear)."},
+    )
+    projection_hidden: int = field(default=512, metadata={"help": "Hidden size of the reparameterisation MLP."})
+    prefix_dropout: float = field(default=0.1, metadata={"help": "Dropout on the prefixes while training."})
+    head: HeadKind = field(
+        default=HeadKind.VERBALIZER,
+        metadata={
+            "help": "'verbalizer': label words scored at [MASK]; 'linear': a linear classifier on the [CLS] (masked "
+            "LM) or last prompt token (causal LM)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.head = choice(HeadKind, self.head, "head")
+        if not 1 <= self.n_prefix <= 256:
+            raise ValueError(f"n_prefix must be between 1 and 256, not {self.n_prefix}")
+        if not 0 <= self.prefix_dropout < 1:
+            raise ValueError(f"prefix_dropout must be in [0, 1), not {self.prefix_dropout!r}")
+        if self.projection_hidden < 1:
+            raise ValueError(f"projection_hidden must be at least 1, not {self.projection_hidden}")
+
+
+def prefix_cache(config, pairs: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A cache object holding the per-layer prefixes, in the installed transformers' API."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(ddp_cache_data=pairs, config=config)
+    except TypeError:  # transformers 4.x before the `ddp_cache_data` keyword
+        return DynamicCache.from_legacy_cache(tuple(pairs))
+
+
+class DeepPrefix(PromptModule):
+    """Prefixes at every layer, plus an optional linear head."""
+
+    def __init__(self, backbone: Backbone, cfg: PTuningV2Config, n_labels: int):
+        super().__init__()
+        layers, kv_heads, head_dim = attention_shape(backbone.model.config)
+        self.prefix = PrefixEncoder(
+            cfg.n_prefix,
+            backbone.hidden_size,
+            layers,
+            kv_heads,
+            head_dim,
+            projection=cfg.projection,
+            projection_hidden=cfg.projection_hidden,
+            dropout=cfg.prefix_dropout,
+        )
+        self.head = torch.nn.Linear(backbone.hidden_size, n_labels) if cfg.head is HeadKind.LINEAR else None
+        self._config = backbone.model.config
+        self._dtype = backbone.dtype
+
+    def past(self, batch_size: int) -> tuple[object, int]:
+        pairs = [(k.to(self._dtype), v.to(self._dtype)) for k, v in self.prefix(batch_size)]
+        return prefix_cache(self._config, pairs), self.prefix.n_prefix
+
+    def hooks(self) -> PromptHooks:
+        return PromptHooks(prefix=self.past)
+
+    def label_scores(
+        self, backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]]
+    ) -> torch.Tensor:
+        if self.head is None:
+            return batch_scores(backbone, plan, records, hooks=self.hooks())
+        masked = backbone.kind is LMKind.MASKED
+        fill = [backbone.mask_id] if masked else []
+        enc = encode_batch(backbone, plan.template, records, fill, 1, max_length=plan.max_length).to(backbone.device)
+        hidden = prompt_hidden(backbone, enc, self.hooks())  # (B, T, H)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pos = torch.zeros_like(rows) if masked else enc.target_pos[:, 0]  # [CLS] / last prompt token
+        return torch.log_softmax(self.head(hidden[rows, pos].float()), dim=-1)  # (B, n_labels)
+
+
+class PTuningV2(ContinuousMethod):
+    name: ClassVar[str] = "ptuning_v2"
+    label: ClassVar[str] = "P-tuning v2"
+    config_cls: ClassVar[type] = PTuningV2Config
+
+    def template_for(self, backbone: Backbone) -> str:
+        """v2 has no [P] slots: the config's template, else the user's first one with any [P] slots dropped."""
+        if self.config.template:
+            return self.config.template
+        parsed = self.spec.parsed() or [Template.parse("{text} It was [MASK]")]
+        return self.default_template(backbone, parsed[0])
+
+    def default_template(self, backbone: Backbone, base: Template) -> str:
+        return without_soft_slots(base)
+
+    def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+        if template.n_soft:
+            raise ValueError(
+                f"P-tuning v2 learns per-layer prefixes, not [P] slots; remove them from {template.source!r}"
+            )
+        return DeepPrefix(backbone, self.config, n_labels)

@@ -1,0 +1,399 @@
+"""The one training loop every trained method uses (P-tuning v1/v2, prompt tuning, fine-tuning baselines).
+
+Read top to bottom: config -> learning-rate schedule -> batch order -> checkpoint I/O -> `train`. The loop knows
+nothing about prompts: a method hands it named parameter groups, a `loss_fn(records, labels)` and an `eval_fn()`.
+
+- AdamW, linear warm-up then linear/cosine decay (or constant), gradient accumulation, gradient clipping.
+- bf16 autocast on CUDA; fp32 on the CPU.
+- Dev evaluation every `eval_every` steps; the best state (dev accuracy, ties broken by lower dev loss) is kept and
+  restored at the end; early stopping after `patience` evaluations without improvement.
+- Seeded and stateless batch order (the batch of step s is a pure function of seed and s), and the torch RNG state
+  is checkpointed, so a run stopped at step k and resumed produces the same loss curve as an uninterrupted one.
+- `should_stop()` is polled before every step; on stop a checkpoint is written and `core.jobs.Cancelled` raised.
+- Checkpoints are one safetensors file (tensors + JSON metadata; optimizer moments as tensors): nothing pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from core.jobs import Cancelled
+from core.methods.base import ProgressFn, StopFn
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_KEY = "ptune_checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class Schedule(str, Enum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+def choice(enum_cls: type[Enum], value, name: str):
+    """Coerce a config value (an enum member or its plain string from stored JSON) or say what is allowed."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum_cls)
+        raise ValueError(f"{name} must be one of {allowed}, not {value!r}") from None
+
+
+@dataclass
+class TrainConfig:
+    """Options shared by every trained method; each method subclasses it with its own defaults."""
+
+    lr: float = field(default=1e-3, metadata={"help": "Learning rate of the prompt parameters (AdamW)."})
+    tune_backbone: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the backbone's weights (much slower, stores a full copy of the model in the prompt "
+            "file). Off: the backbone stays frozen and bit-identical."
+        },
+    )
+    backbone_lr: float = field(
+        default=1e-5,
+        metadata={"help": "Learning rate of the backbone when it is tuned (far smaller than the prompt's)."},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_steps: int = field(
+        default=200, metadata={"help": "Optimizer steps (each of batch_size x grad_accum examples)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
+    grad_accum: int = field(default=1, metadata={"help": "Forward passes whose gradients are summed per step."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of the steps spent warming the LR up."})
+    schedule: Schedule = field(
+        default=Schedule.LINEAR,
+        metadata={"help": "LR decay after warm-up: 'linear' or 'cosine' to zero, or 'constant'."},
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: no clipping)."})
+    eval_every: int = field(default=25, metadata={"help": "Score dev every N steps (and at the end)."})
+    patience: int = field(
+        default=0, metadata={"help": "Stop after this many dev evaluations without improvement (0: never stop early)."}
+    )
+    eval_batch_size: int = field(default=32, metadata={"help": "Examples per forward pass when scoring."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, batch order and dropout."})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on a GPU (ignored on the CPU)."})
+    checkpoint_dir: str = field(
+        default="",
+        metadata={
+            "help": "Folder for a resumable checkpoint ('' = none). A run finding a matching checkpoint there resumes."
+        },
+    )
+    checkpoint_every: int = field(default=50, metadata={"help": "Write the checkpoint every N steps."})
+
+    def __post_init__(self):
+        self.schedule = choice(Schedule, self.schedule, "schedule")
+        positive = ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "checkpoint_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        for name in ("lr", "backbone_lr"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be a positive number, not {getattr(self, name)!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.patience < 0:
+            raise ValueError("weight_decay, max_grad_norm and patience cannot be negative")
+
+
+# 1. learning-rate schedule ------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR for optimizer step `step` (1-based): warm-up, then decay."""
+    warmup = round(cfg.warmup_ratio * cfg.max_steps)
+    if step <= warmup:
+        return step / max(1, warmup)
+    if cfg.schedule is Schedule.CONSTANT:
+        return 1.0
+    progress = (step - warmup) / max(1, cfg.max_steps - warmup)
+    if cfg.schedule is Schedule.COSINE:
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+# 2. batch order ---------------------------------------------------------------------------------------------
+
+
+class BatchOrder:
+    """Example indices of micro-batch m: epochs of seeded permutations laid end to end (stateless, resumable)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.n, generator=gen).tolist()}  # keep one epoch in memory
+        return self._perms[epoch]
+
+    def batch(self, m: int) -> list[int]:
+        start = m * self.batch_size
+        return [self._perm(j // self.n)[j % self.n] for j in range(start, start + self.batch_size)]
+
+
+# 3. checkpoints ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resumed run needs."""
+
+    step: int = 0
+    best_step: int = 0
+    best_dev: float | None = None
+    best_dev_loss: float | None = None
+    bad_evals: int = 0
+    losses: list[float] = field(default_factory=list)  # training loss of every step so far
+    evals: list[dict] = field(default_factory=list)  # {"step", "dev_accuracy", "dev_loss"}
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            tmp,
+            metadata={CHECKPOINT_KEY: json.dumps(meta)},
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(
+    path: Path,
+    key: str,
+    params: Mapping[str, nn.Parameter],
+    best: Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    state: LoopState,
+) -> None:
+    """params, best state, AdamW moments, RNG state and loop state in one safetensors file (atomic)."""
+    tensors = {f"param/{k}": v for k, v in params.items()}
+    tensors.update({f"best/{k}": v for k, v in best.items()})
+    opt_state = optimizer.state_dict()["state"]
+    for idx, slots in opt_state.items():
+        for slot, value in slots.items():
+            tensors[f"opt/{idx}/{slot}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    meta = {"version": CHECKPOINT_VERSION, "key": key, "loop": state.__dict__}
+    _atomic_save(tensors, meta, path)
+
+
+def load_checkpoint(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict, LoopState] | None:
+    """(tensors, metadata, loop state) of a checkpoint for this exact run (same `key`), else None."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(CHECKPOINT_KEY, "null"))
+            if not isinstance(meta, dict) or meta.get("version") != CHECKPOINT_VERSION or meta.get("key") != key:
+                return None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (OSError, SafetensorError, json.JSONDecodeError):
+        return None
+    return tensors, meta, LoopState(**meta["loop"])
+
+
+def _restore(
+    tensors: dict[str, torch.Tensor], params: Mapping[str, nn.Parameter], optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(tensors[f"param/{k}"])
+    sd = optimizer.state_dict()
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt/"):
+            _, idx, slot = name.split("/", 2)
+            state.setdefault(int(idx), {})[slot] = value
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
+    torch.set_rng_state(tensors["rng/torch"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    return {k.removeprefix("best/"): v for k, v in tensors.items() if k.startswith("best/")}
+
+
+# 4. the loop ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParamGroup:
+    """Named parameters trained with one learning rate (names must be unique across groups)."""
+
+    params: dict[str, nn.Parameter]
+    lr: float
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, torch.Tensor]  # the kept (best on dev, else last) values of every trained parameter
+    steps: int
+    best_step: int
+    best_dev_accuracy: float | None
+    losses: list[float]
+    evals: list[dict]
+    resumed_from: int
+    stopped_early: bool
+    seconds: float
+
+
+LossFn = Callable[[Sequence[Mapping[str, str]], torch.Tensor], torch.Tensor]
+EvalFn = Callable[[], tuple[float, float]]  # () -> (dev accuracy, dev loss)
+
+
+def _better(acc: float, loss: float, state: LoopState) -> bool:
+    if state.best_dev is None:
+        return True
+    return acc > state.best_dev or (acc == state.best_dev and loss < (state.best_dev_loss or math.inf))
+
+
+def train(
+    groups: Sequence[ParamGroup],
+    loss_fn: LossFn,
+    eval_fn: EvalFn | None,
+    records: Sequence[Mapping[str, str]],
+    labels: Sequence[int],
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    modules: Sequence[nn.Module] = (),
+    run_key: str = "",
+    progress: ProgressFn,
+    should_stop: StopFn,
+) -> TrainResult:
+    """Train `groups` to minimise `loss_fn` on (records, labels); returns the kept state (also loaded in place).
+
+    `modules` are put in train mode for steps and eval mode for dev scoring (dropout); the caller owns
+    everything else. `run_key` identifies the run for resuming: a checkpoint with another key is ignored.
+    """
+    params = {k: p for g in groups for k, p in g.params.items()}
+    if len(params) != sum(len(g.params) for g in groups):
+        raise ValueError("parameter names repeat across groups")
+    optimizer = torch.optim.AdamW(
+        [{"params": list(g.params.values()), "lr": g.lr, "weight_decay": g.weight_decay} for g in groups],
+        lr=groups[0].lr,
+    )
+    base_lrs = [g.lr for g in groups]
+    order = BatchOrder(len(records), cfg.batch_size, cfg.seed)
+    labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+    ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
+
+    state, best = LoopState(), {}
+    loaded = load_checkpoint(ckpt_path, run_key) if ckpt_path else None
+    if loaded is not None:
+        tensors, _meta, state = loaded
+        best = _restore(tensors, params, optimizer)
+    else:
+        torch.manual_seed(cfg.seed)
+    resumed_from = state.step
+
+    def checkpoint() -> None:
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, run_key, params, best, optimizer, state)
+
+    def set_mode(training: bool) -> None:
+        for m in modules:
+            m.train(training)
+
+    def evaluate() -> float:
+        set_mode(False)
+        acc, loss = eval_fn()
+        set_mode(True)
+        state.evals.append({"step": state.step, "dev_accuracy": acc, "dev_loss": loss})
+        if _better(acc, loss, state):
+            state.best_dev, state.best_dev_loss, state.best_step, state.bad_evals = acc, loss, state.step, 0
+            best.clear()
+            best.update({k: p.detach().clone() for k, p in params.items()})
+        else:
+            state.bad_evals += 1
+        return acc
+
+    start = time.perf_counter()
+    stopped_early = False
+    set_mode(True)
+    try:
+        while state.step < cfg.max_steps:
+            if should_stop():
+                checkpoint()
+                raise Cancelled(f"stopped at step {state.step} of {cfg.max_steps}")
+            t0 = time.perf_counter()
+            step = state.step + 1
+            factor = lr_factor(step, cfg)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            optimizer.zero_grad(set_to_none=True)
+            total_loss, seen = 0.0, 0
+            for micro in range(cfg.grad_accum):
+                idx = order.batch(state.step * cfg.grad_accum + micro)
+                with autocast:
+                    loss = loss_fn([records[i] for i in idx], labels_t[idx].to(device))
+                (loss / cfg.grad_accum).backward()
+                total_loss += float(loss.detach()) / cfg.grad_accum
+                seen += len(idx)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+            optimizer.step()
+            state.step = step
+            state.losses.append(total_loss)
+            elapsed = time.perf_counter() - t0
+            metrics = {
+                "loss": total_loss,
+                "lr": base_lrs[0] * factor,
+                "examples_per_second": seen / elapsed if elapsed > 0 else 0.0,
+            }
+            if eval_fn is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                metrics["dev_accuracy"] = evaluate()
+                metrics["dev_loss"] = state.evals[-1]["dev_loss"]
+                if cfg.patience and state.bad_evals >= cfg.patience:
+                    stopped_early = True
+            progress(step, cfg.max_steps, metrics)
+            if stopped_early:
+                break
+            if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                checkpoint()
+    finally:
+        set_mode(False)
+        optimizer.zero_grad(set_to_none=True)
+    if best:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(best[k])
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt_path.unlink()  # finished: the learned prompt is the result; a rerun trains afresh
+    return TrainResult(
+        state={k: p.detach().clone() for k, p in params.items()},
+        steps=state.step,
+        best_step=state.best_step if best else state.step,
+        best_dev_accuracy=state.best_dev,
+        losses=list(state.losses),
+        evals=list(state.evals),
+        resumed_from=resumed_from,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - start,
+    )
