@@ -45,13 +45,20 @@ def label_token_ids(plan: ScoringPlan) -> set[int]:
     return {int(i) for g in plan.groups for i in g.word_ids.flatten().tolist()}
 
 
-def word_like(token: str | None, uses_markers: bool) -> bool:
-    """A whole alphabetic word: not a WordPiece continuation ('##ing'), byte piece, digit or punctuation."""
+def word_like(token: str | None, text: str, uses_markers: bool) -> bool:
+    """A whole alphabetic word: not a WordPiece continuation ('##ing'), byte piece, digit, space or punctuation.
+
+    `token` is the vocabulary entry, `text` what it decodes to: byte-level BPE spells bytes as letters ('ĠĊ' is a
+    space and a newline), so alphabetic-ness is judged on the decoded text.
+    """
     if not token or token.startswith("##"):
         return False
-    if uses_markers:
-        return token.startswith(WORD_MARKERS) and len(token) > 2 and token[1:].isalpha()
-    return token.isalpha()
+    word = text.strip()
+    if not word.isalpha():
+        return False
+    if uses_markers:  # a word-start piece, not the middle of a word
+        return token.startswith(WORD_MARKERS) and len(word) > 1
+    return True
 
 
 def candidate_filter(
@@ -76,9 +83,10 @@ def candidate_filter(
             banned[tid] = True
     if words_only:
         tokens = tokenizer.convert_ids_to_tokens(list(range(n_tok)))
+        texts = tokenizer.batch_decode([[i] for i in range(n_tok)])
         uses_markers = sum(bool(t) and t.startswith(WORD_MARKERS) for t in tokens) > 0.1 * n_tok
-        for tid, tok in enumerate(tokens):
-            if not word_like(tok, uses_markers):
+        for tid, (tok, text) in enumerate(zip(tokens, texts, strict=True)):
+            if not word_like(tok, text, uses_markers):
                 banned[tid] = True
     return banned
 

@@ -31,6 +31,7 @@ from core.trigger_search import (
     search_triggers,
     top_candidates,
     trigger_words,
+    word_like,
 )
 from tests.tiny_models import save_tiny, tiny_backbone
 
@@ -202,6 +203,16 @@ def test_filter_bans_specials_label_words_and_non_words():
     assert set(label_token_ids(plan)) == set(tok.convert_tokens_to_ids(["great", "very", "good", "bad"]))
     assert not banned[tok.convert_tokens_to_ids("movie")]
     assert not candidate_filter(backbone, plan, words_only=False)[tok.convert_tokens_to_ids(".")]
+
+
+def test_word_like_judges_the_decoded_text():
+    # byte-level BPE spells a space as 'Ġ' and a newline as 'Ċ', both "letters" to str.isalpha
+    assert word_like("Ġgreat", " great", uses_markers=True)
+    assert not word_like("ĠĊĠĠĠ", " \n   ", uses_markers=True)
+    assert not word_like("great", "great", uses_markers=True)  # a piece inside a word
+    assert not word_like("Ġ2010", " 2010", uses_markers=True) and not word_like("Ġ...", " ...", uses_markers=True)
+    assert word_like("movie", "movie", uses_markers=False)
+    assert not word_like("##ing", "ing", uses_markers=False) and not word_like("[UNK]", "[UNK]", uses_markers=False)
 
 
 @pytest.mark.parametrize("family", ["llama", "bert"])
