@@ -77,8 +77,10 @@ def run_dataset(backbone, path: str, args, ap_options: dict) -> dict:
     manual = ManualCache(backbone, spec, test.columns)
     start = time.perf_counter()
     manual_test = {t: accuracy(manual.predict(t, test.records), gold) for t in spec.templates}
-    say(f"{Path(path).stem}: manual templates on {len(test)} test rows in {time.perf_counter() - start:.0f} s: "
-        f"{manual_test}")
+    say(
+        f"{Path(path).stem}: manual templates on {len(test)} test rows in {time.perf_counter() - start:.0f} s: "
+        f"{manual_test}"
+    )
     rows: dict[str, list[float]] = {"majority": [], "selected": [], "autoprompt": [], "autoprompt_cal": []}
     found, dev_accs, seconds = [], [], []
     for seed in args.seeds:
@@ -91,13 +93,16 @@ def run_dataset(backbone, path: str, args, ap_options: dict) -> dict:
             dev_acc = {t: accuracy(manual.predict(t, dev.records), list(dev.labels)) for t in spec.templates}
             selected = max(spec.templates, key=lambda t: dev_acc[t])  # first wins ties, as in `manual`
             rows["selected"].append(manual_test[selected])
-        method = create("autoprompt", spec, method_options("autoprompt", ap_options, max_steps=args.max_steps)
-                        | {"seed": seed})
+        method = create(
+            "autoprompt", spec, method_options("autoprompt", ap_options, max_steps=args.max_steps) | {"seed": seed}
+        )
         start = time.perf_counter()
 
         def progress(step, total, metrics, seed=seed, method=method):
-            say(f"  seed {seed} iteration {step}/{total} {' '.join(method.current_triggers)!r} "
-                + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+            say(
+                f"  seed {seed} iteration {step}/{total} {' '.join(method.current_triggers)!r} "
+                + " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+            )
 
         learned = method.fit(backbone, train, dev, progress=progress, should_stop=lambda: False)
         seconds.append(time.perf_counter() - start)
@@ -108,8 +113,10 @@ def run_dataset(backbone, path: str, args, ap_options: dict) -> dict:
         rows["autoprompt_cal"].append(accuracy(calibrate(raw, prior).argmax(1).tolist(), gold))
         found.append(learned.state["filled_template"])
         dev_accs.append(learned.metrics["dev_accuracy"])
-        say(f"  seed {seed}: selected {selected!r}; AutoPrompt {found[-1]!r} dev {dev_accs[-1]:.3f} test "
-            f"{rows['autoprompt'][-1]:.3f} (calibrated {rows['autoprompt_cal'][-1]:.3f}) in {seconds[-1]:.0f} s")
+        say(
+            f"  seed {seed}: selected {selected!r}; AutoPrompt {found[-1]!r} dev {dev_accs[-1]:.3f} test "
+            f"{rows['autoprompt'][-1]:.3f} (calibrated {rows['autoprompt_cal'][-1]:.3f}) in {seconds[-1]:.0f} s"
+        )
     best = max(spec.templates, key=lambda t: manual_test[t])
     worst = min(spec.templates, key=lambda t: manual_test[t])
     n = len(args.seeds)
@@ -121,10 +128,17 @@ def run_dataset(backbone, path: str, args, ap_options: dict) -> dict:
         ("AutoPrompt", rows["autoprompt"]),
         ("AutoPrompt + contextual calibration (same triggers)", rows["autoprompt_cal"]),
     ]
-    return {"dataset": Path(path).stem, "n_test": len(test), "manual_test": manual_test, "found": found,
-            "autoprompt_dev": dev_accs, "search_seconds": seconds,
-            "rows": [{"name": name, "accuracy": mean_std(a)[0], "std": mean_std(a)[1], "per_seed": a}
-                     for name, a in table]}
+    return {
+        "dataset": Path(path).stem,
+        "n_test": len(test),
+        "manual_test": manual_test,
+        "found": found,
+        "autoprompt_dev": dev_accs,
+        "search_seconds": seconds,
+        "rows": [
+            {"name": name, "accuracy": mean_std(a)[0], "std": mean_std(a)[1], "per_seed": a} for name, a in table
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,18 +165,27 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.data or DATASETS:
         res = run_dataset(backbone, path, args, ap_options)
         results.append(res)
-        print(f"\n**{res['dataset']}** ({res['n_test']} test rows, K = {args.k_shot} per class, seeds "
-              f"{','.join(map(str, args.seeds))}; accuracy mean ± std over seeds)\n")
+        print(
+            f"\n**{res['dataset']}** ({res['n_test']} test rows, K = {args.k_shot} per class, seeds "
+            f"{','.join(map(str, args.seeds))}; accuracy mean ± std over seeds)\n"
+        )
         print("| prompt | accuracy | per seed |")
         print("|---|---|---|")
         for r in res["rows"]:
-            print(f"| {r['name']} | {r['accuracy']:.3f} ± {r['std']:.3f} | "
-                  f"{', '.join(f'{a:.3f}' for a in r['per_seed'])} |")
+            print(
+                f"| {r['name']} | {r['accuracy']:.3f} ± {r['std']:.3f} | "
+                f"{', '.join(f'{a:.3f}' for a in r['per_seed'])} |"
+            )
         print("\nAutoPrompt prompts found: " + "; ".join(f"`{p}`" for p in res["found"]))
         sys.stdout.flush()
         if args.json:
-            args.json.write_text(json.dumps({"backbone": backbone.describe(), "args": vars(args) | {"json": None},
-                                             "results": results}, indent=2, default=str))
+            args.json.write_text(
+                json.dumps(
+                    {"backbone": backbone.describe(), "args": vars(args) | {"json": None}, "results": results},
+                    indent=2,
+                    default=str,
+                )
+            )
     return 0
 
 
