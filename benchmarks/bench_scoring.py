@@ -33,8 +33,10 @@ def naive_scores(bb, template: Template, verbalizer: Verbalizer, labels, records
     out = torch.empty(len(records), len(labels))
     with torch.inference_mode():
         for i, rec in enumerate(records):
-            prompt = bb.prefix_ids + bb.tokenizer(template.fill(rec).replace(" [MASK]", ""),
-                                                  add_special_tokens=False)["input_ids"]
+            prompt = (
+                bb.prefix_ids
+                + bb.tokenizer(template.fill(rec).replace(" [MASK]", ""), add_special_tokens=False)["input_ids"]
+            )
             for j, label in enumerate(labels):
                 word = tokenize_word(bb, verbalizer.words[label][0], space_before=True)
                 logits = bb.model(input_ids=torch.tensor([prompt + word], device=bb.device)).logits[0]
@@ -71,8 +73,10 @@ def main() -> None:
     print(f"backbone {bb.name} on {bb.device}, {torch.get_num_threads()} threads; load {load_s:.2f} s")
     print(f"ours  (batched, target-only head, batch {args.batch_size}): {args.n / ours_s:7.1f} examples/s")
     print(f"peer  (per example, per label word, full logits):  {args.n / peer_s:7.1f} examples/s")
-    print(f"speed-up ours/peer: {peer_s / ours_s:.2f}x; same predictions on {agree:.0%} of rows; "
-          f"max |score diff| {(ours - peer).abs().max():.2e}")
+    print(
+        f"speed-up ours/peer: {peer_s / ours_s:.2f}x; same predictions on {agree:.0%} of rows; "
+        f"max |score diff| {(ours - peer).abs().max():.2e}"
+    )
     print(f"peak RSS {psutil.Process().memory_info().rss / 2**20:.0f} MiB (current; see /usr/bin/time -v for peak)")
 
 

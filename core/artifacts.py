@@ -32,10 +32,18 @@ class ArtifactError(ValueError):
 
 def manifest(learned: LearnedPrompt) -> dict:
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "method": learned.method,
-        "display_name": learned.display_name, "backbone": learned.backbone, "template": learned.template,
-        "verbalizer": learned.verbalizer, "label_names": learned.label_names, "config": learned.config,
-        "state": learned.state, "metrics": learned.metrics, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": learned.method,
+        "display_name": learned.display_name,
+        "backbone": learned.backbone,
+        "template": learned.template,
+        "verbalizer": learned.verbalizer,
+        "label_names": learned.label_names,
+        "config": learned.config,
+        "state": learned.state,
+        "metrics": learned.metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tensors": sorted(learned.tensors),
     }
 
@@ -84,8 +92,10 @@ def load(path: str | Path) -> LearnedPrompt:
             raise ArtifactError(f"{path.name} is not a learned-prompt file; expected .safetensors or .json")
         data = json.loads(text) if text else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as err:
-        raise ArtifactError(f"{path.name} is not a readable learned-prompt file ({type(err).__name__}); "
-                            "download it again from PTune Studio") from None
+        raise ArtifactError(
+            f"{path.name} is not a readable learned-prompt file ({type(err).__name__}); "
+            "download it again from PTune Studio"
+        ) from None
     return _from_manifest(data, tensors, path.name)
 
 
@@ -93,29 +103,39 @@ def _from_manifest(data: object, tensors: dict[str, torch.Tensor], name: str) ->
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{name} has no PTune Studio manifest; it is not a learned-prompt file")
     if data.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{name} has format version {data.get('format_version')}, this PTune Studio reads "
-                            f"version {FORMAT_VERSION}; upgrade PTune Studio or re-export the prompt")
-    return LearnedPrompt(method=data["method"], template=data["template"], verbalizer=data["verbalizer"],
-                         label_names=data["label_names"], backbone=data["backbone"], config=data["config"],
-                         tensors=tensors, state=data["state"], metrics=data["metrics"],
-                         display_name=data.get("display_name", ""))
+        raise ArtifactError(
+            f"{name} has format version {data.get('format_version')}, this PTune Studio reads "
+            f"version {FORMAT_VERSION}; upgrade PTune Studio or re-export the prompt"
+        )
+    return LearnedPrompt(
+        method=data["method"],
+        template=data["template"],
+        verbalizer=data["verbalizer"],
+        label_names=data["label_names"],
+        backbone=data["backbone"],
+        config=data["config"],
+        tensors=tensors,
+        state=data["state"],
+        metrics=data["metrics"],
+        display_name=data.get("display_name", ""),
+    )
 
 
 def check_backbone(learned: LearnedPrompt, backbone: Backbone) -> None:
     """A prompt only means something on the model it was learned on: refuse any other."""
     want = learned.backbone
     if want.get("fingerprint") != backbone.fingerprint:
-        raise ArtifactError(f"this prompt was learned on {want.get('name')!r} (fingerprint {want.get('fingerprint')}) "
-                            f"but the loaded backbone is {backbone.name!r} ({backbone.fingerprint}); "
-                            f"load {want.get('name')!r} to use it")
+        raise ArtifactError(
+            f"this prompt was learned on {want.get('name')!r} (fingerprint {want.get('fingerprint')}) "
+            f"but the loaded backbone is {backbone.name!r} ({backbone.fingerprint}); "
+            f"load {want.get('name')!r} to use it"
+        )
 
 
 def export_peft_if_expressible(backbone: Backbone, learned: LearnedPrompt, folder: Path, stem: str) -> Path | None:
     """Also write a `peft.PeftModel.from_pretrained` folder next to the prompt file when PEFT can express it."""
     from core.peft_export import PeftExportError, export_peft, peft_type
 
-    if learned.method not in ("ptuning", "ptuning_v2", "prompt_tuning"):
-        return None
     try:
         peft_type(learned, backbone)
     except PeftExportError:

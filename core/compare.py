@@ -7,6 +7,7 @@ reference method's prompt on the same test rows).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,8 +31,9 @@ def default_templates(dataset: LabeledDataset) -> tuple[str, ...]:
     return DEFAULT_PAIR_TEMPLATES if dataset.text_b_col else DEFAULT_TEMPLATES
 
 
-def prompt_spec(dataset: LabeledDataset, templates: Sequence[str] | None = None,
-                verbalizer: Mapping[str, Any] | str | None = None) -> PromptSpec:
+def prompt_spec(
+    dataset: LabeledDataset, templates: Sequence[str] | None = None, verbalizer: Mapping[str, Any] | str | None = None
+) -> PromptSpec:
     """The user's templates and verbalizer, checked against the data's columns and labels."""
     chosen = tuple(templates) if templates else default_templates(dataset)
     for t in chosen:
@@ -67,15 +69,26 @@ def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps:
     return merged
 
 
-def run_unit(backbone: Backbone, split: Split, spec: PromptSpec, unit: Unit, *, out_dir: Path | None = None,
-             progress: ProgressFn = no_progress, should_stop: StopFn = never_stop) -> dict[str, Any]:
+def run_unit(
+    backbone: Backbone,
+    split: Split,
+    spec: PromptSpec,
+    unit: Unit,
+    *,
+    out_dir: Path | None = None,
+    progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
+) -> dict[str, Any]:
     """Fit one method at one seed on its K-shot sample, then score the shared test split."""
     train, dev = few_shot_split(split, unit.k_shot, unit.seed)
     options = dict(unit.options)
     if "seed" in options:
         options["seed"] = unit.seed
-    if out_dir is not None and not options.get("checkpoint_dir") and "checkpoint_dir" in {
-            f.name for f in fields(method_class(unit.method).config_cls)}:
+    if (
+        out_dir is not None
+        and not options.get("checkpoint_dir")
+        and "checkpoint_dir" in {f.name for f in fields(method_class(unit.method).config_cls)}
+    ):
         options["checkpoint_dir"] = str(out_dir / "checkpoints" / f"{unit.method}-seed{unit.seed}")  # resumable
     for template in spec.templates:
         Template.parse(template).validate(split.test.columns, backbone.kind)
@@ -84,34 +97,66 @@ def run_unit(backbone: Backbone, split: Split, spec: PromptSpec, unit: Unit, *, 
     with measure_peak(backbone.device) as peak:
         learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
     train_seconds = time.perf_counter() - start
-    rows = []
+    rows, scored = [], {}
     for i, prompt in enumerate([learned, *learned.variants]):
         if should_stop():
             break
-        rows.append({**_test_row(backbone, method, prompt, split.test, out_dir, unit), "primary": i == 0})
+        row = _test_row(backbone, method, prompt, split.test, out_dir, unit, scored)
+        rows.append({**row, "primary": i == 0})
     for row in rows:
         row.update(train_seconds=train_seconds, peak_memory_mb=peak.mb, seed=unit.seed, method=unit.method)
-    return {"method": unit.method, "seed": unit.seed, "k_shot": unit.k_shot, "rows": rows,
-            "n_train": len(train), "n_dev": len(dev)}
+    return {
+        "method": unit.method,
+        "seed": unit.seed,
+        "k_shot": unit.k_shot,
+        "rows": rows,
+        "n_train": len(train),
+        "n_dev": len(dev),
+    }
 
 
-def _test_row(backbone: Backbone, method, prompt: LearnedPrompt, test: LabeledDataset, out_dir: Path | None,
-              unit: Unit) -> dict[str, Any]:
-    start = time.perf_counter()
-    scores = method.scores(backbone, prompt, test.records)
-    seconds = time.perf_counter() - start
+def _test_row(
+    backbone: Backbone,
+    method,
+    prompt: LearnedPrompt,
+    test: LabeledDataset,
+    out_dir: Path | None,
+    unit: Unit,
+    scored: dict[str, tuple],
+) -> dict[str, Any]:
+    """Score one prompt on test; `scored` remembers weight-free prompts already scored (manual's best-on-dev is
+    one of its variants), so the same prompt is never scored twice."""
+    key = json.dumps([prompt.method, prompt.template, prompt.state], sort_keys=True) if not prompt.tensors else None
+    if key in scored:
+        scores, seconds = scored[key]
+    else:
+        start = time.perf_counter()
+        scores = method.scores(backbone, prompt, test.records)
+        seconds = time.perf_counter() - start
+        if key is not None:
+            scored[key] = (scores, seconds)
     ev = evaluate(scores, list(test.labels), len(prompt.label_names))
     artifact = peft_dir = None
     if out_dir is not None:
         stem = f"{unit.method}-{prompt.display_name}-seed{unit.seed}"
         artifact = str(artifacts.save(prompt, out_dir, stem))
         peft_dir = artifacts.export_peft_if_expressible(backbone, prompt, out_dir, stem)
-    return {"name": prompt.display_name or method.label, "template": prompt.template,
-            "prompt": readable_prompt(prompt), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
-            "confusion": ev.confusion, "n_test": ev.n, "predictions": ev.predictions,
-            "trainable_params": prompt.trainable_params, "test_seconds": seconds,
-            "examples_per_second": ev.n / seconds if seconds > 0 else None, "artifact": artifact,
-            "peft_export": str(peft_dir) if peft_dir else None, "dev_accuracy": prompt.metrics.get("dev_accuracy")}
+    return {
+        "name": prompt.display_name or method.label,
+        "template": prompt.template,
+        "prompt": readable_prompt(prompt),
+        "accuracy": ev.accuracy,
+        "macro_f1": ev.macro_f1,
+        "confusion": ev.confusion,
+        "n_test": ev.n,
+        "predictions": ev.predictions,
+        "trainable_params": prompt.trainable_params,
+        "test_seconds": seconds,
+        "examples_per_second": ev.n / seconds if seconds > 0 else None,
+        "artifact": artifact,
+        "peft_export": str(peft_dir) if peft_dir else None,
+        "dev_accuracy": prompt.metrics.get("dev_accuracy"),
+    }
 
 
 def readable_prompt(prompt: LearnedPrompt) -> str:
@@ -121,38 +166,67 @@ def readable_prompt(prompt: LearnedPrompt) -> str:
     return prompt.template
 
 
-def summarize(units: Sequence[Mapping[str, Any]], *, dataset: Mapping[str, Any], split: Split,
-              backbone: Mapping[str, Any], reference_method: str = "manual") -> dict[str, Any]:
+def summarize(
+    units: Sequence[Mapping[str, Any]],
+    *,
+    dataset: Mapping[str, Any],
+    split: Split,
+    backbone: Mapping[str, Any],
+    reference_method: str = "manual",
+) -> dict[str, Any]:
     """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests."""
     by_name: dict[str, list[dict]] = {}
     for unit in units:
         for row in unit["rows"]:
             by_name.setdefault(row["name"], []).append(row)
     methods = [_aggregate(name, rows) for name, rows in by_name.items()]
-    reference = next((name for name, rows in by_name.items()
-                      if rows[0]["method"] == reference_method and rows[0]["primary"]), None)
+    reference = next(
+        (name for name, rows in by_name.items() if rows[0]["method"] == reference_method and rows[0]["primary"]), None
+    )
     significance = _significance(by_name, reference, list(split.test.labels)) if reference else []
     seeds = sorted({u["seed"] for u in units})
-    return {"dataset": {**dataset, "split": split.summary(), "seeds": seeds,
-                        "k_shot": units[0]["k_shot"] if units else None},
-            "backbone": dict(backbone), "methods": methods, "reference": reference, "significance": significance,
-            "test_labels": list(split.test.labels)}
+    return {
+        "dataset": {
+            **dataset,
+            "split": split.summary(),
+            "seeds": seeds,
+            "k_shot": units[0]["k_shot"] if units else None,
+        },
+        "backbone": dict(backbone),
+        "methods": methods,
+        "reference": reference,
+        "significance": significance,
+        "test_labels": list(split.test.labels),
+    }
 
 
 def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
     acc, acc_std = mean_std([r["accuracy"] for r in rows])
     f1, f1_std = mean_std([r["macro_f1"] for r in rows])
     first = rows[0]
-    return {"name": name, "method": first["method"], "template": first["template"], "prompt": first["prompt"],
-            "accuracy": acc, "accuracy_std": acc_std, "macro_f1": f1, "macro_f1_std": f1_std,
-            "n_test": first["n_test"], "n_seeds": len(rows), "per_seed": [r["accuracy"] for r in rows],
-            "trainable_params": first["trainable_params"],
-            "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
-            "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
-            "examples_per_second": first.get("examples_per_second"),
-            "artifact": first["artifact"], "artifacts": [r["artifact"] for r in rows if r["artifact"]],
-            "confusion": first["confusion"], "predictions": [r["predictions"] for r in rows],
-            "seeds": [r["seed"] for r in rows], "primary": first["primary"]}
+    return {
+        "name": name,
+        "method": first["method"],
+        "template": first["template"],
+        "prompt": first["prompt"],
+        "accuracy": acc,
+        "accuracy_std": acc_std,
+        "macro_f1": f1,
+        "macro_f1_std": f1_std,
+        "n_test": first["n_test"],
+        "n_seeds": len(rows),
+        "per_seed": [r["accuracy"] for r in rows],
+        "trainable_params": first["trainable_params"],
+        "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+        "examples_per_second": first.get("examples_per_second"),
+        "artifact": first["artifact"],
+        "artifacts": [r["artifact"] for r in rows if r["artifact"]],
+        "confusion": first["confusion"],
+        "predictions": [r["predictions"] for r in rows],
+        "seeds": [r["seed"] for r in rows],
+        "primary": first["primary"],
+    }
 
 
 def _significance(by_name: Mapping[str, list[dict]], reference: str, gold: list[int]) -> list[dict[str, Any]]:
@@ -168,6 +242,12 @@ def _significance(by_name: Mapping[str, list[dict]], reference: str, gold: list[
         pred_a = [p for a, _ in pairs for p in a]
         pred_b = [p for _, b in pairs for p in b]
         gold_all = gold * len(pairs)
-        out.append({"method": name, "versus": reference, "mcnemar": mcnemar_test(pred_a, pred_b, gold_all),
-                    "bootstrap": paired_bootstrap(pred_a, pred_b, gold_all)})
+        out.append(
+            {
+                "method": name,
+                "versus": reference,
+                "mcnemar": mcnemar_test(pred_a, pred_b, gold_all),
+                "bootstrap": paired_bootstrap(pred_a, pred_b, gold_all),
+            }
+        )
     return out

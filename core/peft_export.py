@@ -34,21 +34,24 @@ class PeftExportError(ValueError):
 
 def peft_type(learned: LearnedPrompt, backbone: Backbone) -> str:
     """The PEFT method that expresses this prompt, or PeftExportError naming why none does."""
+    from core.methods import method_class
+
+    kind = getattr(method_class(learned.method), "peft_type", None)
+    if kind is None:
+        raise PeftExportError(f"method {learned.method!r} has no PEFT equivalent")
     if any(k.startswith("backbone.") for k in learned.tensors):
         raise PeftExportError("the backbone was tuned too; PEFT prompt methods keep it frozen")
-    if learned.method in ("prompt_tuning", "ptuning"):
+    if kind in ("PROMPT_TUNING", "P_TUNING"):
         template = Template.parse(learned.template)
         first = template.pieces[0]
         if first.kind is not SlotKind.SOFT or first.count != template.n_soft:
             raise PeftExportError("PEFT only prepends virtual tokens; this template has [P] slots after the start")
-        return "PROMPT_TUNING" if learned.method == "prompt_tuning" else "P_TUNING"
-    if learned.method == "ptuning_v2":
+    else:  # PREFIX_TUNING
         if learned.config.get("head", "verbalizer") != "verbalizer":
             raise PeftExportError("PEFT prefix tuning has no place for the linear classification head")
         if backbone.kind is not LMKind.CAUSAL:
             raise PeftExportError("PEFT prefix tuning is exported for causal LMs only")
-        return "PREFIX_TUNING"
-    raise PeftExportError(f"method {learned.method!r} has no PEFT equivalent")
+    return kind
 
 
 def _prompt_embeddings(backbone: Backbone, learned: LearnedPrompt) -> torch.Tensor:
@@ -56,7 +59,7 @@ def _prompt_embeddings(backbone: Backbone, learned: LearnedPrompt) -> torch.Tens
 
     module = method_for(learned).module_for(backbone, learned)
     with torch.no_grad():
-        if learned.method == "ptuning_v2":
+        if peft_type(learned, backbone) == "PREFIX_TUNING":
             return module.prefix.flat().detach().float().cpu()  # (P, layers * 2 * kv_heads * head_dim)
         return module.vectors().detach().float().cpu()  # (n, H)
 

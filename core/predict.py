@@ -41,8 +41,11 @@ def guess_text_column(df: pd.DataFrame) -> str:
 
 
 def method_for(learned: LearnedPrompt):
-    spec = PromptSpec(templates=(learned.template,) if learned.template else (),
-                      verbalizer=learned.verbalizer_obj(), label_names=tuple(learned.label_names))
+    spec = PromptSpec(
+        templates=(learned.template,) if learned.template else (),
+        verbalizer=learned.verbalizer_obj(),
+        label_names=tuple(learned.label_names),
+    )
     return create(learned.method, spec, learned.config)
 
 
@@ -54,8 +57,14 @@ def predict_records(backbone: Backbone, learned: LearnedPrompt, records: Sequenc
     return torch.softmax(method_for(learned).scores(backbone, learned, records).float(), dim=-1)
 
 
-def predict_frame(backbone: Backbone, learned: LearnedPrompt, df: pd.DataFrame, *, text_col: str | None = None,
-                  text_b_col: str | None = None) -> pd.DataFrame:
+def predict_frame(
+    backbone: Backbone,
+    learned: LearnedPrompt,
+    df: pd.DataFrame,
+    *,
+    text_col: str | None = None,
+    text_b_col: str | None = None,
+) -> pd.DataFrame:
     """The input rows with `predicted_label` and one `p_<label>` column per label."""
     if df.empty:
         raise DataError("the file has no rows to predict; give a CSV with at least one row")

@@ -58,8 +58,15 @@ class ScoringPlan:
         return len(self.label_names)
 
 
-def build_plan(backbone: Backbone, template: Template, verbalizer: Verbalizer, label_names: Sequence[str], *,
-               reduce: str = "sum", max_length: int = 256) -> ScoringPlan:
+def build_plan(
+    backbone: Backbone,
+    template: Template,
+    verbalizer: Verbalizer,
+    label_names: Sequence[str],
+    *,
+    reduce: str = "sum",
+    max_length: int = 256,
+) -> ScoringPlan:
     """Tokenise the verbalizer in the template's context and group words that can share a forward pass."""
     space = mask_has_space(template)
     words: list[tuple[int, list[int]]] = []
@@ -72,8 +79,14 @@ def build_plan(backbone: Backbone, template: Template, verbalizer: Verbalizer, l
     groups = []
     for key, cols in keyed.items():
         n_targets = len(words[cols[0]][1])
-        groups.append(WordGroup(fill=list(key[1]), n_targets=n_targets,
-                                word_ids=torch.tensor([words[c][1] for c in cols], dtype=torch.long), columns=cols))
+        groups.append(
+            WordGroup(
+                fill=list(key[1]),
+                n_targets=n_targets,
+                word_ids=torch.tensor([words[c][1] for c in cols], dtype=torch.long),
+                columns=cols,
+            )
+        )
     return ScoringPlan(template, list(label_names), [li for li, _ in words], groups, reduce, max_length)
 
 
@@ -97,27 +110,11 @@ def _lm_head(backbone: Backbone) -> torch.nn.Module | None:
 
 def target_logits(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None) -> torch.Tensor:
     """Vocabulary logits at the target positions only: (B, L, V). Skips the full (B, T, V) projection."""
-    hooks = hooks or PromptHooks()
-    model = backbone.model
-    enc = enc.to(backbone.device)
-    embeds = backbone.embeddings(enc.input_ids)
-    if hooks.embed is not None:
-        embeds = hooks.embed(enc, embeds)
-    attn = enc.attention_mask
-    kwargs: dict = {}
-    if hooks.prefix is not None:
-        past, n_prefix = hooks.prefix(enc.input_ids.shape[0])
-        attn = torch.cat([attn.new_ones(attn.shape[0], n_prefix), attn], dim=1)
-        kwargs["past_key_values"] = past
-    if backbone.kind is LMKind.CAUSAL:
-        kwargs["use_cache"] = False
     head = _lm_head(backbone)
-    rows = torch.arange(enc.target_pos.shape[0], device=embeds.device).unsqueeze(1)
-    if head is None:  # unknown MLM family: full logits, then gather
-        logits = model(inputs_embeds=embeds, attention_mask=attn, **kwargs).logits
-        return logits[rows, enc.target_pos]
-    hidden = model.base_model(inputs_embeds=embeds, attention_mask=attn, **kwargs)[0]  # (B, T, H)
-    return head(hidden[rows, enc.target_pos])  # (B, L, V)
+    hidden = prompt_hidden(backbone, enc, hooks, full_logits=head is None)  # (B, T, H), or (B, T, V) without a head
+    rows = torch.arange(enc.target_pos.shape[0], device=hidden.device).unsqueeze(1)
+    picked = hidden[rows, enc.target_pos.to(hidden.device)]  # (B, L, ·)
+    return picked if head is None else head(picked)
 
 
 def word_log_probs(logits: torch.Tensor, group: WordGroup, reduce: str) -> torch.Tensor:
@@ -139,23 +136,43 @@ def aggregate_labels(word_scores: torch.Tensor, word_label: Sequence[int], n_lab
     return torch.stack(out, dim=1)
 
 
-def batch_scores(backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]], *,
-                 trigger_ids: Sequence[int] = (), hooks: PromptHooks | None = None) -> torch.Tensor:
+def batch_scores(
+    backbone: Backbone,
+    plan: ScoringPlan,
+    records: Sequence[Mapping[str, str]],
+    *,
+    trigger_ids: Sequence[int] = (),
+    hooks: PromptHooks | None = None,
+) -> torch.Tensor:
     """(B, n_labels) label log-scores for one batch; differentiable when grad is enabled (training)."""
     n_words = len(plan.word_label)
     scores = [None] * n_words
     for group in plan.groups:
-        enc = encode_batch(backbone, plan.template, records, group.fill, group.n_targets,
-                           trigger_ids=trigger_ids, max_length=plan.max_length)
+        enc = encode_batch(
+            backbone,
+            plan.template,
+            records,
+            group.fill,
+            group.n_targets,
+            trigger_ids=trigger_ids,
+            max_length=plan.max_length,
+        )
         group_scores = word_log_probs(target_logits(backbone, enc, hooks), group, plan.reduce)
         for j, col in enumerate(group.columns):
             scores[col] = group_scores[:, j]
     return aggregate_labels(torch.stack(scores, dim=1), plan.word_label, plan.n_labels)
 
 
-def score_records(backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]], *,
-                  batch_size: int = 16, trigger_ids: Sequence[int] = (), hooks: PromptHooks | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+def score_records(
+    backbone: Backbone,
+    plan: ScoringPlan,
+    records: Sequence[Mapping[str, str]],
+    *,
+    batch_size: int = 16,
+    trigger_ids: Sequence[int] = (),
+    hooks: PromptHooks | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
     """(N, n_labels) label log-scores on CPU, computed in batches without gradients."""
     out = []
     with torch.inference_mode():
@@ -167,8 +184,14 @@ def score_records(backbone: Backbone, plan: ScoringPlan, records: Sequence[Mappi
     return torch.cat(out) if out else torch.empty(0, plan.n_labels)
 
 
-def content_free_log_prior(backbone: Backbone, plan: ScoringPlan, fields: Sequence[str], *,
-                           trigger_ids: Sequence[int] = (), hooks: PromptHooks | None = None) -> torch.Tensor:
+def content_free_log_prior(
+    backbone: Backbone,
+    plan: ScoringPlan,
+    fields: Sequence[str],
+    *,
+    trigger_ids: Sequence[int] = (),
+    hooks: PromptHooks | None = None,
+) -> torch.Tensor:
     """log p_cf(label): the model's label distribution for content-free inputs (Zhao et al. 2021), averaged."""
     records = [{f: value for f in fields} for value in CONTENT_FREE_INPUTS]
     scores = score_records(backbone, plan, records, trigger_ids=trigger_ids, hooks=hooks)
@@ -181,8 +204,14 @@ def calibrate(scores: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(scores, dim=-1) - log_prior
 
 
-def prompt_hidden(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None) -> torch.Tensor:
-    """Final hidden states of the backbone's base model for an encoded batch, with the hooks applied: (B, T, H)."""
+def prompt_hidden(
+    backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None, *, full_logits: bool = False
+) -> torch.Tensor:
+    """Final hidden states (B, T, H) of the base model for an encoded batch, with the method's hooks applied.
+
+    `full_logits` runs the whole LM instead and returns (B, T, V): the fallback for a family whose LM head we do
+    not know, and the reason this function is the one place that feeds a prompt to the model.
+    """
     hooks = hooks or PromptHooks()
     enc = enc.to(backbone.device)
     embeds = backbone.embeddings(enc.input_ids)
@@ -196,4 +225,6 @@ def prompt_hidden(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = 
         kwargs["past_key_values"] = past
     if backbone.kind is LMKind.CAUSAL:
         kwargs["use_cache"] = False
+    if full_logits:
+        return backbone.model(inputs_embeds=embeds, attention_mask=attn, **kwargs).logits
     return backbone.model.base_model(inputs_embeds=embeds, attention_mask=attn, **kwargs)[0]

@@ -71,8 +71,9 @@ class Template:
             raise TemplateError(f"the template needs exactly one [MASK] where the label word goes (found {masks})")
         if not self.fields:
             raise TemplateError("the template uses no CSV field; put {text} where the example's text goes")
-        stray = re.search(r"\[(?:MASK|P|T)[^\]]*\]|\[mask\]", "".join(
-            p.value for p in self.pieces if p.kind is SlotKind.TEXT))
+        stray = re.search(
+            r"\[(?:MASK|P|T)[^\]]*\]|\[mask\]", "".join(p.value for p in self.pieces if p.kind is SlotKind.TEXT)
+        )
         if stray:
             raise TemplateError(f"{stray.group(0)!r} is not a slot; use [MASK], [P], [P*k], [T] or [T*k]")
 
@@ -92,15 +93,20 @@ class Template:
         """Check fields exist in the data and, given a causal LM, that [MASK] is last (scored as continuation)."""
         missing = [f for f in self.fields if f not in columns]
         if missing:
-            raise TemplateError(f"the template uses {{{missing[0]}}} but the data has no such column; "
-                                f"use one of: {', '.join('{' + c + '}' for c in columns)}")
+            raise TemplateError(
+                f"the template uses {{{missing[0]}}} but the data has no such column; "
+                f"use one of: {', '.join('{' + c + '}' for c in columns)}"
+            )
         if kind is LMKind.CAUSAL:
             tail = self.pieces[-1]
             last_is_mask = tail.kind is SlotKind.MASK or (
-                tail.kind is SlotKind.TEXT and not tail.value.strip() and self.pieces[-2].kind is SlotKind.MASK)
+                tail.kind is SlotKind.TEXT and not tail.value.strip() and self.pieces[-2].kind is SlotKind.MASK
+            )
             if not last_is_mask:
-                raise TemplateError("for a causal LM [MASK] must end the template (the label is scored as the "
-                                    "continuation); move it to the end, e.g. '{text} It was [MASK]'")
+                raise TemplateError(
+                    "for a causal LM [MASK] must end the template (the label is scored as the "
+                    "continuation); move it to the end, e.g. '{text} It was [MASK]'"
+                )
 
     def fill(self, record: Mapping[str, str], triggers: Sequence[str] = ()) -> str:
         """Human-readable rendering: fields filled, trigger words shown, soft slots as [P]."""
@@ -167,8 +173,9 @@ class Verbalizer:
         words: dict[str, tuple[str, ...]] = {}
         for label in label_names:
             if label not in mapping:
-                raise TemplateError(f"the verbalizer has no word for label {label!r}; add e.g. "
-                                    f'{{"{label}": ["{label}"]}}')
+                raise TemplateError(
+                    f'the verbalizer has no word for label {label!r}; add e.g. {{"{label}": ["{label}"]}}'
+                )
             value = mapping[label]
             items = (value,) if isinstance(value, str) else tuple(value)
             if not items or any(not isinstance(w, str) or not w.strip() for w in items):
@@ -176,8 +183,10 @@ class Verbalizer:
             words[label] = tuple(w.strip() for w in items)
         extra = set(mapping) - set(label_names)
         if extra:
-            raise TemplateError(f"the verbalizer names label {sorted(extra)[0]!r} that is not in the data; "
-                                f"labels are: {', '.join(label_names)}")
+            raise TemplateError(
+                f"the verbalizer names label {sorted(extra)[0]!r} that is not in the data; "
+                f"labels are: {', '.join(label_names)}"
+            )
         return cls(words)
 
     @classmethod
@@ -185,8 +194,10 @@ class Verbalizer:
         try:
             mapping = json.loads(text)
         except json.JSONDecodeError as err:
-            raise TemplateError(f"the verbalizer is not valid JSON ({err.msg} at character {err.pos}); "
-                                'write it like {"positive": ["great"], "negative": ["terrible"]}') from None
+            raise TemplateError(
+                f"the verbalizer is not valid JSON ({err.msg} at character {err.pos}); "
+                'write it like {"positive": ["great"], "negative": ["terrible"]}'
+            ) from None
         if not isinstance(mapping, dict):
             raise TemplateError('the verbalizer must be a JSON object like {"positive": ["great"]}')
         return cls.from_mapping(mapping, label_names)
@@ -217,8 +228,13 @@ class Encoded:
     lengths: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device) -> Encoded:
-        return Encoded(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.soft_mask,
-                                                  self.trigger_mask, self.target_pos)), self.lengths)
+        return Encoded(
+            *(
+                t.to(device)
+                for t in (self.input_ids, self.attention_mask, self.soft_mask, self.trigger_mask, self.target_pos)
+            ),
+            self.lengths,
+        )
 
 
 def _tokens(backbone: Backbone, text: str) -> list[int]:
@@ -229,7 +245,9 @@ def mask_has_space(template: Template) -> bool:
     """Whether the label word follows whitespace (BPE tokenizers then need the word with a leading space)."""
     for i, p in enumerate(template.pieces):
         if p.kind is SlotKind.MASK:
-            return i > 0 and template.pieces[i - 1].kind is SlotKind.TEXT and template.pieces[i - 1].value[-1:].isspace()
+            return (
+                i > 0 and template.pieces[i - 1].kind is SlotKind.TEXT and template.pieces[i - 1].value[-1:].isspace()
+            )
     return False
 
 
@@ -241,8 +259,16 @@ class _Row:
     target: list[int]
 
 
-def render_ids(backbone: Backbone, template: Template, record: Mapping[str, str], fill: Sequence[int],
-               n_targets: int, *, trigger_ids: Sequence[int] = (), max_length: int = 256) -> _Row:
+def render_ids(
+    backbone: Backbone,
+    template: Template,
+    record: Mapping[str, str],
+    fill: Sequence[int],
+    n_targets: int,
+    *,
+    trigger_ids: Sequence[int] = (),
+    max_length: int = 256,
+) -> _Row:
     """Token ids of one prompt: specials + pieces, with `fill` at [MASK] (MLM: L mask ids; causal: word[:-1])."""
     pieces = _piece_tokens(backbone, template, record, trigger_ids)
     budget = max_length - len(backbone.prefix_ids) - len(backbone.suffix_ids) - len(fill)
@@ -268,13 +294,15 @@ def render_ids(backbone: Backbone, template: Template, record: Mapping[str, str]
     return _Row(ids, soft, trig, target)
 
 
-def _piece_tokens(backbone: Backbone, template: Template, record: Mapping[str, str],
-                  trigger_ids: Sequence[int]) -> list[tuple[Piece, list[int]]]:
+def _piece_tokens(
+    backbone: Backbone, template: Template, record: Mapping[str, str], trigger_ids: Sequence[int]
+) -> list[tuple[Piece, list[int]]]:
     out: list[tuple[Piece, list[int]]] = []
     trig = list(trigger_ids) if trigger_ids else [backbone.mask_id or backbone.pad_id] * template.n_trigger
     if len(trig) != template.n_trigger:
-        raise TemplateError(f"the template has {template.n_trigger} trigger slots but {len(trig)} trigger tokens "
-                            "were given")
+        raise TemplateError(
+            f"the template has {template.n_trigger} trigger slots but {len(trig)} trigger tokens were given"
+        )
     carried_space = False  # whitespace cut from the end of an anchor moves to the next field's first token (BPE)
     for p in template.pieces:
         if p.kind is SlotKind.TEXT:
@@ -300,22 +328,36 @@ def _truncate_fields(pieces: list[tuple[Piece, list[int]]], budget: int) -> None
     """Shorten the longest field first until the prompt fits; anchors and slots are never cut."""
     total = sum(len(t) for _, t in pieces)
     while total > budget:
-        idx = max((i for i, (p, _) in enumerate(pieces) if p.kind is SlotKind.FIELD),
-                  key=lambda i: len(pieces[i][1]), default=None)
+        idx = max(
+            (i for i, (p, _) in enumerate(pieces) if p.kind is SlotKind.FIELD),
+            key=lambda i: len(pieces[i][1]),
+            default=None,
+        )
         if idx is None or not pieces[idx][1]:
-            raise TemplateError(f"the template alone needs {total} tokens, more than the limit of {budget}; "
-                                "shorten the template or raise the maximum length")
+            raise TemplateError(
+                f"the template alone needs {total} tokens, more than the limit of {budget}; "
+                "shorten the template or raise the maximum length"
+            )
         cut = min(total - budget, len(pieces[idx][1]))
         pieces[idx] = (pieces[idx][0], pieces[idx][1][:-cut])
         total -= cut
 
 
-def encode_batch(backbone: Backbone, template: Template, records: Sequence[Mapping[str, str]],
-                 fill: Sequence[int], n_targets: int, *, trigger_ids: Sequence[int] = (),
-                 max_length: int = 256) -> Encoded:
+def encode_batch(
+    backbone: Backbone,
+    template: Template,
+    records: Sequence[Mapping[str, str]],
+    fill: Sequence[int],
+    n_targets: int,
+    *,
+    trigger_ids: Sequence[int] = (),
+    max_length: int = 256,
+) -> Encoded:
     """Render and right-pad a batch; right padding keeps each row's positions independent of the batch."""
-    rows = [render_ids(backbone, template, r, fill, n_targets, trigger_ids=trigger_ids, max_length=max_length)
-            for r in records]
+    rows = [
+        render_ids(backbone, template, r, fill, n_targets, trigger_ids=trigger_ids, max_length=max_length)
+        for r in records
+    ]
     width = max(len(r.ids) for r in rows)
     batch = len(rows)
     ids = torch.full((batch, width), backbone.pad_id, dtype=torch.long)

@@ -50,6 +50,10 @@ def keyword_csv(tmp_path: Path) -> Path:
     """A small balanced two-label CSV whose texts use the tiny tokenizer's vocabulary."""
     pos = ["a great movie", "great fun film", "the acting was great", "great story and plot", "really great"]
     neg = ["a terrible movie", "terrible boring film", "the acting was terrible", "terrible plot", "just terrible"]
-    rows = [(t + suffix, lab) for suffix in ("", " indeed", " overall", " !") for lab, group in
-            (("positive", pos), ("negative", neg)) for t in group]
+    rows = [
+        (t + suffix, lab)
+        for suffix in ("", " indeed", " overall", " !")
+        for lab, group in (("positive", pos), ("negative", neg))
+        for t in group
+    ]
     return write_csv(tmp_path / "keywords.csv", rows)

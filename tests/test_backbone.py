@@ -11,8 +11,10 @@ from core.backbone import BackboneError, LMKind, install_default, lm_kind, load_
 from tests.tiny_models import build_tokenizer, save_tiny
 
 
-@pytest.mark.parametrize("family, kind", [("bert", LMKind.MASKED), ("roberta", LMKind.MASKED),
-                                          ("gpt2", LMKind.CAUSAL), ("llama", LMKind.CAUSAL)])
+@pytest.mark.parametrize(
+    "family, kind",
+    [("bert", LMKind.MASKED), ("roberta", LMKind.MASKED), ("gpt2", LMKind.CAUSAL), ("llama", LMKind.CAUSAL)],
+)
 def test_load_saved_folder_detects_family(tmp_path, family, kind):
     folder = save_tiny(family, tmp_path / family)
     assert lm_kind(AutoConfig.from_pretrained(folder)) is kind

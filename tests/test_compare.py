@@ -58,8 +58,18 @@ def test_summary_has_contract_fields_and_significance(tiny, setup, tmp_path):
     names = [m["name"] for m in summary["methods"]]
     assert "Majority class" in names and len(names) == 2 + len(TEMPLATES)
     for row in summary["methods"]:
-        for key in ("name", "template", "accuracy", "accuracy_std", "macro_f1", "n_test", "trainable_params",
-                    "train_seconds", "peak_memory_mb", "artifact"):
+        for key in (
+            "name",
+            "template",
+            "accuracy",
+            "accuracy_std",
+            "macro_f1",
+            "n_test",
+            "trainable_params",
+            "train_seconds",
+            "peak_memory_mb",
+            "artifact",
+        ):
             assert key in row
         assert row["n_seeds"] == 2 and row["peak_memory_mb"] > 0
     assert {s["method"] for s in summary["significance"]} == set(names) - {summary["reference"]}

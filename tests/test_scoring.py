@@ -19,8 +19,12 @@ from core.scoring import (
 from core.templates import Template, Verbalizer, encode_batch
 
 FAMILIES = ["bert", "roberta", "gpt2", "llama"]
-RECORDS = [{"text": "a great movie"}, {"text": "the plot was not good at all really boring and bad"}, {"text": "fun"},
-           {"text": "one two three four five six seven eight nine ten"}]
+RECORDS = [
+    {"text": "a great movie"},
+    {"text": "the plot was not good at all really boring and bad"},
+    {"text": "fun"},
+    {"text": "one two three four five six seven eight nine ten"},
+]
 LABELS = ["neg", "pos"]
 VERB = Verbalizer.from_mapping({"pos": ["great", "very good"], "neg": ["bad"]}, LABELS)
 

@@ -16,16 +16,19 @@ def test_parse_counts_slots_and_round_trips_triggers():
     assert t.fill({"text": "good"}, ["x", "y"]) == "[P] [P] [P] good It was x y [P] [MASK] ."
 
 
-@pytest.mark.parametrize("source, fragment", [
-    ("", "empty"),
-    ("{text} It was", "exactly one [MASK]"),
-    ("{text} [MASK] [MASK]", "exactly one [MASK]"),
-    ("It was [MASK]", "no CSV field"),
-    ("{text} [P*0] [MASK]", "count from 1"),
-    ("{text} [P*99] [MASK]", "count from 1"),
-    ("{text} [MASK*2]", "takes no count"),
-    ("{text} [P x] [MASK]", "is not a slot"),
-])
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("", "empty"),
+        ("{text} It was", "exactly one [MASK]"),
+        ("{text} [MASK] [MASK]", "exactly one [MASK]"),
+        ("It was [MASK]", "no CSV field"),
+        ("{text} [P*0] [MASK]", "count from 1"),
+        ("{text} [P*99] [MASK]", "count from 1"),
+        ("{text} [MASK*2]", "takes no count"),
+        ("{text} [P x] [MASK]", "is not a slot"),
+    ],
+)
 def test_bad_templates_raise_one_line(source, fragment):
     with pytest.raises(TemplateError) as err:
         Template.parse(source)
@@ -81,8 +84,12 @@ def test_verbalizer_parsing_and_errors():
     v = Verbalizer.from_json('{"pos": ["great", "very good"], "neg": "bad"}', ["neg", "pos"])
     assert v.words == {"neg": ("bad",), "pos": ("great", "very good")}
     assert Verbalizer.default(["not_sure", "yes"]).words["not_sure"] == ("not sure",)
-    for text, fragment in [('{"pos": ["great"]}', "no word for label 'neg'"), ('{"pos": [""], "neg": "x"}', "empty"),
-                           ('{"pos": "a", "neg": "b", "other": "c"}', "not in the data"), ("{pos: 1}", "not valid JSON"),
-                           ('["great"]', "JSON object")]:
+    for text, fragment in [
+        ('{"pos": ["great"]}', "no word for label 'neg'"),
+        ('{"pos": [""], "neg": "x"}', "empty"),
+        ('{"pos": "a", "neg": "b", "other": "c"}', "not in the data"),
+        ("{pos: 1}", "not valid JSON"),
+        ('["great"]', "JSON object"),
+    ]:
         with pytest.raises(TemplateError, match=fragment):
             Verbalizer.from_json(text, ["neg", "pos"])

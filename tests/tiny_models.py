@@ -41,9 +41,16 @@ def build_tokenizer(family: str, extra_words: tuple[str, ...] = ()) -> PreTraine
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if family in ("bert", "roberta"):
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
     if family == "llama":
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 5)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>")
@@ -57,18 +64,34 @@ def build_model(family: str, vocab_size: int, *, seed: int = 0, hidden: int = 32
         cfg.architectures = ["BertForMaskedLM"]
         return BertForMaskedLM(cfg)
     if family == "roberta":
-        cfg = RobertaConfig(hidden_size=hidden, intermediate_size=hidden * 2, max_position_embeddings=514,
-                            pad_token_id=0, **common)
+        cfg = RobertaConfig(
+            hidden_size=hidden, intermediate_size=hidden * 2, max_position_embeddings=514, pad_token_id=0, **common
+        )
         cfg.architectures = ["RobertaForMaskedLM"]
         return RobertaForMaskedLM(cfg)
     if family == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=512,
-                         bos_token_id=5, eos_token_id=6)
+        cfg = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=5,
+            eos_token_id=6,
+        )
         cfg.architectures = ["GPT2LMHeadModel"]
         return GPT2LMHeadModel(cfg)
     if family == "llama":
-        cfg = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 2, num_key_value_heads=2,
-                          max_position_embeddings=512, bos_token_id=5, eos_token_id=6, pad_token_id=0, **common)
+        cfg = LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=5,
+            eos_token_id=6,
+            pad_token_id=0,
+            **common,
+        )
         cfg.architectures = ["LlamaForCausalLM"]
         return LlamaForCausalLM(cfg)
     raise ValueError(f"unknown tiny family {family!r}")

@@ -16,8 +16,9 @@ from core.methods.prompt_tuning import PromptTuning
 from core.methods.ptuning import PTuning
 from core.methods.ptuning_v2 import PTuningV2
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (ManualPrompts, AutoPrompt, MajorityBaseline, PTuning, PTuningV2,
-                                                          PromptTuning)}
+REGISTRY: dict[str, type] = {
+    cls.name: cls for cls in (ManualPrompts, AutoPrompt, MajorityBaseline, PTuning, PTuningV2, PromptTuning)
+}
 
 
 class UnknownMethodError(ValueError):

@@ -75,11 +75,19 @@ class PromptMethod(Protocol):
     label: ClassVar[str]
     config_cls: ClassVar[type]
 
-    def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, *, progress: ProgressFn,
-            should_stop: StopFn) -> LearnedPrompt: ...
+    def fit(
+        self,
+        backbone: Backbone,
+        train: LabeledDataset,
+        dev: LabeledDataset,
+        *,
+        progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> LearnedPrompt: ...
 
-    def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
-        ...
+    def scores(
+        self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]
+    ) -> torch.Tensor: ...
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -97,5 +105,9 @@ def config_from_dict(config_cls: type, values: Mapping[str, Any] | None) -> Any:
 
 
 def backbone_identity(backbone: Backbone) -> dict[str, Any]:
-    return {"name": backbone.name, "spec": backbone.spec, "fingerprint": backbone.fingerprint,
-            "kind": backbone.kind.value}
+    return {
+        "name": backbone.name,
+        "spec": backbone.spec,
+        "fingerprint": backbone.fingerprint,
+        "kind": backbone.kind.value,
+    }

@@ -29,15 +29,29 @@ class MajorityBaseline:
         self.spec = spec
         self.config = config or MajorityConfig()
 
-    def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, *, progress: ProgressFn,
-            should_stop: StopFn) -> LearnedPrompt:
+    def fit(
+        self,
+        backbone: Backbone,
+        train: LabeledDataset,
+        dev: LabeledDataset,
+        *,
+        progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> LearnedPrompt:
         counts = Counter(train.labels)
         majority = min(counts, key=lambda k: (-counts[k], k))  # ties broken by label order: deterministic
         progress(1, 1, {})
-        return LearnedPrompt(method=self.name, template="", verbalizer=self.spec.verbalizer.to_dict(),
-                             label_names=list(self.spec.label_names), backbone=backbone_identity(backbone),
-                             config=config_to_dict(self.config), state={"majority": int(majority)},
-                             display_name=self.label, metrics={"trainable_params": 0})
+        return LearnedPrompt(
+            method=self.name,
+            template="",
+            verbalizer=self.spec.verbalizer.to_dict(),
+            label_names=list(self.spec.label_names),
+            backbone=backbone_identity(backbone),
+            config=config_to_dict(self.config),
+            state={"majority": int(majority)},
+            display_name=self.label,
+            metrics={"trainable_params": 0},
+        )
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
         out = torch.full((len(records), len(learned.label_names)), -1e4)

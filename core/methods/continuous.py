@@ -144,6 +144,7 @@ class ContinuousMethod:
     label: ClassVar[str]
     config_cls: ClassVar[type]
     trains: ClassVar[bool] = True
+    peft_type: ClassVar[str | None] = None  # the PEFT method that can express this one, when there is one
 
     def __init__(self, spec: PromptSpec, config: ContinuousConfig | None = None):
         self.spec = spec

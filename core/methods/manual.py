@@ -22,12 +22,20 @@ from core.templates import Template
 
 @dataclass
 class ManualConfig:
-    calibrate: bool = field(default=True, metadata={
-        "help": "Contextual calibration (Zhao et al. 2021): divide by the label probabilities for content-free "
-                "inputs such as 'N/A', removing the template's bias toward one label."})
-    reduce: str = field(default="sum", metadata={
-        "help": "How a multi-token label word's token log-probabilities combine: 'sum' (joint probability) or "
-                "'mean' (length-normalised)."})
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "Contextual calibration (Zhao et al. 2021): divide by the label probabilities for content-free "
+            "inputs such as 'N/A', removing the template's bias toward one label."
+        },
+    )
+    reduce: str = field(
+        default="sum",
+        metadata={
+            "help": "How a multi-token label word's token log-probabilities combine: 'sum' (joint probability) or "
+            "'mean' (length-normalised)."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Examples per forward pass."})
 
     def __post_init__(self):
@@ -54,28 +62,55 @@ class ManualPrompts:
         if self.config.calibrate:
             plan = build_plan(backbone, parsed, self.spec.verbalizer, self.spec.label_names, reduce=self.config.reduce)
             state["log_prior"] = content_free_log_prior(backbone, plan, fields).tolist()
-        return LearnedPrompt(method=self.name, template=template, verbalizer=self.spec.verbalizer.to_dict(),
-                             label_names=list(self.spec.label_names), backbone=backbone_identity(backbone),
-                             config=config_to_dict(self.config), state=state, metrics={"trainable_params": 0})
+        return LearnedPrompt(
+            method=self.name,
+            template=template,
+            verbalizer=self.spec.verbalizer.to_dict(),
+            label_names=list(self.spec.label_names),
+            backbone=backbone_identity(backbone),
+            config=config_to_dict(self.config),
+            state=state,
+            metrics={"trainable_params": 0},
+        )
 
-    def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, *, progress: ProgressFn,
-            should_stop: StopFn) -> LearnedPrompt:
-        best, candidates = select_template(self, backbone, self.spec.templates, dev, progress=progress,
-                                           should_stop=should_stop)
+    def fit(
+        self,
+        backbone: Backbone,
+        train: LabeledDataset,
+        dev: LabeledDataset,
+        *,
+        progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> LearnedPrompt:
+        best, candidates = select_template(
+            self, backbone, self.spec.templates, dev, progress=progress, should_stop=should_stop
+        )
         return LearnedPrompt(**{**best.__dict__, "display_name": "Manual (best on dev)", "variants": candidates})
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
-        plan = build_plan(backbone, Template.parse(learned.template), learned.verbalizer_obj(), learned.label_names,
-                          reduce=learned.config.get("reduce", "sum"))
+        plan = build_plan(
+            backbone,
+            Template.parse(learned.template),
+            learned.verbalizer_obj(),
+            learned.label_names,
+            reduce=learned.config.get("reduce", "sum"),
+        )
         raw = score_records(backbone, plan, records, batch_size=learned.config.get("batch_size", 16))
         if "log_prior" in learned.state:
             return calibrate(raw, torch.tensor(learned.state["log_prior"]))
         return raw
 
 
-def select_template(method: ManualPrompts, backbone: Backbone, templates: Sequence[str], dev: LabeledDataset, *,
-                    progress: ProgressFn, should_stop: StopFn, name: str = "Manual") -> tuple[LearnedPrompt,
-                                                                                              list[LearnedPrompt]]:
+def select_template(
+    method: ManualPrompts,
+    backbone: Backbone,
+    templates: Sequence[str],
+    dev: LabeledDataset,
+    *,
+    progress: ProgressFn,
+    should_stop: StopFn,
+    name: str = "Manual",
+) -> tuple[LearnedPrompt, list[LearnedPrompt]]:
     """Template selection, the cheapest discrete "search": score every template zero-shot on dev, keep the best.
 
     Returns (best, every candidate in the user's order, each with `dev_accuracy` and a display name); the first
@@ -88,8 +123,9 @@ def select_template(method: ManualPrompts, backbone: Backbone, templates: Sequen
             break
         Template.parse(template).validate(dev.columns, backbone.kind)
         prompt = method.prompt_for(backbone, template, dev.columns)
-        prompt.metrics["dev_accuracy"] = accuracy(method.scores(backbone, prompt, dev.records).argmax(1).tolist(),
-                                                  list(dev.labels))
+        prompt.metrics["dev_accuracy"] = accuracy(
+            method.scores(backbone, prompt, dev.records).argmax(1).tolist(), list(dev.labels)
+        )
         prompt.display_name = f"{name} #{i + 1}: {template}"
         candidates.append(prompt)
         progress(i + 1, total, {"dev_accuracy": prompt.metrics["dev_accuracy"]})

@@ -47,6 +47,7 @@ class PromptTuning(ContinuousMethod):
     name: ClassVar[str] = "prompt_tuning"
     label: ClassVar[str] = "Prompt tuning"
     config_cls: ClassVar[type] = PromptTuningConfig
+    peft_type: ClassVar[str | None] = "PROMPT_TUNING"
 
     def default_template(self, backbone: Backbone, base: Template) -> str:
         return with_soft_slots(base, at_start=self.config.n_tokens)

@@ -82,6 +82,7 @@ class PTuning(ContinuousMethod):
     name: ClassVar[str] = "ptuning"
     label: ClassVar[str] = "P-tuning"
     config_cls: ClassVar[type] = PTuningConfig
+    peft_type: ClassVar[str | None] = "P_TUNING"
 
     def default_template(self, backbone: Backbone, base: Template) -> str:
         cfg = self.config

@@ -121,6 +121,7 @@ class PTuningV2(ContinuousMethod):
     name: ClassVar[str] = "ptuning_v2"
     label: ClassVar[str] = "P-tuning v2"
     config_cls: ClassVar[type] = PTuningV2Config
+    peft_type: ClassVar[str | None] = "PREFIX_TUNING"
 
     def template_for(self, backbone: Backbone) -> str:
         """v2 has no [P] slots: the config's template, else the user's first one with any [P] slots dropped."""
