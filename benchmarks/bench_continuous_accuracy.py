@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
         for k in [int(x) for x in args.k.split(",")]:
             for method in args.methods.split(","):  # method-major: every seed of a method before the next one
                 for seed in [int(x) for x in args.seeds.split(",")]:
-                    key = f"{name}|{k}|{seed}|{method}"
+                    key = f"{name}|{k}|{seed}|{method}{args.tag}"
                     if key in cache:
                         continue
                     options = {}
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> dict:
                             "batch_size": args.batch_size,
                             "max_length": args.max_length,
                         }
+                        options.update(parse_options(args.option).get(method, {}))
                     start = time.perf_counter()
                     result = run_unit(backbone, split, spec, Unit(method, seed, options, k))
                     rows = [
@@ -86,6 +87,19 @@ def run(args: argparse.Namespace) -> dict:
                     cache_path.write_text(json.dumps(cache, indent=1))
                     print(f"{key}: {rows[0]['accuracy']:.3f} ({cache[key]['seconds']:.0f} s)", flush=True)
     return cache
+
+
+def parse_options(items: list[str] | None) -> dict[str, dict]:
+    """`ptuning.lr=0.03` -> {"ptuning": {"lr": 0.03}} (values parsed as JSON when they can be)."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        method, _, name = key.partition(".")
+        try:
+            out.setdefault(method, {})[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out.setdefault(method, {})[name] = value
+    return out
 
 
 def table(cache: dict) -> list[str]:
@@ -117,7 +131,11 @@ def table(cache: dict) -> list[str]:
                 )
             m, s = mean_std([u["rows"][0]["accuracy"] for u in by_method["manual"]])
             lines.append(f"| manual, template chosen on dev | {m:.3f} ± {s:.3f} | {len(by_method['manual'])} | 0 |")
-        for method in (*TRAINED, "baseline"):
+        trained = sorted(
+            (m for m in by_method if m not in ("manual", "baseline")),
+            key=lambda m: (TRAINED.index(m.split(" ")[0]) if m.split(" ")[0] in TRAINED else 9, m),
+        )
+        for method in (*trained, "baseline"):
             if method not in by_method:
                 continue
             units = by_method[method]
@@ -166,18 +184,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=96)
     parser.add_argument("--backbone", default="default")
+    parser.add_argument("--option", action="append", help="METHOD.NAME=VALUE override (repeatable)")
+    parser.add_argument("--tag", default="", help="suffix of the method name in the cache, e.g. ' (lr 0.03)'")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "results" / "continuous_accuracy.json"))
     parser.add_argument("--markdown", action="store_true", help="rewrite the Continuous prompts section")
     parser.add_argument("--table-only", action="store_true", help="only format the cached results")
-    parser.add_argument("--notes", default="", help="text appended under the tables")
+    parser.add_argument("--notes", default="", help="text (or a file of it) appended under the tables")
+    parser.add_argument("--speed-json", default="", help="bench_continuous_speed.py --json output to include")
     args = parser.parse_args()
     cache_path = Path(args.cache)
     cache = json.loads(cache_path.read_text()) if args.table_only else run(args)
     print("\n".join(table(cache)))
     if args.markdown:
         command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-        write_markdown(cache, command, args.notes, ROOT / "benchmarks" / "RESULTS.md")
+        write_markdown(cache, command, args.notes, ROOT / "benchmarks" / "RESULTS.md", args.speed_json)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ CONFIGS = {  # name -> (family, config kwargs); real-size shapes for GPU runs, s
             vocab_size=16000,
         ),
     ),
+    "tiny-gpt2": ("gpt2", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000)),  # code-path checks only
+    "tiny-roberta": (
+        "roberta",
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=1000),
+    ),
     "smollm2-135m": (
         "llama",
         dict(
