@@ -90,6 +90,31 @@ class PromptMethod(Protocol):
     ) -> torch.Tensor: ...
 
 
+class MethodBase:
+    """What every method shares: its spec and config, and how it wraps a result into a LearnedPrompt."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    config_cls: ClassVar[type]
+    trains: ClassVar[bool] = False
+
+    def __init__(self, spec: PromptSpec, config: Any = None):
+        self.spec = spec
+        self.config = config or self.config_cls()
+
+    def learned(self, backbone: Backbone, template: str, **fields: Any) -> LearnedPrompt:
+        """A LearnedPrompt of this method on this backbone; `fields` sets state, tensors, metrics and the like."""
+        return LearnedPrompt(
+            method=self.name,
+            template=template,
+            verbalizer=self.spec.verbalizer.to_dict(),
+            label_names=list(self.spec.label_names),
+            backbone=backbone_identity(backbone),
+            config=config_to_dict(self.config),
+            **{"display_name": self.label, **fields},
+        )
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(config).items()}
 

@@ -11,7 +11,7 @@ import torch
 
 from core.backbone import Backbone
 from core.data import LabeledDataset
-from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, backbone_identity, config_to_dict
+from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn
 
 
 @dataclass
@@ -19,15 +19,10 @@ class MajorityConfig:
     """No options: the majority class of the training sample is predicted for every row."""
 
 
-class MajorityBaseline:
+class MajorityBaseline(MethodBase):
     name: ClassVar[str] = "baseline"
     label: ClassVar[str] = "Majority class"
     config_cls: ClassVar[type] = MajorityConfig
-    trains: ClassVar[bool] = False
-
-    def __init__(self, spec: PromptSpec, config: MajorityConfig | None = None):
-        self.spec = spec
-        self.config = config or MajorityConfig()
 
     def fit(
         self,
@@ -41,17 +36,7 @@ class MajorityBaseline:
         counts = Counter(train.labels)
         majority = min(counts, key=lambda k: (-counts[k], k))  # ties broken by label order: deterministic
         progress(1, 1, {})
-        return LearnedPrompt(
-            method=self.name,
-            template="",
-            verbalizer=self.spec.verbalizer.to_dict(),
-            label_names=list(self.spec.label_names),
-            backbone=backbone_identity(backbone),
-            config=config_to_dict(self.config),
-            state={"majority": int(majority)},
-            display_name=self.label,
-            metrics={"trainable_params": 0},
-        )
+        return self.learned(backbone, "", state={"majority": int(majority)}, metrics={"trainable_params": 0})
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
         out = torch.full((len(records), len(learned.label_names)), -1e4)

@@ -21,7 +21,7 @@ from torch import nn
 
 from core.backbone import Backbone
 from core.data import LabeledDataset
-from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, backbone_identity, config_to_dict
+from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn, config_to_dict
 from core.scoring import PromptHooks, ScoringPlan, batch_scores, build_plan
 from core.templates import Encoded, SlotKind, Template
 from core.training import ParamGroup, TrainConfig, train
@@ -137,18 +137,11 @@ def data_hash(dataset: LabeledDataset) -> str:
     return h.hexdigest()[:16]
 
 
-class ContinuousMethod:
+class ContinuousMethod(MethodBase):
     """fit/scores for a method defined by `default_template` and `build` (see the subclasses)."""
 
-    name: ClassVar[str]
-    label: ClassVar[str]
-    config_cls: ClassVar[type]
     trains: ClassVar[bool] = True
     peft_type: ClassVar[str | None] = None  # the PEFT method that can express this one, when there is one
-
-    def __init__(self, spec: PromptSpec, config: ContinuousConfig | None = None):
-        self.spec = spec
-        self.config = config or self.config_cls()
 
     # -- per method ---------------------------------------------------------------------------------------------
 
@@ -281,18 +274,7 @@ class ContinuousMethod:
         state: dict[str, Any] = {"losses": result.losses, "evals": result.evals}
         if readout is not None:
             state["nearest_tokens"] = readout
-        return LearnedPrompt(
-            method=self.name,
-            template=source,
-            verbalizer=self.spec.verbalizer.to_dict(),
-            label_names=list(self.spec.label_names),
-            backbone=backbone_identity(backbone),
-            config=config_to_dict(cfg),
-            tensors=tensors,
-            state=state,
-            metrics=metrics,
-            display_name=self.label,
-        )
+        return self.learned(backbone, source, tensors=tensors, state=state, metrics=metrics)
 
     def module_for(self, backbone: Backbone, learned: LearnedPrompt) -> PromptModule:
         """The trained module of a learned prompt, rebuilt from its config and tensors."""

@@ -15,7 +15,7 @@ import torch
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.evaluate import accuracy
-from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, backbone_identity, config_to_dict
+from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn
 from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
 from core.templates import Template
 
@@ -45,15 +45,10 @@ class ManualConfig:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
 
 
-class ManualPrompts:
+class ManualPrompts(MethodBase):
     name: ClassVar[str] = "manual"
     label: ClassVar[str] = "Manual prompt"
     config_cls: ClassVar[type] = ManualConfig
-    trains: ClassVar[bool] = False
-
-    def __init__(self, spec: PromptSpec, config: ManualConfig | None = None):
-        self.spec = spec
-        self.config = config or ManualConfig()
 
     def prompt_for(self, backbone: Backbone, template: str, fields: Sequence[str]) -> LearnedPrompt:
         """A zero-shot prompt for one template, its calibration prior computed once here."""
@@ -62,16 +57,7 @@ class ManualPrompts:
         if self.config.calibrate:
             plan = build_plan(backbone, parsed, self.spec.verbalizer, self.spec.label_names, reduce=self.config.reduce)
             state["log_prior"] = content_free_log_prior(backbone, plan, fields).tolist()
-        return LearnedPrompt(
-            method=self.name,
-            template=template,
-            verbalizer=self.spec.verbalizer.to_dict(),
-            label_names=list(self.spec.label_names),
-            backbone=backbone_identity(backbone),
-            config=config_to_dict(self.config),
-            state=state,
-            metrics={"trainable_params": 0},
-        )
+        return self.learned(backbone, template, state=state, metrics={"trainable_params": 0})
 
     def fit(
         self,
