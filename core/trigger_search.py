@@ -118,7 +118,7 @@ class TriggerScorer:
     `scores(rows, cands)` gives (C, B, n_labels) label log-scores for C candidate trigger sequences on the B
     records `rows`; `batched=False` runs the reference loop (one full forward per candidate) and gives the same
     numbers. For causal LMs with `prefix_cache`, the tokens before the first trigger are run once per record and
-    reused as past key/values by every candidate and every later iteration (at most `cache_rows` records kept).
+    reused as past key/values by every candidate and every later iteration (kept up to `cache_mb` megabytes; rows beyond that are recomputed per call).
     """
 
     def __init__(
@@ -129,10 +129,12 @@ class TriggerScorer:
         *,
         max_rows: int = 256,
         prefix_cache: bool = True,
-        cache_rows: int = 4096,
+        cache_mb: float = 1024.0,
     ):
         if plan.template.n_trigger == 0:
             raise TemplateError("the template has no trigger slot; add [T] or [T*k] where trigger words go")
+        if not records:
+            raise ValueError("trigger search needs at least one example; give a non-empty train (and dev) set")
         self.backbone, self.plan, self.records = backbone, plan, list(records)
         self.max_rows = max(1, max_rows)
         self.n_trig = plan.template.n_trigger
@@ -152,7 +154,7 @@ class TriggerScorer:
             self.groups.append(_GroupEnc(enc, trig_pos, torch.tensor(enc.lengths)))
         self.split = self.groups[0].trig_pos[:, 0]  # (N,) first trigger: nothing before it depends on triggers
         self.use_cache = prefix_cache and backbone.kind is LMKind.CAUSAL and bool((self.split > 0).any())
-        self.cache_rows = cache_rows
+        self.cache_bytes_left = cache_mb * 2**20
         self._kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> per layer (h, P_i, d)
         word_label = torch.tensor(plan.word_label)
         self.log_counts = torch.log(torch.bincount(word_label, minlength=plan.n_labels).float())  # (n_labels,)
@@ -268,8 +270,10 @@ class TriggerScorer:
                     p = int(split[i])
                     fresh[r] = [(k[i, :, :p].clone(), v[i, :, :p].clone()) for k, v in layers]
         for r, kv in fresh.items():
-            if len(self._kv) < self.cache_rows:
+            size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+            if size <= self.cache_bytes_left:
                 self._kv[r] = kv
+                self.cache_bytes_left -= size
         kvs = [self._kv.get(int(r)) or fresh[int(r)] for r in rows.tolist()]
         width = int(self.split[rows].max())
         mask = (torch.arange(width).unsqueeze(0) < self.split[rows].unsqueeze(1)).long()

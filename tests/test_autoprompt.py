@@ -17,6 +17,7 @@ from core.cli import main as cli_main
 from core.compare import readable_prompt
 from core.data import LabeledDataset
 from core.jobs import Cancelled
+from core.label_search import propose_label_words
 from core.methods import create
 from core.methods.autoprompt import AutoPromptConfig
 from core.methods.base import PromptSpec, config_from_dict, config_to_dict
@@ -175,6 +176,23 @@ def test_batched_and_one_at_a_time_scoring_agree(family):
     torch.testing.assert_close(one_at_a_time, engine, atol=1e-5, rtol=1e-5)
     # a subset of rows in another order gives the same numbers (the prefix cache is per row)
     torch.testing.assert_close(scorer.scores([3, 0], cands), batched[:, [3, 0]], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("template", ["[T*2] {text} It was [MASK]", "{text} [T] It was [T] [MASK]", "{text}[T][MASK]"])
+def test_prefix_cache_is_exact_wherever_the_triggers_are(template):
+    backbone = tiny_backbone("llama")
+    verbalizer = Verbalizer.from_mapping({"pos": ["great", "very good"], "neg": ["bad"]}, LABELS)
+    plan = build_plan(backbone, Template.parse(template), verbalizer, LABELS)
+    scorer = TriggerScorer(backbone, plan, RECORDS, max_rows=6)
+    n = plan.template.n_trigger
+    cands = torch.tensor([[10 + i] * n for i in range(3)])
+    engine = torch.stack([batch_scores(backbone, plan, RECORDS, trigger_ids=c.tolist()).detach() for c in cands])
+    torch.testing.assert_close(scorer.scores(range(5), cands), engine, atol=1e-5, rtol=1e-5)
+    full = TriggerScorer(backbone, plan, RECORDS, prefix_cache=False)
+    y = torch.tensor([0, 1, 1, 0, 0])
+    torch.testing.assert_close(
+        scorer.gradient([0, 2], cands[0], y), full.gradient([0, 2], cands[0], y), atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -437,3 +455,14 @@ def test_cli_compare_and_predict_with_autoprompt(tmp_path):
 
     probs = predict_records(load_backbone(str(folder)), learned, records_from_frame(pd.read_csv(new), "text"))
     assert probs.argmax(1).tolist() == [learned.label_names.index(p) for p in preds["predicted_label"]]
+
+
+def test_label_search_proposes_the_planted_label_words(planted):
+    backbone, plan = planted
+    records, labels = planted_task(32, 11)
+    kappa = backbone.tokenizer.convert_tokens_to_ids([SECRET])
+    proposals = propose_label_words(backbone, plan, records, labels, trigger_ids=kappa, per_class=3)
+    assert list(proposals) == ["p", "n"]
+    assert proposals["p"][0][0] == "yes" and proposals["n"][0][0] == "no"
+    assert all(0.0 <= p <= 1.0 for words in proposals.values() for _, p in words)
+    assert all(w.isalpha() for words in proposals.values() for w, _ in words)  # no specials or punctuation

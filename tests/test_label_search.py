@@ -7,19 +7,7 @@ import torch
 from core.label_search import propose_label_words, slot_features
 from core.scoring import build_plan
 from core.templates import Template, Verbalizer
-from tests.test_autoprompt import SECRET, planted, planted_task  # noqa: F401 (module fixture)
 from tests.tiny_models import tiny_backbone
-
-
-def test_probe_proposes_the_planted_label_words(planted):  # noqa: F811
-    backbone, plan = planted
-    records, labels = planted_task(32, 11)
-    kappa = backbone.tokenizer.convert_tokens_to_ids([SECRET])
-    proposals = propose_label_words(backbone, plan, records, labels, trigger_ids=kappa, per_class=3)
-    assert list(proposals) == ["p", "n"]
-    assert proposals["p"][0][0] == "yes" and proposals["n"][0][0] == "no"
-    assert all(0.0 <= p <= 1.0 for words in proposals.values() for _, p in words)
-    assert all(w.isalpha() for words in proposals.values() for w, _ in words)  # no specials or punctuation
 
 
 def test_slot_features_on_a_masked_lm_are_the_head_input_at_the_mask():

@@ -202,7 +202,11 @@ class AutoPrompt:
         plan = build_plan(backbone, template, self.spec.verbalizer, self.spec.label_names, reduce=cfg.reduce)
         batched = cfg.scoring is CandidateScoring.BATCHED
         train_scorer = TriggerScorer(backbone, plan, train.records, max_rows=cfg.max_rows, prefix_cache=batched)
-        dev_scorer = TriggerScorer(backbone, plan, dev.records, max_rows=cfg.max_rows, prefix_cache=batched)
+        dev_scorer = (
+            TriggerScorer(backbone, plan, dev.records, max_rows=cfg.max_rows, prefix_cache=batched)
+            if len(dev)
+            else None
+        )
         banned = candidate_filter(backbone, plan, words_only=cfg.filter_non_words)
         init = self.init_ids(backbone, template.n_trigger)
 
