@@ -30,8 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from core.jobs import Cancelled
-from core.methods.base import ProgressFn, StopFn
+from core.jobs import Cancelled, ProgressFn, StopFn
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_KEY = "ptune_checkpoint"
@@ -121,7 +120,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         return step / max(1, warmup)
     if cfg.schedule is Schedule.CONSTANT:
         return 1.0
-    progress = (step - warmup) / max(1, cfg.max_steps - warmup)
+    progress = (step - warmup - 1) / max(1, cfg.max_steps - warmup)  # 0 at the first decay step; the last is > 0
     if cfg.schedule is Schedule.COSINE:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return max(0.0, 1.0 - progress)
