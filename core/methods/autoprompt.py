@@ -21,14 +21,7 @@ from core.backbone import Backbone, LMKind
 from core.data import LabeledDataset
 from core.jobs import Cancelled
 from core.label_search import propose_label_words
-from core.methods.base import (
-    LearnedPrompt,
-    ProgressFn,
-    PromptSpec,
-    StopFn,
-    backbone_identity,
-    config_to_dict,
-)
+from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, PromptSpec, StopFn
 from core.methods.manual import ManualConfig, ManualPrompts, select_template
 from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
 from core.templates import Template, TemplateError
@@ -154,15 +147,14 @@ def default_template(kind: LMKind, n_triggers: int, columns: Sequence[str] = ("t
     return f"{{text}} [T*{n_triggers}]{pair} [MASK]{tail}"
 
 
-class AutoPrompt:
+class AutoPrompt(MethodBase):
     name: ClassVar[str] = "autoprompt"
     label: ClassVar[str] = "AutoPrompt"
     config_cls: ClassVar[type] = AutoPromptConfig
     trains: ClassVar[bool] = True
 
     def __init__(self, spec: PromptSpec, config: AutoPromptConfig | None = None):
-        self.spec = spec
-        self.config = config or AutoPromptConfig()
+        super().__init__(spec, config)
         self.current_triggers: list[str] = []  # live view for a UI polling the method while it searches
 
     def trigger_template(self, kind: LMKind, columns: Sequence[str]) -> str:
@@ -273,17 +265,7 @@ class AutoPrompt:
             )
             state["proposed_label_words"] = {k: [w for w, _ in v] for k, v in proposals.items()}
             state["proposed_label_scores"] = {k: [p for _, p in v] for k, v in proposals.items()}
-        learned = LearnedPrompt(
-            method=self.name,
-            template=source,
-            verbalizer=self.spec.verbalizer.to_dict(),
-            label_names=list(self.spec.label_names),
-            backbone=backbone_identity(backbone),
-            config=config_to_dict(cfg),
-            state=state,
-            metrics=metrics,
-            display_name=self.label,
-        )
+        learned = self.learned(backbone, source, state=state, metrics=metrics)
         if cfg.template_selection:
             learned.variants = self._template_selection(backbone, dev, should_stop)
         return learned
