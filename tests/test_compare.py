@@ -7,6 +7,7 @@ import pytest
 from core import artifacts
 from core.compare import Unit, prompt_spec, run_unit, summarize
 from core.data import load_dataset, split_dataset
+from core.jobs import Cancelled
 from core.methods import UnknownMethodError, create, method_names
 from core.methods.base import never_stop
 from core.templates import TemplateError
@@ -81,7 +82,7 @@ def test_summary_has_contract_fields_and_significance(tiny, setup, tmp_path):
 
 def test_cancel_before_scoring_stops_manual(tiny, setup):
     _, split, spec = setup
-    with pytest.raises(InterruptedError):
+    with pytest.raises(Cancelled):
         run_unit(tiny("gpt2"), split, spec, Unit("manual", 0), should_stop=lambda: True)
     assert never_stop() is False
 

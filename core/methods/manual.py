@@ -15,6 +15,7 @@ import torch
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.evaluate import accuracy
+from core.jobs import Cancelled
 from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn
 from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
 from core.templates import Template
@@ -116,6 +117,6 @@ def select_template(
         candidates.append(prompt)
         progress(i + 1, total, {"dev_accuracy": prompt.metrics["dev_accuracy"]})
     if not candidates:
-        raise InterruptedError("cancelled before any template was scored")
+        raise Cancelled("cancelled before any template was scored")
     best = max(candidates, key=lambda p: p.metrics["dev_accuracy"])  # first wins ties: the user's order
     return best, candidates
