@@ -147,9 +147,50 @@ def table(cache: dict) -> list[str]:
     return lines
 
 
-def write_markdown(cache: dict, command: str, notes: str, path: Path) -> None:
-    body = [
-        SECTION,
+def speed_lines(path: Path) -> list[str]:
+    """The speed benchmark's JSON (bench_continuous_speed.py --json) as a markdown table."""
+    data = json.loads(path.read_text())
+    a, r = data["args"], data["results"]
+    floor, floor_v = r["floor"]["seconds"], r["floor+virtual"]["seconds"]
+    cmd = (
+        f"nice python benchmarks/bench_continuous_speed.py --config {a['config']} --device {a['device']} "
+        f"--dtype {a['dtype']} --batch {a['batch']} --seq {a['seq']} --steps {a['steps']} --warmup {a['warmup']} "
+        f"--threads {a['threads']}"
+    )
+    lines = [
+        "### Speed (training step, median)",
+        "",
+        "```",
+        cmd,
+        "```",
+        "",
+        f"Config {a['config']}, {a['device']} {a['dtype']}, batch {a['batch']}, ~{a['seq']} text tokens, "
+        "20 virtual tokens. floor = frozen forward+backward with gradients only for the input embeddings "
+        "(text only); floor+virtual = the same with the 20 extra input positions P-tuning / prompt tuning feed.",
+        "",
+        "| ours | ms | PEFT | ms | ours/PEFT | ours/floor | ours/floor+virtual |",
+        "|---|---|---|---|---|---|---|",
+        f"| floor | {floor * 1e3:.0f} | | | | | |",
+        f"| floor+virtual | {floor_v * 1e3:.0f} | | | | | |",
+    ]
+    for ours, theirs in (("ptuning", "P_TUNING"), ("ptuning_v2", "PREFIX_TUNING"), ("prompt_tuning", "PROMPT_TUNING")):
+        o, t = r[ours]["seconds"], r[theirs].get("seconds")
+        if t:
+            lines.append(
+                f"| {ours} | {o * 1e3:.0f} | {theirs} | {t * 1e3:.0f} | {o / t:.2f} | {o / floor:.2f} | "
+                f"{o / floor_v:.2f} |"
+            )
+        else:
+            lines.append(f"| {ours} | {o * 1e3:.0f} | {theirs} | n/a | | | |")
+    return [*lines, ""]
+
+
+def write_markdown(cache: dict, command: str, notes: str, path: Path, speed_json: str = "") -> None:
+    body = [SECTION, ""]
+    if speed_json:
+        body += speed_lines(Path(speed_json))
+    body += [
+        "### Accuracy",
         "",
         "Test accuracy on the sample datasets with the default backbone (SmolLM2-135M, CPU, fp32).",
         "",
@@ -160,7 +201,7 @@ def write_markdown(cache: dict, command: str, notes: str, path: Path) -> None:
         *table(cache),
     ]
     if notes:
-        body += [notes, ""]
+        body += [Path(notes).read_text(encoding="utf-8") if Path(notes).is_file() else notes, ""]
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\n"
     block = "\n".join(body)
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
