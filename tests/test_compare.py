@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core import artifacts
 from core.compare import Unit, prompt_spec, run_unit, summarize
@@ -92,3 +93,17 @@ def test_prompt_spec_checks_templates_against_columns(setup):
     with pytest.raises(TemplateError, match=r"\{title\}"):
         prompt_spec(ds, ["{title} [MASK]"], None)
     assert prompt_spec(ds, None, None).verbalizer.words == {"negative": ("negative",), "positive": ("positive",)}
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_linear_probe_reads_the_label_from_frozen_features(tiny, setup, family, tmp_path):
+    _, split, spec = setup
+    bb = tiny(family)
+    before = {k: v.clone() for k, v in bb.model.state_dict().items()}
+    row = run_unit(bb, split, spec, Unit("linear_probe", 0), out_dir=tmp_path)["rows"][0]
+    assert row["trainable_params"] == bb.hidden_size * 2 + 2
+    assert row["accuracy"] >= 0.7  # chance is 0.5: the keyword that decides the label is linearly readable
+    assert all(torch.equal(v, bb.model.state_dict()[k]) for k, v in before.items())  # backbone untouched
+    loaded = artifacts.load(row["artifact"])
+    again = create("linear_probe", spec, loaded.config).scores(bb, loaded, split.test.records)
+    assert again.argmax(1).tolist() == row["predictions"]

@@ -12,12 +12,14 @@ from core.methods.autoprompt import AutoPrompt
 from core.methods.base import LearnedPrompt, PromptMethod, PromptSpec, config_from_dict
 from core.methods.baseline import MajorityBaseline
 from core.methods.manual import ManualPrompts
+from core.methods.probe import LinearProbe
 from core.methods.prompt_tuning import PromptTuning
 from core.methods.ptuning import PTuning
 from core.methods.ptuning_v2 import PTuningV2
 
 REGISTRY: dict[str, type] = {
-    cls.name: cls for cls in (ManualPrompts, AutoPrompt, MajorityBaseline, PTuning, PTuningV2, PromptTuning)
+    cls.name: cls
+    for cls in (ManualPrompts, AutoPrompt, MajorityBaseline, LinearProbe, PTuning, PTuningV2, PromptTuning)
 }
 
 
