@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.backbone import Backbone, LMKind
+from core.jobs import Cancelled
 from core.templates import Encoded, Template, Verbalizer, encode_batch, mask_has_space, tokenize_word
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
@@ -173,15 +174,21 @@ def score_records(
     hooks: PromptHooks | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """(N, n_labels) label log-scores on CPU, computed in batches without gradients."""
-    out = []
+    """(N, n_labels) label log-scores on CPU, computed in batches without gradients.
+
+    Rows are batched by length (longest first) and put back in order: right padding to the longest row of a batch
+    is then small, which roughly halves the work on texts of mixed length. Scores do not depend on the batching.
+    """
+    order = sorted(range(len(records)), key=lambda i: -sum(len(str(v)) for v in records[i].values()))
+    out = torch.empty(len(records), plan.n_labels)
     with torch.inference_mode():
-        for start in range(0, len(records), batch_size):
+        for start in range(0, len(order), batch_size):
             if should_stop is not None and should_stop():
-                break
-            chunk = records[start : start + batch_size]
-            out.append(batch_scores(backbone, plan, chunk, trigger_ids=trigger_ids, hooks=hooks).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, plan.n_labels)
+                raise Cancelled("scoring cancelled")
+            idx = order[start : start + batch_size]
+            chunk = [records[i] for i in idx]
+            out[idx] = batch_scores(backbone, plan, chunk, trigger_ids=trigger_ids, hooks=hooks).float().cpu()
+    return out
 
 
 def content_free_log_prior(
