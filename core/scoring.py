@@ -174,20 +174,37 @@ def score_records(
     hooks: PromptHooks | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """(N, n_labels) label log-scores on CPU, computed in batches without gradients.
+    """(N, n_labels) label log-scores on CPU, computed in batches without gradients."""
+    return map_batches(
+        records,
+        batch_size,
+        lambda chunk: batch_scores(backbone, plan, chunk, trigger_ids=trigger_ids, hooks=hooks),
+        plan.n_labels,
+        should_stop=should_stop,
+    )
 
-    Rows are batched by length (longest first) and put back in order: right padding to the longest row of a batch
-    is then small, which roughly halves the work on texts of mixed length. Scores do not depend on the batching.
+
+def map_batches(
+    records: Sequence[Mapping[str, str]],
+    batch_size: int,
+    fn: Callable[[list[Mapping[str, str]]], torch.Tensor],
+    width: int,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """(N, width) = fn applied to batches of records, without gradients, rows back in the input order.
+
+    Rows are batched by length (longest first): right padding to the longest row of a batch is then small, which
+    roughly halves the work on texts of mixed length. Every scorer goes through here, so all of them get it.
     """
     order = sorted(range(len(records)), key=lambda i: -sum(len(str(v)) for v in records[i].values()))
-    out = torch.empty(len(records), plan.n_labels)
+    out = torch.empty(len(records), width)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             if should_stop is not None and should_stop():
                 raise Cancelled("scoring cancelled")
             idx = order[start : start + batch_size]
-            chunk = [records[i] for i in idx]
-            out[idx] = batch_scores(backbone, plan, chunk, trigger_ids=trigger_ids, hooks=hooks).float().cpu()
+            out[idx] = fn([records[i] for i in idx]).float().cpu()
     return out
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn, config_to_dict
-from core.scoring import PromptHooks, ScoringPlan, batch_scores, build_plan
+from core.scoring import PromptHooks, ScoringPlan, batch_scores, build_plan, map_batches
 from core.templates import Encoded, SlotKind, Template
 from core.training import ParamGroup, TrainConfig, train
 
@@ -169,12 +169,12 @@ class ContinuousMethod(MethodBase):
     def _score(
         self, backbone: Backbone, module: PromptModule, plan: ScoringPlan, records: Sequence[Mapping[str, str]]
     ) -> torch.Tensor:
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(records), self.config.eval_batch_size):
-                chunk = records[start : start + self.config.eval_batch_size]
-                out.append(module.label_scores(backbone, plan, chunk).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, plan.n_labels)
+        return map_batches(
+            records,
+            self.config.eval_batch_size,
+            lambda chunk: module.label_scores(backbone, plan, chunk),
+            plan.n_labels,
+        )
 
     def run_key(self, backbone: Backbone, template: str, train_set: LabeledDataset) -> str:
         cfg = {k: v for k, v in config_to_dict(self.config).items() if k not in ("checkpoint_dir", "checkpoint_every")}
