@@ -130,14 +130,3 @@ def check_backbone(learned: LearnedPrompt, backbone: Backbone) -> None:
             f"but the loaded backbone is {backbone.name!r} ({backbone.fingerprint}); "
             f"load {want.get('name')!r} to use it"
         )
-
-
-def export_peft_if_expressible(backbone: Backbone, learned: LearnedPrompt, folder: Path, stem: str) -> Path | None:
-    """Also write a `peft.PeftModel.from_pretrained` folder next to the prompt file when PEFT can express it."""
-    from core.peft_export import PeftExportError, export_peft, peft_type
-
-    try:
-        peft_type(learned, backbone)
-    except PeftExportError:
-        return None
-    return export_peft(backbone, learned, folder / (safe_filename(stem) + "-peft"))

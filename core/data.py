@@ -25,7 +25,6 @@ LABEL_NAMES = ("label", "labels", "class", "target", "y", "sentiment", "category
 TEXT_NAMES = ("text", "sentence", "review", "content", "document", "comment", "body", "message", "tweet", "utterance")
 DELIMITERS = (",", ";", "\t", "|")
 MAX_LABELS_GUESS = 50  # a column with more distinct values than this is not guessed to be the label
-_FLAGS = {"text_col": "--text-col", "label_col": "--label-col", "text_b_col": "--text-b-col"}
 _MAGIC = {
     b"PK\x03\x04": "a ZIP archive (an Excel .xlsx file is one)",
     b"\xd0\xcf\x11\xe0": "an old Excel/Office file",
@@ -361,7 +360,7 @@ def _guess_label(df: pd.DataFrame, free: list[str]) -> str:
     if not candidates:
         raise DataError(
             f"could not tell which column holds the labels (columns: {', '.join(free)}); "
-            "choose it (--label-col) or name it 'label'"
+            "choose it (label_col) or name it 'label'"
         )
     return min(candidates)[2]
 
@@ -371,7 +370,7 @@ def _guess_text(df: pd.DataFrame, free: list[str]) -> str:
     if not free:
         raise DataError(
             "no column is left for the text once the label is chosen; add a text column or choose "
-            "another one (--text-col)"
+            "another one (text_col)"
         )
     return _by_name(free, TEXT_NAMES) or max(free, key=lambda c: clean_text(df[c]).str.len().mean())
 
@@ -388,7 +387,7 @@ def _require_columns(df: pd.DataFrame, **given: str | None) -> None:
             what = role.removesuffix("_col").replace("_", " ")
             raise DataError(
                 f"no column {col!r} for the {what}; the columns are: {', '.join(columns)} — choose one "
-                f"of them ({_FLAGS[role]})"
+                f"of them ({role})"
             )
 
 
@@ -457,6 +456,51 @@ def dataset_from_frame(
     )
 
 
+@dataclass(frozen=True)
+class UnlabeledRows:
+    """Rows to predict on, normalised like training data; `kept` are their positions in the input table (rows
+    with empty text are left out, so a prediction can be put back on the row it belongs to)."""
+
+    records: tuple[dict[str, str], ...]
+    kept: tuple[int, ...]
+    text_col: str
+    warnings: tuple[str, ...] = ()
+
+
+def guess_text_column(df: pd.DataFrame, *, exclude: Iterable[str] = ()) -> str:
+    """A column named like text, else the one with the longest strings on average."""
+    return _guess_text(df, [str(c) for c in df.columns if c not in set(exclude)])
+
+
+def texts_from_frame(
+    df: pd.DataFrame, *, text_col: str | None = None, text_b_col: str | None = None, limits: Limits = Limits()
+) -> UnlabeledRows:
+    """The same normalisation as `dataset_from_frame` (clean, drop empty, truncate), without labels."""
+    if df.empty:
+        raise DataError("the file has no rows to predict; give a CSV with at least one row")
+    warnings = list(df.attrs.get("warnings", ()))
+    df = df.rename(columns=str)
+    _require_columns(df, text_col=text_col, text_b_col=text_b_col)
+    text_col = text_col or guess_text_column(df, exclude=[text_b_col] if text_b_col else ())
+    if len(df) > limits.max_rows:
+        df = df.iloc[: limits.max_rows]
+        warnings.append(_row_limit_warning(limits))
+    fields = {"text": clean_text(df[text_col])}
+    if text_b_col:
+        fields["text_b"] = clean_text(df[text_b_col])
+    keep = (fields["text"] != "").to_numpy()
+    if not keep.all():
+        warnings.append(f"dropped {int((~keep).sum())} rows with empty text")
+    if not keep.any():
+        raise DataError(f"column {text_col!r} has no text in any row; choose the text column (text_col)")
+    fields = {k: v[keep] for k, v in fields.items()}
+    n_cut = _truncate(fields, limits.max_text_chars)
+    if n_cut:
+        warnings.append(f"truncated {n_cut} texts to {limits.max_text_chars} characters")
+    records = _records(df[keep], fields, exclude=set())
+    return UnlabeledRows(records, tuple(np.flatnonzero(keep).tolist()), text_col, tuple(warnings))
+
+
 def load_texts(
     source: str | Path | bytes | IO[bytes],
     *,
@@ -465,23 +509,8 @@ def load_texts(
     limits: Limits = Limits(),
 ) -> tuple[tuple[dict[str, str], ...], tuple[str, ...]]:
     """(records, warnings) of an unlabeled CSV, normalised exactly like training data, for prediction."""
-    df = read_table(source, limits=limits)
-    _require_columns(df, text_col=text_col, text_b_col=text_b_col)
-    text_col = text_col or _guess_text(df, [str(c) for c in df.columns if c != text_b_col])
-    warnings = list(df.attrs.get("warnings", ()))
-    fields = {"text": clean_text(df[text_col])}
-    if text_b_col:
-        fields["text_b"] = clean_text(df[text_b_col])
-    keep = (fields["text"] != "").to_numpy()
-    if not keep.all():
-        warnings.append(f"dropped {int((~keep).sum())} rows with empty text")
-    if not keep.any():
-        raise DataError(f"column {text_col!r} has no text in any row; choose the text column (--text-col)")
-    fields = {k: v[keep] for k, v in fields.items()}
-    n_cut = _truncate(fields, limits.max_text_chars)
-    if n_cut:
-        warnings.append(f"truncated {n_cut} texts to {limits.max_text_chars} characters")
-    return _records(df[keep], fields, exclude=set()), tuple(warnings)
+    rows = texts_from_frame(read_table(source, limits=limits), text_col=text_col, text_b_col=text_b_col, limits=limits)
+    return rows.records, rows.warnings
 
 
 def clean_text(values: pd.Series) -> pd.Series:
@@ -508,7 +537,7 @@ def _label_names(labels: pd.Series, label_col: str) -> tuple[str, ...]:
     if len(names) < 2:
         raise DataError(
             f"column {label_col!r} has only one label ({names[0]!r}); a classifier needs at least two — "
-            "add rows of another label or choose another label column (--label-col)"
+            "add rows of another label or choose another label column (label_col)"
         )
     if all(_INT.fullmatch(n) for n in names):
         return tuple(sorted(names, key=int))
@@ -558,7 +587,7 @@ def split_dataset(
     if n_test + n_dev >= n:
         raise DataError(
             f"test ({n_test} rows) and dev ({n_dev} rows) leave no training rows out of {n}; "
-            "lower --test-size or add rows"
+            "lower test_size or add rows"
         )
     by_label = _indices_by_label(ds)
     counts = np.array([len(ix) for ix in by_label])
@@ -606,7 +635,7 @@ def _check_label_fits(name: str, count: int, sizes: dict[str, int], with_dev: bo
     if not short:
         return
     got = ", ".join(f"{p} {max(int(sizes[p]), 0)}" for p in parts)
-    fix = {"train": "lower --test-size", "test": "raise --test-size", "dev": "lower min_per_label or set dev_size=0"}
+    fix = {"train": "lower test_size", "test": "raise test_size", "dev": "lower min_per_label or set dev_size=0"}
     raise DataError(
         f"label {name!r} has only {count} rows, too few to put {min_per_label} in each of {'/'.join(parts)} "
         f"(it would get {got}); add rows of {name!r} or {fix[short[0]]}"
@@ -621,7 +650,7 @@ def _indices_by_label(ds: LabeledDataset) -> list[np.ndarray]:
 def _rng(seed: int, stream: int = 0) -> np.random.Generator:
     """Independent reproducible streams per (seed, purpose), so the dev draw never mirrors the train draw."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise DataError(f"a seed must be a non-negative integer, got {seed!r}; e.g. --seeds 0,1,2")
+        raise DataError(f"a seed must be a non-negative integer, got {seed!r}; e.g. seeds 0, 1, 2")
     return np.random.default_rng(int(seed) if stream == 0 else [int(seed), stream])
 
 
@@ -632,13 +661,13 @@ def k_shot(ds: LabeledDataset, k: int, seed: int) -> LabeledDataset:
 
 def _draw_k(ds: LabeledDataset, k: int, rng: np.random.Generator) -> list[int]:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise DataError(f"K (examples per label) must be a positive integer, got {k!r}; e.g. --k-shot 16")
+        raise DataError(f"K (examples per label) must be a positive integer, got {k!r}; e.g. k_shot 16")
     chosen: list[int] = []
     for name, idx in zip(ds.label_names, _indices_by_label(ds), strict=True):
         if len(idx) < k:
             raise DataError(
                 f"label {name!r} has only {len(idx)} rows to draw from, fewer than K={k}; "
-                f"lower --k-shot to {len(idx)} or add rows of {name!r}"
+                f"lower k_shot to {len(idx)} or add rows of {name!r}"
             )
         chosen += rng.choice(idx, size=k, replace=False).tolist()
     return sorted(chosen)

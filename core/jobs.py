@@ -18,20 +18,16 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from core.errors import one_line
+from core.progress import Cancelled, ProgressFn, StopFn
 from core.store import MetricRecord, RunStore
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int, Mapping[str, float]], None]  # progress(step, total, metrics)
-StopFn = Callable[[], bool]
 JobFn = Callable[[ProgressFn, StopFn], dict]  # returns the result dict saved into the store
 DoneFn = Callable[[str, str], None]  # on_done(run_id, final_status), called from the worker thread
 
 _worker_device = threading.local()
-
-
-class Cancelled(Exception):
-    """Raised by a job that saw ``should_stop()``; the run is recorded as cancelled, not failed."""
 
 
 def current_device() -> str | None:
@@ -215,8 +211,7 @@ class JobManager:
             self._finish(job, "succeeded")
 
     def _fail(self, job: _Job, exc: Exception, tb: str) -> None:
-        message = str(exc).strip().splitlines()
-        error = f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+        error = f"{type(exc).__name__}: {one_line(exc)}"
         self.store.save_result(job.run_id, {"error": error, "traceback": tb})
         self._finish(job, "failed", error)
 

@@ -22,6 +22,11 @@ class EncoderKind(str, Enum):
     NONE = "none"
 
 
+def word_list(text: str) -> list[str]:
+    """The words of a comma-separated option such as `init_words` ("great, terrible" -> ["great", "terrible"])."""
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
 def init_vectors(
     backbone: Backbone,
     n: int,

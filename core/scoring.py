@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from core.backbone import Backbone, LMKind
-from core.jobs import Cancelled
+from core.progress import Cancelled
 from core.templates import Encoded, Template, Verbalizer, encode_batch, mask_has_space, tokenize_word
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
@@ -43,6 +45,24 @@ class WordGroup:
     columns: list[int]  # each word's column in the flat word list
 
 
+class Reduce(str, Enum):
+    """How a multi-token label word's token log-probabilities combine."""
+
+    SUM = "sum"  # the joint probability of the word
+    MEAN = "mean"  # length-normalised
+
+
+def reduce_field() -> Any:
+    """The `reduce` option of every config that scores label words (one help text, one default)."""
+    return field(
+        default=Reduce.SUM,
+        metadata={
+            "help": "How a multi-token label word's token log-probabilities combine: 'sum' (joint probability) or "
+            "'mean' (length-normalised)."
+        },
+    )
+
+
 @dataclass
 class ScoringPlan:
     """A template + verbalizer, tokenised once for a backbone."""
@@ -51,7 +71,7 @@ class ScoringPlan:
     label_names: list[str]
     word_label: list[int]  # flat word index -> label index
     groups: list[WordGroup] = field(default_factory=list)
-    reduce: str = "sum"
+    reduce: Reduce = Reduce.SUM
     max_length: int = 256
 
     @property
@@ -65,7 +85,7 @@ def build_plan(
     verbalizer: Verbalizer,
     label_names: Sequence[str],
     *,
-    reduce: str = "sum",
+    reduce: Reduce | str = Reduce.SUM,
     max_length: int = 256,
 ) -> ScoringPlan:
     """Tokenise the verbalizer in the template's context and group words that can share a forward pass."""
@@ -88,7 +108,7 @@ def build_plan(
                 columns=cols,
             )
         )
-    return ScoringPlan(template, list(label_names), [li for li, _ in words], groups, reduce, max_length)
+    return ScoringPlan(template, list(label_names), [li for li, _ in words], groups, Reduce(reduce), max_length)
 
 
 def _group_key(backbone: Backbone, ids: list[int]) -> tuple[int, tuple[int, ...]]:
@@ -118,13 +138,13 @@ def target_logits(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = 
     return picked if head is None else head(picked)
 
 
-def word_log_probs(logits: torch.Tensor, group: WordGroup, reduce: str) -> torch.Tensor:
+def word_log_probs(logits: torch.Tensor, group: WordGroup, reduce: Reduce) -> torch.Tensor:
     """(B, L, V) logits -> (B, W_g) log-probabilities of each word (sum or mean over its tokens)."""
     logp = F.log_softmax(logits.float(), dim=-1)  # (B, L, V)
     ids = group.word_ids.to(logp.device)  # (W, L)
     pos = torch.arange(group.n_targets, device=logp.device)
     per_token = logp[:, pos.unsqueeze(0), ids]  # (B, W, L)
-    return per_token.mean(-1) if reduce == "mean" else per_token.sum(-1)
+    return per_token.mean(-1) if reduce is Reduce.MEAN else per_token.sum(-1)
 
 
 def aggregate_labels(word_scores: torch.Tensor, word_label: Sequence[int], n_labels: int) -> torch.Tensor:

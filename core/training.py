@@ -30,7 +30,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from core.jobs import Cancelled, ProgressFn, StopFn
+from core.config import choice
+from core.progress import Cancelled, ProgressFn, StopFn
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_KEY = "ptune_checkpoint"
@@ -41,15 +42,6 @@ class Schedule(str, Enum):
     LINEAR = "linear"
     COSINE = "cosine"
     CONSTANT = "constant"
-
-
-def choice(enum_cls: type[Enum], value, name: str):
-    """Coerce a config value (an enum member or its plain string from stored JSON) or say what is allowed."""
-    try:
-        return enum_cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in enum_cls)
-        raise ValueError(f"{name} must be one of {allowed}, not {value!r}") from None
 
 
 @dataclass

@@ -4,8 +4,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.data import DataError, detect_columns, split_dataset
-from core.workspace import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from pages.common import SAMPLES_DIR, app_state, dataset, digest, k_shot_problem, table
 
 state = app_state()

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
+from core.app.views import label_word_tokens, quick_zero_shot, slot_summary, token_preview
 from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
 from core.templates import Template, TemplateError, Verbalizer
-from core.workspace import label_word_tokens, quick_zero_shot, slot_summary, token_preview
 from pages.common import app_state, current_dataset, token_chips, workspace
 
 ws = workspace()

@@ -2,12 +2,14 @@
 
 import streamlit as st
 
+from core.app.backbones import inspect_backbone
+from core.app.forms import changed_options, default_methods
+from core.app.service import ComparisonRequest
 from core.backbone import BackboneError
 from core.compare import default_templates
 from core.data import DataError
-from core.methods import REGISTRY
+from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
-from core.workspace import ComparisonRequest, changed_options, default_methods, inspect_backbone, method_order
 from pages.common import (
     app_state,
     current_dataset,

@@ -6,8 +6,14 @@ import json
 import altair as alt
 import streamlit as st
 
+from core.app.views import (
+    comparison_table,
+    confusion_frame,
+    disagreements,
+    significance_table,
+    soft_prompt_readings,
+)
 from core.export import to_safe_csv
-from core.workspace import comparison_table, confusion_frame, disagreements, significance_table, soft_prompt_readings
 from pages.common import fmt_count, fmt_seconds, pick_group, workspace
 
 ws = workspace()

@@ -6,13 +6,14 @@ from pathlib import Path
 import streamlit as st
 
 from core import artifacts
+from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
+from core.app.views import zip_folder
 from core.artifacts import ArtifactError
 from core.backbone import BackboneError
-from core.data import DataError
+from core.data import DataError, guess_text_column
 from core.export import to_safe_csv
-from core.predict import guess_text_column, predict_frame
+from core.predict import predict_frame
 from core.templates import TemplateError
-from core.workspace import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, zip_folder
 from pages.common import SAMPLES_DIR, digest, pick_group, table, workspace
 
 ws = workspace()

@@ -1,6 +1,6 @@
 """Helpers the pages share: the process-wide workspace, the user's session state, generated config forms.
 
-Only view code lives here; everything that computes is in `core/` (mostly `core/workspace.py`).
+Only view code lives here; everything that computes is in `core/` (the app's service layer is `core/app/`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 import streamlit as st
 
+from core.app.forms import OptionField, config_fields
+from core.app.service import UPLOAD_LIMITS, Workspace, ptune_home
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
-from core.workspace import UPLOAD_LIMITS, OptionField, Workspace, config_fields, ptune_home
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 STATUS_ICONS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.app.forms import config_fields
 from core.methods import REGISTRY
-from core.workspace import config_fields
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
 
@@ -180,8 +180,8 @@ def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
 
 
 def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: Path, monkeypatch) -> None:
+    from core.app.service import ComparisonRequest
     from core.methods.baseline import MajorityBaseline
-    from core.workspace import ComparisonRequest
 
     def boom(self, *args, **kwargs):
         raise RuntimeError("the method broke")

@@ -12,9 +12,9 @@ from safetensors import safe_open
 from core import artifacts
 from core.cli import main
 from core.methods import create
-from core.methods.base import never_stop, no_progress
 from core.peft_export import PeftExportError, export_peft, peft_type
 from core.predict import predict_records
+from core.progress import never_stop, no_progress
 from core.scoring import build_plan
 from core.templates import Template, encode_batch
 from tests.ptuning_helpers import keyword_data, learnable_backbone, spec_for

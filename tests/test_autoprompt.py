@@ -16,12 +16,12 @@ from core.backbone import LMKind, load_backbone
 from core.cli import main as cli_main
 from core.compare import readable_prompt
 from core.data import LabeledDataset
-from core.jobs import Cancelled
 from core.label_search import propose_label_words
 from core.methods import create
 from core.methods.autoprompt import AutoPromptConfig
 from core.methods.base import PromptSpec, config_from_dict, config_to_dict
 from core.predict import predict_records
+from core.progress import Cancelled
 from core.scoring import batch_scores, build_plan
 from core.templates import Template, Verbalizer
 from core.trigger_search import (
@@ -451,9 +451,11 @@ def test_cli_compare_and_predict_with_autoprompt(tmp_path):
     assert len(preds) == 6 and set(preds["predicted_label"]) <= {"positive", "negative"}
     # the same prompt through the library gives the same probabilities
     learned = artifacts.load(prompt_file)
-    from core.predict import records_from_frame
+    from core.data import texts_from_frame
 
-    probs = predict_records(load_backbone(str(folder)), learned, records_from_frame(pd.read_csv(new), "text"))
+    probs = predict_records(
+        load_backbone(str(folder)), learned, list(texts_from_frame(pd.read_csv(new), text_col="text").records)
+    )
     assert probs.argmax(1).tolist() == [learned.label_names.index(p) for p in preds["predicted_label"]]
 
 

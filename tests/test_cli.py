@@ -91,7 +91,7 @@ def test_compare_then_predict_end_to_end(tiny_folder, keyword_csv, tmp_path):
         ({}, ["--template", "{text} no mask here"], "[MASK]"),
         ({}, ["--template", "{title} [MASK]"], "{title}"),
         ({}, ["--verbalizer", "{bad json"], "not valid JSON"),
-        ({}, ["--seeds", "a,b"], "--seeds"),
+        ({}, ["--seeds", "a,b"], "seeds must be"),
         ({}, ["--option", "manual.colour=1"], "unknown option 'colour'"),
         ({}, ["--option", "justtext"], "METHOD.NAME=VALUE"),
     ],

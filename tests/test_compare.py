@@ -8,9 +8,8 @@ import torch
 from core import artifacts
 from core.compare import Unit, prompt_spec, run_unit, summarize
 from core.data import load_dataset, split_dataset
-from core.jobs import Cancelled
 from core.methods import UnknownMethodError, create, method_names
-from core.methods.base import never_stop
+from core.progress import Cancelled, never_stop
 from core.templates import TemplateError
 
 TEMPLATES = ("{text} it was [MASK]", "{text} overall the movie was [MASK]", "review : {text} sentiment : [MASK]")

@@ -283,7 +283,7 @@ def test_no_guessable_label_column(tmp_path):
     data = b"a,b\n" + b"".join(f"text {i},other {i}\n".encode() for i in range(6))
     with pytest.raises(DataError) as err:
         load_dataset(write(tmp_path, data))
-    assert_one_line_error(err, "which column holds the labels", "--label-col")
+    assert_one_line_error(err, "which column holds the labels", "label_col")
 
 
 def test_all_rows_empty_is_refused(tmp_path):
@@ -331,7 +331,7 @@ def test_split_accepts_a_test_row_count_and_no_dev():
 
 @pytest.mark.parametrize(
     ("sizes", "fix"),
-    [({"test_size": 0.8, "dev_size": 0}, "lower --test-size"), ({"test_size": 0.5, "dev_size": 0.1}, "dev_size=0")],
+    [({"test_size": 0.8, "dev_size": 0}, "lower test_size"), ({"test_size": 0.5, "dev_size": 0.1}, "dev_size=0")],
 )
 def test_split_refuses_a_label_too_small_for_every_part(sizes, fix):
     with pytest.raises(DataError) as err:
@@ -358,7 +358,7 @@ def test_k_shot_counts_and_seeds():
 def test_k_shot_refuses_a_class_with_fewer_than_k_rows():
     with pytest.raises(DataError) as err:
         k_shot(balanced({"a": 10, "b": 3}), 5, seed=0)
-    assert_one_line_error(err, "'b'", "only 3 rows", "K=5", "--k-shot")
+    assert_one_line_error(err, "'b'", "only 3 rows", "K=5", "k_shot")
 
 
 def test_few_shot_split_keeps_test_and_draws_disjoint_train_dev():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import Cancelled, JobManager, ProgressFn, StopFn, current_device
+from core.jobs import JobManager, current_device
+from core.progress import Cancelled, ProgressFn, StopFn
 from core.store import RunStore
 
 TIMEOUT = 5.0  # generous upper bound; the jobs below finish in milliseconds

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.methods import create
-from core.methods.base import never_stop, no_progress
 from core.methods.prompt_tuning import PromptTuningConfig
+from core.progress import never_stop, no_progress
 from tests.ptuning_helpers import accuracy, keyword_data, learnable_backbone, same_weights, spec_for, weights
 
 TRAIN, DEV, TEST = keyword_data(32, 0), keyword_data(16, 1), keyword_data(64, 2)

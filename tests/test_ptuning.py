@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.methods import create
-from core.methods.base import never_stop, no_progress
 from core.methods.ptuning import PTuning, PTuningConfig
+from core.progress import never_stop, no_progress
 from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, nearest_tokens
 from core.scoring import build_plan
 from core.templates import Template, encode_batch

@@ -10,9 +10,10 @@ import torch
 from core import artifacts
 from core.data import LabeledDataset
 from core.methods import create
-from core.methods.base import PromptSpec, never_stop, no_progress
+from core.methods.base import PromptSpec
 from core.peft_export import export_peft
 from core.predict import predict_records
+from core.progress import never_stop, no_progress
 from core.templates import Verbalizer
 from tests.test_artifacts_continuous import peft_scores
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.methods import create
-from core.methods.base import never_stop, no_progress
 from core.methods.ptuning_v2 import PTuningV2Config, prefix_cache
+from core.progress import never_stop, no_progress
 from core.prompt_encoders import PrefixEncoder, attention_shape
 from tests.ptuning_helpers import accuracy, keyword_data, learnable_backbone, same_weights, spec_for, weights
 

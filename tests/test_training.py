@@ -9,9 +9,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from core.jobs import Cancelled
 from core.methods import create
-from core.methods.base import never_stop, no_progress
+from core.progress import Cancelled, never_stop, no_progress
 from core.training import CHECKPOINT_FILE, BatchOrder, ParamGroup, TrainConfig, lr_factor, train
 from tests.ptuning_helpers import keyword_data, learnable_backbone, spec_for
 

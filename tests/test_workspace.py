@@ -1,4 +1,4 @@
-"""core/workspace.py: comparison groups on a tiny model through the real store and job manager."""
+"""core/app/: comparison groups on a tiny model through the real store and job manager."""
 
 from __future__ import annotations
 
@@ -12,30 +12,21 @@ from pathlib import Path
 import pytest
 
 from core import artifacts
-from core.backbone import load_backbone
-from core.data import DataError
-from core.methods import REGISTRY
-from core.templates import TemplateError
-from core.workspace import (
-    HIDDEN_OPTIONS,
-    BackbonePool,
-    ComparisonRequest,
-    DefaultInstaller,
-    Workspace,
-    changed_options,
+from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.app.forms import HIDDEN_OPTIONS, changed_options, config_fields, default_methods
+from core.app.service import ComparisonRequest, Workspace, ptune_home
+from core.app.views import (
     comparison_table,
-    config_fields,
     confusion_frame,
-    default_methods,
     disagreements,
-    inspect_backbone,
-    method_order,
-    normalize_spec,
-    ptune_home,
     significance_table,
     soft_prompt_readings,
     token_preview,
 )
+from core.backbone import load_backbone
+from core.data import DataError
+from core.methods import REGISTRY, method_order
+from core.templates import TemplateError
 from tests.tiny_models import save_tiny, tiny_backbone
 
 TIMEOUT = 120.0

@@ -5,7 +5,7 @@ Pages, the CLI and the compare runner look methods up here and never branch on t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.methods.autoprompt import AutoPrompt
@@ -37,10 +37,36 @@ def method_class(name: str) -> type:
     return REGISTRY[name]
 
 
+def method_order(names: Iterable[str]) -> list[str]:
+    """Methods that fit nothing (manual, baseline) first, then trained ones; registry order within each."""
+    index = {name: i for i, name in enumerate(REGISTRY)}
+    return sorted(names, key=lambda n: (n in REGISTRY and REGISTRY[n].trains, index.get(n, len(index))))
+
+
 def create(name: str, spec: PromptSpec, options: Mapping[str, Any] | None = None) -> PromptMethod:
     """Instantiate a method with its config built from user options (unknown options refused)."""
     cls = method_class(name)
     return cls(spec, config_from_dict(cls.config_cls, options))
 
 
-__all__ = ["REGISTRY", "LearnedPrompt", "PromptSpec", "create", "method_class", "method_names", "UnknownMethodError"]
+def method_for(learned: LearnedPrompt) -> PromptMethod:
+    """The method instance that scores a saved learned prompt (its spec and config come from the prompt)."""
+    spec = PromptSpec(
+        templates=(learned.template,) if learned.template else (),
+        verbalizer=learned.verbalizer_obj(),
+        label_names=tuple(learned.label_names),
+    )
+    return create(learned.method, spec, learned.config)
+
+
+__all__ = [
+    "REGISTRY",
+    "LearnedPrompt",
+    "PromptSpec",
+    "UnknownMethodError",
+    "create",
+    "method_class",
+    "method_for",
+    "method_names",
+    "method_order",
+]

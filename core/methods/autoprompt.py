@@ -18,12 +18,13 @@ from typing import ClassVar
 import torch
 
 from core.backbone import Backbone, LMKind
+from core.config import choice
 from core.data import LabeledDataset
-from core.jobs import Cancelled
 from core.label_search import propose_label_words
-from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, PromptSpec, StopFn
-from core.methods.manual import ManualConfig, ManualPrompts, select_template
-from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
+from core.methods.base import LearnedPrompt, MethodBase, PromptSpec
+from core.methods.manual import ManualConfig, ManualPrompts, discrete_scores, select_template
+from core.progress import Cancelled, ProgressFn, StopFn, no_progress
+from core.scoring import Reduce, build_plan, content_free_log_prior, reduce_field
 from core.templates import Template, TemplateError
 from core.trigger_search import (
     SearchEvent,
@@ -88,7 +89,7 @@ class AutoPromptConfig:
             "help": "Contextual calibration of the found prompt, as for manual prompts (the search itself is not)."
         },
     )
-    reduce: str = field(default="sum", metadata={"help": "Multi-token label words: 'sum' or 'mean' of log-probs."})
+    reduce: Reduce = reduce_field()
     label_search: bool = field(
         default=False,
         metadata={
@@ -107,8 +108,7 @@ class AutoPromptConfig:
 
     def __post_init__(self):
         self.scoring = CandidateScoring(self.scoring)  # stored configs come back as strings
-        if self.reduce not in ("sum", "mean"):
-            raise ValueError(f"reduce must be 'sum' or 'mean', not {self.reduce!r}")
+        self.reduce = choice(Reduce, self.reduce, "reduce")
         for name in (
             "n_triggers",
             "max_steps",
@@ -279,31 +279,10 @@ class AutoPrompt(MethodBase):
             ManualConfig(reduce=self.config.reduce),
         )
         best, _ = select_template(
-            manual, backbone, manual_templates, dev, progress=lambda *_: None, should_stop=should_stop
+            manual, backbone, manual_templates, dev, progress=no_progress, should_stop=should_stop
         )
         best.display_name = "Template selection (best manual on dev)"
         return [best]
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
-        if learned.method != self.name:  # a template-selection variant is a manual prompt
-            manual = ManualPrompts(
-                self.spec, ManualConfig(**{k: learned.config[k] for k in ("calibrate", "reduce", "batch_size")})
-            )
-            return manual.scores(backbone, learned, records)
-        plan = build_plan(
-            backbone,
-            Template.parse(learned.template),
-            learned.verbalizer_obj(),
-            learned.label_names,
-            reduce=learned.config.get("reduce", "sum"),
-        )
-        raw = score_records(
-            backbone,
-            plan,
-            records,
-            batch_size=learned.config.get("batch_size", 16),
-            trigger_ids=learned.state["trigger_ids"],
-        )
-        if "log_prior" in learned.state:
-            return calibrate(raw, torch.tensor(learned.state["log_prior"]))
-        return raw
+        return discrete_scores(backbone, learned, records)  # the found triggers, or a template-selection variant

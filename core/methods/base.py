@@ -7,7 +7,7 @@ turns train/dev data into a `LearnedPrompt`, and `scores` turns a learned prompt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Protocol
 
@@ -15,18 +15,8 @@ import torch
 
 from core.backbone import Backbone
 from core.data import LabeledDataset
+from core.progress import ProgressFn, StopFn
 from core.templates import Template, Verbalizer
-
-ProgressFn = Callable[[int, int, Mapping[str, float]], None]
-StopFn = Callable[[], bool]
-
-
-def no_progress(step: int, total: int, metrics: Mapping[str, float]) -> None:
-    """A ProgressFn that ignores everything (scripts and tests that don't watch)."""
-
-
-def never_stop() -> bool:
-    return False
 
 
 @dataclass(frozen=True)
@@ -70,10 +60,16 @@ class LearnedPrompt:
         return Verbalizer.from_mapping(self.verbalizer, self.label_names)
 
 
+class PeftExportError(ValueError):
+    """The prompt has no PEFT equivalent; the message says why."""
+
+
 class PromptMethod(Protocol):
     name: ClassVar[str]
     label: ClassVar[str]
     config_cls: ClassVar[type]
+    trains: ClassVar[bool]  # fits weights or searches (queued after the methods that only evaluate)
+    peft_type: ClassVar[str | None]  # the PEFT method that can express this one's prompts, if any
 
     def fit(
         self,
@@ -89,6 +85,8 @@ class PromptMethod(Protocol):
         self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]
     ) -> torch.Tensor: ...
 
+    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]: ...
+
 
 class MethodBase:
     """What every method shares: its spec and config, and how it wraps a result into a LearnedPrompt."""
@@ -97,10 +95,15 @@ class MethodBase:
     label: ClassVar[str]
     config_cls: ClassVar[type]
     trains: ClassVar[bool] = False
+    peft_type: ClassVar[str | None] = None
 
     def __init__(self, spec: PromptSpec, config: Any = None):
         self.spec = spec
         self.config = config or self.config_cls()
+
+    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]:
+        """(PEFT config, `prompt_embeddings`) expressing the prompt in PEFT, or PeftExportError naming why not."""
+        raise PeftExportError(f"method {self.name!r} has no PEFT equivalent")
 
     def learned(self, backbone: Backbone, template: str, **fields: Any) -> LearnedPrompt:
         """A LearnedPrompt of this method on this backbone; `fields` sets state, tensors, metrics and the like."""

@@ -11,7 +11,8 @@ import torch
 
 from core.backbone import Backbone
 from core.data import LabeledDataset
-from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn
+from core.methods.base import LearnedPrompt, MethodBase
+from core.progress import ProgressFn, StopFn
 
 
 @dataclass

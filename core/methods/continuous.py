@@ -19,10 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.backbone import Backbone
+from core.backbone import Backbone, LMKind
+from core.config import choice
 from core.data import LabeledDataset
-from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn, config_to_dict
-from core.scoring import PromptHooks, ScoringPlan, batch_scores, build_plan, map_batches
+from core.errors import one_line
+from core.methods.base import LearnedPrompt, MethodBase, PeftExportError, config_to_dict
+from core.progress import ProgressFn, StopFn
+from core.scoring import PromptHooks, Reduce, ScoringPlan, batch_scores, build_plan, map_batches, reduce_field
 from core.templates import Encoded, SlotKind, Template
 from core.training import ParamGroup, TrainConfig, train
 
@@ -41,16 +44,12 @@ class ContinuousConfig(TrainConfig):
             "(your own when it already has [P] slots)."
         },
     )
-    reduce: str = field(
-        default="sum",
-        metadata={"help": "How a multi-token label word's token log-probabilities combine: 'sum' or 'mean'."},
-    )
+    reduce: Reduce = reduce_field()
     max_length: int = field(default=256, metadata={"help": "Longest prompt in tokens; the text is cut to fit."})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.reduce not in ("sum", "mean"):
-            raise ValueError(f"reduce must be 'sum' or 'mean', not {self.reduce!r}")
+        self.reduce = choice(Reduce, self.reduce, "reduce")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, not {self.max_length}")
 
@@ -69,6 +68,10 @@ class PromptModule(nn.Module):
     def readout(self, backbone: Backbone) -> list | None:
         """Nearest vocabulary tokens of the learned vectors, where that means something (display only)."""
         return None
+
+    def peft_weights(self) -> torch.Tensor:
+        """What PEFT stores as `prompt_embeddings`: the encoder's output, which inference uses as is."""
+        raise NotImplementedError
 
 
 class SoftTokens(PromptModule):
@@ -99,6 +102,9 @@ class SoftTokens(PromptModule):
 
     def hooks(self) -> PromptHooks:
         return PromptHooks(embed=self.embed)
+
+    def peft_weights(self) -> torch.Tensor:
+        return self.vectors()  # (n, H)
 
     def readout(self, backbone: Backbone) -> list | None:
         from core.prompt_encoders import nearest_tokens
@@ -151,7 +157,33 @@ class ContinuousMethod(MethodBase):
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
         raise NotImplementedError
 
+    def check_peft(self, backbone: Backbone, template: Template, learned: LearnedPrompt) -> None:
+        """Raise PeftExportError where PEFT cannot express this prompt; soft-token methods: PEFT only prepends."""
+        first = template.pieces[0]
+        if first.kind is not SlotKind.SOFT or first.count != template.n_soft:
+            raise PeftExportError("PEFT only prepends virtual tokens; this template has [P] slots after the start")
+
+    def peft_config(self, backbone: Backbone, learned: LearnedPrompt, common: dict[str, Any]) -> Any:
+        """PEFT's config class for this method, built from the keyword arguments every PEFT prompt config takes."""
+        raise NotImplementedError
+
     # -- shared -------------------------------------------------------------------------------------------------
+
+    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]:
+        if self.peft_type is None:
+            raise PeftExportError(f"method {self.name!r} has no PEFT equivalent")
+        if any(k.startswith(BACKBONE_PREFIX) for k in learned.tensors):
+            raise PeftExportError("the backbone was tuned too; PEFT prompt methods keep it frozen")
+        self.check_peft(backbone, Template.parse(learned.template), learned)
+        with torch.no_grad():
+            weights = self.module_for(backbone, learned).peft_weights().detach().float().cpu()
+        common = {
+            "task_type": "CAUSAL_LM" if backbone.kind is LMKind.CAUSAL else "FEATURE_EXTRACTION",
+            "num_virtual_tokens": weights.shape[0],
+            "base_model_name_or_path": backbone.spec,
+            "inference_mode": True,
+        }
+        return self.peft_config(backbone, learned, common), weights
 
     def template_for(self, backbone: Backbone) -> str:
         """The config's template, else the user's first template with [P] slots, else one derived from it."""
@@ -284,9 +316,8 @@ class ContinuousMethod(MethodBase):
         try:
             module.load_state_dict(weights)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
             raise ValueError(
-                f"the {self.name} prompt's tensors do not fit this backbone or config ({first}); "
+                f"the {self.name} prompt's tensors do not fit this backbone or config ({one_line(err)}); "
                 "use the backbone it was learned on"
             ) from None
         return module.to(backbone.device).eval()

@@ -13,11 +13,12 @@ from typing import ClassVar
 import torch
 
 from core.backbone import Backbone
+from core.config import choice
 from core.data import LabeledDataset
 from core.evaluate import accuracy
-from core.jobs import Cancelled
-from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn
-from core.scoring import build_plan, calibrate, content_free_log_prior, score_records
+from core.methods.base import LearnedPrompt, MethodBase
+from core.progress import Cancelled, ProgressFn, StopFn
+from core.scoring import Reduce, build_plan, calibrate, content_free_log_prior, reduce_field, score_records
 from core.templates import Template
 
 
@@ -30,18 +31,11 @@ class ManualConfig:
             "inputs such as 'N/A', removing the template's bias toward one label."
         },
     )
-    reduce: str = field(
-        default="sum",
-        metadata={
-            "help": "How a multi-token label word's token log-probabilities combine: 'sum' (joint probability) or "
-            "'mean' (length-normalised)."
-        },
-    )
+    reduce: Reduce = reduce_field()
     batch_size: int = field(default=16, metadata={"help": "Examples per forward pass."})
 
     def __post_init__(self):
-        if self.reduce not in ("sum", "mean"):
-            raise ValueError(f"reduce must be 'sum' or 'mean', not {self.reduce!r}")
+        self.reduce = choice(Reduce, self.reduce, "reduce")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
 
@@ -75,17 +69,30 @@ class ManualPrompts(MethodBase):
         return LearnedPrompt(**{**best.__dict__, "display_name": "Manual (best on dev)", "variants": candidates})
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
-        plan = build_plan(
-            backbone,
-            Template.parse(learned.template),
-            learned.verbalizer_obj(),
-            learned.label_names,
-            reduce=learned.config.get("reduce", "sum"),
-        )
-        raw = score_records(backbone, plan, records, batch_size=learned.config.get("batch_size", 16))
-        if "log_prior" in learned.state:
-            return calibrate(raw, torch.tensor(learned.state["log_prior"]))
-        return raw
+        return discrete_scores(backbone, learned, records)
+
+
+def discrete_scores(backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
+    """Label log-scores of a prompt with no learned weights: a manual template, or one with found trigger tokens
+    (`state["trigger_ids"]`); calibrated when the prompt carries a content-free prior. Manual and AutoPrompt
+    prompts are scored only here."""
+    plan = build_plan(
+        backbone,
+        Template.parse(learned.template),
+        learned.verbalizer_obj(),
+        learned.label_names,
+        reduce=learned.config.get("reduce", Reduce.SUM),
+    )
+    raw = score_records(
+        backbone,
+        plan,
+        records,
+        batch_size=learned.config.get("batch_size", 16),
+        trigger_ids=learned.state.get("trigger_ids", ()),
+    )
+    if "log_prior" in learned.state:
+        return calibrate(raw, torch.tensor(learned.state["log_prior"]))
+    return raw
 
 
 def select_template(

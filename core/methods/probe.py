@@ -20,7 +20,8 @@ from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.evaluate import accuracy
 from core.label_search import slot_features, train_probe
-from core.methods.base import LearnedPrompt, MethodBase, ProgressFn, StopFn
+from core.methods.base import LearnedPrompt, MethodBase
+from core.progress import ProgressFn, StopFn
 from core.templates import Template
 
 

@@ -8,14 +8,14 @@ given words (e.g. the label words, as the paper suggests) or of sampled vocabula
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from core.backbone import Backbone
+from core.methods.base import LearnedPrompt
 from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
-from core.methods.ptuning import word_list
-from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors
+from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
 from core.templates import Template, with_soft_slots
 
 
@@ -62,3 +62,8 @@ class PromptTuning(ContinuousMethod):
             init = init_vectors(backbone, template.n_soft, words=word_list(cfg.init_words), generator=gen)
         encoder = PromptEncoder(template.n_soft, backbone.hidden_size, EncoderKind.NONE, init=init)
         return SoftTokens(encoder, template, len(backbone.prefix_ids))
+
+    def peft_config(self, backbone: Backbone, learned: LearnedPrompt, common: dict[str, Any]) -> Any:
+        from peft import PromptTuningConfig
+
+        return PromptTuningConfig(**common)

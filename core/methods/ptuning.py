@@ -10,15 +10,16 @@ backbone is frozen unless `tune_backbone`, which trains it too with its own, muc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from core.backbone import Backbone
+from core.config import choice
+from core.methods.base import LearnedPrompt
 from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
-from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors
+from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
 from core.templates import Template, with_soft_slots
-from core.training import choice
 
 
 @dataclass
@@ -74,10 +75,6 @@ class PTuningConfig(ContinuousConfig):
             raise ValueError(f"encoder_dropout must be in [0, 1), not {self.encoder_dropout!r}")
 
 
-def word_list(text: str) -> list[str]:
-    return [w.strip() for w in text.split(",") if w.strip()]
-
-
 class PTuning(ContinuousMethod):
     name: ClassVar[str] = "ptuning"
     label: ClassVar[str] = "P-tuning"
@@ -110,3 +107,9 @@ class PTuning(ContinuousMethod):
             init=init,
         )
         return SoftTokens(encoder, template, len(backbone.prefix_ids))
+
+    def peft_config(self, backbone: Backbone, learned: LearnedPrompt, common: dict[str, Any]) -> Any:
+        from peft import PromptEncoderConfig
+
+        lstm = learned.config.get("encoder", EncoderKind.LSTM.value) == EncoderKind.LSTM.value
+        return PromptEncoderConfig(**common, encoder_reparameterization_type="LSTM" if lstm else "MLP")

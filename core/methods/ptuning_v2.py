@@ -14,16 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from core.backbone import Backbone, LMKind
+from core.config import choice
+from core.methods.base import LearnedPrompt, PeftExportError
 from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule
 from core.prompt_encoders import PrefixEncoder, attention_shape
 from core.scoring import PromptHooks, ScoringPlan, batch_scores, prompt_hidden
 from core.templates import Template, encode_batch, without_soft_slots
-from core.training import choice
 
 
 class HeadKind(str, Enum):
@@ -103,6 +104,9 @@ class DeepPrefix(PromptModule):
     def hooks(self) -> PromptHooks:
         return PromptHooks(prefix=self.past)
 
+    def peft_weights(self) -> torch.Tensor:
+        return self.prefix.flat()  # (P, layers * 2 * kv_heads * head_dim)
+
     def label_scores(
         self, backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]]
     ) -> torch.Tensor:
@@ -132,6 +136,20 @@ class PTuningV2(ContinuousMethod):
 
     def default_template(self, backbone: Backbone, base: Template) -> str:
         return without_soft_slots(base)
+
+    def check_peft(self, backbone: Backbone, template: Template, learned: LearnedPrompt) -> None:
+        if learned.config.get("head", HeadKind.VERBALIZER.value) != HeadKind.VERBALIZER.value:
+            raise PeftExportError("PEFT prefix tuning has no place for the linear classification head")
+        if backbone.kind is not LMKind.CAUSAL:
+            raise PeftExportError("PEFT prefix tuning is exported for causal LMs only")
+
+    def peft_config(self, backbone: Backbone, learned: LearnedPrompt, common: dict[str, Any]) -> Any:
+        from peft import PrefixTuningConfig
+
+        layers, kv_heads, head_dim = attention_shape(backbone.model.config)
+        return PrefixTuningConfig(
+            **common, num_layers=layers, num_attention_heads=kv_heads, token_dim=kv_heads * head_dim
+        )
 
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
         if template.n_soft:

@@ -1,0 +1,80 @@
+"""Option forms generated from the methods' config dataclasses, so no page has per-method code.
+
+A config field becomes a form field by its type (bool, int, float, a `str` Enum as choices, str, anything else as
+JSON) and its `metadata["help"]`. Settings the app sets for every method at once are hidden here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from enum import Enum
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from core.methods import REGISTRY
+
+HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir")  # set by the app for every method, not per method
+PREFERRED_TRAINED = ("ptuning", "prompt_tuning")  # the trained method the Train page preselects, if registered
+
+
+@dataclass
+class OptionField:
+    """One field of a method's config dataclass, described for a generated form."""
+
+    name: str
+    kind: str  # bool | int | float | enum | str | json
+    default: Any
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+
+
+def config_fields(config_cls: type) -> list[OptionField]:
+    """The form a config dataclass asks for: bool, int, float, str Enum (choices), str; anything else as JSON."""
+    hints = get_type_hints(config_cls)
+    out = []
+    for f in fields(config_cls):
+        if f.name in HIDDEN_OPTIONS or not f.init:
+            continue
+        typ, optional = hints.get(f.name, str), False
+        if get_origin(typ) in (Union, UnionType):
+            args = [a for a in get_args(typ) if a is not type(None)]
+            optional = len(args) < len(get_args(typ))
+            typ = args[0] if len(args) == 1 else str
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        choices: tuple[str, ...] = ()
+        if isinstance(typ, type) and issubclass(typ, Enum):
+            kind, choices = "enum", tuple(str(m.value) for m in typ)
+            default = default.value if isinstance(default, Enum) else default
+        elif typ is bool:
+            kind = "bool"
+        elif typ is int:
+            kind = "int"
+        elif typ is float:
+            kind = "float"
+        elif typ is str:
+            kind = "str"
+        else:
+            kind = "json"
+        out.append(OptionField(f.name, kind, default, f.metadata.get("help", ""), choices, optional))
+    return out
+
+
+def changed_options(config_cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the options that differ from the dataclass defaults (so global settings like max_steps still apply)."""
+    defaults = {f.name: f.default for f in config_fields(config_cls)}
+    return {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
+
+
+def default_methods() -> list[str]:
+    """What the Train page preselects: every method that trains nothing, plus one trained method."""
+    untrained = [n for n, cls in REGISTRY.items() if not cls.trains]
+    trained = [n for n, cls in REGISTRY.items() if cls.trains]
+    preferred = [n for n in PREFERRED_TRAINED if n in trained] or trained
+    return untrained + preferred[:1]

@@ -1,0 +1,297 @@
+"""The app's service layer: comparison requests, groups, and the process-wide `Workspace`.
+
+A *comparison group* is what the Train page launches: one dataset (saved once under ``<home>/runs/<group>/``), one
+split, one prompt set, and one run per (method, seed) queued into the job manager. Everything a run needs is in its
+stored config plus the group folder, so a run can be restarted after the process died ("resume") and a group's
+summary can be assembled at any time from the stored results. Knows nothing of Streamlit: the pages, the tests and
+a script all drive it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from core import artifacts
+from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.backbone import BackboneError, LMKind
+from core.compare import Unit, method_options, parse_seeds, prompt_spec, run_unit, summarize, with_checkpoint_dir
+from core.data import LabeledDataset, Limits, Split, few_shot_split, load_dataset, split_dataset
+from core.errors import one_line
+from core.jobs import JobManager
+from core.methods import REGISTRY, method_class, method_order
+from core.methods.base import PromptSpec, config_from_dict
+from core.progress import Cancelled
+from core.store import ACTIVE_STATUSES, RunStore
+from core.templates import Template
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOME_ENV = "PTUNE_HOME"
+UPLOAD_LIMITS = Limits()  # the same caps as the CLI; the Data page states them
+UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
+RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+def ptune_home() -> Path:
+    """Where runs, uploads and artifacts live: $PTUNE_HOME, else ``.ptune/`` in the repository root."""
+    return Path(os.environ.get(HOME_ENV) or REPO_ROOT / ".ptune").expanduser().resolve()
+
+
+@dataclass
+class ComparisonRequest:
+    """Everything the Train page collects; `launch` validates all of it before anything is queued."""
+
+    data: bytes
+    source_name: str
+    text_col: str
+    label_col: str
+    templates: list[str]
+    verbalizer: dict[str, list[str]]
+    methods: dict[str, dict[str, Any]]  # method name -> changed options
+    seeds: list[int] = field(default_factory=lambda: [0])
+    backbone: str = "default"
+    text_b_col: str | None = None
+    test_size: float = 0.5
+    dev_size: float = 0.1
+    split_seed: int = 0
+    k_shot: int | None = None
+    max_steps: int | None = None
+
+    def settings(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("data")
+        return out
+
+
+@dataclass
+class GroupContext:
+    dataset: LabeledDataset
+    split: Split
+    spec: PromptSpec
+    settings: dict[str, Any]
+
+
+class Workspace:
+    """The process-wide state of the app: store, job manager, backbone pool, installer, group contexts."""
+
+    def __init__(
+        self, home: str | Path | None = None, *, devices: Sequence[str] | None = None, pool: BackbonePool | None = None
+    ):
+        self.home = Path(home) if home else ptune_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.store = RunStore(self.home / "runs.db")
+        if devices is None:
+            devices = ("cuda",) if torch.cuda.is_available() else ("cpu",)
+        self.jobs = JobManager(self.store, devices=devices)  # marks runs left active by a dead process interrupted
+        self.pool = pool or BackbonePool()
+        self.installer = DefaultInstaller()
+        self._lock = threading.Lock()
+        self._contexts: dict[str, GroupContext] = {}
+        self._summaries: dict[str, tuple[tuple, dict]] = {}
+
+    def close(self) -> None:
+        self.jobs.shutdown(wait=True)
+        self.store.close()
+
+    # -- groups ---------------------------------------------------------------------------------------------
+
+    def group_dir(self, group_id: str) -> Path:
+        return self.home / "runs" / artifacts.safe_filename(group_id)
+
+    def validate(self, req: ComparisonRequest) -> GroupContext:
+        """Every check that can fail before launch, as DataError/TemplateError/ValueError with one line."""
+        if not req.methods:
+            raise ValueError("choose at least one method")
+        parse_seeds(req.seeds)
+        dataset = load_dataset(
+            req.data, text_col=req.text_col, label_col=req.label_col, text_b_col=req.text_b_col, limits=UPLOAD_LIMITS
+        )
+        split = split_dataset(dataset, test_size=req.test_size, dev_size=req.dev_size, seed=req.split_seed)
+        if req.k_shot is not None:
+            few_shot_split(split, req.k_shot, req.seeds[0])
+        spec = prompt_spec(dataset, req.templates, req.verbalizer)
+        info = inspect_backbone(req.backbone)
+        if info.kind is not None:
+            for t in spec.templates:
+                Template.parse(t).validate(dataset.columns, LMKind(info.kind))
+        elif not info.available and not info.downloadable:
+            raise BackboneError(f"backbone {info.name!r}: {info.note}")
+        for name, options in req.methods.items():
+            cls = method_class(name)
+            try:
+                config_from_dict(cls.config_cls, method_options(name, options, max_steps=req.max_steps))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{cls.label}: {one_line(err)}") from None
+        return GroupContext(dataset, split, spec, req.settings())
+
+    def launch(self, req: ComparisonRequest) -> str:
+        """Validate, save the dataset and settings into a new group folder, create and queue one run per unit."""
+        ctx = self.validate(req)
+        group_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+        folder = self.group_dir(group_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "data.csv").write_bytes(req.data)
+        settings = {**ctx.settings, "backbone": normalize_spec(req.backbone), "created": time.time()}
+        (folder / "group.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        ctx.settings = settings
+        with self._lock:
+            self._contexts[group_id] = ctx
+        for name in method_order(req.methods):
+            cls = method_class(name)
+            options = method_options(name, req.methods[name], max_steps=req.max_steps)
+            for seed in req.seeds:
+                unit_options = with_checkpoint_dir(name, options, folder, seed)
+                config = {
+                    "group": group_id,
+                    "method": name,
+                    "seed": seed,
+                    "options": unit_options,
+                    "k_shot": req.k_shot,
+                    "backbone": settings["backbone"],
+                }
+                run_id = self.store.create_run(
+                    method=name, label=f"{cls.label} · seed {seed}", config=config, group_id=group_id, seed=seed
+                )
+                self.jobs.submit(run_id, self._job(run_id, config))
+        return group_id
+
+    def context(self, group_id: str) -> GroupContext:
+        """The group's dataset, split and prompt spec, rebuilt from its folder once per process."""
+        with self._lock:
+            if group_id in self._contexts:
+                return self._contexts[group_id]
+        folder = self.group_dir(group_id)
+        settings = json.loads((folder / "group.json").read_text(encoding="utf-8"))
+        dataset = load_dataset(
+            folder / "data.csv",
+            text_col=settings["text_col"],
+            label_col=settings["label_col"],
+            text_b_col=settings.get("text_b_col"),
+            limits=UPLOAD_LIMITS,
+        )
+        split = split_dataset(
+            dataset, test_size=settings["test_size"], dev_size=settings["dev_size"], seed=settings["split_seed"]
+        )
+        spec = prompt_spec(dataset, settings["templates"], settings["verbalizer"])
+        ctx = GroupContext(dataset, split, spec, settings)
+        with self._lock:
+            self._contexts[group_id] = ctx
+        return ctx
+
+    def _job(self, run_id: str, config: dict):
+        def fn(progress, should_stop) -> dict:
+            ctx = self.context(config["group"])
+            backbone = self.pool.get(config["backbone"])
+            unit = Unit(config["method"], config["seed"], dict(config["options"]), config["k_shot"])
+            out_dir = self.group_dir(config["group"]) / run_id
+            result = run_unit(
+                backbone, ctx.split, ctx.spec, unit, out_dir=out_dir, progress=progress, should_stop=should_stop
+            )
+            if should_stop():
+                raise Cancelled()
+            for row in result["rows"]:
+                if row.get("artifact"):
+                    self.store.add_artifact(run_id, "prompt", row["artifact"])
+                if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
+                    self.store.add_artifact(run_id, "peft", row["peft_export"])
+            result["backbone"] = backbone.describe()
+            return result
+
+        return fn
+
+    def cancel(self, run_id: str) -> bool:
+        return self.jobs.cancel(run_id)
+
+    def resume(self, run_id: str) -> str:
+        """Start a stopped run again from its stored config, as a new run in the same group (history is kept)."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise KeyError(f"no run {run_id!r}")
+        if run["status"] not in RESUMABLE:
+            raise ValueError(f"run {run_id} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+        config = {**run["config"], "resumes": run_id}
+        new_id = self.store.create_run(
+            method=run["method"], label=run["label"], config=config, group_id=run["group_id"], seed=run["seed"]
+        )
+        self.jobs.submit(new_id, self._job(new_id, config))
+        return new_id
+
+    # -- views ----------------------------------------------------------------------------------------------
+
+    def groups(self) -> list[dict]:
+        return self.store.groups()
+
+    def runs(self, group_id: str | None = None) -> list[dict]:
+        """Run rows, newest first, with `superseded` (a newer run of the same method and seed exists in the group)."""
+        rows = self.store.list_runs(group_id=group_id)
+        seen: set[tuple] = set()
+        for row in rows:
+            key = (row["group_id"], row["method"], row["seed"])
+            row["superseded"] = key in seen
+            seen.add(key)
+            row["active"] = row["status"] in ACTIVE_STATUSES
+            row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
+        return rows
+
+    def metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """Long-format metric series (run, step, metric, value) for altair."""
+        frames = []
+        for rid in run_ids:
+            rows = self.store.metrics(rid)
+            if rows:
+                df = pd.DataFrame(rows)
+                df["run"] = rid
+                frames.append(df)
+        if not frames:
+            return pd.DataFrame(columns=["step", "t", "name", "value", "run"])
+        return pd.concat(frames, ignore_index=True)
+
+    def summary(self, group_id: str) -> dict | None:
+        """The group's results.json structure from its newest succeeded run per (method, seed); None if none yet."""
+        latest: dict[tuple, dict] = {}
+        for row in self.store.list_runs(group_id=group_id):
+            key = (row["method"], row["seed"])
+            if row["status"] == "succeeded" and key not in latest:
+                latest[key] = row
+        if not latest:
+            return None
+        signature = tuple(sorted(r["id"] for r in latest.values()))
+        with self._lock:
+            cached = self._summaries.get(group_id)
+        if cached and cached[0] == signature:
+            return cached[1]
+        order = {name: i for i, name in enumerate(method_order(REGISTRY))}
+        keys = sorted(latest, key=lambda k: (order.get(k[0], len(order)), k[1]))
+        units = [self.store.get_run(latest[k]["id"])["result"] for k in keys]
+        ctx = self.context(group_id)
+        dataset = {**ctx.dataset.summary(), "source": ctx.settings.get("source_name", "")}
+        summary = summarize(units, dataset=dataset, split=ctx.split, backbone=units[0].get("backbone", {}))
+        summary["group"] = group_id
+        summary["runs"] = {f"{m}/seed{s}": latest[(m, s)]["id"] for m, s in keys}
+        summary["templates"] = list(ctx.spec.templates)
+        summary["verbalizer"] = ctx.spec.verbalizer.to_dict()
+        (self.group_dir(group_id) / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        with self._lock:
+            self._summaries[group_id] = (signature, summary)
+        return summary
+
+    def artifacts(self, group_id: str) -> list[dict]:
+        """Files the group's runs produced: run id, method, seed, kind, path (existing files only)."""
+        out = []
+        for row in self.runs(group_id):
+            if row["status"] != "succeeded":
+                continue
+            for art in self.store.get_run(row["id"])["artifacts"]:
+                if Path(art["path"]).exists():
+                    out.append({"run": row["id"], "method": row["method"], "seed": row["seed"], **art})
+        return out
