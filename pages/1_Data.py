@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.data import DataError, detect_columns, split_dataset
-from pages.common import SAMPLES_DIR, app_state, dataset, digest, k_shot_problem, table
+from pages.common import SAMPLES_DIR, app_state, csv_uploader, dataset, digest, k_shot_problem, link, table
 
 state = app_state()
 st.title("Data")
@@ -26,14 +26,9 @@ source = st.radio(
 )
 raw, name = None, None
 if source == "Upload a CSV":
-    upload = st.file_uploader(
-        f"CSV file (up to {UPLOAD_LIMIT_MB} MB)",
-        type=["csv", "tsv", "txt"],
-        max_upload_size=UPLOAD_LIMIT_MB,
-        key="data-upload",
-    )
-    if upload is not None:
-        raw, name = upload.getvalue(), upload.name
+    uploaded = csv_uploader("CSV file", key="data-upload")
+    if uploaded is not None:
+        raw, name = uploaded
 elif samples:
     chosen = st.selectbox("Sample", samples, format_func=lambda p: p.name, key="data-sample")
     raw, name = chosen.read_bytes(), f"sample: {chosen.name}"
@@ -169,4 +164,4 @@ m4.metric("Test", f"{len(split.test):,}")
 st.success(
     f"Dataset ready: **{name}** — {len(ds.label_names)} labels ({', '.join(ds.label_names)}). Next: write prompts."
 )
-st.page_link("pages/2_Prompts.py", label="Go to Prompts", icon=":material/edit_note:")
+link("prompts", "Go to Prompts")

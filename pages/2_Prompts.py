@@ -6,15 +6,9 @@ from core.app.views import label_word_tokens, quick_zero_shot, slot_summary, tok
 from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
 from core.templates import Template, TemplateError, Verbalizer
-from pages.common import app_state, current_dataset, token_chips, workspace
+from pages.common import dataset_page, link, token_chips
 
-ws = workspace()
-state = app_state()
-st.title("Prompts")
-loaded = current_dataset()
-if loaded is None:
-    st.stop()
-ds, split = loaded
+ws, state, ds, split = dataset_page("Prompts")
 
 if state["prompts"] is None or set(state["prompts"]["verbalizer"]) != set(ds.label_names):
     state["prompts"] = {
@@ -116,4 +110,4 @@ if state.get("zero_shot") is not None:
     st.dataframe(
         state["zero_shot"], hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f")}
     )
-st.page_link("pages/3_Train.py", label="Next: Train", icon=":material/model_training:")
+link("train", "Next: Train")

@@ -6,28 +6,21 @@ from core.app.backbones import inspect_backbone
 from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
 from core.backbone import BackboneError
-from core.compare import default_templates
+from core.compare import default_templates, parse_seeds
 from core.data import DataError
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
 from pages.common import (
-    app_state,
-    current_dataset,
+    dataset_page,
     fmt_bytes,
     fmt_count,
     k_shot_problem,
+    link,
     method_label,
     option_form,
-    workspace,
 )
 
-ws = workspace()
-state = app_state()
-st.title("Train")
-loaded = current_dataset()
-if loaded is None:
-    st.stop()
-ds, split = loaded
+ws, state, ds, split = dataset_page("Train")
 prompts = state["prompts"] or {
     "templates": list(default_templates(ds)),
     "verbalizer": Verbalizer.default(ds.label_names).to_dict(),
@@ -122,12 +115,10 @@ settings["k_shot"] = k_shot
 
 errors = []
 try:
-    seeds = [int(s) for s in seeds_text.replace(" ", "").split(",") if s]
-    if not seeds or min(seeds) < 0:
-        raise ValueError
-except ValueError:
+    seeds = parse_seeds(seeds_text)
+except ValueError as err:
     seeds = []
-    errors.append("Seeds must be non-negative whole numbers separated by commas, e.g. 0, 1, 2.")
+    errors.append(f"Seeds: {err}")
 if k_shot is not None and (problem := k_shot_problem(split, k_shot, seeds[0] if seeds else 0)):
     errors.append(problem)
 if not methods:
@@ -166,4 +157,4 @@ if st.button(f"Launch {n_runs} runs", type="primary", disabled=bool(errors), key
     else:
         state["last_group"] = group
         st.success(f"Queued {n_runs} runs as comparison **{group}**. They keep running if you close this tab.")
-        st.page_link("pages/4_Runs.py", label="Watch them on Runs", icon=":material/monitoring:")
+        link("runs", "Watch them on Runs")

@@ -8,15 +8,17 @@ import altair as alt
 import streamlit as st
 
 from core.methods import REGISTRY
-from pages.common import STATUS_ICONS, fmt_seconds, pick_group, workspace
+from pages.common import STATUS_ICONS, fmt_seconds, group_page, workspace
 
 ws = workspace()
-st.title("Runs")
-group = pick_group(ws, key="runs-group")
-if group is None:
-    st.info("No runs yet: launch a comparison on the **Train** page.")
-    st.page_link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
+group = group_page(
+    "Runs",
+    key="runs-group",
+    need_success=False,
+    empty="No runs yet: launch a comparison on the **Train** page.",
+    go_to="train",
+    label="Go to Train",
+)
 show_old = st.toggle(
     "Show superseded attempts",
     value=False,
@@ -85,7 +87,7 @@ def live(group_id: str) -> None:
     )
     for run in reversed(runs):  # launch order: manual and baseline first
         run_card(run)
-    trained = {r["id"]: r["label"] for r in runs if getattr(REGISTRY.get(r["method"]), "trains", False)}
+    trained = {r["id"]: r["label"] for r in runs if r["method"] in REGISTRY and REGISTRY[r["method"]].trains}
     metrics = ws.metrics_frame(list(trained))
     metrics = metrics[metrics["value"].notna()]
     if not metrics.empty:

@@ -14,15 +14,17 @@ from core.app.views import (
     soft_prompt_readings,
 )
 from core.export import to_safe_csv
-from pages.common import fmt_count, fmt_seconds, pick_group, workspace
+from pages.common import fmt_count, fmt_seconds, group_page, link, workspace
 
 ws = workspace()
-st.title("Compare")
-group = pick_group(ws, key="compare-group", need_success=True)
-if group is None:
-    st.info("No finished runs yet: launch a comparison on **Train** and watch it on **Runs**.")
-    st.page_link("pages/4_Runs.py", label="Go to Runs", icon=":material/monitoring:")
-    st.stop()
+group = group_page(
+    "Compare",
+    key="compare-group",
+    need_success=True,
+    empty="No finished runs yet: launch a comparison on **Train** and watch it on **Runs**.",
+    go_to="runs",
+    label="Go to Runs",
+)
 summary = ws.summary(group)
 runs = ws.runs(group)
 active = sum(r["active"] for r in runs)
@@ -182,4 +184,4 @@ c2.download_button(
     mime="text/csv",
     key="dl-results-csv",
 )
-st.page_link("pages/6_Predict.py", label="Learned prompt files and predictions", icon=":material/download:")
+link("predict", "Learned prompt files and predictions")

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import artifacts
-from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
+from core.app.service import UPLOAD_LIMITS
 from core.app.views import zip_folder
 from core.artifacts import ArtifactError
 from core.backbone import BackboneError
@@ -14,7 +14,7 @@ from core.data import DataError, guess_text_column
 from core.export import to_safe_csv
 from core.predict import predict_frame
 from core.templates import TemplateError
-from pages.common import SAMPLES_DIR, digest, pick_group, table, workspace
+from pages.common import SAMPLES_DIR, csv_uploader, digest, pick_group, table, workspace
 
 ws = workspace()
 st.title("Predict & download")
@@ -75,13 +75,8 @@ source = st.radio(
 )
 raw = None
 if source == "Upload a CSV":
-    upload = st.file_uploader(
-        f"CSV with a text column (up to {UPLOAD_LIMIT_MB} MB)",
-        type=["csv", "tsv", "txt"],
-        max_upload_size=UPLOAD_LIMIT_MB,
-        key="predict-data",
-    )
-    raw = upload.getvalue() if upload is not None else None
+    uploaded = csv_uploader("CSV with a text column", key="predict-data")
+    raw = uploaded[0] if uploaded is not None else None
 else:
     raw = samples[0].read_bytes()
 

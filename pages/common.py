@@ -14,11 +14,20 @@ from typing import Any
 import streamlit as st
 
 from core.app.forms import OptionField, config_fields
-from core.app.service import UPLOAD_LIMITS, Workspace, ptune_home
+from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, Workspace, ptune_home
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
+PAGES_DIR = Path(__file__).resolve().parent
+SAMPLES_DIR = PAGES_DIR.parent / "data" / "samples"
+NAVIGATION = {  # name -> (file in pages/, title, icon): the one place a page's file name is written
+    "data": ("1_Data.py", "Data", ":material/table:"),
+    "prompts": ("2_Prompts.py", "Prompts", ":material/edit_note:"),
+    "train": ("3_Train.py", "Train", ":material/model_training:"),
+    "runs": ("4_Runs.py", "Runs", ":material/monitoring:"),
+    "compare": ("5_Compare.py", "Compare", ":material/balance:"),
+    "predict": ("6_Predict.py", "Predict & download", ":material/download:"),
+}
 STATUS_ICONS = {
     "queued": ":material/schedule:",
     "running": ":material/autorenew:",
@@ -37,6 +46,48 @@ def _workspace(home: str) -> Workspace:
 def workspace() -> Workspace:
     """The one Workspace of this process for $PTUNE_HOME (shared by every session and browser tab)."""
     return _workspace(str(ptune_home()))
+
+
+# ------------------------------------------------------------------------------------------------ navigation
+
+
+def page(name: str) -> st.Page:
+    """The page called `name` (see NAVIGATION); st.navigation and every link use these objects."""
+    file, title, icon = NAVIGATION[name]
+    return st.Page(PAGES_DIR / file, title=title, icon=icon, default=name == "data")
+
+
+def link(name: str, label: str) -> None:
+    """A link to another page, with that page's icon."""
+    st.page_link(page(name), label=label, icon=NAVIGATION[name][2])
+
+
+def dataset_page(title: str) -> tuple[Workspace, dict[str, Any], LabeledDataset, Split]:
+    """The preamble of a page that works on the chosen dataset; stops the page (with a link) when there is none."""
+    st.title(title)
+    loaded = current_dataset()
+    if loaded is None:
+        st.stop()
+    return workspace(), app_state(), *loaded
+
+
+def group_page(title: str, *, key: str, need_success: bool, empty: str, go_to: str, label: str) -> str:
+    """The preamble of a page about one comparison; stops the page (with a link) when there is none yet."""
+    st.title(title)
+    group = pick_group(workspace(), key=key, need_success=need_success)
+    if group is None:
+        st.info(empty)
+        link(go_to, label)
+        st.stop()
+    return group
+
+
+def csv_uploader(label: str, *, key: str) -> tuple[bytes, str] | None:
+    """(bytes, file name) of an uploaded CSV, within the upload limit, or None before one is chosen."""
+    upload = st.file_uploader(
+        f"{label} (up to {UPLOAD_LIMIT_MB} MB)", type=["csv", "tsv", "txt"], max_upload_size=UPLOAD_LIMIT_MB, key=key
+    )
+    return (upload.getvalue(), upload.name) if upload is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ session state
@@ -77,7 +128,7 @@ def current_dataset() -> tuple[LabeledDataset, Split] | None:
     data = app_state()["data"]
     if data is None:
         st.info("No dataset yet: upload a CSV or pick a sample on the **Data** page first.")
-        st.page_link(data_page(), label="Go to Data", icon=":material/table:")
+        link("data", "Go to Data")
         return None
     settings = app_state()["settings"]
     try:
@@ -89,10 +140,6 @@ def current_dataset() -> tuple[LabeledDataset, Split] | None:
         st.error(f"The dataset cannot be used as set up: {err}")
         return None
     return ds, split
-
-
-def data_page():
-    return "pages/1_Data.py"
 
 
 def k_shot_problem(split: Split, k: int | None, seed: int = 0) -> str | None:
