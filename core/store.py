@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import secrets
 import sqlite3
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Any
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -64,8 +65,26 @@ CREATE TABLE artifacts (
 CREATE INDEX artifacts_run ON artifacts(run_id);
 """
 
+# v2: every run has an owner (a login or a private workspace key; '' for the CLI and older runs), and a
+# comparison can be shared read-only through a random token.
+_SCHEMA_V2 = """
+ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX runs_owner ON runs(owner, group_id);
+CREATE TABLE shares (
+    token TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE share_access (
+    owner TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    PRIMARY KEY (owner, group_id)
+);
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-_MIGRATIONS = (_SCHEMA_V1,)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 
 # One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
 MetricRecord = tuple[int, float, Mapping[str, float]]
@@ -170,7 +189,14 @@ class RunStore:
     # -- writes ---------------------------------------------------------------------------------------------
 
     def create_run(
-        self, *, method: str, label: str, config: dict, group_id: str | None = None, seed: int | None = None
+        self,
+        *,
+        method: str,
+        label: str,
+        config: dict,
+        group_id: str | None = None,
+        seed: int | None = None,
+        owner: str = "",
     ) -> str:
         """Insert a queued run with its full config; returns its id (12 hex digits)."""
         run_id = uuid.uuid4().hex[:12]
@@ -178,8 +204,9 @@ class RunStore:
         now = time.time()
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO runs (id, created, updated, method, label, status, group_id, seed) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, now, now, method, label, "queued", group_id, seed),
+                "INSERT INTO runs (id, created, updated, method, label, status, group_id, seed, owner)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, now, now, method, label, "queued", group_id, seed, owner),
             )
             conn.execute("INSERT INTO configs (run_id, json) VALUES (?, ?)", (run_id, config_json))
         return run_id
@@ -281,9 +308,14 @@ class RunStore:
         run["result"] = json.loads(result[0]["json"]) if result else None
         return run
 
-    def list_runs(self, *, group_id: str | None = None, status: str | None = None, limit: int = 500) -> list[dict]:
+    def list_runs(
+        self, *, group_id: str | None = None, status: str | None = None, owner: str | None = None, limit: int = 500
+    ) -> list[dict]:
         """Run rows (no config/result, cheap enough to poll), newest first, optionally filtered."""
         where, params = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         if group_id is not None:
             where.append("group_id = ?")
             params.append(group_id)
@@ -293,20 +325,73 @@ class RunStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return self._query(f"SELECT * FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ?", (*params, limit))
 
+    def group_owner(self, group_id: str) -> str | None:
+        """Who made the group (None: no such group)."""
+        rows = self._query("SELECT owner FROM runs WHERE group_id = ? LIMIT 1", (group_id,))
+        return rows[0]["owner"] if rows else None
+
+    def share(self, group_id: str, owner: str) -> str:
+        """A read-only share token for the group (the same one each time it is asked for)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT token FROM shares WHERE group_id = ? AND owner = ?", (group_id, owner)
+            ).fetchone()
+            if row is not None:
+                return row["token"]
+            token = secrets.token_urlsafe(18)
+            conn.execute(
+                "INSERT INTO shares (token, group_id, owner, created) VALUES (?,?,?,?)",
+                (token, group_id, owner, time.time()),
+            )
+        return token
+
+    def accept_share(self, token: str, owner: str) -> str | None:
+        """Give `owner` read access to the group behind `token`; its group id, or None for an unknown token."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT group_id FROM shares WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT OR IGNORE INTO share_access (owner, group_id) VALUES (?, ?)", (owner, row["group_id"])
+            )
+        return row["group_id"]
+
+    def can_read(self, group_id: str, owner: str) -> bool:
+        """The owner made the group, or it was shared with them."""
+        rows = self._query(
+            "SELECT 1 FROM runs WHERE group_id = ? AND owner = ? UNION SELECT 1 FROM share_access"
+            " WHERE group_id = ? AND owner = ? LIMIT 1",
+            (group_id, owner, group_id, owner),
+        )
+        return bool(rows)
+
     def metrics(self, run_id: str) -> list[dict]:
         """The run's metric time series as [{step, t, name, value}] in step order (long format for altair)."""
         return self._query("SELECT step, t, name, value FROM metrics WHERE run_id = ? ORDER BY step, rowid", (run_id,))
 
-    def groups(self) -> list[dict]:
-        """Comparison groups, newest first: group_id, created (first run), n_runs, statuses {status: count}."""
+    def groups(self, *, owner: str | None = None) -> list[dict]:
+        """Comparison groups, newest first: group_id, owner, created (first run), n_runs, statuses {status: count}.
+
+        With `owner`: the groups that owner made, then the ones shared with them (`shared` is true for those)."""
+        mine = (
+            ""
+            if owner is None
+            else " AND (owner = ? OR group_id IN (SELECT group_id FROM share_access WHERE owner = ?))"
+        )
+        params = () if owner is None else (owner, owner)
         with self._lock:
             groups = self._query(
-                "SELECT group_id, MIN(created) AS created, COUNT(*) AS n_runs FROM runs"
-                " WHERE group_id IS NOT NULL GROUP BY group_id ORDER BY created DESC"
+                "SELECT group_id, MIN(owner) AS owner, MIN(created) AS created, COUNT(*) AS n_runs FROM runs"
+                f" WHERE group_id IS NOT NULL{mine} GROUP BY group_id ORDER BY created DESC",
+                params,
             )
             counts = self._query(
-                "SELECT group_id, status, COUNT(*) AS n FROM runs WHERE group_id IS NOT NULL GROUP BY group_id, status"
+                f"SELECT group_id, status, COUNT(*) AS n FROM runs WHERE group_id IS NOT NULL{mine}"
+                " GROUP BY group_id, status",
+                params,
             )
+        for group in groups:
+            group["shared"] = owner is not None and group["owner"] != owner
         by_group: dict[str, dict[str, int]] = {}
         for row in counts:
             by_group.setdefault(row["group_id"], {})[row["status"]] = row["n"]

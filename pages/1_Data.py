@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.data import DataError, detect_columns, split_dataset
-from pages.common import SAMPLES_DIR, app_state, csv_uploader, dataset, digest, k_shot_problem, link, table
+from pages.common import SAMPLES_DIR, app_state, csv_uploader, dataset, digest, k_shot_problem, link, plain, table
 
 state = app_state()
 st.title("Data")
@@ -37,7 +37,7 @@ else:
 
 if raw is None and state["data"] is not None:
     raw, name = state["data"]["bytes"], state["data"]["name"]
-    st.caption(f"Using the dataset loaded before: **{name}**")
+    st.caption(f"Using the dataset loaded before: **{plain(name)}**")
 if raw is None:
     st.info("Upload a CSV above, or choose **Bundled sample** to try PTune Studio on movie reviews.")
     st.stop()
@@ -46,7 +46,7 @@ key = digest(raw)
 try:
     df = table(key, raw)
 except DataError as err:
-    st.error(f"**{name}** cannot be read: {err}")
+    st.error(f"**{plain(name)}** cannot be read: {plain(err)}")
     st.stop()
 
 previous = state["data"] if state["data"] and state["data"]["digest"] == key else None
@@ -59,7 +59,7 @@ try:
     guess_text, guess_label = detect_columns(df)
 except DataError as err:
     guess_text, guess_label = columns[0], columns[-1]
-    st.warning(f"Could not guess the columns: {err}")
+    st.warning(f"Could not guess the columns: {plain(err)}")
 if previous:
     guess_text, guess_label = previous["text_col"], previous["label_col"]
 c1, c2, c3 = st.columns(3)
@@ -78,7 +78,7 @@ text_b_col = None if text_b == "(none)" else text_b
 try:
     ds = dataset(key, raw, text_col, label_col, text_b_col)
 except DataError as err:
-    st.error(f"This column choice cannot be used: {err}")
+    st.error(f"This column choice cannot be used: {plain(err)}")
     st.stop()
 for warning in ds.warnings:
     st.warning(warning)
@@ -130,11 +130,11 @@ if use_k:
 try:
     split = split_dataset(ds, test_size=test_size, dev_size=dev_size, seed=int(split_seed))
 except DataError as err:
-    st.error(f"This split does not work: {err}")
+    st.error(f"This split does not work: {plain(err)}")
     st.stop()
 problem = k_shot_problem(split, k_shot)
 if problem:
-    st.error(f"This K does not work: {problem}")
+    st.error(f"This K does not work: {plain(problem)}")
     st.stop()
 
 settings.update(test_size=test_size, dev_size=dev_size, split_seed=int(split_seed), k_shot=k_shot)

@@ -6,7 +6,7 @@ from core.app.views import label_word_tokens, quick_zero_shot, slot_summary, tok
 from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
 from core.templates import Template, TemplateError, Verbalizer
-from pages.common import dataset_page, link, token_chips
+from pages.common import dataset_page, link, plain, token_chips
 
 ws, state, ds, split = dataset_page("Prompts")
 
@@ -47,7 +47,7 @@ for i, label in enumerate(ds.label_names):
 try:
     spec = prompt_spec(ds, templates, verbalizer)
 except TemplateError as err:
-    st.error(f"These prompts cannot be used yet: {err}")
+    st.error(f"These prompts cannot be used yet: {plain(err)}")
     st.stop()
 if spec.templates != tuple(prompts["templates"]) or verbalizer != prompts["verbalizer"]:
     state["zero_shot"] = None
@@ -75,13 +75,13 @@ spec_name = state["backbone"]
 try:
     tokenizer_view = ws.pool.tokenizer_only(spec_name)
 except BackboneError as err:
-    st.info(f"Token view unavailable: {err}")
+    st.info(f"Token view unavailable: {plain(err)}")
 else:
     try:
         tokens = token_preview(tokenizer_view, template, record)
         Template.parse(template).validate(ds.columns, tokenizer_view.kind)
     except TemplateError as err:
-        st.error(f"On backbone {tokenizer_view.name}: {err}")
+        st.error(f"On backbone {plain(tokenizer_view.name)}: {plain(err)}")
     else:
         st.caption(
             f"How **{tokenizer_view.name}** ({tokenizer_view.kind.value}) sees it: {len(tokens)} tokens "

@@ -18,6 +18,7 @@ from pages.common import (
     link,
     method_label,
     option_form,
+    plain,
 )
 
 ws, state, ds, split = dataset_page("Train")
@@ -153,7 +154,7 @@ if st.button(f"Launch {n_runs} runs", type="primary", disabled=bool(errors), key
     try:
         group = ws.launch(request)
     except (DataError, TemplateError, BackboneError, ValueError) as err:
-        st.error(f"Not launched: {err}")
+        st.error(f"Not launched: {plain(err)}")
     else:
         state["last_group"] = group
         st.success(f"Queued {n_runs} runs as comparison **{group}**. They keep running if you close this tab.")

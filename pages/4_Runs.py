@@ -26,6 +26,9 @@ show_old = st.toggle(
     help="Runs that were resumed as a newer run of the same method and seed.",
 )
 initially_active = any(r["active"] for r in ws.runs(group))
+mine = ws.is_owner(group)
+if not mine:
+    st.caption(":material/visibility: Shared with you, read-only.")
 
 
 def run_card(run: dict) -> None:
@@ -42,9 +45,9 @@ def run_card(run: dict) -> None:
         else:
             c2.progress(0.0, text="waiting for a worker" if run["status"] == "queued" else "no progress recorded")
         # Callbacks run before the (fragment) rerun that the click starts, so the cards already show the change.
-        if run["active"]:
+        if run["active"] and mine:
             c3.button("Cancel", key=f"cancel-{run['id']}", on_click=ws.cancel, args=(run["id"],))
-        if run["resumable"]:
+        if run["resumable"] and mine:
             c3.button(
                 "Resume",
                 key=f"resume-{run['id']}",
@@ -55,7 +58,7 @@ def run_card(run: dict) -> None:
             )
         if run["status"] == "failed" and run["error"]:
             st.error(run["error"])
-            trace = (ws.store.get_run(run["id"])["result"] or {}).get("traceback")
+            trace = (ws.run(run["id"])["result"] or {}).get("traceback")
             if trace:
                 with st.expander("Technical details (for a bug report)"):
                     st.code(trace, language=None)

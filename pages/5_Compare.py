@@ -14,7 +14,7 @@ from core.app.views import (
     soft_prompt_readings,
 )
 from core.export import to_safe_csv
-from pages.common import fmt_count, fmt_seconds, group_page, link, workspace
+from pages.common import fmt_count, fmt_seconds, group_page, link, plain, share_link, workspace
 
 ws = workspace()
 group = group_page(
@@ -36,11 +36,15 @@ if active:
 data, backbone = summary["dataset"], summary["backbone"]
 split = data["split"]
 st.caption(
-    f"**{data.get('source', '')}** · {data['rows']:,} rows, labels {', '.join(data['labels'])} · "
+    f"**{plain(data.get('source', ''))}** · {data['rows']:,} rows, labels {plain(', '.join(data['labels']))} · "
     f"test {split['test']:,} rows (split seed {split['seed']}) · "
     f"{'K=' + str(data['k_shot']) + ' per label' if data['k_shot'] else 'all training rows'} · "
-    f"seeds {', '.join(map(str, data['seeds']))} · backbone {backbone.get('name', '?')}"
+    f"seeds {', '.join(map(str, data['seeds']))} · backbone {plain(backbone.get('name', '?'))}"
 )
+if ws.is_owner(group):
+    with st.popover("Share read-only", icon=":material/share:"):
+        st.caption("Whoever opens this link sees this comparison (results, runs, files) but cannot change it.")
+        st.code(share_link(ws, group), language=None)
 
 table = comparison_table(summary)
 best = table.loc[table["accuracy"].idxmax()]
@@ -140,7 +144,7 @@ if readings:
             "Soft prompts usually sit far from every word, so this is a reading, not their meaning."
         )
         for name, lines in readings.items():
-            st.markdown(f"**{name}**")
+            st.markdown(f"**{plain(name)}**")
             st.code("\n".join(lines[:64]), language=None)
 
 st.subheader("Where the prompts disagree")

@@ -14,7 +14,7 @@ from core.data import DataError, guess_text_column
 from core.export import to_safe_csv
 from core.predict import predict_frame
 from core.templates import TemplateError
-from pages.common import SAMPLES_DIR, csv_uploader, digest, pick_group, table, workspace
+from pages.common import SAMPLES_DIR, app_state, csv_uploader, digest, pick_group, plain, table, workspace
 
 ws = workspace()
 st.title("Predict & download")
@@ -52,7 +52,7 @@ else:
                 key=f"dl-art-{i}",
                 on_click="ignore",
             )
-    results = ws.group_dir(group) / "results.json"
+    results = ws.results_path(group)
     if ws.summary(group) is not None and results.exists():
         st.download_button(
             "results.json",
@@ -99,8 +99,8 @@ if prompt_file is not None:
             path.unlink(missing_ok=True)
 if learned is not None:
     st.success(
-        f"Prompt: **{learned.display_name or learned.method}** ({learned.method}) for labels "
-        f"{', '.join(learned.label_names)}, learned on {learned.backbone.get('name')}"
+        f"Prompt: **{plain(learned.display_name or learned.method)}** ({plain(learned.method)}) for labels "
+        f"{plain(', '.join(learned.label_names))}, learned on {plain(learned.backbone.get('name'))}"
     )
     if learned.template:
         st.code(learned.template, language=None)
@@ -110,21 +110,34 @@ if raw is not None:
     try:
         df = table(digest(raw), raw)
     except DataError as err:
-        st.error(f"This CSV cannot be read: {err}")
+        st.error(f"This CSV cannot be read: {plain(err)}")
 if df is not None:
     columns = [str(c) for c in df.columns]
     text_col = st.selectbox("Text column", columns, index=columns.index(guess_text_column(df)), key="predict-col")
     st.caption(f"{len(df):,} rows (limit {UPLOAD_LIMITS.max_rows:,})")
 
+# The backbone is the one this person chose (Train page) or one already loaded: never one a prompt file names.
+loaded = {b["spec"]: b["fingerprint"] for b in ws.pool.loaded()}
+choices = list(dict.fromkeys([app_state()["backbone"], *loaded]))
+wanted = learned.backbone.get("fingerprint") if learned is not None else None
+matching = [i for i, s in enumerate(choices) if wanted and loaded.get(s) == wanted]
+spec = st.selectbox(
+    "Backbone",
+    choices,
+    index=matching[0] if matching else 0,
+    format_func=lambda s: "SmolLM2-135M (embedded default)" if s == "default" else s,
+    key=f"predict-backbone-{wanted}",  # a new prompt file picks its own default
+    help="The prompt file must have been learned on this backbone (checked by its fingerprint). Choose another "
+    "backbone on the Train page.",
+)
 if st.button("Predict", type="primary", disabled=learned is None or df is None, key="predict"):
-    spec = learned.backbone.get("spec") or "default"
-    with st.spinner(f"Loading {learned.backbone.get('name')} and predicting {len(df):,} rows…"):
+    with st.spinner(f"Loading the backbone and predicting {len(df):,} rows…"):
         try:
             backbone = ws.pool.get(spec)
             st.session_state["predictions"] = predict_frame(backbone, learned, df, text_col=text_col)
         except (ArtifactError, BackboneError, DataError, TemplateError) as err:
             st.session_state["predictions"] = None
-            st.error(f"Could not predict: {err}")
+            st.error(f"Could not predict: {plain(err)}")
 preds = st.session_state.get("predictions")
 if preds is not None:
     st.subheader("Predictions")

@@ -8,15 +8,17 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.app.forms import OptionField, config_fields
-from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, Workspace, ptune_home
+from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, NotYours, UserWorkspace, Workspace, ptune_home
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
+from pages.gate import admit
 
 PAGES_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PAGES_DIR.parent / "data" / "samples"
@@ -43,9 +45,25 @@ def _workspace(home: str) -> Workspace:
     return Workspace(home)
 
 
-def workspace() -> Workspace:
+def server_workspace() -> Workspace:
     """The one Workspace of this process for $PTUNE_HOME (shared by every session and browser tab)."""
     return _workspace(str(ptune_home()))
+
+
+def workspace() -> UserWorkspace:
+    """The workspace as this session's person sees it (only their comparisons, plus ones shared with them)."""
+    return server_workspace().user(admit())
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>$:~|#])")
+_LIST_START = re.compile(r"^(\s*)([-+]|\d+[.)])(\s)")
+
+
+def plain(value: object) -> str:
+    """User text (file names, labels, messages quoting data) for a Markdown element, shown as typed: Markdown,
+    LaTeX ($) and icon-shortcode (:) characters escaped, and a leading list marker too."""
+    text = _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+    return _LIST_START.sub(r"\1\\\2\3", text)
 
 
 # ------------------------------------------------------------------------------------------------ navigation
@@ -62,7 +80,7 @@ def link(name: str, label: str) -> None:
     st.page_link(page(name), label=label, icon=NAVIGATION[name][2])
 
 
-def dataset_page(title: str) -> tuple[Workspace, dict[str, Any], LabeledDataset, Split]:
+def dataset_page(title: str) -> tuple[UserWorkspace, dict[str, Any], LabeledDataset, Split]:
     """The preamble of a page that works on the chosen dataset; stops the page (with a link) when there is none."""
     st.title(title)
     loaded = current_dataset()
@@ -137,7 +155,7 @@ def current_dataset() -> tuple[LabeledDataset, Split] | None:
             ds, test_size=settings["test_size"], dev_size=settings["dev_size"], seed=settings["split_seed"]
         )
     except DataError as err:
-        st.error(f"The dataset cannot be used as set up: {err}")
+        st.error(f"The dataset cannot be used as set up: {plain(err)}")
         return None
     return ds, split
 
@@ -265,7 +283,7 @@ def group_label(group: dict) -> str:
     return f"{group['group_id']} · {group['n_runs']} runs ({counts})"
 
 
-def pick_group(ws: Workspace, *, key: str, need_success: bool = False) -> str | None:
+def pick_group(ws: UserWorkspace, *, key: str, need_success: bool = False) -> str | None:
     """A selectbox of comparison groups, newest first, defaulting to the one launched last in this session."""
     groups = ws.groups()
     if need_success:
@@ -281,15 +299,44 @@ def pick_group(ws: Workspace, *, key: str, need_success: bool = False) -> str | 
     return chosen
 
 
-def sidebar_status(ws: Workspace) -> None:
-    """Product name, backbone status, and the install button with live progress."""
+def sidebar_status(ws: UserWorkspace) -> None:
+    """Product name, who is signed in, backbone status, and the install button with live progress."""
     st.sidebar.markdown("## :material/tune: PTune Studio")
     st.sidebar.caption("Compare manual, searched and learned prompts on your labeled CSV.")
     with st.sidebar:
+        _identity(ws)
         _install_panel(ws)
 
 
-def _install_panel(ws: Workspace) -> None:
+def _identity(ws: UserWorkspace) -> None:
+    if ws.owner.startswith("user:"):
+        st.caption(f":material/person: {ws.owner.removeprefix('user:')}")
+        st.button("Sign out", on_click=st.logout, key="sign-out")
+    else:
+        st.caption(":material/lock: Private workspace of this browser: only you see your comparisons.")
+
+
+def open_share_link(ws: UserWorkspace) -> None:
+    """A `?share=TOKEN` link adds that comparison to this person's list, read-only, and selects it."""
+    token = st.query_params.get("share")
+    if not token:
+        return
+    del st.query_params["share"]
+    try:
+        app_state()["last_group"] = ws.accept_share(token)
+    except NotYours as err:
+        st.error(str(err))
+        return
+    st.toast("A shared comparison was added to your list (read-only).", icon=":material/visibility:")
+
+
+def share_link(ws: UserWorkspace, group_id: str) -> str:
+    """The address that opens this comparison read-only for whoever has it."""
+    base = (st.context.url or "").split("?")[0]
+    return f"{base}?share={ws.share(group_id)}"
+
+
+def _install_panel(ws: UserWorkspace) -> None:
     snap = ws.installer.snapshot()
     from core.backbone import default_installed
 
@@ -300,7 +347,7 @@ def _install_panel(ws: Workspace) -> None:
     else:
         st.warning("Default backbone SmolLM2-135M: not installed", icon=":material/warning:")
         if snap["state"] == "failed":
-            st.error(f"Install failed: {snap['error']}")
+            st.error(f"Install failed: {plain(snap['error'])}")
         st.button(
             "Install the default backbone",
             key="install-default",
@@ -313,7 +360,7 @@ def _install_panel(ws: Workspace) -> None:
 
 
 @st.fragment(run_every=1.0)
-def _install_progress(ws: Workspace) -> None:
+def _install_progress(ws: UserWorkspace) -> None:
     snap = ws.installer.snapshot()
     with st.status(
         "Installing the default backbone…",

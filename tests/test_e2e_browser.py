@@ -330,6 +330,14 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
             other.page.close()
             page.reload()
             app.wait_all_done(len(methods))
+            # Another person (a separate browser profile, no shared cookies) sees none of it.
+            stranger = context.browser.new_context(viewport={"width": 1400, "height": 1000})
+            try:
+                outsider = Driver(stranger.new_page(), url)
+                outsider.page.goto(f"{url}/Runs")
+                outsider.see("No runs yet")
+            finally:
+                stranger.close()
 
             app.nav("Compare")
             app.see("Best test accuracy")

@@ -111,11 +111,18 @@ def test_config_accepts_strings_and_rejects_bad_values():
         PTuningConfig(max_steps=0)
 
 
-def test_tuned_backbone_is_stored_used_and_restored():
+def test_tuned_backbone_is_stored_used_and_never_changes_the_shared_one():
     backbone = learnable_backbone("gpt2")
     before = weights(backbone)
-    method, learned = fit(backbone, tune_backbone=True, max_steps=5, backbone_lr=1e-2)
-    assert same_weights(backbone, before)  # the shared backbone is put back
+    seen_during_training = []  # other sessions use the shared backbone while a run tunes its own copy
+
+    def watch(step, total, metrics):
+        seen_during_training.append(same_weights(backbone, before))
+
+    method = create("ptuning", spec_for(backbone), {"max_steps": 5, "tune_backbone": True, "backbone_lr": 1e-2})
+    learned = method.fit(backbone, TRAIN, DEV, progress=watch, should_stop=never_stop)
+    assert seen_during_training and all(seen_during_training)
+    assert same_weights(backbone, before)
     tuned = {k for k in learned.tensors if k.startswith("backbone.")}
     assert tuned and learned.trainable_params > backbone.num_parameters()
     frozen = method.module_for(backbone, learned)

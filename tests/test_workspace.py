@@ -14,7 +14,7 @@ import pytest
 from core import artifacts
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.forms import HIDDEN_OPTIONS, changed_options, config_fields, default_methods
-from core.app.service import ComparisonRequest, Workspace, ptune_home
+from core.app.service import ComparisonRequest, NotYours, Workspace, ptune_home
 from core.app.views import (
     comparison_table,
     confusion_frame,
@@ -29,6 +29,8 @@ from core.methods import REGISTRY, method_order
 from core.templates import TemplateError
 from tests.tiny_models import save_tiny, tiny_backbone
 
+ALICE = "user:alice@example.org"
+BOB = "user:bob@example.org"
 TIMEOUT = 120.0
 POSITIVE = ["a great movie", "really good fun", "the best film", "great acting and a fine script", "i love it"]
 NEGATIVE = ["a bad movie", "really awful and boring", "the worst film", "terrible acting", "i hate it"]
@@ -74,9 +76,9 @@ def request(model: Path, **changes) -> ComparisonRequest:
 
 
 def wait_all(ws: Workspace, group: str) -> list[dict]:
-    for run in ws.runs(group):
+    for run in ws.user(ALICE).runs(group):
         ws.jobs.wait(run["id"], TIMEOUT)
-    return ws.runs(group)
+    return ws.user(ALICE).runs(group)
 
 
 def test_home_follows_env(monkeypatch, tmp_path: Path) -> None:
@@ -100,7 +102,7 @@ def test_inspect_backbone_counts_parameters_without_loading(tiny_gpt2: Path, tmp
 
 
 def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Path) -> None:
-    group = ws.launch(request(tiny_gpt2))
+    group = ws.user(ALICE).launch(request(tiny_gpt2))
     runs = wait_all(ws, group)
     assert sorted((r["method"], r["seed"], r["status"]) for r in runs) == [
         ("baseline", 0, "succeeded"),
@@ -108,7 +110,7 @@ def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Pa
         ("manual", 0, "succeeded"),
         ("manual", 1, "succeeded"),
     ]
-    summary = ws.summary(group)
+    summary = ws.user(ALICE).summary(group)
     names = [m["name"] for m in summary["methods"]]
     assert names[0] == "Manual (best on dev)" and "Majority class" in names and len(names) == 4
     assert summary["dataset"]["seeds"] == [0, 1] and summary["dataset"]["k_shot"] == 4
@@ -120,23 +122,24 @@ def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Pa
     assert len(significance_table(summary)) == 3
     conf = confusion_frame(summary)
     assert conf.groupby("prompt")["count"].sum().eq(summary["methods"][0]["n_test"]).all()
-    diff = disagreements(summary, ws.context(group).split.test)
+    diff = disagreements(summary, ws.user(ALICE).context(group).split.test)
     assert {"text", "gold", "prompts right"} <= set(diff.columns)
-    files = ws.artifacts(group)
+    files = ws.user(ALICE).artifacts(group)
     assert files and all(Path(f["path"]).is_file() and Path(f["path"]).is_relative_to(ws.home) for f in files)
     assert (ws.group_dir(group) / "data.csv").read_bytes() == tiny_csv()
 
 
 def test_context_is_rebuilt_from_the_group_folder(tmp_path: Path, tiny_gpt2: Path) -> None:
     first = Workspace(tmp_path / "home")
-    group = first.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
+    group = first.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
     wait_all(first, group)
-    expected = first.summary(group)
+    expected = first.user(ALICE).summary(group)
+    labels = first.user(ALICE).context(group).split.test.labels
     first.close()
     second = Workspace(tmp_path / "home")  # a new process: nothing cached
     try:
-        assert second.summary(group)["methods"] == expected["methods"]
-        assert second.context(group).split.test.labels == first.context(group).split.test.labels
+        assert second.user(ALICE).summary(group)["methods"] == expected["methods"]
+        assert second.user(ALICE).context(group).split.test.labels == labels
     finally:
         second.close()
 
@@ -159,9 +162,9 @@ def test_context_is_rebuilt_from_the_group_folder(tmp_path: Path, tiny_gpt2: Pat
 )
 def test_launch_validates_before_queueing(ws: Workspace, tiny_gpt2: Path, changes, error, words) -> None:
     with pytest.raises(error) as info:
-        ws.launch(request(tiny_gpt2, **changes))
+        ws.user(ALICE).launch(request(tiny_gpt2, **changes))
     assert words in str(info.value) and "\n" not in str(info.value)
-    assert ws.groups() == [] and not (ws.home / "runs").exists()
+    assert ws.user(ALICE).groups() == [] and not (ws.home / "runs").exists()
 
 
 def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_gpt2: Path) -> None:
@@ -173,21 +176,24 @@ def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_
 
     ws = Workspace(tmp_path / "home", pool=BackbonePool(loader=slow_loader))
     try:
-        group = ws.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}, "baseline": {}}))
-        queued = next(r for r in ws.runs(group) if r["method"] == "baseline")
-        assert ws.cancel(queued["id"])
+        group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}, "baseline": {}}))
+        queued = next(r for r in ws.user(ALICE).runs(group) if r["method"] == "baseline")
+        assert ws.user(ALICE).cancel(queued["id"])
         gate.set()
         runs = {r["id"]: r for r in wait_all(ws, group)}
         assert runs[queued["id"]]["status"] == "cancelled" and runs[queued["id"]]["resumable"]
-        assert [m["method"] for m in ws.summary(group)["methods"]] == ["manual", "manual", "manual"]
-        new_id = ws.resume(queued["id"])
+        assert [m["method"] for m in ws.user(ALICE).summary(group)["methods"]] == ["manual", "manual", "manual"]
+        new_id = ws.user(ALICE).resume(queued["id"])
         assert ws.jobs.wait(new_id, TIMEOUT) == "succeeded"
-        runs = {r["id"]: r for r in ws.runs(group)}
+        runs = {r["id"]: r for r in ws.user(ALICE).runs(group)}
         assert runs[queued["id"]]["superseded"] and not runs[queued["id"]]["resumable"]
         assert ws.store.get_run(new_id)["config"]["resumes"] == queued["id"]
-        assert "baseline" in [m["method"] for m in ws.summary(group)["methods"]]
+        assert "baseline" in [m["method"] for m in ws.user(ALICE).summary(group)["methods"]]
         with pytest.raises(ValueError, match="succeeded"):
-            ws.resume(new_id)
+            ws.user(ALICE).resume(new_id)
+        with pytest.raises(ValueError, match="already resumed"):  # a second click, or a second tab
+            ws.user(ALICE).resume(queued["id"])
+        assert len(ws.user(ALICE).runs(group)) == 3
     finally:
         gate.set()
         ws.close()
@@ -196,13 +202,13 @@ def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_
 def test_runs_left_active_by_a_dead_process_show_as_interrupted(tmp_path: Path, tiny_gpt2: Path) -> None:
     gate = threading.Event()
     ws = Workspace(tmp_path / "home", pool=BackbonePool(loader=lambda spec, progress=None: gate.wait(TIMEOUT)))
-    group = ws.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
+    group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
     # The "process" dies: its store stays as it was (queued/running) and a new workspace opens the same home.
     restarted = Workspace(tmp_path / "home")
     try:
-        (run,) = restarted.runs(group)
+        (run,) = restarted.user(ALICE).runs(group)
         assert run["status"] == "interrupted" and run["resumable"]
-        new_id = restarted.resume(run["id"])
+        new_id = restarted.user(ALICE).resume(run["id"])
         assert restarted.jobs.wait(new_id, TIMEOUT) == "succeeded"
     finally:
         gate.set()
@@ -220,19 +226,19 @@ def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspa
     if not trained:
         pytest.skip("no registered method takes a checkpoint_dir yet")
     name = trained[0]
-    group = ws.launch(request(tiny_gpt2, seeds=[3], methods={name: {}}, max_steps=2))
+    group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[3], methods={name: {}}, max_steps=2))
     (run,) = wait_all(ws, group)
     config = ws.store.get_run(run["id"])["config"]
     assert config["options"]["checkpoint_dir"].endswith(f"checkpoints/{name}-seed3")
     assert config["options"]["max_steps"] == 2
     assert run["status"] == "succeeded", run["error"]
     rows = ws.store.get_run(run["id"])["result"]["rows"]
-    kinds = {a["kind"]: a["path"] for a in ws.artifacts(group)}
+    kinds = {a["kind"]: a["path"] for a in ws.user(ALICE).artifacts(group)}
     assert Path(kinds["prompt"]).suffix == ".safetensors"
     if any(r.get("peft_export") for r in rows):  # where PEFT can express the method, its folder is offered too
         assert Path(kinds["peft"]).is_dir()
     learned = artifacts.load(kinds["prompt"])
-    readings = soft_prompt_readings(ws.summary(group))
+    readings = soft_prompt_readings(ws.user(ALICE).summary(group))
     if learned.state.get("nearest_tokens"):  # the method's nearest-vocabulary reading of its soft tokens
         (lines,) = readings.values()
         assert len(lines) == len(learned.state["nearest_tokens"]) and lines[0].startswith("[P0] ")
@@ -360,8 +366,40 @@ def test_a_failing_method_fails_its_run_only(ws: Workspace, tiny_gpt2: Path, mon
         raise RuntimeError("the method broke")
 
     monkeypatch.setattr(MajorityBaseline, "fit", boom)
-    group = ws.launch(request(tiny_gpt2, seeds=[0]))
+    group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0]))
     runs = {r["method"]: r for r in wait_all(ws, group)}
     assert runs["baseline"]["status"] == "failed" and runs["baseline"]["error"] == "RuntimeError: the method broke"
     assert runs["manual"]["status"] == "succeeded" and runs["baseline"]["resumable"]
-    assert [m["method"] for m in ws.summary(group)["methods"]][0] == "manual"
+    assert [m["method"] for m in ws.user(ALICE).summary(group)["methods"]][0] == "manual"
+
+
+def test_two_people_see_only_their_own_work_unless_shared(ws: Workspace, tiny_gpt2: Path) -> None:
+    alice, bob = ws.user(ALICE), ws.user(BOB)
+    group = alice.launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
+    (run,) = wait_all(ws, group)
+    assert [g["group_id"] for g in alice.groups()] == [group] and bob.groups() == []
+    for look in (bob.runs, bob.summary, bob.artifacts, bob.context, bob.share, bob.results_path):
+        with pytest.raises(NotYours, match="not|no comparison"):
+            look(group)
+    for act in (bob.cancel, bob.resume, bob.run):
+        with pytest.raises(NotYours, match="no run"):
+            act(run["id"])
+    with pytest.raises(NotYours):
+        bob.metrics_frame([run["id"]])
+    with pytest.raises(NotYours) as unknown:  # the same answer for a group that does not exist at all
+        bob.summary("20990101-000000-abcd")
+    assert "no comparison" in str(unknown.value)
+
+    token = alice.share(group)
+    assert alice.share(group) == token and len(token) >= 20
+    with pytest.raises(NotYours, match="share link"):
+        bob.accept_share("not-a-token")
+    assert bob.accept_share(token) == group
+    (shared,) = bob.groups()
+    assert shared["group_id"] == group and shared["shared"] and not alice.groups()[0]["shared"]
+    assert bob.summary(group)["methods"] == alice.summary(group)["methods"]
+    assert not bob.is_owner(group) and alice.is_owner(group)
+    with pytest.raises(NotYours):  # read-only: sharing does not let Bob stop or restart Alice's runs
+        bob.resume(run["id"])
+    with pytest.raises(NotYours):
+        bob.share(group)

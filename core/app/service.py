@@ -134,14 +134,18 @@ class Workspace:
                 raise ValueError(f"{cls.label}: {one_line(err)}") from None
         return GroupContext(dataset, split, spec, req.settings())
 
-    def launch(self, req: ComparisonRequest) -> str:
+    def user(self, owner: str) -> UserWorkspace:
+        """The workspace as one person sees it: every call checked against `owner` (see core/app/access.py)."""
+        return UserWorkspace(self, owner)
+
+    def _launch(self, req: ComparisonRequest, owner: str) -> str:
         """Validate, save the dataset and settings into a new group folder, create and queue one run per unit."""
         ctx = self.validate(req)
         group_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
         folder = self.group_dir(group_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "data.csv").write_bytes(req.data)
-        settings = {**ctx.settings, "backbone": normalize_spec(req.backbone), "created": time.time()}
+        settings = {**ctx.settings, "backbone": normalize_spec(req.backbone), "created": time.time(), "owner": owner}
         (folder / "group.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         ctx.settings = settings
         with self._lock:
@@ -160,12 +164,17 @@ class Workspace:
                     "backbone": settings["backbone"],
                 }
                 run_id = self.store.create_run(
-                    method=name, label=f"{cls.label} · seed {seed}", config=config, group_id=group_id, seed=seed
+                    method=name,
+                    label=f"{cls.label} · seed {seed}",
+                    config=config,
+                    group_id=group_id,
+                    seed=seed,
+                    owner=owner,
                 )
                 self.jobs.submit(run_id, self._job(run_id, config))
         return group_id
 
-    def context(self, group_id: str) -> GroupContext:
+    def _context(self, group_id: str) -> GroupContext:
         """The group's dataset, split and prompt spec, rebuilt from its folder once per process."""
         with self._lock:
             if group_id in self._contexts:
@@ -190,7 +199,7 @@ class Workspace:
 
     def _job(self, run_id: str, config: dict):
         def fn(progress, should_stop) -> dict:
-            ctx = self.context(config["group"])
+            ctx = self._context(config["group"])
             backbone = self.pool.get(config["backbone"])
             unit = Unit(config["method"], config["seed"], dict(config["options"]), config["k_shot"])
             out_dir = self.group_dir(config["group"]) / run_id
@@ -209,29 +218,34 @@ class Workspace:
 
         return fn
 
-    def cancel(self, run_id: str) -> bool:
-        return self.jobs.cancel(run_id)
+    def _resume(self, run: dict) -> str:
+        """Start a stopped run again from its stored config, as a new run in the same group (history is kept).
 
-    def resume(self, run_id: str) -> str:
-        """Start a stopped run again from its stored config, as a new run in the same group (history is kept)."""
-        run = self.store.get_run(run_id)
-        if run is None:
-            raise KeyError(f"no run {run_id!r}")
-        if run["status"] not in RESUMABLE:
-            raise ValueError(f"run {run_id} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
-        config = {**run["config"], "resumes": run_id}
-        new_id = self.store.create_run(
-            method=run["method"], label=run["label"], config=config, group_id=run["group_id"], seed=run["seed"]
-        )
+        Once only: under the lock, a run that already has a newer attempt of the same method and seed is refused,
+        so two clicks (or two tabs) cannot start it twice."""
+        with self._lock:
+            newer = next((r for r in self._runs(run["group_id"]) if r["id"] == run["id"] and r["superseded"]), None)
+            if newer is not None:
+                raise ValueError(f"run {run['id']} was already resumed; see its newer attempt")
+            if run["status"] not in RESUMABLE:
+                raise ValueError(
+                    f"run {run['id']} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed"
+                )
+            config = {**run["config"], "resumes": run["id"]}
+            new_id = self.store.create_run(
+                method=run["method"],
+                label=run["label"],
+                config=config,
+                group_id=run["group_id"],
+                seed=run["seed"],
+                owner=run["owner"],
+            )
         self.jobs.submit(new_id, self._job(new_id, config))
         return new_id
 
     # -- views ----------------------------------------------------------------------------------------------
 
-    def groups(self) -> list[dict]:
-        return self.store.groups()
-
-    def runs(self, group_id: str | None = None) -> list[dict]:
+    def _runs(self, group_id: str) -> list[dict]:
         """Run rows, newest first, with `superseded` (a newer run of the same method and seed exists in the group)."""
         rows = self.store.list_runs(group_id=group_id)
         seen: set[tuple] = set()
@@ -243,7 +257,7 @@ class Workspace:
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
         return rows
 
-    def metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
+    def _metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """Long-format metric series (run, step, metric, value) for altair."""
         frames = []
         for rid in run_ids:
@@ -256,7 +270,7 @@ class Workspace:
             return pd.DataFrame(columns=["step", "t", "name", "value", "run"])
         return pd.concat(frames, ignore_index=True)
 
-    def summary(self, group_id: str) -> dict | None:
+    def _summary(self, group_id: str) -> dict | None:
         """The group's results.json structure from its newest succeeded run per (method, seed); None if none yet."""
         latest: dict[tuple, dict] = {}
         for row in self.store.list_runs(group_id=group_id):
@@ -273,7 +287,7 @@ class Workspace:
         order = {name: i for i, name in enumerate(method_order(REGISTRY))}
         keys = sorted(latest, key=lambda k: (order.get(k[0], len(order)), k[1]))
         units = [self.store.get_run(latest[k]["id"])["result"] for k in keys]
-        ctx = self.context(group_id)
+        ctx = self._context(group_id)
         dataset = {**ctx.dataset.summary(), "source": ctx.settings.get("source_name", "")}
         summary = summarize(units, dataset=dataset, split=ctx.split, backbone=units[0].get("backbone", {}))
         summary["group"] = group_id
@@ -285,13 +299,100 @@ class Workspace:
             self._summaries[group_id] = (signature, summary)
         return summary
 
-    def artifacts(self, group_id: str) -> list[dict]:
+    def _artifacts(self, group_id: str) -> list[dict]:
         """Files the group's runs produced: run id, method, seed, kind, path (existing files only)."""
         out = []
-        for row in self.runs(group_id):
+        for row in self._runs(group_id):
             if row["status"] != "succeeded":
                 continue
             for art in self.store.get_run(row["id"])["artifacts"]:
                 if Path(art["path"]).exists():
                     out.append({"run": row["id"], "method": row["method"], "seed": row["seed"], **art})
         return out
+
+
+class NotYours(LookupError):
+    """A comparison or run that does not exist for this person (the same answer whether or not it exists)."""
+
+
+class UserWorkspace:
+    """One person's view of the process-wide `Workspace`: they see, cancel, resume and download only their own
+    comparisons, plus read-only the ones shared with them. Pages get only this object, so no page can forget a
+    check; the shared parts (backbone pool, installer) are passed through."""
+
+    def __init__(self, workspace: Workspace, owner: str):
+        if not owner:
+            raise ValueError("a workspace view needs an owner")
+        self._ws, self.owner = workspace, owner
+        self.pool, self.installer, self.home = workspace.pool, workspace.installer, workspace.home
+
+    # -- own work ---------------------------------------------------------------------------------------------
+
+    def launch(self, req: ComparisonRequest) -> str:
+        return self._ws._launch(req, self.owner)
+
+    def cancel(self, run_id: str) -> bool:
+        self._own_run(run_id)
+        return self._ws.jobs.cancel(run_id)
+
+    def resume(self, run_id: str) -> str:
+        return self._ws._resume(self._own_run(run_id))
+
+    def share(self, group_id: str) -> str:
+        """A token that lets anyone who has it read this comparison (not cancel, resume or change it)."""
+        if self._ws.store.group_owner(group_id) != self.owner:
+            raise NotYours(f"no comparison {group_id!r} in your workspace")
+        return self._ws.store.share(group_id, self.owner)
+
+    def accept_share(self, token: str) -> str:
+        """Add a comparison shared with a token to this person's list (read-only); its group id."""
+        group_id = self._ws.store.accept_share(str(token), self.owner)
+        if group_id is None:
+            raise NotYours("this share link is not valid; ask for a new one")
+        return group_id
+
+    # -- what they may read -----------------------------------------------------------------------------------
+
+    def groups(self) -> list[dict]:
+        return self._ws.store.groups(owner=self.owner)
+
+    def runs(self, group_id: str) -> list[dict]:
+        return self._ws._runs(self._readable(group_id))
+
+    def run(self, run_id: str) -> dict:
+        """One run with its config, result and artifacts."""
+        run = self._ws.store.get_run(run_id)
+        if run is None or not self._ws.store.can_read(run["group_id"] or "", self.owner):
+            raise NotYours(f"no run {run_id!r} in your workspace")
+        return run
+
+    def metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        for run_id in run_ids:
+            self.run(run_id)
+        return self._ws._metrics_frame(run_ids)
+
+    def summary(self, group_id: str) -> dict | None:
+        return self._ws._summary(self._readable(group_id))
+
+    def context(self, group_id: str) -> GroupContext:
+        return self._ws._context(self._readable(group_id))
+
+    def artifacts(self, group_id: str) -> list[dict]:
+        return self._ws._artifacts(self._readable(group_id))
+
+    def results_path(self, group_id: str) -> Path:
+        return self._ws.group_dir(self._readable(group_id)) / "results.json"
+
+    def is_owner(self, group_id: str) -> bool:
+        return self._ws.store.group_owner(group_id) == self.owner
+
+    def _readable(self, group_id: str) -> str:
+        if not self._ws.store.can_read(group_id, self.owner):
+            raise NotYours(f"no comparison {group_id!r} in your workspace")
+        return group_id
+
+    def _own_run(self, run_id: str) -> dict:
+        run = self._ws.store.get_run(run_id)
+        if run is None or run["owner"] != self.owner:
+            raise NotYours(f"no run {run_id!r} in your workspace")
+        return run

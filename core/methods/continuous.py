@@ -8,10 +8,12 @@ tuning or freezing the backbone, the `LearnedPrompt` and scoring it later — li
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -113,27 +115,19 @@ class SoftTokens(PromptModule):
             return nearest_tokens(backbone, self.vectors())
 
 
-@contextlib.contextmanager
-def swapped_weights(backbone: Backbone, tuned: Mapping[str, torch.Tensor]) -> Iterator[None]:
-    """Temporarily load tuned backbone weights (a prompt learned with the backbone tuned), then put back the originals."""
-    if not tuned:
-        yield
-        return
-    params = dict(backbone.model.named_parameters())
-    unknown = sorted(set(tuned) - set(params))
-    if unknown:
-        raise ValueError(f"the prompt file tunes backbone weight {unknown[0]!r} that this backbone does not have")
-    with backbone.lock:
-        original = {k: params[k].detach().clone() for k in tuned}
-        try:
-            with torch.no_grad():
-                for k, v in tuned.items():
-                    params[k].copy_(v)
-            yield
-        finally:
-            with torch.no_grad():
-                for k, v in original.items():
-                    params[k].copy_(v)
+def private_backbone(backbone: Backbone, tuned: Mapping[str, torch.Tensor] | None = None) -> Backbone:
+    """A copy of the backbone whose weights can change (tuned while training, or a tuned prompt's weights loaded
+    for scoring) without touching the shared one that other sessions and runs keep using meanwhile."""
+    model = copy.deepcopy(backbone.model)
+    if tuned:
+        params = dict(model.named_parameters())
+        unknown = sorted(set(tuned) - set(params))
+        if unknown:
+            raise ValueError(f"the prompt file tunes backbone weight {unknown[0]!r} that this backbone does not have")
+        with torch.no_grad():
+            for k, v in tuned.items():
+                params[k].copy_(v)
+    return dataclasses.replace(backbone, model=model, lock=threading.Lock())
 
 
 def data_hash(dataset: LabeledDataset) -> str:
@@ -235,6 +229,8 @@ class ContinuousMethod(MethodBase):
         should_stop: StopFn,
     ) -> LearnedPrompt:
         cfg = self.config
+        if cfg.tune_backbone:
+            backbone = private_backbone(backbone)  # the shared backbone is never changed, not even for a moment
         source = self.template_for(backbone)
         template = Template.parse(source)
         template.validate(train_set.columns, backbone.kind)
@@ -244,7 +240,6 @@ class ContinuousMethod(MethodBase):
         groups = [ParamGroup({PROMPT_PREFIX + k: p for k, p in module.named_parameters()}, cfg.lr, cfg.weight_decay)]
         model = backbone.model
         flags = {k: p.requires_grad for k, p in model.named_parameters()}
-        original = {k: p.detach().clone() for k, p in model.named_parameters()} if cfg.tune_backbone else {}
         dev_labels = torch.tensor(list(dev.labels), dtype=torch.long)
 
         def loss_fn(records: Sequence[Mapping[str, str]], labels: torch.Tensor) -> torch.Tensor:
@@ -284,11 +279,8 @@ class ContinuousMethod(MethodBase):
             if cfg.tune_backbone:
                 tuned = {BACKBONE_PREFIX + k: p.detach().clone() for k, p in model.named_parameters()}
         finally:
-            with torch.no_grad():
-                for k, p in model.named_parameters():
-                    if k in original:
-                        p.copy_(original[k])
-                    p.requires_grad_(flags[k])
+            for k, p in model.named_parameters():
+                p.requires_grad_(flags[k])
             model.eval()
         tensors = {PROMPT_PREFIX + k: v for k, v in module.state_dict().items()}
         tensors.update(tuned)
@@ -328,5 +320,4 @@ class ContinuousMethod(MethodBase):
         tuned = {
             k.removeprefix(BACKBONE_PREFIX): v for k, v in learned.tensors.items() if k.startswith(BACKBONE_PREFIX)
         }
-        with swapped_weights(backbone, tuned):
-            return self._score(backbone, module, plan, records)
+        return self._score(private_backbone(backbone, tuned) if tuned else backbone, module, plan, records)
