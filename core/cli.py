@@ -183,9 +183,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from core.export import write_safe_csv
     from core.predict import predict_frame
 
+    out = _writable_target(Path(args.out), folder=False)
     learned = artifacts.load(args.prompt)  # fully validated before anything it names is used
     df = read_table(args.data)
-    out = _writable_target(Path(args.out), folder=False)
     spec = args.backbone or learned.backbone.get("spec") or "default"
     backbone = load_backbone(spec, trust_remote_code=args.trust_remote_code, progress=_say)
     preds = predict_frame(backbone, learned, df, text_col=args.text_col, text_b_col=args.text_b_col)
