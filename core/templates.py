@@ -177,6 +177,10 @@ class Verbalizer:
                     f'the verbalizer has no word for label {label!r}; add e.g. {{"{label}": ["{label}"]}}'
                 )
             value = mapping[label]
+            if not isinstance(value, str | list | tuple):
+                raise TemplateError(
+                    f'the verbalizer word for label {label!r} must be a word or a list of words, like ["great"]'
+                )
             items = (value,) if isinstance(value, str) else tuple(value)
             if not items or any(not isinstance(w, str) or not w.strip() for w in items):
                 raise TemplateError(f"the verbalizer word for label {label!r} is empty; give at least one word")
@@ -199,6 +203,8 @@ class Verbalizer:
                 f"the verbalizer is not valid JSON ({err.msg} at character {err.pos}); "
                 'write it like {"positive": ["great"], "negative": ["terrible"]}'
             ) from None
+        except RecursionError:
+            raise TemplateError('the verbalizer nests too deeply; write it like {"positive": ["great"]}') from None
         if not isinstance(mapping, dict):
             raise TemplateError('the verbalizer must be a JSON object like {"positive": ["great"]}')
         return cls.from_mapping(mapping, label_names)
