@@ -9,7 +9,7 @@ import torch
 from core import artifacts
 from core.backbone import wrap
 from core.cli import main
-from core.methods import create
+from core.methods import create, method_for
 from core.methods.base import LearnedPrompt, backbone_identity
 from tests.tiny_models import build_model, build_tokenizer, save_tiny
 
@@ -36,7 +36,7 @@ def _prompt(backbone, method: str, template: str, config: dict | None = None) ->
         backbone=backbone_identity(backbone),
         config=config or {},
     )
-    expected = artifacts.method_of(learned).expected_tensors(backbone, learned)
+    expected = method_for(learned).expected_tensors(backbone, learned)
     learned.tensors = {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in expected.items()}
     return learned
 
