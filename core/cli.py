@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from core import artifacts
 from core.backbone import BackboneError, install_default, load_backbone
-from core.data import DataError, load_dataset, read_table, split_dataset
+from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
 from core.errors import one_line
 from core.methods import method_names
 
@@ -23,6 +24,36 @@ EXIT_BAD_INPUT = 2
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise ValueError(f"--methods names no method; choose from: {', '.join(method_names())}")
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0][:40]!r}; choose from: {', '.join(method_names())}")
+    if len(set(methods)) != len(methods):
+        raise ValueError("--methods lists a method twice; name each once")
+    return methods
+
+
+def _writable_target(path: Path, *, folder: bool) -> Path:
+    """Refuse an output that cannot be written before any work: a file where a folder goes (or the reverse), or a
+    place the process may not write to. Creates nothing that stays."""
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a file; give a folder for the results")
+    if not folder and path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a folder; give a file name such as predictions.csv")
+    parent = path if folder else path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {str(path)!r} cannot be created: {str(existing)!r} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ValueError(f"--out {str(path)!r} is not writable ({err.strerror}); choose another place") from None
+    return path
 
 
 def _parse_options(items: list[str]) -> dict[str, dict]:
@@ -58,12 +89,13 @@ def _progress_printer(label: str):
 def cmd_compare(args: argparse.Namespace) -> int:
     from core.compare import Unit, method_options, parse_seeds, prompt_spec, summarize
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in method_names()]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from: {', '.join(method_names())}")
+    methods = _parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
     options = _parse_options(args.option or [])
+    stray = sorted(set(options) - set(method_names()))
+    if stray:
+        raise ValueError(f"--option names unknown method {stray[0][:40]!r}; choose from: {', '.join(method_names())}")
+    out = _writable_target(Path(args.out), folder=True)
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, text_b_col=args.text_b_col)
     for warning in dataset.warnings:
         _say(f"warning: {warning}")
@@ -74,7 +106,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for m in methods
         for s in seeds
     ]
-    out = Path(args.out)
+    _check_units(units, split)
     results = _run_units_sharded(args, split, spec, units, out)
     if results is None:  # not the main process under `accelerate launch`: its units are on disk
         return 0
@@ -90,6 +122,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(out / "results.json")
     return 0
+
+
+def _check_units(units: list, split) -> None:
+    """Everything about the units that needs no model, checked before the model loads: each method's options
+    (types included), a dev set for methods that choose on dev, and each seed's K-shot draw."""
+    from core.methods import method_class
+    from core.methods.base import config_from_dict
+
+    for unit in units:
+        cls = method_class(unit.method)
+        config_from_dict(cls.config_cls, unit.options, method=unit.method)
+        if cls.needs_dev and unit.k_shot is None and not len(split.dev):
+            raise ValueError(
+                f"{unit.method} chooses its prompt on the dev set, but dev_size is 0; "
+                "give a dev_size above 0 (e.g. 0.1) or a K-shot size"
+            )
+        few_shot_split(split, unit.k_shot, unit.seed)
 
 
 def _run_units_sharded(args: argparse.Namespace, split, spec, units: list, out: Path) -> list[dict] | None:
@@ -134,14 +183,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from core.export import write_safe_csv
     from core.predict import predict_frame
 
-    learned = artifacts.load(args.prompt)
+    out = _writable_target(Path(args.out), folder=False)
+    learned = artifacts.load(args.prompt)  # fully validated before anything it names is used
     df = read_table(args.data)
     spec = args.backbone or learned.backbone.get("spec") or "default"
     backbone = load_backbone(spec, trust_remote_code=args.trust_remote_code, progress=_say)
     preds = predict_frame(backbone, learned, df, text_col=args.text_col, text_b_col=args.text_b_col)
     for warning in preds.attrs.get("warnings", ()):
         _say(f"warning: {warning}")
-    print(write_safe_csv(preds, Path(args.out)))
+    print(write_safe_csv(preds, out))
     return 0
 
 
@@ -207,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, DataError, BackboneError, FileNotFoundError) as err:
+    except (ValueError, DataError, BackboneError) as err:
         _say(f"error: {one_line(err)}")
+        return EXIT_BAD_INPUT
+    except OSError as err:  # a file that vanished or cannot be written while we ran
+        where = f" ({Path(err.filename).name})" if err.filename else ""
+        _say(f"error: {err.strerror or type(err).__name__}{where}; check the paths and permissions")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _say("interrupted")

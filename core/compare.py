@@ -60,6 +60,10 @@ class Unit:
     k_shot: int | None = None
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
+MAX_SEEDS = 100
+
+
 def parse_seeds(value: str | Sequence[int]) -> list[int]:
     """Seeds from text like "0, 1, 2" (CLI, Train page) or a list: at least one, each a whole number >= 0."""
     bad = ValueError(f"seeds must be non-negative whole numbers separated by commas, e.g. 0,1,2 (got {value!r})")
@@ -74,6 +78,12 @@ def parse_seeds(value: str | Sequence[int]) -> list[int]:
         raise ValueError("seeds is empty; give at least one seed, e.g. 0")
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise bad
+    if max(seeds) > MAX_SEED:
+        raise ValueError(f"seed {max(seeds)} is out of range; a seed is a whole number from 0 to {MAX_SEED}")
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds lists {len(seeds)} seeds; give at most {MAX_SEEDS}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds lists a seed twice; give each seed once, e.g. 0,1,2")
     return seeds
 
 

@@ -13,6 +13,7 @@ import io
 import itertools
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ _MAGIC = {
 }
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACE = re.compile(r"\s+")
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")  # zero-width, bidi marks
 _FLOAT_INT = re.compile(r"([+-]?\d+)\.0*")
 _INT = re.compile(r"[+-]?\d+")
 _SNIFF_CHARS = 64 * 1024
@@ -429,7 +431,8 @@ def dataset_from_frame(
     fields = {"text": clean_text(df[text_col])}
     if text_b_col:
         fields["text_b"] = clean_text(df[text_b_col])
-    labels = _clean_labels(df[label_col])
+    labels, label_warnings = _clean_labels(df[label_col])
+    warnings.extend(label_warnings)
     keep = ((fields["text"] != "") & (labels != "")).to_numpy()
     if not keep.all():
         warnings.append(f"dropped {int((~keep).sum())} rows with empty text or label")
@@ -519,14 +522,37 @@ def clean_text(values: pd.Series) -> pd.Series:
     return s.str.replace(_CONTROL, "", regex=True).str.replace(_SPACE, " ", regex=True).str.strip()
 
 
-def _clean_labels(values: pd.Series) -> pd.Series:
-    """Clean like text, and "1.0" -> "1" so a column that went through a spreadsheet keeps its labels."""
+def _clean_labels(values: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Clean like text, then fold what a reader cannot see: Unicode look-alikes (NFKC), zero-width characters, and
+    "1.0" -> "1" (a column that went through a spreadsheet). Labels only these separate are merged, labels that
+    differ only by case are kept apart; each of the two is reported in one warning."""
     s = clean_text(values)
-    mapping = {v: _normalise_label(v) for v in s.unique()}
-    return s.map(mapping)
+    mapping = {v: _fold_number(_fold_unicode(v)) for v in s.unique()}
+    groups: dict[str, list[str]] = {}
+    for raw, label in mapping.items():
+        groups.setdefault(label, []).append(raw)
+    warnings = []
+    merged = [sorted(raws) for raws in groups.values() if len({_fold_number(r) for r in raws}) > 1]
+    if merged:
+        shown = "; ".join(" = ".join(repr(r) for r in raws[:3]) for raws in merged[:3])
+        warnings.append(f"merged labels that differ only by invisible characters or Unicode look-alikes: {shown}")
+    by_case: dict[str, list[str]] = {}
+    for label in groups:
+        by_case.setdefault(label.casefold(), []).append(label)
+    clashes = [sorted(names) for names in by_case.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" / ".join(repr(n) for n in names[:3]) for names in clashes[:3])
+        warnings.append(
+            f"labels that differ only by case are kept apart ({shown}); if they are one class, fix the file"
+        )
+    return s.map(mapping), warnings
 
 
-def _normalise_label(value: str) -> str:
+def _fold_unicode(value: str) -> str:
+    return _SPACE.sub(" ", _INVISIBLE.sub("", unicodedata.normalize("NFKC", value))).strip()
+
+
+def _fold_number(value: str) -> str:
     found = _FLOAT_INT.fullmatch(value)
     return str(int(found.group(1))) if found else value
 

@@ -177,16 +177,21 @@ class Verbalizer:
                     f'the verbalizer has no word for label {label!r}; add e.g. {{"{label}": ["{label}"]}}'
                 )
             value = mapping[label]
+            if not isinstance(value, str | list | tuple):
+                raise TemplateError(
+                    f'the verbalizer word for label {label!r} must be a word or a list of words, like ["great"]'
+                )
             items = (value,) if isinstance(value, str) else tuple(value)
             if not items or any(not isinstance(w, str) or not w.strip() for w in items):
                 raise TemplateError(f"the verbalizer word for label {label!r} is empty; give at least one word")
-            words[label] = tuple(w.strip() for w in items)
+            words[label] = tuple(dict.fromkeys(w.strip() for w in items))  # a repeated word counts once
         extra = set(mapping) - set(label_names)
         if extra:
             raise TemplateError(
                 f"the verbalizer names label {sorted(extra)[0]!r} that is not in the data; "
                 f"labels are: {', '.join(label_names)}"
             )
+        _refuse_shared_words(words)
         return cls(words)
 
     @classmethod
@@ -198,6 +203,8 @@ class Verbalizer:
                 f"the verbalizer is not valid JSON ({err.msg} at character {err.pos}); "
                 'write it like {"positive": ["great"], "negative": ["terrible"]}'
             ) from None
+        except RecursionError:
+            raise TemplateError('the verbalizer nests too deeply; write it like {"positive": ["great"]}') from None
         if not isinstance(mapping, dict):
             raise TemplateError('the verbalizer must be a JSON object like {"positive": ["great"]}')
         return cls.from_mapping(mapping, label_names)
@@ -205,10 +212,24 @@ class Verbalizer:
     @classmethod
     def default(cls, label_names: Sequence[str]) -> Verbalizer:
         """The label names themselves, which works whenever labels are words (positive/negative, …)."""
-        return cls({name: (name.replace("_", " "),) for name in label_names})
+        words = {name: (name.replace("_", " "),) for name in label_names}
+        _refuse_shared_words(words)
+        return cls(words)
 
     def to_dict(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self.words.items()}
+
+
+def _refuse_shared_words(words: Mapping[str, Sequence[str]]) -> None:
+    """A word that stands for two labels makes their scores equal by construction: refuse it."""
+    owner: dict[str, str] = {}
+    for label, items in words.items():
+        for word in items:
+            if owner.setdefault(word, label) != label:
+                raise TemplateError(
+                    f"the verbalizer word {word!r} is given for both {owner[word]!r} and {label!r}; "
+                    "give each label its own words"
+                )
 
 
 @dataclass

@@ -408,3 +408,22 @@ def test_new_reviews_sample_is_unlabeled_and_unseen():
     assert len(records) == 40 and warnings == ()
     assert set(records[0]) == {"text"}
     assert not {r["text"] for r in records} & set(load_dataset(SAMPLES / "movie_reviews.csv").texts)
+
+
+def test_labels_differing_only_by_invisible_characters_or_look_alikes_merge_with_one_warning():
+    rows = ["positive", "positive\u200b", "\uff50ositive", " positive\u00a0", "negative", "negative\ufeff", "1.0", "1"]
+    csv = "text,label\n" + "".join(f"row {i},{label}\n" for i, label in enumerate(rows))
+    ds = load_dataset(csv.encode("utf-8"))
+    assert ds.label_names == ("1", "negative", "positive")
+    assert ds.label_counts() == {"1": 2, "negative": 2, "positive": 4}
+    merged = [w for w in ds.warnings if w.startswith("merged labels")]
+    assert len(merged) == 1 and "'positive\\u200b'" in merged[0] and "'ｐositive'" in merged[0]
+    assert "'1.0'" not in merged[0]  # a spreadsheet's 1.0 -> 1 is folded silently, as before
+
+
+def test_labels_differing_only_by_case_are_kept_and_reported_once():
+    csv = "text,label\n" + "".join(f"r{i},{lab}\n" for i, lab in enumerate(["Good", "good", "GOOD", "bad", "Bad"]))
+    ds = load_dataset(csv.encode("utf-8"))
+    assert ds.label_names == ("Bad", "GOOD", "Good", "bad", "good")
+    case = [w for w in ds.warnings if "differ only by case" in w]
+    assert len(case) == 1 and "'GOOD' / 'Good' / 'good'" in case[0] and "'Bad' / 'bad'" in case[0]

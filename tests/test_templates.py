@@ -93,3 +93,17 @@ def test_verbalizer_parsing_and_errors():
     ]:
         with pytest.raises(TemplateError, match=fragment):
             Verbalizer.from_json(text, ["neg", "pos"])
+
+
+def test_a_word_shared_by_two_labels_is_refused():
+    with pytest.raises(TemplateError, match="word 'fine' is given for both 'positive' and 'neutral'"):
+        Verbalizer.from_mapping({"positive": ["great", "fine"], "neutral": ["fine"]}, ["positive", "neutral"])
+    with pytest.raises(TemplateError, match="given for both"):
+        Verbalizer.default(["very_good", "very good"])
+    assert Verbalizer.from_mapping({"a": ["x", "x "], "b": "y"}, ["a", "b"]).words == {"a": ("x",), "b": ("y",)}
+
+
+@pytest.mark.parametrize("value", [None, 3, {"w": 1}])
+def test_a_verbalizer_value_that_is_not_words_is_one_clear_error(value):
+    with pytest.raises(TemplateError, match="must be a word or a list of words"):
+        Verbalizer.from_mapping({"a": value, "b": ["y"]}, ["a", "b"])

@@ -46,7 +46,7 @@ def method_order(names: Iterable[str]) -> list[str]:
 def create(name: str, spec: PromptSpec, options: Mapping[str, Any] | None = None) -> PromptMethod:
     """Instantiate a method with its config built from user options (unknown options refused)."""
     cls = method_class(name)
-    return cls(spec, config_from_dict(cls.config_cls, options))
+    return cls(spec, config_from_dict(cls.config_cls, options, method=name))
 
 
 def method_for(learned: LearnedPrompt) -> PromptMethod:

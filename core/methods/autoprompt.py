@@ -152,6 +152,7 @@ class AutoPrompt(MethodBase):
     label: ClassVar[str] = "AutoPrompt"
     config_cls: ClassVar[type] = AutoPromptConfig
     trains: ClassVar[bool] = True
+    needs_dev: ClassVar[bool] = True
 
     def __init__(self, spec: PromptSpec, config: AutoPromptConfig | None = None):
         super().__init__(spec, config)
@@ -283,6 +284,18 @@ class AutoPrompt(MethodBase):
         )
         best.display_name = "Template selection (best manual on dev)"
         return [best]
+
+    def check_state(self, learned: LearnedPrompt) -> None:
+        super().check_state(learned)
+        ids, n = learned.state.get("trigger_ids"), Template.parse(learned.template).n_trigger
+        if not isinstance(ids, list) or len(ids) != n or not all(type(i) is int and i >= 0 for i in ids):
+            raise ValueError(f"trigger_ids must be {n} token ids, one per [T] slot of the template")
+
+    def check_fits(self, backbone: Backbone, learned: LearnedPrompt) -> None:
+        super().check_fits(backbone, learned)
+        vocab = backbone.embeddings.weight.shape[0]
+        if any(i >= vocab for i in learned.state["trigger_ids"]):
+            raise ValueError(f"a trigger token id is outside this backbone's vocabulary of {vocab}")
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
         return discrete_scores(backbone, learned, records)  # the found triggers, or a template-selection variant

@@ -7,9 +7,12 @@ turns train/dev data into a `LearnedPrompt`, and `scores` turns a learned prompt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Protocol
+from enum import Enum
+from types import UnionType
+from typing import Any, ClassVar, Protocol, Union, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -105,6 +108,35 @@ class MethodBase:
         """(PEFT config, `prompt_embeddings`) expressing the prompt in PEFT, or PeftExportError naming why not."""
         raise PeftExportError(f"method {self.name!r} has no PEFT equivalent")
 
+    needs_dev: ClassVar[bool] = False  # chooses among candidates on dev, so an empty dev makes its answer arbitrary
+
+    def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Name -> (shape, dtype) of exactly the tensors a prompt of this method carries on `backbone`."""
+        return {}
+
+    def check_state(self, learned: LearnedPrompt) -> None:
+        """Refuse (ValueError, one line) a stored state this method could not score with; no backbone needed."""
+        prior = learned.state.get("log_prior")
+        if prior is not None and not _numbers(prior, len(learned.label_names)):
+            raise ValueError(f"log_prior must be {len(learned.label_names)} numbers, one per label")
+
+    def check_fits(self, backbone: Backbone, learned: LearnedPrompt) -> None:
+        """Refuse a prompt whose tensors are not exactly what this method builds on `backbone` (names, shapes,
+        dtypes): a wrong-shape tensor could otherwise broadcast silently into the backbone's weights."""
+        expected = self.expected_tensors(backbone, learned)
+        have = learned.tensors
+        missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
+        if missing or extra:
+            what = f"lacks tensor {missing[0]!r}" if missing else f"has unexpected tensor {extra[0]!r}"
+            raise ValueError(f"the {self.name} prompt {what}")
+        for key, (shape, dtype) in expected.items():
+            got = have[key]
+            if tuple(got.shape) != tuple(shape) or got.dtype != dtype:
+                raise ValueError(
+                    f"tensor {key!r} is {list(got.shape)} {str(got.dtype).removeprefix('torch.')}, the {self.name} "
+                    f"method expects {list(shape)} {str(dtype).removeprefix('torch.')} on this backbone"
+                )
+
     def learned(self, backbone: Backbone, template: str, **fields: Any) -> LearnedPrompt:
         """A LearnedPrompt of this method on this backbone; `fields` sets state, tensors, metrics and the like."""
         return LearnedPrompt(
@@ -122,14 +154,60 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(config).items()}
 
 
-def config_from_dict(config_cls: type, values: Mapping[str, Any] | None) -> Any:
-    """Build a config dataclass from user values, refusing unknown keys with a one-line message."""
+def config_from_dict(config_cls: type, values: Mapping[str, Any] | None, *, method: str = "") -> Any:
+    """Build a config dataclass from user values, refusing unknown keys and wrong types with a one-line message."""
     values = dict(values or {})
     known = {f.name for f in fields(config_cls)}
     unknown = sorted(set(values) - known)
+    owner = f"{method} " if method else ""
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for {config_cls.__name__}; known: {', '.join(sorted(known))}")
-    return config_cls(**values)
+        where = f" for {method}" if method else ""
+        raise ValueError(f"unknown option {unknown[0]!r}{where}; known: {', '.join(sorted(known))}")
+    hints = get_type_hints(config_cls)
+    checked = {k: _typed(f"{owner}option {k!r}", hints[k], v) for k, v in values.items()}
+    try:
+        return config_cls(**checked)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{owner}options: {' '.join(str(err).split())}") from None
+
+
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    """`value` as the type `hint` names (int, float, bool, str, an Enum, or one of these | None), else ValueError."""
+    if get_origin(hint) in (Union, UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        allowed = [m.value for m in hint]
+        if isinstance(value, hint) or value in allowed:
+            return hint(value)
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {_shown(value)}")
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if hint not in (bool, int, float, str):
+        return value  # a structured option: its __post_init__ checks it
+    expected = {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}[hint]
+    raise ValueError(f"{name} must be {expected}, not {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _numbers(value: Any, n: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == n
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
 
 
 def backbone_identity(backbone: Backbone) -> dict[str, Any]:

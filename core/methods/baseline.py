@@ -39,6 +39,11 @@ class MajorityBaseline(MethodBase):
         progress(1, 1, {})
         return self.learned(backbone, "", state={"majority": int(majority)}, metrics={"trainable_params": 0})
 
+    def check_state(self, learned: LearnedPrompt) -> None:
+        majority = learned.state.get("majority")
+        if isinstance(majority, bool) or not isinstance(majority, int) or not 0 <= majority < len(learned.label_names):
+            raise ValueError(f"the majority label must be an index from 0 to {len(learned.label_names) - 1}")
+
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
         out = torch.full((len(records), len(learned.label_names)), -1e4)
         out[:, learned.state["majority"]] = 0.0

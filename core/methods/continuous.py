@@ -300,6 +300,18 @@ class ContinuousMethod(MethodBase):
             state["nearest_tokens"] = readout
         return self.learned(backbone, source, tensors=tensors, state=state, metrics=metrics)
 
+    def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """The module's weights as this config builds them (on the meta device: no memory), plus every backbone
+        weight when the backbone was tuned."""
+        with torch.device("meta"):
+            module = self.build(
+                backbone, Template.parse(learned.template), len(learned.label_names), for_training=False
+            )
+        out = {PROMPT_PREFIX + k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+        if self.config.tune_backbone:
+            out.update({BACKBONE_PREFIX + k: (tuple(p.shape), p.dtype) for k, p in backbone.model.named_parameters()})
+        return out
+
     def module_for(self, backbone: Backbone, learned: LearnedPrompt) -> PromptModule:
         """The trained module of a learned prompt, rebuilt from its config and tensors."""
         template = Template.parse(learned.template)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,10 @@ class LinearProbe(MethodBase):
         learned.metrics["dev_accuracy"] = accuracy(dev_pred, list(dev.labels)) if dev_pred else None
         progress(2, 2, {"dev_accuracy": learned.metrics["dev_accuracy"] or 0.0})
         return learned
+
+    def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
+        n = len(learned.label_names)
+        return {"probe.weight": ((backbone.hidden_size, n), torch.float32), "probe.bias": ((n,), torch.float32)}
 
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
         features = slot_features(backbone, Template.parse(learned.template), records)
