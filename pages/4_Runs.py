@@ -8,7 +8,7 @@ import altair as alt
 import streamlit as st
 
 from core.methods import REGISTRY
-from pages.common import STATUS_ICONS, fmt_seconds, group_page, workspace
+from pages.common import STATUS_ICONS, fmt_seconds, group_page, plain, workspace
 
 ws = workspace()
 group = group_page(
@@ -31,6 +31,14 @@ if not mine:
     st.caption(":material/visibility: Shared with you, read-only.")
 
 
+def act(action, run_id: str) -> None:
+    """A Cancel/Resume click; a refusal (already resumed in another tab, say) is one line, not a traceback."""
+    try:
+        action(run_id)
+    except (ValueError, LookupError) as err:
+        st.toast(plain(err), icon=":material/error:")
+
+
 def run_card(run: dict) -> None:
     with st.container(border=True):
         c1, c2, c3 = st.columns([3, 4, 2])
@@ -46,13 +54,13 @@ def run_card(run: dict) -> None:
             c2.progress(0.0, text="waiting for a worker" if run["status"] == "queued" else "no progress recorded")
         # Callbacks run before the (fragment) rerun that the click starts, so the cards already show the change.
         if run["active"] and mine:
-            c3.button("Cancel", key=f"cancel-{run['id']}", on_click=ws.cancel, args=(run["id"],))
+            c3.button("Cancel", key=f"cancel-{run['id']}", on_click=act, args=(ws.cancel, run["id"]))
         if run["resumable"] and mine:
             c3.button(
                 "Resume",
                 key=f"resume-{run['id']}",
-                on_click=ws.resume,
-                args=(run["id"],),
+                on_click=act,
+                args=(ws.resume, run["id"]),
                 help="Start this method and seed again with the same settings (a trained method continues "
                 "from its last checkpoint).",
             )
