@@ -80,6 +80,10 @@ class TrainConfig:
             "best state on dev is kept either way."
         },
     )
+    bucket_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch training examples of similar length together (less padding); off: plain shuffle."},
+    )
     eval_batch_size: int = field(default=32, metadata={"help": "Examples per forward pass when scoring."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, batch order and dropout."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on a GPU (ignored on the CPU)."})
@@ -313,7 +317,7 @@ def train(
         lr=groups[0].lr,
     )
     base_lrs = [g.lr for g in groups]
-    order = BatchOrder(len(records), cfg.batch_size, cfg.seed, lengths)
+    order = BatchOrder(len(records), cfg.batch_size, cfg.seed, lengths if cfg.bucket_by_length else None)
     labels_t = torch.as_tensor(list(labels), dtype=torch.long)
     ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
