@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from core import prefix_cache
 from core.backbone import Backbone, LMKind
 from core.progress import Cancelled
-from core.templates import Encoded, Template, Verbalizer, encode_batch, mask_has_space, tokenize_word
+from core.templates import Encoded, Template, Verbalizer, mask_has_space, pad_rows, render_ids, tokenize_word
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+MAX_RENDERED = 50_000  # rendered prompts a plan keeps (a few MB); beyond that it starts afresh
 
 
 @dataclass
@@ -75,9 +76,36 @@ class ScoringPlan:
     reduce: Reduce = Reduce.SUM
     max_length: int = 256
 
+    _rows: dict = field(default_factory=dict, repr=False)  # rendered prompts, see `encode`
+
     @property
     def n_labels(self) -> int:
         return len(self.label_names)
+
+    def encode(
+        self, backbone: Backbone, group: int, records: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] = ()
+    ) -> Encoded:
+        """One word group's batch, each prompt tokenised once for the plan's life (a run's every step reuses it)."""
+        g = self.groups[group]
+        rows = []
+        for record in records:
+            key = (group, tuple(trigger_ids), tuple(record.items()))
+            row = self._rows.get(key)
+            if row is None:
+                if len(self._rows) >= MAX_RENDERED:
+                    self._rows.clear()
+                row = render_ids(
+                    backbone,
+                    self.template,
+                    record,
+                    g.fill,
+                    g.n_targets,
+                    trigger_ids=trigger_ids,
+                    max_length=self.max_length,
+                )
+                self._rows[key] = row
+            rows.append(row)
+        return pad_rows(backbone, rows, g.n_targets)
 
 
 def build_plan(
@@ -188,16 +216,8 @@ def batch_scores(
     """(B, n_labels) label log-scores for one batch; differentiable when grad is enabled (training)."""
     n_words = len(plan.word_label)
     scores = [None] * n_words
-    for group in plan.groups:
-        enc = encode_batch(
-            backbone,
-            plan.template,
-            records,
-            group.fill,
-            group.n_targets,
-            trigger_ids=trigger_ids,
-            max_length=plan.max_length,
-        )
+    for gi, group in enumerate(plan.groups):
+        enc = plan.encode(backbone, gi, records, trigger_ids)
         group_scores = word_log_probs(target_logits(backbone, enc, hooks), group, plan.reduce)
         for j, col in enumerate(group.columns):
             scores[col] = group_scores[:, j]

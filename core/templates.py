@@ -388,6 +388,11 @@ def encode_batch(
         render_ids(backbone, template, r, fill, n_targets, trigger_ids=trigger_ids, max_length=max_length)
         for r in records
     ]
+    return pad_rows(backbone, rows, n_targets)
+
+
+def pad_rows(backbone: Backbone, rows: Sequence[_Row], n_targets: int) -> Encoded:
+    """Right-pad rendered rows into one batch."""
     width = max(len(r.ids) for r in rows)
     batch = len(rows)
     ids = torch.full((batch, width), backbone.pad_id, dtype=torch.long)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from core import prefix_cache
+from core.compare import Unit, prompt_spec, run_unit
+from core.data import load_dataset, split_dataset
 from core.methods import create
 from core.methods.base import PromptSpec
 from core.scoring import batch_scores, build_plan
@@ -143,3 +145,16 @@ def test_weight_changes_invalidate_and_the_cache_stays_within_its_budget():
         assert not torch.allclose(changed, first[:3])
     finally:
         prefix_cache.PREFIX_CACHE = original
+
+
+def test_a_comparison_unit_reports_its_cache_hits_and_misses(keyword_csv):
+    ds = load_dataset(keyword_csv)
+    split = split_dataset(ds, test_size=0.5, dev_size=0.25, seed=0)
+    spec = prompt_spec(ds, ("{text} it was [MASK]", "{text} overall the movie was [MASK]"), None)
+    rows = run_unit(tiny_backbone("llama", seed=5), split, spec, Unit("manual", 0))["rows"]
+    # dev: the first template computes each text's prefix, the second reuses it; test likewise
+    assert all(r["prefix_cache_misses"] > 0 and r["prefix_cache_hits"] >= r["prefix_cache_misses"] for r in rows)
+    with prefix_cache.bypass():
+        plain = run_unit(tiny_backbone("llama", seed=5), split, spec, Unit("manual", 0))["rows"]
+    assert [r["predictions"] for r in plain] == [r["predictions"] for r in rows]
+    assert all(r["prefix_cache_hits"] == r["prefix_cache_misses"] == 0 for r in plain)
