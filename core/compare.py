@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from core import artifacts
+from core import artifacts, prefix_cache
 from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
@@ -130,6 +130,7 @@ def run_unit(
         Template.parse(template).validate(split.test.columns, backbone.kind)
     method = create(unit.method, spec, options)
     start = time.perf_counter()
+    cache_before = prefix_cache.stats()
     with measure_peak(backbone.device) as peak:
         learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
     train_seconds = time.perf_counter() - start
@@ -139,8 +140,16 @@ def run_unit(
             break
         row = _test_row(backbone, method, prompt, split.test, out_dir, unit, scored)
         rows.append({**row, "primary": i == 0})
+    cache = {k: prefix_cache.stats()[k] - cache_before[k] for k in ("hits", "misses")}  # this unit's lookups
     for row in rows:
-        row.update(train_seconds=train_seconds, peak_memory_mb=peak.mb, seed=unit.seed, method=unit.method)
+        row.update(
+            train_seconds=train_seconds,
+            peak_memory_mb=peak.mb,
+            seed=unit.seed,
+            method=unit.method,
+            prefix_cache_hits=cache["hits"],
+            prefix_cache_misses=cache["misses"],
+        )
     return {
         "method": unit.method,
         "seed": unit.seed,
@@ -192,6 +201,8 @@ def _test_row(
         "artifact": artifact,
         "peft_export": str(peft_dir) if peft_dir else None,
         "dev_accuracy": prompt.metrics.get("dev_accuracy"),
+        "steps": prompt.metrics.get("steps", prompt.metrics.get("iterations")),
+        "stopped_early": prompt.metrics.get("stopped_early"),
     }
 
 
@@ -255,6 +266,9 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "trainable_params": first["trainable_params"],
         "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+        "steps": first.get("steps"),
+        "prefix_cache_hits": sum(r.get("prefix_cache_hits", 0) for r in rows),
+        "prefix_cache_misses": sum(r.get("prefix_cache_misses", 0) for r in rows),
         "examples_per_second": first.get("examples_per_second"),
         "artifact": first["artifact"],
         "artifacts": [r["artifact"] for r in rows if r["artifact"]],

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from core import prefix_cache
 from core.backbone import Backbone, LMKind
 from core.progress import Cancelled
-from core.templates import Encoded, Template, Verbalizer, encode_batch, mask_has_space, tokenize_word
+from core.templates import Encoded, Template, Verbalizer, mask_has_space, pad_rows, render_ids, tokenize_word
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+MAX_RENDERED = 50_000  # rendered prompts a plan keeps (a few MB); beyond that it starts afresh
 
 
 @dataclass
@@ -74,9 +76,36 @@ class ScoringPlan:
     reduce: Reduce = Reduce.SUM
     max_length: int = 256
 
+    _rows: dict = field(default_factory=dict, repr=False)  # rendered prompts, see `encode`
+
     @property
     def n_labels(self) -> int:
         return len(self.label_names)
+
+    def encode(
+        self, backbone: Backbone, group: int, records: Sequence[Mapping[str, str]], trigger_ids: Sequence[int] = ()
+    ) -> Encoded:
+        """One word group's batch, each prompt tokenised once for the plan's life (a run's every step reuses it)."""
+        g = self.groups[group]
+        rows = []
+        for record in records:
+            key = (group, tuple(trigger_ids), tuple(record.items()))
+            row = self._rows.get(key)
+            if row is None:
+                if len(self._rows) >= MAX_RENDERED:
+                    self._rows.clear()
+                row = render_ids(
+                    backbone,
+                    self.template,
+                    record,
+                    g.fill,
+                    g.n_targets,
+                    trigger_ids=trigger_ids,
+                    max_length=self.max_length,
+                )
+                self._rows[key] = row
+            rows.append(row)
+        return pad_rows(backbone, rows, g.n_targets)
 
 
 def build_plan(
@@ -130,12 +159,31 @@ def _lm_head(backbone: Backbone) -> torch.nn.Module | None:
 
 
 def target_logits(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None) -> torch.Tensor:
-    """Vocabulary logits at the target positions only: (B, L, V). Skips the full (B, T, V) projection."""
+    """Vocabulary logits at the target positions only: (B, L, V). Skips the full (B, T, V) projection.
+
+    A causal LM's frozen prefix (the text before the first prompt slot) comes from `core.prefix_cache`: only the
+    rest of the prompt is run here, with the same result.
+    """
+    hooks = hooks or PromptHooks()
     head = _lm_head(backbone)
-    hidden = prompt_hidden(backbone, enc, hooks, full_logits=head is None)  # (B, T, H), or (B, T, V) without a head
-    rows = torch.arange(enc.target_pos.shape[0], device=hidden.device).unsqueeze(1)
-    picked = hidden[rows, enc.target_pos.to(hidden.device)]  # (B, L, ·)
+    if head is not None and hooks.prefix is None and prefix_cache.usable(backbone, enc):
+        hidden, target = cached_hidden(backbone, enc, hooks)  # (B, S, H), (B, L) within the suffix
+    else:
+        hidden, target = prompt_hidden(backbone, enc, hooks, full_logits=head is None), enc.target_pos
+    rows = torch.arange(target.shape[0], device=hidden.device).unsqueeze(1)
+    picked = hidden[rows, target.to(hidden.device)]  # (B, L, ·)
     return picked if head is None else head(picked)
+
+
+def cached_hidden(backbone: Backbone, enc: Encoded, hooks: PromptHooks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states (B, S, H) of each row's suffix after its cached frozen prefix, and the targets in it."""
+    prefixes = [enc.input_ids[i, :f].tolist() for i, f in enumerate(enc.frozen)]
+    states = prefix_cache.prefix_states(backbone, prefixes)
+    suffix = prefix_cache.split_encoded(enc, enc.frozen, backbone.pad_id).to(backbone.device)
+    embeds = backbone.embeddings(suffix.input_ids)
+    if hooks.embed is not None:
+        embeds = hooks.embed(suffix, embeds)
+    return prefix_cache.suffix_hidden(backbone, states, embeds, suffix.attention_mask), suffix.target_pos
 
 
 def word_log_probs(logits: torch.Tensor, group: WordGroup, reduce: Reduce) -> torch.Tensor:
@@ -168,16 +216,8 @@ def batch_scores(
     """(B, n_labels) label log-scores for one batch; differentiable when grad is enabled (training)."""
     n_words = len(plan.word_label)
     scores = [None] * n_words
-    for group in plan.groups:
-        enc = encode_batch(
-            backbone,
-            plan.template,
-            records,
-            group.fill,
-            group.n_targets,
-            trigger_ids=trigger_ids,
-            max_length=plan.max_length,
-        )
+    for gi, group in enumerate(plan.groups):
+        enc = plan.encode(backbone, gi, records, trigger_ids)
         group_scores = word_log_probs(target_logits(backbone, enc, hooks), group, plan.reduce)
         for j, col in enumerate(group.columns):
             scores[col] = group_scores[:, j]
@@ -217,7 +257,7 @@ def map_batches(
     Rows are batched by length (longest first): right padding to the longest row of a batch is then small, which
     roughly halves the work on texts of mixed length. Every scorer goes through here, so all of them get it.
     """
-    order = sorted(range(len(records)), key=lambda i: -sum(len(str(v)) for v in records[i].values()))
+    order = sorted(range(len(records)), key=lambda i: -record_length(records[i]))
     out = torch.empty(len(records), width)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
@@ -226,6 +266,11 @@ def map_batches(
             idx = order[start : start + batch_size]
             out[idx] = fn([records[i] for i in idx]).float().cpu()
     return out
+
+
+def record_length(record: Mapping[str, str]) -> int:
+    """A cheap stand-in for a row's token count (characters of all its fields), for batching rows by length."""
+    return sum(len(str(v)) for v in record.values())
 
 
 def content_free_log_prior(

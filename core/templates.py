@@ -247,6 +247,7 @@ class Encoded:
     trigger_mask: torch.Tensor
     target_pos: torch.Tensor
     lengths: list[int] = field(default_factory=list)
+    frozen: list[int] = field(default_factory=list)  # per row: leading tokens no prompt parameter changes
 
     def to(self, device: torch.device) -> Encoded:
         return Encoded(
@@ -255,6 +256,7 @@ class Encoded:
                 for t in (self.input_ids, self.attention_mask, self.soft_mask, self.trigger_mask, self.target_pos)
             ),
             self.lengths,
+            self.frozen,
         )
 
 
@@ -278,6 +280,7 @@ class _Row:
     soft: list[int]
     trigger: list[int]
     target: list[int]
+    frozen: int = 0  # tokens up to the end of the last field before the first [P]/[T]/[MASK] slot
 
 
 def render_ids(
@@ -296,8 +299,12 @@ def render_ids(
     _truncate_fields(pieces, budget)
     ids, soft, trig = list(backbone.prefix_ids), [], []
     target: list[int] = []
+    frozen, leading = 0, True
     for piece, toks in pieces:
         start = len(ids)
+        leading = leading and piece.kind in (SlotKind.TEXT, SlotKind.FIELD)
+        if leading and piece.kind is SlotKind.FIELD:
+            frozen = start + len(toks)
         if piece.kind is SlotKind.MASK:
             ids.extend(fill)
             if backbone.kind is LMKind.MASKED:
@@ -312,7 +319,9 @@ def render_ids(
             trig.extend(range(start, len(ids)))
     if backbone.kind is LMKind.MASKED:
         ids.extend(backbone.suffix_ids)
-    return _Row(ids, soft, trig, target)
+    if target:  # the suffix must hold every target position (causal: the one before the label word)
+        frozen = min(frozen, min(target))
+    return _Row(ids, soft, trig, target, frozen)
 
 
 def _piece_tokens(
@@ -379,6 +388,11 @@ def encode_batch(
         render_ids(backbone, template, r, fill, n_targets, trigger_ids=trigger_ids, max_length=max_length)
         for r in records
     ]
+    return pad_rows(backbone, rows, n_targets)
+
+
+def pad_rows(backbone: Backbone, rows: Sequence[_Row], n_targets: int) -> Encoded:
+    """Right-pad rendered rows into one batch."""
     width = max(len(r.ids) for r in rows)
     batch = len(rows)
     ids = torch.full((batch, width), backbone.pad_id, dtype=torch.long)
@@ -391,7 +405,7 @@ def encode_batch(
         attn[i, : len(r.ids)] = 1
         soft[i, r.soft] = True
         trig[i, r.trigger] = True
-    return Encoded(ids, attn, soft, trig, target, [len(r.ids) for r in rows])
+    return Encoded(ids, attn, soft, trig, target, [len(r.ids) for r in rows], [r.frozen for r in rows])
 
 
 def tokenize_word(backbone: Backbone, word: str, *, space_before: bool) -> list[int]:

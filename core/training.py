@@ -74,7 +74,15 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: no clipping)."})
     eval_every: int = field(default=25, metadata={"help": "Score dev every N steps (and at the end)."})
     patience: int = field(
-        default=0, metadata={"help": "Stop after this many dev evaluations without improvement (0: never stop early)."}
+        default=3,
+        metadata={
+            "help": "Stop after this many dev evaluations in a row without improvement (0: never stop early); the "
+            "best state on dev is kept either way."
+        },
+    )
+    bucket_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch training examples of similar length together (less padding); off: plain shuffle."},
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Examples per forward pass when scoring."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, batch order and dropout."})
@@ -122,17 +130,34 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 class BatchOrder:
-    """Example indices of micro-batch m: epochs of seeded permutations laid end to end (stateless, resumable)."""
+    """Example indices of micro-batch m: epochs of seeded permutations laid end to end (stateless, resumable).
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    With `lengths`, each epoch's permutation is cut into windows of `bucket` batches, each window sorted by length
+    and cut into batches, and the batches shuffled: examples of similar length share a batch (little padding),
+    every example is still seen once per epoch, and the order is still a pure function of seed and epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: Sequence[int] | None = None, bucket: int = 8):
         self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.lengths, self.bucket = (list(lengths) if lengths is not None else None), bucket
         self._perms: dict[int, list[int]] = {}
 
     def _perm(self, epoch: int) -> list[int]:
         if epoch not in self._perms:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perms = {epoch: torch.randperm(self.n, generator=gen).tolist()}  # keep one epoch in memory
+            perm = torch.randperm(self.n, generator=gen).tolist()
+            if self.lengths is not None:
+                perm = self._bucketed(perm, gen)
+            self._perms = {epoch: perm}  # keep one epoch in memory
         return self._perms[epoch]
+
+    def _bucketed(self, perm: list[int], gen: torch.Generator) -> list[int]:
+        window = self.batch_size * self.bucket
+        batches = []
+        for start in range(0, len(perm), window):
+            chunk = sorted(perm[start : start + window], key=lambda i: self.lengths[i])  # stable: ties stay seeded
+            batches += [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+        return [i for b in torch.randperm(len(batches), generator=gen).tolist() for i in batches[b]]
 
     def batch(self, m: int) -> list[int]:
         start = m * self.batch_size
@@ -276,11 +301,13 @@ def train(
     run_key: str = "",
     progress: ProgressFn,
     should_stop: StopFn,
+    lengths: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train `groups` to minimise `loss_fn` on (records, labels); returns the kept state (also loaded in place).
 
     `modules` are put in train mode for steps and eval mode for dev scoring (dropout); the caller owns
     everything else. `run_key` identifies the run for resuming: a checkpoint with another key is ignored.
+    `lengths` (one per record, any length proxy) makes batches of similar length (see `BatchOrder`).
     """
     params = {k: p for g in groups for k, p in g.params.items()}
     if len(params) != sum(len(g.params) for g in groups):
@@ -290,7 +317,7 @@ def train(
         lr=groups[0].lr,
     )
     base_lrs = [g.lr for g in groups]
-    order = BatchOrder(len(records), cfg.batch_size, cfg.seed)
+    order = BatchOrder(len(records), cfg.batch_size, cfg.seed, lengths if cfg.bucket_by_length else None)
     labels_t = torch.as_tensor(list(labels), dtype=torch.long)
     ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)

@@ -11,14 +11,13 @@ The template's `[T]` slots hold real vocabulary tokens. One search iteration:
 Step 3 is where the reference implementation spends its time, one forward pass per candidate. `TriggerScorer`
 scores all candidates of an iteration as large (candidates × examples) batches instead, with the prompts
 tokenised once and the candidates written into the trigger positions as a tensor operation. For a causal LM it
-also never recomputes what the triggers cannot change: everything before the first trigger (usually the whole
-example text) is run once per example and kept as key/value states, so candidates — and the gradient pass — only
-run the few tokens from the first trigger on. Masked LMs attend both ways, so for them only the batching applies.
+also never recomputes what the triggers cannot change: the example text before the first trigger comes from the
+process-wide `core.prefix_cache` (run once per example, shared with manual prompts and P-tuning), so candidates —
+and the gradient pass — only run the few tokens from the first trigger on. Masked LMs attend both ways, so for them only the batching applies.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import time
@@ -26,8 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
+from core import prefix_cache as prefix_cache_mod
 from core.backbone import Backbone, LMKind
 from core.scoring import PromptHooks, ScoringPlan, aggregate_labels, target_logits, word_log_probs
 from core.templates import Encoded, TemplateError, encode_batch
@@ -117,8 +116,8 @@ class TriggerScorer:
 
     `scores(rows, cands)` gives (C, B, n_labels) label log-scores for C candidate trigger sequences on the B
     records `rows`; `batched=False` runs the reference loop (one full forward per candidate) and gives the same
-    numbers. For causal LMs with `prefix_cache`, the tokens before the first trigger are run once per record and
-    reused as past key/values by every candidate and every later iteration (kept up to `cache_mb` megabytes; rows beyond that are recomputed per call).
+    numbers. For causal LMs with `prefix_cache`, the text before the first trigger comes from `core.prefix_cache`
+    (computed once per record and process, shared with every other scorer) and only the tokens after it are run.
     """
 
     def __init__(
@@ -129,7 +128,6 @@ class TriggerScorer:
         *,
         max_rows: int = 256,
         prefix_cache: bool = True,
-        cache_mb: float = 1024.0,
     ):
         if plan.template.n_trigger == 0:
             raise TemplateError("the template has no trigger slot; add [T] or [T*k] where trigger words go")
@@ -152,10 +150,8 @@ class TriggerScorer:
             )
             trig_pos = enc.trigger_mask.nonzero()[:, 1].reshape(len(self.records), self.n_trig)
             self.groups.append(_GroupEnc(enc, trig_pos, torch.tensor(enc.lengths)))
-        self.split = self.groups[0].trig_pos[:, 0]  # (N,) first trigger: nothing before it depends on triggers
+        self.split = torch.tensor(self.groups[0].enc.frozen)  # (N,) the frozen prefix: the text before any trigger
         self.use_cache = prefix_cache and backbone.kind is LMKind.CAUSAL and bool((self.split > 0).any())
-        self.cache_bytes_left = cache_mb * 2**20
-        self._kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> per layer (h, P_i, d)
         word_label = torch.tensor(plan.word_label)
         self.log_counts = torch.log(torch.bincount(word_label, minlength=plan.n_labels).float())  # (n_labels,)
 
@@ -218,6 +214,10 @@ class TriggerScorer:
 
     def _full_scores(self, rows: torch.Tensor, cands: torch.Tensor, leaves: list | None = None) -> torch.Tensor:
         """Whole prompts through the model (masked LMs; causal LMs without the prefix cache; the reference)."""
+        with prefix_cache_mod.bypass():
+            return self._plain_scores(rows, cands, leaves)
+
+    def _plain_scores(self, rows: torch.Tensor, cands: torch.Tensor, leaves: list | None) -> torch.Tensor:
         per_group = []
         for g, ge in zip(self.plan.groups, self.groups, strict=True):
             width = int(ge.lengths[rows].max())
@@ -245,94 +245,42 @@ class TriggerScorer:
             per_group.append(word_log_probs(logits, g, self.plan.reduce))
         return self._assemble(per_group, len(cands), len(rows))
 
-    def _prefix_kv(self, rows: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Per-layer (B, h, P, d) key/values of each row's tokens before its first trigger, and the (B, P) mask."""
-        missing = [int(r) for r in rows.tolist() if int(r) not in self._kv]
-        fresh: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        ge = self.groups[0]
-        model, device = self.backbone.model, self.backbone.device
-        with torch.inference_mode():
-            for start in range(0, len(missing), self.max_rows // 4 or 1):
-                chunk = torch.tensor(missing[start : start + (self.max_rows // 4 or 1)], dtype=torch.long)
-                split = self.split[chunk]
-                width = int(split.max())
-                if width == 0:
-                    for r in chunk.tolist():
-                        fresh[r] = []
-                    continue
-                ids = ge.enc.input_ids[chunk, :width].to(device)
-                mask = (torch.arange(width).unsqueeze(0) < split.unsqueeze(1)).long().to(device)
-                pos = torch.arange(width, device=device).expand(len(chunk), -1)
-                out = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-                past = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
-                layers = [(layer.keys, layer.values) for layer in past.layers]
-                for i, r in enumerate(chunk.tolist()):
-                    p = int(split[i])
-                    fresh[r] = [(k[i, :, :p].clone(), v[i, :, :p].clone()) for k, v in layers]
-        for r, kv in fresh.items():
-            size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
-            if size <= self.cache_bytes_left:
-                self._kv[r] = kv
-                self.cache_bytes_left -= size
-        kvs = [self._kv.get(int(r)) or fresh[int(r)] for r in rows.tolist()]
-        width = int(self.split[rows].max())
-        mask = (torch.arange(width).unsqueeze(0) < self.split[rows].unsqueeze(1)).long()
-        n_layers = max(len(kv) for kv in kvs)
-        stacked = []
-        for li in range(n_layers):
-            ref = next(kv[li] for kv in kvs if kv)
-            k = ref[0].new_zeros(len(kvs), ref[0].shape[0], width, ref[0].shape[2])
-            v = ref[1].new_zeros(len(kvs), ref[1].shape[0], width, ref[1].shape[2])
-            for i, kv in enumerate(kvs):
-                if kv:
-                    p = kv[li][0].shape[1]
-                    k[i, :, :p], v[i, :, :p] = kv[li]
-            stacked.append((k, v))
-        return stacked, mask
-
     def _cached_scores(self, rows: torch.Tensor, cands: torch.Tensor, leaves: list | None = None) -> torch.Tensor:
-        """Causal LM: past key/values of the shared prefix, then only the tokens from the first trigger on."""
-        model, device = self.backbone.model, self.backbone.device
-        kv, prefix_mask = self._prefix_kv(rows)  # (B, h, P, d) per layer, (B, P)
+        """Causal LM: the text's key/values from `core.prefix_cache`, then only the tokens after it."""
+        device = self.backbone.device
         n_c, n_b = len(cands), len(rows)
         split = self.split[rows]
-        head = model.get_output_embeddings()
+        ids0 = self.groups[0].enc.input_ids
+        states = prefix_cache_mod.prefix_states(
+            self.backbone, [ids0[r, : int(f)].tolist() for r, f in zip(rows.tolist(), split.tolist(), strict=True)]
+        )
+        states = states.repeat(n_c)
+        head = self.backbone.model.get_output_embeddings()
         per_group = []
         for g, ge in zip(self.plan.groups, self.groups, strict=True):
-            suffix_len = ge.lengths[rows] - split
-            width = int(suffix_len.max())
-            idx = split.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # (B, S) absolute positions
-            valid = torch.arange(width).unsqueeze(0) < suffix_len.unsqueeze(1)
-            ids = ge.enc.input_ids[rows].gather(1, idx.clamp(max=ge.enc.input_ids.shape[1] - 1))
-            ids = torch.where(valid, ids, torch.full_like(ids, self.backbone.pad_id))
-            rel_trig = ge.trig_pos[rows] - split.unsqueeze(1)  # (B, n_trig)
-            rel_target = ge.enc.target_pos[rows] - split.unsqueeze(1)  # (B, L)
-            ids = self._with_triggers(ids, rel_trig, cands).to(device)  # (C*B, S)
-            attn = torch.cat([prefix_mask, valid.long()], dim=1).repeat(n_c, 1).to(device)
-            pos = (split.unsqueeze(1) + torch.arange(width).unsqueeze(0)).repeat(n_c, 1).to(device)
-            cache = DynamicCache(
-                ddp_cache_data=[(k.repeat(n_c, 1, 1, 1).to(device), v.repeat(n_c, 1, 1, 1).to(device)) for k, v in kv]
+            width = int(ge.lengths[rows].max())
+            sub = Encoded(
+                ge.enc.input_ids[rows, :width],
+                ge.enc.attention_mask[rows, :width],
+                ge.enc.soft_mask[rows, :width],
+                ge.enc.trigger_mask[rows, :width],
+                ge.enc.target_pos[rows],
+                ge.lengths[rows].tolist(),
             )
+            suffix = prefix_cache_mod.split_encoded(sub, split.tolist(), self.backbone.pad_id)
+            rel_trig = ge.trig_pos[rows] - split.unsqueeze(1)  # (B, n_trig)
+            ids = self._with_triggers(suffix.input_ids, rel_trig, cands).to(device)  # (C*B, S)
             embeds = self.backbone.embeddings(ids)
             if leaves is not None:
                 embeds = embeds.detach().requires_grad_(True)
                 leaves.append((embeds, rel_trig.repeat(n_c, 1)))
-            hidden = model.base_model(
-                inputs_embeds=embeds,
-                attention_mask=attn,
-                position_ids=pos,
-                use_cache=True,
-                **{_cache_argument(model.base_model): cache},
-            )[0]  # (C*B, S, H)
+            hidden = prefix_cache_mod.suffix_hidden(
+                self.backbone, states, embeds, suffix.attention_mask.repeat(n_c, 1)
+            )
             r = torch.arange(n_c * n_b, device=device).unsqueeze(1)
-            logits = head(hidden[r, rel_target.repeat(n_c, 1).to(device)])  # (C*B, L, V)
+            logits = head(hidden[r, suffix.target_pos.repeat(n_c, 1).to(device)])  # (C*B, L, V)
             per_group.append(word_log_probs(logits, g, self.plan.reduce))
         return self._assemble(per_group, n_c, n_b)
-
-
-def _cache_argument(module: torch.nn.Module) -> str:
-    """transformers 5.x renamed `past_key_values` to `cache`; accept both spellings."""
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 # ---------------------------------------------------------------------------------------------------------------

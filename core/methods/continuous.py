@@ -8,6 +8,7 @@ tuning or freezing the backbone, the `LearnedPrompt` and scoring it later — li
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -21,13 +22,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core import prefix_cache
 from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.data import LabeledDataset
 from core.errors import one_line
 from core.methods.base import LearnedPrompt, MethodBase, PeftExportError, config_to_dict
 from core.progress import ProgressFn, StopFn
-from core.scoring import PromptHooks, Reduce, ScoringPlan, batch_scores, build_plan, map_batches, reduce_field
+from core.scoring import (
+    PromptHooks,
+    Reduce,
+    ScoringPlan,
+    batch_scores,
+    build_plan,
+    map_batches,
+    record_length,
+    reduce_field,
+)
 from core.templates import Encoded, SlotKind, Template
 from core.training import ParamGroup, TrainConfig, train
 
@@ -250,6 +261,7 @@ class ContinuousMethod(MethodBase):
             return float((scores.argmax(1) == dev_labels).float().mean()), float(F.cross_entropy(scores, dev_labels))
 
         tuned: dict[str, torch.Tensor] = {}
+        tuning = prefix_cache.bypass() if cfg.tune_backbone else contextlib.nullcontext()  # weights change per step
         try:
             for p in model.parameters():
                 p.requires_grad_(cfg.tune_backbone)
@@ -263,19 +275,21 @@ class ContinuousMethod(MethodBase):
                     )
                 )
                 modules.append(model)
-            result = train(
-                groups,
-                loss_fn,
-                eval_fn if len(dev) else None,
-                train_set.records,
-                train_set.labels,
-                cfg,
-                device=backbone.device,
-                modules=modules,
-                run_key=self.run_key(backbone, source, train_set),
-                progress=progress,
-                should_stop=should_stop,
-            )
+            with tuning:
+                result = train(
+                    groups,
+                    loss_fn,
+                    eval_fn if len(dev) else None,
+                    train_set.records,
+                    train_set.labels,
+                    cfg,
+                    device=backbone.device,
+                    modules=modules,
+                    run_key=self.run_key(backbone, source, train_set),
+                    progress=progress,
+                    should_stop=should_stop,
+                    lengths=[record_length(r) for r in train_set.records],
+                )
             if cfg.tune_backbone:
                 tuned = {BACKBONE_PREFIX + k: p.detach().clone() for k, p in model.named_parameters()}
         finally:
@@ -332,4 +346,7 @@ class ContinuousMethod(MethodBase):
         tuned = {
             k.removeprefix(BACKBONE_PREFIX): v for k, v in learned.tensors.items() if k.startswith(BACKBONE_PREFIX)
         }
-        return self._score(private_backbone(backbone, tuned) if tuned else backbone, module, plan, records)
+        if not tuned:
+            return self._score(backbone, module, plan, records)
+        with prefix_cache.bypass():  # a one-off copy with other weights: nothing worth caching
+            return self._score(private_backbone(backbone, tuned), module, plan, records)

@@ -1,0 +1,288 @@
+"""Frozen-prefix key/value cache: a causal LM's states for the tokens no prompt parameter can change.
+
+With a frozen causal LM, the key/values of the tokens before a prompt's first trainable or searched slot (usually
+the special tokens and the example's text) depend on those tokens only. They are computed once and reused by every
+training step, dev evaluation, test scoring, manual template and method that feeds the same tokens, through one
+process-wide LRU cache keyed by the backbone and the token ids and bounded in megabytes. The rest of the prompt
+(the suffix) then runs against them with explicit position ids and a mask hiding each row's prefix padding, so
+rows of different prefix lengths share a batch and the result equals the uncached forward pass: tests check scores
+and gradients against it to 1e-5. Gradients flow only through the suffix.
+
+Masked LMs (they attend both ways), per-layer prefixes (P-tuning v2), soft prompts before the text and a backbone
+that is being tuned cannot use it and take the plain path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import itertools
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from core.backbone import Backbone, LMKind
+from core.templates import Encoded
+
+DEFAULT_CACHE_MB = float(os.environ.get("PTUNE_PREFIX_CACHE_MB", "2048"))
+PREFIX_CHUNK = 16  # rows per forward pass when computing missing prefixes
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, P, d) keys and values of one row
+
+
+class PrefixCache:
+    """Thread-safe LRU map (backbone identity, compute dtype, prefix token ids) -> per-layer key/values.
+
+    Counts hits and misses per row looked up; entries larger than the whole budget are computed but not kept.
+    """
+
+    def __init__(self, max_mb: float = DEFAULT_CACHE_MB):
+        self.max_bytes = int(max_mb * 2**20)
+        self._entries: OrderedDict[Hashable, tuple[KV, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = self.hits = self.misses = self.evictions = 0
+
+    def get(self, key: Hashable) -> KV | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[0]
+
+    def put(self, key: Hashable, kv: KV) -> None:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        with self._lock:
+            if size > self.max_bytes or key in self._entries:
+                return
+            self._entries[key] = (kv, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, old) = self._entries.popitem(last=False)
+                self.bytes -= old
+                self.evictions += 1
+
+    def resize(self, max_mb: float) -> None:
+        with self._lock:
+            self.max_bytes = int(max_mb * 2**20)
+            while self.bytes > self.max_bytes and self._entries:
+                _, (_, old) = self._entries.popitem(last=False)
+                self.bytes -= old
+                self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+                "entries": len(self._entries),
+                "mb": self.bytes / 2**20,
+            }
+
+
+PREFIX_CACHE = PrefixCache()
+_model_tokens: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_next_token = itertools.count()
+_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("prefix_cache_enabled", default=True)
+
+
+@contextlib.contextmanager
+def bypass() -> Iterator[None]:
+    """Take the plain path inside this block (this thread only): e.g. while the backbone's weights are tuned or
+    swapped, when cached states of the frozen weights would be wrong."""
+    token = _enabled.set(False)
+    try:
+        yield
+    finally:
+        _enabled.reset(token)
+
+
+def usable(backbone: Backbone, enc: Encoded) -> bool:
+    """Whether this batch may take the cached path: a causal LM, no bypass, and some row has a frozen prefix."""
+    return _enabled.get() and backbone.kind is LMKind.CAUSAL and bool(enc.frozen) and max(enc.frozen) > 0
+
+
+def stats() -> dict[str, float]:
+    return PREFIX_CACHE.stats()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prefix states of a batch
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrefixStates:
+    """Right-padded key/values of a batch's prefixes: per layer (B, h, P, d), with the (B, P) mask and lengths."""
+
+    layers: KV
+    mask: torch.Tensor  # (B, P) long, 1 on real prefix tokens
+    lengths: torch.Tensor  # (B,) long
+
+    def repeat(self, n: int) -> PrefixStates:
+        """The same prefixes for n candidate-major copies of the batch (B -> n*B rows)."""
+        if n == 1:
+            return self
+        return PrefixStates(
+            [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in self.layers],
+            self.mask.repeat(n, 1),
+            self.lengths.repeat(n),
+        )
+
+    def cache(self) -> DynamicCache:
+        """A fresh cache over these tensors for one forward pass. DynamicCache appends the suffix by concatenation
+        (new tensors), so neither these tensors nor the cached entries they were copied from are ever modified."""
+        return DynamicCache(ddp_cache_data=list(self.layers))
+
+
+def _compute_key(backbone: Backbone) -> tuple:
+    """What the states depend on besides the tokens: which weights (the fingerprint, this model object, and the
+    version counters of its parameters, which every in-place update such as an optimizer step or a weight swap
+    bumps) and which device and compute dtype."""
+    model = backbone.model
+    token = _model_tokens.get(model)
+    if token is None:  # unique for the process's life; not an attribute, which a deepcopy of the model would share
+        token = _model_tokens[model] = next(_next_token)
+    version = sum(p._version for p in model.parameters())
+    device = backbone.device
+    autocast = torch.is_autocast_enabled(device.type)
+    dtype = torch.get_autocast_dtype(device.type) if autocast else backbone.dtype
+    return backbone.fingerprint, token, version, str(device), str(dtype)
+
+
+def prefix_states(
+    backbone: Backbone, prefixes: Sequence[Sequence[int]], *, cache: PrefixCache | None = None
+) -> PrefixStates:
+    """Key/values of each row's prefix token ids (rows may differ in length; an empty prefix is allowed)."""
+    cache = PREFIX_CACHE if cache is None else cache
+    base = _compute_key(backbone)
+    keys = [(*base, tuple(int(t) for t in ids)) for ids in prefixes]
+    found: dict[int, KV] = {}
+    missing: list[int] = []
+    for i, key in enumerate(keys):
+        if not prefixes[i]:
+            found[i] = []
+            continue
+        kv = cache.get(key)
+        if kv is None:
+            missing.append(i)
+        else:
+            found[i] = kv
+    unique: dict[tuple, list[int]] = {}
+    for i in missing:
+        unique.setdefault(keys[i], []).append(i)
+    todo = sorted(unique, key=lambda k: -len(k[-1]))  # similar lengths together: little padding
+    for start in range(0, len(todo), PREFIX_CHUNK):
+        chunk = todo[start : start + PREFIX_CHUNK]
+        for key, kv in zip(chunk, _run_prefixes(backbone, [list(k[-1]) for k in chunk]), strict=True):
+            cache.put(key, kv)
+            for i in unique[key]:
+                found[i] = kv
+    return _stack(backbone, [found[i] for i in range(len(prefixes))])
+
+
+def _run_prefixes(backbone: Backbone, prefixes: list[list[int]]) -> list[KV]:
+    """One forward pass over right-padded prefixes; each row's states cut to its own length (copies)."""
+    device = backbone.device
+    width = max(len(p) for p in prefixes)
+    ids = torch.full((len(prefixes), width), backbone.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for i, p in enumerate(prefixes):
+        ids[i, : len(p)] = torch.tensor(p)
+        mask[i, : len(p)] = 1
+    pos = torch.arange(width).expand(len(prefixes), -1)
+    with torch.no_grad():
+        out = backbone.model.base_model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True
+        )
+    past = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    layers = [(layer.keys, layer.values) for layer in past.layers]
+    return [
+        [(k[i, :, : len(p)].clone(), v[i, :, : len(p)].clone()) for k, v in layers] for i, p in enumerate(prefixes)
+    ]
+
+
+def _stack(backbone: Backbone, kvs: list[KV]) -> PrefixStates:
+    lengths = torch.tensor([kv[0][0].shape[1] if kv else 0 for kv in kvs], dtype=torch.long)
+    width = int(lengths.max())
+    mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    ref = next(kv for kv in kvs if kv)
+    layers = []
+    for li in range(len(ref)):
+        k0, v0 = ref[li]
+        k = torch.zeros((len(kvs), k0.shape[0], width, k0.shape[2]), dtype=k0.dtype, device=k0.device)
+        v = torch.zeros((len(kvs), v0.shape[0], width, v0.shape[2]), dtype=v0.dtype, device=v0.device)
+        for i, kv in enumerate(kvs):
+            if kv:
+                n = kv[li][0].shape[1]
+                k[i, :, :n], v[i, :, :n] = kv[li]
+        layers.append((k, v))
+    return PrefixStates(layers, mask.to(backbone.device), lengths)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The suffix against cached prefixes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def split_encoded(enc: Encoded, split: Sequence[int], pad_id: int) -> Encoded:
+    """The part of each row from position split[i] on, right-padded, with slot masks and targets shifted."""
+    n = len(split)
+    split_t = torch.as_tensor(list(split), dtype=torch.long)
+    lengths = torch.as_tensor(enc.lengths, dtype=torch.long) if enc.lengths else enc.attention_mask.sum(1).cpu()
+    rest = lengths - split_t
+    width = int(rest.max())
+    idx = split_t.unsqueeze(1) + torch.arange(width).unsqueeze(0)  # (B, S) absolute positions
+    valid = torch.arange(width).unsqueeze(0) < rest.unsqueeze(1)
+    idx = idx.clamp(max=enc.input_ids.shape[1] - 1).to(enc.input_ids.device)
+    valid = valid.to(enc.input_ids.device)
+
+    def take(t: torch.Tensor, fill) -> torch.Tensor:
+        return torch.where(valid, t.gather(1, idx), torch.full_like(idx, fill, dtype=t.dtype))
+
+    return Encoded(
+        take(enc.input_ids, pad_id),
+        valid.long(),
+        take(enc.soft_mask, False),
+        take(enc.trigger_mask, False),
+        enc.target_pos - split_t.to(enc.target_pos.device).unsqueeze(1),
+        rest.tolist(),
+        [0] * n,
+    )
+
+
+def suffix_hidden(
+    backbone: Backbone, prefix: PrefixStates, embeds: torch.Tensor, suffix_mask: torch.Tensor
+) -> torch.Tensor:
+    """(B, S, H) final hidden states of the suffix inputs `embeds` (B, S, H) after each row's cached prefix."""
+    device = embeds.device
+    attn = torch.cat([prefix.mask.to(device), suffix_mask.to(device)], dim=1)
+    pos = prefix.lengths.to(device).unsqueeze(1) + torch.arange(embeds.shape[1], device=device).unsqueeze(0)
+    base = backbone.model.base_model
+    return base(
+        inputs_embeds=embeds,
+        attention_mask=attn,
+        position_ids=pos,
+        use_cache=True,
+        **{cache_argument(base): prefix.cache()},
+    )[0]
+
+
+def cache_argument(module: torch.nn.Module) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache`; accept both spellings."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"

@@ -1,0 +1,160 @@
+"""The frozen-prefix key/value cache: exact against the plain path (scores and prompt gradients), shared, bounded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core import prefix_cache
+from core.compare import Unit, prompt_spec, run_unit
+from core.data import load_dataset, split_dataset
+from core.methods import create
+from core.methods.base import PromptSpec
+from core.scoring import batch_scores, build_plan
+from core.templates import Template, Verbalizer, encode_batch
+from core.trigger_search import TriggerScorer
+from tests.tiny_models import tiny_backbone
+
+LABELS = ("pos", "neg")
+# mixed lengths (padding inside a batch), multi-token label words (teacher-forced groups)
+VERBALIZER = Verbalizer.from_mapping({"pos": ["great", "very good"], "neg": ["bad", "not good at all"]}, LABELS)
+RECORDS = [
+    {"text": "the movie was fun"},
+    {"text": "a"},
+    {"text": "this film is really very boring and the plot is bad but the acting is fine"},
+    {"text": "good"},
+    {"text": "i love the story and the characters"},
+]
+TEMPLATES = ["{text} It was [MASK]", "Text: {text} Label: [MASK]", "{text}[MASK]", "{text} [P*3] It was [P*2] [MASK]"]
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def backbone(request):
+    bb = tiny_backbone(request.param)
+    bb.model.requires_grad_(False)
+    return bb
+
+
+def soft_hooks(backbone, template: str):
+    """A P-tuning module (LSTM encoder) for a template with [P] slots, else no hooks."""
+    if "[P" not in template:
+        return None, None
+    method = create("ptuning", PromptSpec((template,), VERBALIZER, LABELS), {"template": template})
+    torch.manual_seed(0)
+    module = method.build(backbone, Template.parse(template), 2, for_training=True)
+    return module, module.hooks()
+
+
+def scores_and_grads(backbone, plan, records, module, hooks):
+    if module is not None:
+        module.zero_grad(set_to_none=True)
+    scores = batch_scores(backbone, plan, records, hooks=hooks)
+    grads = []
+    if module is not None:
+        F.cross_entropy(scores, torch.tensor([i % 2 for i in range(len(records))])).backward()
+        grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    return scores.detach(), grads
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_cached_scores_and_prompt_gradients_equal_the_plain_path(backbone, template):
+    plan = build_plan(backbone, Template.parse(template), VERBALIZER, LABELS)
+    module, hooks = soft_hooks(backbone, template)
+    before = prefix_cache.stats()
+    cached, cached_grads = scores_and_grads(backbone, plan, RECORDS, module, hooks)
+    used = prefix_cache.stats()
+    assert used["hits"] + used["misses"] > before["hits"] + before["misses"]  # the cached path really ran
+    with prefix_cache.bypass():
+        plain, plain_grads = scores_and_grads(backbone, plan, RECORDS, module, hooks)
+    assert prefix_cache.stats()["hits"] + prefix_cache.stats()["misses"] == used["hits"] + used["misses"]
+    torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5)
+    if module is not None:
+        assert sum(float(g.abs().sum()) for g in plain_grads) > 0
+    for a, b in zip(cached_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # a second pass (the next training step) reuses every row's prefix and gives the same numbers
+    again, _ = scores_and_grads(backbone, plan, RECORDS, module, hooks)
+    torch.testing.assert_close(again, cached, atol=1e-6, rtol=1e-6)
+
+
+def test_frozen_prefix_is_the_text_before_the_first_slot(backbone):
+    record = [{"text": "the movie was fun"}]
+    n_text = len(backbone.prefix_ids) + 4
+    cases = {
+        "{text} It was [MASK]": n_text,
+        "{text} [P*3] It was [P*2] [MASK]": n_text,
+        "{text} [T*2] [MASK]": n_text,
+        "[P*2] {text} It was [MASK]": 0,  # a soft prompt before the text: nothing is frozen
+        "{text}[MASK]": n_text - 1,  # the position predicting the label word stays in the suffix
+    }
+    for source, want in cases.items():
+        enc = encode_batch(backbone, Template.parse(source), record, [], 1)
+        assert enc.frozen == [want], source
+
+
+def test_templates_and_trigger_search_share_one_cache(backbone):
+    records = [{"text": f"the {w} story was fun and the acting fine"} for w in ("alpha", "beta", "gamma")]
+    plan = build_plan(backbone, Template.parse("{text} It was [MASK]"), VERBALIZER, LABELS)
+    batch_scores(backbone, plan, records)  # computes the three texts' prefixes (or finds them)
+    before = prefix_cache.stats()
+    other = build_plan(backbone, Template.parse("{text} All in all, it was [MASK]"), VERBALIZER, LABELS)
+    batch_scores(backbone, other, records)
+    trig_plan = build_plan(backbone, Template.parse("{text} [T*3] [MASK]"), VERBALIZER, LABELS)
+    TriggerScorer(backbone, trig_plan, records).scores(range(3), torch.tensor([[10, 11, 12], [13, 14, 15]]))
+    after = prefix_cache.stats()
+    assert after["misses"] == before["misses"]  # nothing recomputed
+    assert after["hits"] - before["hits"] >= 2 * len(records)
+
+
+def test_masked_lms_prefix_methods_and_leading_soft_prompts_take_the_plain_path(backbone):
+    mlm = tiny_backbone("bert")
+    calls = []
+    for bb, method, options in [
+        (mlm, "ptuning", {"template": "{text} [P*2] It was [MASK] ."}),
+        (backbone, "prompt_tuning", {"n_tokens": 4}),
+        (backbone, "ptuning_v2", {"n_prefix": 4}),
+    ]:
+        m = create(method, PromptSpec(("{text} It was [MASK]",), VERBALIZER, LABELS), options)
+        template = Template.parse(m.template_for(bb))
+        plan = build_plan(bb, template, VERBALIZER, LABELS)
+        module = m.build(bb, template, 2, for_training=True)
+        before = prefix_cache.stats()
+        module.label_scores(bb, plan, RECORDS)
+        after = prefix_cache.stats()
+        calls.append(after["hits"] + after["misses"] - before["hits"] - before["misses"])
+    assert calls == [0, 0, 0]
+
+
+def test_weight_changes_invalidate_and_the_cache_stays_within_its_budget():
+    bb = tiny_backbone("llama", seed=3)
+    plan = build_plan(bb, Template.parse("{text} It was [MASK]"), VERBALIZER, LABELS)
+    small = prefix_cache.PrefixCache(max_mb=0.03)
+    original, prefix_cache.PREFIX_CACHE = prefix_cache.PREFIX_CACHE, small
+    try:
+        words = ["alpha", "beta", "gamma", "delta", "zeta", "eta", "theta", "kappa"]
+        many = [{"text": " ".join(["the movie"] * (i % 5 + 1) + [words[i % 8], words[i // 8]])} for i in range(40)]
+        first = batch_scores(bb, plan, many)
+        assert small.evictions > 0 and small.bytes <= small.max_bytes
+        with torch.no_grad():
+            bb.model.base_model.layers[0].mlp.up_proj.weight.mul_(1.5)  # an in-place update of the backbone
+        changed = batch_scores(bb, plan, many[:3])
+        with prefix_cache.bypass():
+            plain = batch_scores(bb, plan, many[:3])
+        torch.testing.assert_close(changed, plain, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(changed, first[:3])
+    finally:
+        prefix_cache.PREFIX_CACHE = original
+
+
+def test_a_comparison_unit_reports_its_cache_hits_and_misses(keyword_csv):
+    ds = load_dataset(keyword_csv)
+    split = split_dataset(ds, test_size=0.5, dev_size=0.25, seed=0)
+    spec = prompt_spec(ds, ("{text} it was [MASK]", "{text} overall the movie was [MASK]"), None)
+    rows = run_unit(tiny_backbone("llama", seed=5), split, spec, Unit("manual", 0))["rows"]
+    # dev: the first template computes each text's prefix, the second reuses it; test likewise
+    assert all(r["prefix_cache_misses"] > 0 and r["prefix_cache_hits"] >= r["prefix_cache_misses"] for r in rows)
+    with prefix_cache.bypass():
+        plain = run_unit(tiny_backbone("llama", seed=5), split, spec, Unit("manual", 0))["rows"]
+    assert [r["predictions"] for r in plain] == [r["predictions"] for r in rows]
+    assert all(r["prefix_cache_hits"] == r["prefix_cache_misses"] == 0 for r in plain)
