@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -198,13 +199,29 @@ def _run_my_units(
     return merged, backbone.describe(), who_ran
 
 
-def _unit_failed(err: Exception, group: distributed.Group, unit) -> Exception:
+class UnitFailed(ValueError):
+    """A unit failed in one process of a group; every process reports its own (errors before it, only process 0)."""
+
+    def __init__(self, message: str, *, bad_input: bool):
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+def _unit_failed(err: Exception, group: distributed.Group, unit) -> UnitFailed:
     """One line naming the process and unit that failed: bad input stays bad input (exit 2), the rest exit 1."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first = one_line(err)
     where = f"process {group.rank} of {group.size}, {unit.method} seed {unit.seed}"
     if isinstance(err, BAD_INPUT):
-        return ValueError(f"{where}: {first}")
-    return distributed.DistributedError(f"{where}: {type(err).__name__}: {first}")
+        return UnitFailed(f"{where}: {first}", bad_input=True)
+    return UnitFailed(f"{where}: {type(err).__name__}: {first}", bad_input=False)
+
+
+def _launched_rank() -> int:
+    """This process's rank as the launcher set it (0 without one): input errors are the same on every process."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -298,12 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except UnitFailed as err:
+        _say(f"error: {err}")
+        return EXIT_BAD_INPUT if err.bad_input else EXIT_FAILED
     except (ValueError, DataError, BackboneError) as err:
-        _say(f"error: {one_line(err)}")
+        if _launched_rank() == 0:  # the same on every process of a group: said once
+            _say(f"error: {one_line(err)}")
         return EXIT_BAD_INPUT
     except OSError as err:  # a file that vanished or cannot be written while we ran
         where = f" ({Path(err.filename).name})" if err.filename else ""
-        _say(f"error: {err.strerror or type(err).__name__}{where}; check the paths and permissions")
+        if _launched_rank() == 0:
+            _say(f"error: {err.strerror or type(err).__name__}{where}; check the paths and permissions")
         return EXIT_BAD_INPUT
     except distributed.DistributedError as err:
         _say(f"error: {err}")

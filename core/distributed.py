@@ -70,11 +70,13 @@ def _collective(group: Group, what: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as err:  # gloo/NCCL errors and timeouts (DistBackendError is one)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise DistributedError(
-            f"process {group.rank} stopped waiting for the other processes while {what} ({first}); another process "
-            f"failed (see its error above) or took longer than dist_timeout={group.timeout_s:g} s"
-        ) from None
+        timed_out = "timeout" in str(err).lower() or "timed out" in str(err).lower()
+        why = (
+            f"waited longer than dist_timeout={group.timeout_s:g} s"
+            if timed_out
+            else "another process stopped (see its error)"
+        )
+        raise DistributedError(f"process {group.rank} stopped while {what}: {why}") from None
 
 
 def exchange(group: Group, payload: Any) -> list[Any]:
