@@ -73,3 +73,22 @@ def test_manager_places_runs_and_keeps_one_at_a_time_per_device(store: RunStore)
     manager.submit(cpu_run := store.create_run(method="test", label="cpu", config={}), job, device="cpu")
     assert manager.wait(cpu_run, TIMEOUT) == "succeeded" and store.get_run(cpu_run)["device"] == "cpu"
     manager.shutdown()
+
+
+def test_workspace_serves_every_visible_device_and_runs_on_the_placed_one(tmp_path: Path):
+    """End to end on this CPU box: the app's Workspace queues on visible_devices(), the run lands on the CPU and
+    its backbone is loaded there."""
+    from core.app.service import Workspace
+    from tests.test_workspace import request, wait_all
+    from tests.tiny_models import save_tiny
+
+    model = save_tiny("gpt2", tmp_path / "gpt2")
+    ws = Workspace(tmp_path / "home")
+    try:
+        assert ws.jobs.devices == tuple(visible_devices())
+        group = ws.launch(request(model, seeds=[0], methods={"manual": {}}))
+        (run,) = wait_all(ws, group)
+        assert run["status"] == "succeeded" and run["device"] == place(visible_devices(), {})
+        assert str(ws.pool.peek(str(model)).device) == run["device"]
+    finally:
+        ws.close()
