@@ -79,14 +79,14 @@ def test_workspace_serves_every_visible_device_and_runs_on_the_placed_one(tmp_pa
     """End to end on this CPU box: the app's Workspace queues on visible_devices(), the run lands on the CPU and
     its backbone is loaded there."""
     from core.app.service import Workspace
-    from tests.test_workspace import request, wait_all
+    from tests.test_workspace import ALICE, request, wait_all
     from tests.tiny_models import save_tiny
 
     model = save_tiny("gpt2", tmp_path / "gpt2")
     ws = Workspace(tmp_path / "home")
     try:
         assert ws.jobs.devices == tuple(visible_devices())
-        group = ws.launch(request(model, seeds=[0], methods={"manual": {}}))
+        group = ws.user(ALICE).launch(request(model, seeds=[0], methods={"manual": {}}))
         (run,) = wait_all(ws, group)
         assert run["status"] == "succeeded" and run["device"] == place(visible_devices(), {})
         assert str(ws.pool.peek(str(model)).device) == run["device"]
