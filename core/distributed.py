@@ -83,7 +83,7 @@ def exchange(group: Group, payload: Any) -> list[Any]:
     """Every process's JSON-able `payload`, in rank order, on every process (one all-gather of JSON bytes)."""
     if not group.is_distributed:
         return [payload]
-    data = torch.tensor(bytearray(json.dumps(payload, allow_nan=False).encode()), dtype=torch.uint8)
+    data = torch.frombuffer(bytearray(json.dumps(payload, allow_nan=False).encode()), dtype=torch.uint8)
     with _collective(group, "exchanging results"):
         size = torch.tensor([data.numel()], dtype=torch.long, device=group.device)
         sizes = [torch.zeros_like(size) for _ in range(group.size)]
@@ -93,7 +93,7 @@ def exchange(group: Group, payload: Any) -> list[Any]:
         padded[: data.numel()] = data.to(group.device)
         chunks = [torch.zeros_like(padded) for _ in range(group.size)]
         dist.all_gather(chunks, padded)
-    return [json.loads(bytes(c[: int(n)].cpu().tolist())) for c, n in zip(chunks, sizes, strict=True)]
+    return [json.loads(c[: int(n)].cpu().numpy().tobytes()) for c, n in zip(chunks, sizes, strict=True)]
 
 
 # data parallelism: one unit trained by every process, each on its share of every batch --------------------------

@@ -19,7 +19,6 @@ from core.backbone import (
     Backbone,
     BackboneError,
     LMKind,
-    best_device,
     default_installed,
     install_default,
     lm_kind,
@@ -149,8 +148,12 @@ def tokenizer_view(spec: str) -> Backbone:
 
 
 def device_name(device: str | None) -> str:
-    """A device as the job manager names it (``cpu``, ``cuda:0``); None: the one this process uses by default."""
-    target = torch.device(device) if device else best_device()
+    """A device as the job manager names it (``cpu``, ``cuda:0``); None: this process's default (the current GPU,
+    else the CPU). Plain torch, not accelerate's PartialState: pages and workers call this from many threads, and
+    PartialState's first construction is not thread-safe."""
+    if device is None:
+        return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    target = torch.device(device)
     if target.type == "cuda" and target.index is None:
         target = torch.device("cuda", torch.cuda.current_device())
     return str(target)
