@@ -1,25 +1,30 @@
 """Headless command line: `python -m core compare | predict | models`.
 
 Runs the same engine as the app. Bad input exits with status 2 and one line on stderr (no traceback); it also runs
-unchanged under `accelerate launch` (each process loads the backbone on its own device; process 0 writes files).
+unchanged under `torchrun` / `accelerate launch` (each process loads the backbone on its own device and runs its
+share of the units; process 0 gathers the results and writes results.json; see core/distributed.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from core import artifacts
+from core import artifacts, distributed
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
 from core.errors import one_line
 from core.methods import method_names
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+BAD_INPUT = (ValueError, DataError, BackboneError, OSError)  # a unit failing on these is the user's to fix
 
 
 def _say(msg: str) -> None:
@@ -107,13 +112,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for s in seeds
     ]
     _check_units(units, split)
-    results = _run_units_sharded(args, split, spec, units, out)
-    if results is None:  # not the main process under `accelerate launch`: its units are on disk
+    group = distributed.join(args.dist_timeout)
+    done = _run_my_units(args, group, split, spec, units, out)
+    if done is None:  # a helper process: the main process writes the files
         return 0
-    backbone_info = json.loads((out / "units" / "backbone.json").read_text())
+    results, backbone_info, ran = done
     summary = summarize(
         results, dataset={**dataset.summary(), "source": str(args.data)}, split=split, backbone=backbone_info
     )
+    summary["processes"] = {"count": group.size, "data_parallel": bool(args.data_parallel), "units": ran}
     (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     for row in summary["methods"]:
         _say(
@@ -141,42 +148,80 @@ def _check_units(units: list, split) -> None:
         few_shot_split(split, unit.k_shot, unit.seed)
 
 
-def _run_units_sharded(args: argparse.Namespace, split, spec, units: list, out: Path) -> list[dict] | None:
-    """Run this process's share of the (method, seed) units; under `accelerate launch` each process takes every
-    N-th unit on its own device and process 0 gathers the others' results from disk. Returns None off the main
-    process."""
-    from accelerate import PartialState
+def _run_my_units(
+    args: argparse.Namespace, group: distributed.Group, split, spec, units: list, out: Path
+) -> tuple[list[dict], dict, list[dict]] | None:
+    """Run this process's share of the (method, seed) units and gather everyone's results on the main process.
 
-    from core.compare import run_unit
+    Under a launcher each process takes every N-th unit on its own device; with `--data-parallel` the continuous
+    methods' units are trained by all processes together instead. Returns (unit results in `units` order, backbone
+    description, who ran what) on the main process, None on the others.
+    """
+    from core.compare import assign, run_unit
 
-    state = PartialState()
-    mine = units[state.process_index :: state.num_processes]
+    tag = f"[process {group.rank}/{group.size}] " if group.is_distributed else ""
     backbone = load_backbone(
         args.backbone,
         trust_remote_code=args.trust_remote_code,
-        progress=_say,
-        device=None if args.device_map else str(state.device),
+        progress=lambda msg: _say(tag + msg),
+        device=None if args.device_map else str(group.device),
         device_map=args.device_map,
     )
-    shard_dir = out / "units"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for unit in mine:
-        _say(f"running {unit.method} (seed {unit.seed}) on {backbone.device}")
-        results.append(
-            run_unit(
-                backbone, split, spec, unit, out_dir=out, progress=_progress_printer(f"{unit.method} seed {unit.seed}")
-            )
-        )
-    (shard_dir / f"rank{state.process_index}.json").write_text(json.dumps(results, allow_nan=False))
-    if state.is_main_process:
-        (shard_dir / "backbone.json").write_text(json.dumps(backbone.describe()))
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    results, ran = [], []
+    for unit, shared in assign(units, group.rank, group.size, data_parallel=args.data_parallel):
+        who = "all processes" if shared else f"process {group.rank}"
+        _say(f"{tag}running {unit.method} (seed {unit.seed}) on {backbone.device}, {who}")
+        label = f"{unit.method} seed {unit.seed}" + (f", process {group.rank}" if group.is_distributed else "")
+        try:
+            with distributed.data_parallel(group) if shared else contextlib.nullcontext():
+                result = run_unit(
+                    backbone,
+                    split,
+                    spec,
+                    unit,
+                    out_dir=out,
+                    progress=_progress_printer(label),
+                    score_test=group.is_main or not shared,
+                )
+        except Exception as err:  # in a group: one line naming the process, then exit (the launcher stops the rest)
+            if not group.is_distributed:
+                raise
+            raise _unit_failed(err, group, unit) from err
+        if group.is_main or not shared:
+            results.append(result)
+            ran.append({"method": unit.method, "seed": unit.seed, "process": "all" if shared else group.rank})
+    gathered = distributed.exchange(group, {"results": results, "ran": ran})
+    if not group.is_main:
         return None
-    gathered = [json.loads((shard_dir / f"rank{i}.json").read_text()) for i in range(state.num_processes)]
     order = {(u.method, u.seed): i for i, u in enumerate(units)}
-    return sorted((r for shard in gathered for r in shard), key=lambda r: order[(r["method"], r["seed"])])
+    merged = sorted((r for g in gathered for r in g["results"]), key=lambda r: order[(r["method"], r["seed"])])
+    who_ran = sorted((r for g in gathered for r in g["ran"]), key=lambda r: order[(r["method"], r["seed"])])
+    return merged, backbone.describe(), who_ran
+
+
+class UnitFailed(ValueError):
+    """A unit failed in one process of a group; every process reports its own (errors before it, only process 0)."""
+
+    def __init__(self, message: str, *, bad_input: bool):
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+def _unit_failed(err: Exception, group: distributed.Group, unit) -> UnitFailed:
+    """One line naming the process and unit that failed: bad input stays bad input (exit 2), the rest exit 1."""
+    first = one_line(err)
+    where = f"process {group.rank} of {group.size}, {unit.method} seed {unit.seed}"
+    if isinstance(err, BAD_INPUT):
+        return UnitFailed(f"{where}: {first}", bad_input=True)
+    return UnitFailed(f"{where}: {type(err).__name__}: {first}", bad_input=False)
+
+
+def _launched_rank() -> int:
+    """This process's rank as the launcher set it (0 without one): input errors are the same on every process."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -235,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default="runs/latest", help="output folder")
     cmp_.add_argument("--trust-remote-code", action="store_true", help="allow a backbone's own code to run")
     cmp_.add_argument("--device-map", choices=["auto"], help="shard a backbone larger than one GPU across GPUs")
+    cmp_.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="under torchrun/accelerate launch: train each continuous-prompt unit on all processes together "
+        "(batches split, gradients averaged) instead of one unit per process",
+    )
+    cmp_.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=distributed.DEFAULT_TIMEOUT_S,
+        help="under a launcher: seconds a process waits for the others at a collective call (the end-of-run "
+        "exchange waits for the slowest process)",
+    )
     cmp_.set_defaults(func=cmd_compare)
     pred = sub.add_parser("predict", help="predict labels for a new CSV with a learned-prompt file")
     pred.add_argument("--prompt", required=True, help="learned-prompt file (.safetensors or .json)")
@@ -257,13 +315,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except UnitFailed as err:
+        _say(f"error: {err}")
+        return EXIT_BAD_INPUT if err.bad_input else EXIT_FAILED
     except (ValueError, DataError, BackboneError) as err:
-        _say(f"error: {one_line(err)}")
+        if _launched_rank() == 0:  # the same on every process of a group: said once
+            _say(f"error: {one_line(err)}")
         return EXIT_BAD_INPUT
     except OSError as err:  # a file that vanished or cannot be written while we ran
         where = f" ({Path(err.filename).name})" if err.filename else ""
-        _say(f"error: {err.strerror or type(err).__name__}{where}; check the paths and permissions")
+        if _launched_rank() == 0:
+            _say(f"error: {err.strerror or type(err).__name__}{where}; check the paths and permissions")
         return EXIT_BAD_INPUT
+    except distributed.DistributedError as err:
+        _say(f"error: {err}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         _say("interrupted")
         return 130

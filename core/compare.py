@@ -109,6 +109,18 @@ def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps:
     return merged
 
 
+def assign(units: Sequence[Unit], rank: int, size: int, *, data_parallel: bool = False) -> list[tuple[Unit, bool]]:
+    """Process `rank`'s work among `size` processes, as (unit, shared) pairs in the order to run them.
+
+    Shared units (`data_parallel` on, for methods whose training splits batches across processes) are run by every
+    process together, first, in the same order everywhere; the other units are dealt out round-robin.
+    """
+    together = [data_parallel and size > 1 and method_class(u.method).data_parallel for u in units]
+    shared = [u for u, t in zip(units, together, strict=True) if t]
+    alone = [u for u, t in zip(units, together, strict=True) if not t]
+    return [(u, True) for u in shared] + [(u, False) for u in alone[rank::size]]
+
+
 def run_unit(
     backbone: Backbone,
     split: Split,
@@ -118,8 +130,12 @@ def run_unit(
     out_dir: Path | None = None,
     progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
+    score_test: bool = True,
 ) -> dict[str, Any]:
-    """Fit one method at one seed on its K-shot sample, then score the shared test split."""
+    """Fit one method at one seed on its K-shot sample, then score the shared test split.
+
+    `score_test=False` only fits (a helper process of a data-parallel unit: the main process scores and saves).
+    """
     train, dev = few_shot_split(split, unit.k_shot, unit.seed)
     options = dict(unit.options)
     if "seed" in options:
@@ -135,7 +151,7 @@ def run_unit(
         learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
     train_seconds = time.perf_counter() - start
     rows, scored = [], {}
-    for i, prompt in enumerate([learned, *learned.variants]):
+    for i, prompt in enumerate([learned, *learned.variants] if score_test else []):
         if should_stop():
             break
         row = _test_row(backbone, method, prompt, split.test, out_dir, unit, scored)

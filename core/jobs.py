@@ -30,6 +30,26 @@ DoneFn = Callable[[str, str], None]  # on_done(run_id, final_status), called fro
 _worker_device = threading.local()
 
 
+def visible_devices() -> list[str]:
+    """Every GPU this process can see (``cuda:0``, ``cuda:1``, ...), then ``cpu``: the devices the app serves."""
+    import torch  # here, not at the top: the job runner itself needs no torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(gpus)] + ["cpu"]
+
+
+def place(devices: Sequence[str], active: Mapping[str, int]) -> str:
+    """The device for a new run: the one with the fewest queued or running jobs (`active`), ties to the first listed.
+
+    The CPU is used only when no accelerator is listed: a run there is tens of times slower than waiting for a
+    GPU. Pure, so that placement is tested with any device list.
+    """
+    if not devices:
+        raise ValueError("no devices to place a run on")
+    candidates = [d for d in devices if d != "cpu"] or list(devices)
+    return min(candidates, key=lambda d: active.get(d, 0))  # min keeps the first of equals: stable ties
+
+
 def current_device() -> str | None:
     """The device of the worker running the calling code (None outside a worker).
 
@@ -95,7 +115,7 @@ class JobManager:
         store.mark_interrupted()
 
     def submit(self, run_id: str, fn: JobFn, *, device: str | None = None, on_done: DoneFn | None = None) -> None:
-        """Queue ``fn`` for the run on ``device`` (None: the device with the fewest active jobs).
+        """Queue ``fn`` for the run on ``device`` (None: where ``place`` puts it, the least busy accelerator).
 
         ``on_done(run_id, status)`` runs in the worker thread (in the cancelling thread for a run cancelled
         while queued); like the job, it must not call ``st.*``.
@@ -107,7 +127,7 @@ class JobManager:
                 raise RuntimeError("JobManager is shut down")
             if run_id in self._jobs:
                 raise ValueError(f"run {run_id!r} is already queued or running")
-            device = device or self._least_busy_device()
+            device = device or place(self.devices, self._load())
             self.store.set_status(run_id, "queued")  # KeyError for an unknown run, before anything is queued
             self.store.set_device(run_id, device)
             job = _Job(run_id, fn, device, on_done)
@@ -115,11 +135,12 @@ class JobManager:
             self._start_worker(device)
         self._queues[device].put(job)
 
-    def _least_busy_device(self) -> str:
-        load = {d: 0 for d in self.devices}
+    def _load(self) -> dict[str, int]:
+        """Queued or running jobs per device (called under the lock)."""
+        load = dict.fromkeys(self.devices, 0)
         for job in self._jobs.values():
             load[job.device] += 1
-        return min(self.devices, key=load.__getitem__)
+        return load
 
     def _start_worker(self, device: str) -> None:
         if device not in self._workers:

@@ -11,6 +11,9 @@ nothing about prompts: a method hands it named parameter groups, a `loss_fn(reco
   is checkpointed, so a run stopped at step k and resumed produces the same loss curve as an uninterrupted one.
 - `should_stop()` is polled before every step; on stop a checkpoint is written and `core.jobs.Cancelled` raised.
 - Checkpoints are one safetensors file (tensors + JSON metadata; optimizer moments as tensors): nothing pickled.
+- Data parallel inside `core.distributed.data_parallel(group)`: every process takes its share of each batch and
+  the gradients are summed across processes, so N processes take the same steps as one (same seed, same batches);
+  only the main process writes checkpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from core import distributed
 from core.config import choice
 from core.progress import Cancelled, ProgressFn, StopFn
 
@@ -322,6 +326,8 @@ def train(
     ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT_FILE if cfg.checkpoint_dir else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
 
+    dp = distributed.data_parallel_group()  # processes splitting each batch (one outside data_parallel)
+
     state, best = LoopState(), {}
     loaded = load_checkpoint(ckpt_path, run_key) if ckpt_path else None
     if loaded is not None:
@@ -330,9 +336,10 @@ def train(
     else:
         torch.manual_seed(cfg.seed)
     resumed_from = state.step
+    distributed.broadcast_parameters(list(params.values()), dp)
 
     def checkpoint() -> None:
-        if ckpt_path is not None:
+        if ckpt_path is not None and dp.is_main:
             save_checkpoint(ckpt_path, run_key, params, best, optimizer, state)
 
     def set_mode(training: bool) -> None:
@@ -369,11 +376,16 @@ def train(
             total_loss, seen = 0.0, 0
             for micro in range(cfg.grad_accum):
                 idx = order.batch(state.step * cfg.grad_accum + micro)
-                with autocast:
-                    loss = loss_fn([records[i] for i in idx], labels_t[idx].to(device))
-                (loss / cfg.grad_accum).backward()
-                total_loss += float(loss.detach()) / cfg.grad_accum
+                mine = distributed.my_share(idx, dp)
                 seen += len(idx)
+                if not mine:  # fewer examples than processes: this one only joins the gradient sum
+                    continue
+                share = len(mine) / len(idx) / cfg.grad_accum  # weights make the sum over processes the batch mean
+                with autocast:
+                    loss = loss_fn([records[i] for i in mine], labels_t[mine].to(device))
+                (loss * share).backward()
+                total_loss += float(loss.detach()) * share
+            total_loss = distributed.sum_gradients(list(params.values()), total_loss, dp)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
             optimizer.step()
@@ -402,7 +414,7 @@ def train(
         with torch.no_grad():
             for k, p in params.items():
                 p.copy_(best[k])
-    if ckpt_path is not None and ckpt_path.exists():
+    if ckpt_path is not None and dp.is_main and ckpt_path.exists():
         ckpt_path.unlink()  # finished: the learned prompt is the result; a rerun trains afresh
     return TrainResult(
         state={k: p.detach().clone() for k, p in params.items()},

@@ -44,7 +44,9 @@ def run_card(run: dict) -> None:
         c1, c2, c3 = st.columns([3, 4, 2])
         c1.markdown(
             f"{STATUS_ICONS.get(run['status'], '')} **{run['label']}**  \n"
-            f"`{run['id']}` · {run['status']}" + (" · superseded" if run["superseded"] else "")
+            f"`{run['id']}` · {run['status']}"
+            + (f" · {run['device']}" if run.get("device") else "")  # where the job manager placed it
+            + (" · superseded" if run["superseded"] else "")
         )
         step, total = run["progress_step"], run["progress_total"]
         if total:

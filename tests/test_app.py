@@ -171,6 +171,7 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
 
     go(at, "pages/4_Runs.py")
     assert "4 succeeded" in texts(at.caption) and len(at.get("progress")) == 4
+    assert sum(" · cpu" in m.value for m in at.markdown) == 4  # the device each run was placed on
 
     go(at, "pages/5_Compare.py")
     assert not at.error

@@ -170,9 +170,9 @@ def test_launch_validates_before_queueing(ws: Workspace, tiny_gpt2: Path, change
 def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_gpt2: Path) -> None:
     gate = threading.Event()
 
-    def slow_loader(spec, progress=None):
+    def slow_loader(spec, progress=None, device=None):
         assert gate.wait(TIMEOUT)
-        return load_backbone(spec, device="cpu")
+        return load_backbone(spec, device=device)
 
     ws = Workspace(tmp_path / "home", pool=BackbonePool(loader=slow_loader))
     try:
@@ -201,7 +201,9 @@ def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_
 
 def test_runs_left_active_by_a_dead_process_show_as_interrupted(tmp_path: Path, tiny_gpt2: Path) -> None:
     gate = threading.Event()
-    ws = Workspace(tmp_path / "home", pool=BackbonePool(loader=lambda spec, progress=None: gate.wait(TIMEOUT)))
+    ws = Workspace(
+        tmp_path / "home", pool=BackbonePool(loader=lambda spec, progress=None, device=None: gate.wait(TIMEOUT))
+    )
     group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
     # The "process" dies: its store stays as it was (queued/running) and a new workspace opens the same home.
     restarted = Workspace(tmp_path / "home")
@@ -312,9 +314,9 @@ def test_token_preview_marks_every_slot(family: str) -> None:
 def test_backbone_pool_loads_each_backbone_once(tiny_gpt2: Path) -> None:
     calls = []
 
-    def loader(spec, progress=None):
-        calls.append(spec)
-        return load_backbone(spec, device="cpu")
+    def loader(spec, progress=None, device=None):
+        calls.append((spec, device))
+        return load_backbone(spec, device=device)
 
     pool = BackbonePool(loader=loader)
     results = []
@@ -323,7 +325,7 @@ def test_backbone_pool_loads_each_backbone_once(tiny_gpt2: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(calls) == 1 and len({id(b) for b in results}) == 1
+    assert calls == [(str(tiny_gpt2), "cpu")] and len({id(b) for b in results}) == 1  # this box: the CPU
     assert pool.peek(str(tiny_gpt2)) is results[0] and pool.tokenizer_only(str(tiny_gpt2)) is results[0]
 
 

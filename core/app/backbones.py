@@ -147,18 +147,34 @@ def tokenizer_view(spec: str) -> Backbone:
     )
 
 
+def device_name(device: str | None) -> str:
+    """A device as the job manager names it (``cpu``, ``cuda:0``); None: this process's default (the current GPU,
+    else the CPU). Plain torch, not accelerate's PartialState: pages and workers call this from many threads, and
+    PartialState's first construction is not thread-safe."""
+    if device is None:
+        return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    return str(target)
+
+
 class BackbonePool:
-    """Loaded backbones shared by every session and worker, each loaded once (thread-safe)."""
+    """Loaded backbones shared by every session and worker, each loaded once per device (thread-safe).
+
+    A worker asks for its own device, so runs on two GPUs use two copies and never wait for each other.
+    """
 
     def __init__(self, loader: Callable[..., Backbone] = load_backbone):
         self._loader = loader
         self._lock = threading.Lock()
-        self._loaded: dict[str, Backbone] = {}
-        self._loading: dict[str, threading.Lock] = {}
+        self._loaded: dict[tuple[str, str], Backbone] = {}
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._tokenizers: dict[str, Backbone] = {}
 
-    def get(self, spec: str, progress: MessageFn | None = None) -> Backbone:
-        key = normalize_spec(spec)
+    def get(self, spec: str, progress: MessageFn | None = None, *, device: str | None = None) -> Backbone:
+        """The backbone `spec` on `device` (None: the default device), loaded on first use."""
+        key = (normalize_spec(spec), device_name(device))
         with self._lock:
             if key in self._loaded:
                 return self._loaded[key]
@@ -167,14 +183,17 @@ class BackbonePool:
             with self._lock:
                 if key in self._loaded:
                     return self._loaded[key]
-            backbone = self._loader(key, progress=progress)
+            backbone = self._loader(key[0], progress=progress, device=key[1])
             with self._lock:
                 self._loaded[key] = backbone
         return backbone
 
     def peek(self, spec: str) -> Backbone | None:
+        """A loaded copy of `spec` (on the default device if there is one there), else None."""
+        spec = normalize_spec(spec)
         with self._lock:
-            return self._loaded.get(normalize_spec(spec))
+            mine = self._loaded.get((spec, device_name(None)))
+            return mine or next((b for (s, _), b in self._loaded.items() if s == spec), None)
 
     def loaded(self) -> list[dict]:
         with self._lock:

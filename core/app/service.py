@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from core import artifacts
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
@@ -28,7 +27,7 @@ from core.backbone import BackboneError, LMKind
 from core.compare import Unit, method_options, parse_seeds, prompt_spec, run_unit, summarize, with_checkpoint_dir
 from core.data import LabeledDataset, Limits, Split, few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
-from core.jobs import JobManager
+from core.jobs import JobManager, current_device, visible_devices
 from core.methods import REGISTRY, method_class, method_order
 from core.methods.base import PromptSpec, config_from_dict
 from core.progress import Cancelled
@@ -90,9 +89,8 @@ class Workspace:
         self.home = Path(home) if home else ptune_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = RunStore(self.home / "runs.db")
-        if devices is None:
-            devices = ("cuda",) if torch.cuda.is_available() else ("cpu",)
-        self.jobs = JobManager(self.store, devices=devices)  # marks runs left active by a dead process interrupted
+        # One queue per device (every visible GPU, and the CPU); marks runs left active by a dead process interrupted.
+        self.jobs = JobManager(self.store, devices=devices or visible_devices())
         self.pool = pool or BackbonePool()
         self.installer = DefaultInstaller()
         self._lock = threading.Lock()
@@ -200,7 +198,7 @@ class Workspace:
     def _job(self, run_id: str, config: dict):
         def fn(progress, should_stop) -> dict:
             ctx = self._context(config["group"])
-            backbone = self.pool.get(config["backbone"])
+            backbone = self.pool.get(config["backbone"], device=current_device())  # the worker's own device
             unit = Unit(config["method"], config["seed"], dict(config["options"]), config["k_shot"])
             out_dir = self.group_dir(config["group"]) / run_id
             result = run_unit(

@@ -99,6 +99,7 @@ class MethodBase:
     config_cls: ClassVar[type]
     trains: ClassVar[bool] = False
     peft_type: ClassVar[str | None] = None
+    data_parallel: ClassVar[bool] = False  # fit can split its batches across processes (core.distributed)
 
     def __init__(self, spec: PromptSpec, config: Any = None):
         self.spec = spec

@@ -152,6 +152,7 @@ class ContinuousMethod(MethodBase):
     """fit/scores for a method defined by `default_template` and `build` (see the subclasses)."""
 
     trains: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = True  # training goes through core.training.train, which splits batches
     peft_type: ClassVar[str | None] = None  # the PEFT method that can express this one, when there is one
 
     # -- per method ---------------------------------------------------------------------------------------------
