@@ -19,6 +19,7 @@ from pages.common import (
     method_label,
     option_form,
     plain,
+    save_draft,
 )
 
 ws, state, ds, split = dataset_page("Train")
@@ -159,3 +160,4 @@ if st.button(f"Launch {n_runs} runs", type="primary", disabled=bool(errors), key
         state["last_group"] = group
         st.success(f"Queued {n_runs} runs as comparison **{group}**. They keep running if you close this tab.")
         link("runs", "Watch them on Runs")
+save_draft()

@@ -275,3 +275,28 @@ def test_a_server_reachable_from_elsewhere_asks_for_its_token(home: Path) -> Non
     assert not at.exception and "Data" in texts(at.title)
     opened = start(query={"token": access_token(home)})  # the link printed in the server log
     assert "Data" in texts(opened.title) and at.session_state[OWNER] != opened.session_state[OWNER]
+
+
+def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
+    owner = "user:reload@example.org"
+    at = load_tiny_csv(start(owner))
+    go(at, "pages/2_Prompts.py")
+    at.text_area(key="templates-text").set_value("Review: {text} Verdict: [MASK]").run()
+    at.text_input(key="verb-positive").set_value("great, fine").run()
+    assert not at.exception and not at.error, texts(at.error)
+    go(at, "pages/3_Train.py")
+    at.multiselect(key="methods").set_value(["manual", "baseline"]).run()
+    at.text_input(key="seeds").set_value("3, 4").run()
+
+    again = start(owner)  # a reload, or a second tab: a new session of the same person
+    assert "tiny.csv" in texts(again.caption) and "Dataset ready" in texts(again.success)
+    assert again.number_input(key="k-shot").value == 4
+    go(again, "pages/2_Prompts.py")
+    assert again.text_area(key="templates-text").value == "Review: {text} Verdict: [MASK]"
+    assert again.text_input(key="verb-positive").value == "great, fine"
+    go(again, "pages/3_Train.py")
+    assert again.multiselect(key="methods").value == ["manual", "baseline"]
+    assert again.text_input(key="seeds").value == "3, 4"
+    drafts = list((home / "drafts").iterdir())
+    assert len(drafts) == 1 and "reload" not in drafts[0].name  # folder named by a hash, not the e-mail address
+    assert "No dataset yet" in texts(go(start("user:other@example.org"), "pages/2_Prompts.py").info)

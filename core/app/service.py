@@ -24,6 +24,7 @@ import torch
 
 from core import artifacts
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.app.drafts import Drafts
 from core.backbone import BackboneError, LMKind
 from core.compare import Unit, method_options, parse_seeds, prompt_spec, run_unit, summarize, with_checkpoint_dir
 from core.data import LabeledDataset, Limits, Split, few_shot_split, load_dataset, split_dataset
@@ -95,6 +96,7 @@ class Workspace:
         self.jobs = JobManager(self.store, devices=devices)  # marks runs left active by a dead process interrupted
         self.pool = pool or BackbonePool()
         self.installer = DefaultInstaller()
+        self.drafts = Drafts(self.home / "drafts")
         self._lock = threading.Lock()
         self._contexts: dict[str, GroupContext] = {}
         self._summaries: dict[str, tuple[tuple, dict]] = {}
@@ -337,6 +339,13 @@ class UserWorkspace:
 
     def resume(self, run_id: str) -> str:
         return self._ws._resume(self._own_run(run_id))
+
+    def load_draft(self) -> dict[str, Any] | None:
+        """This person's unfinished work (dataset, prompts, settings) as last saved, from any tab or session."""
+        return self._ws.drafts.load(self.owner)
+
+    def save_draft(self, draft: dict[str, Any]) -> None:
+        self._ws.drafts.save(self.owner, draft)
 
     def share(self, group_id: str) -> str:
         """A token that lets anyone who has it read this comparison (not cancel, resume or change it)."""
