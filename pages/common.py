@@ -212,22 +212,25 @@ def method_label(name: str) -> str:
     return f"{cls.label} ({name})" if cls else name
 
 
-def option_form(method: str, saved: dict[str, Any]) -> dict[str, Any]:
-    """Widgets generated from the method's config dataclass; returns every field's current value."""
+def option_form(method: str, saved: dict[str, Any], columns: list | None = None) -> dict[str, Any]:
+    """Widgets generated from the method's config dataclass (spread over `columns`, choices and switches
+    first); returns every field's current value."""
     cls = REGISTRY[method]
     values: dict[str, Any] = {}
-    specs = config_fields(cls.config_cls)
+    specs = sorted(config_fields(cls.config_cls), key=lambda f: f.kind not in ("enum", "bool"))
     if not specs:
         st.caption("This method has no options.")
-    for f in specs:
-        values[f.name] = _field_widget(method, f, saved.get(f.name, f.default))
+    columns = columns or [st.container()]
+    for i, f in enumerate(specs):
+        with columns[i % len(columns)]:
+            values[f.name] = _field_widget(method, f, saved.get(f.name, f.default))
     return values
 
 
 def _field_widget(method: str, f: OptionField, value: Any) -> Any:
     key = f"opt-{method}-{f.name}"
-    label = f.name.replace("_", " ")
-    helptext = f.help or None
+    label = f.label
+    helptext = f"{f.help} (`{f.name}`)" if f.help else f"`{f.name}`"
     if f.kind == "bool":
         return st.checkbox(label, value=bool(value), help=helptext, key=key)
     if f.kind == "int":
@@ -277,17 +280,6 @@ def token_chips(tokens) -> None:
         f"<div style='line-height:1.9'>{chips}</div><div style='font-size:0.8em'>{legend}</div>",
         unsafe_allow_html=True,
     )
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def fmt_bytes(n: int | None) -> str:

@@ -145,8 +145,12 @@ def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
     for name, cls in REGISTRY.items():
         for f in config_fields(cls.config_cls):
             assert f"opt-{name}-{f.name}" in keys, (name, f.name)
-    labels = {e.label for e in at.expander}
+    labels = {t.label for t in at.tabs}  # the advanced options: one tab per method
     assert all(any(cls.label in label for label in labels) for cls in REGISTRY.values())
+    assert "Launch 6 runs" in [b.label for b in at.button] or len(REGISTRY) != 6
+    at.multiselect(key="methods").set_value(["manual"]).run()
+    assert at.button(key="launch").label == "Launch 1 run"
+    assert at.number_input(key="opt-manual-batch_size").label == "batch size (examples)"  # words, with units
 
 
 def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> None:

@@ -100,6 +100,7 @@ class Workspace:
         self._lock = threading.Lock()
         self._contexts: dict[str, GroupContext] = {}
         self._summaries: dict[str, tuple[tuple, dict]] = {}
+        self._run_timings: dict[str, dict[str, float | None]] = {}
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)
@@ -257,7 +258,18 @@ class Workspace:
             seen.add(key)
             row["active"] = row["status"] in ACTIVE_STATUSES
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
+            row["stopping"] = row["active"] and self.jobs.is_stopping(row["id"])
+            row.update(self._timings(row) if row["status"] == "succeeded" else {})
         return rows
+
+    def _timings(self, row: dict) -> dict[str, float | None]:
+        """A finished run's training and test-scoring seconds (read once from its result, then remembered)."""
+        cached = self._run_timings.get(row["id"])  # a dict read/write is atomic; _resume holds _lock while here
+        if cached is None:
+            result = (self.store.get_run(row["id"]) or {}).get("result") or {}
+            cached = {k: result.get(k) for k in ("train_seconds", "test_seconds")}
+            self._run_timings[row["id"]] = cached
+        return cached
 
     def _metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """Long-format metric series (run, step, metric, value) for altair."""
