@@ -219,7 +219,8 @@ def phase_progress(run: Mapping[str, Any]) -> tuple[float | None, str]:
 
 
 def wall_seconds(run: Mapping[str, Any]) -> float | None:
-    return run["finished"] - run["started"] if run.get("started") and run.get("finished") else None
+    started, finished = run.get("started"), run.get("finished")
+    return finished - started if started is not None and finished is not None else None
 
 
 def finished_text(run: Mapping[str, Any]) -> str:
@@ -251,7 +252,8 @@ def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | No
         same = done.get(r["method"]) or every
         estimate = sum(same) / len(same) if same else None
         if r["status"] == "running":
-            left = estimate - (now - r["started"]) if estimate is not None and r.get("started") else None
+            started = r.get("started")
+            left = estimate - (now - started) if estimate is not None and started is not None else None
             left = max(x for x in (left, r.get("eta_seconds"), 0.0) if x is not None)
             unknown += estimate is None and not r.get("eta_seconds")
             total += left
