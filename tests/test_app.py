@@ -175,17 +175,20 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
 
     go(at, "pages/4_Runs.py")
     assert "4 succeeded" in texts(at.caption) and len(at.get("progress")) == 4
+    assert "scoring the test split" in " ".join(p.proto.text for p in at.get("progress"))  # wall, training, test
 
     go(at, "pages/5_Compare.py")
     assert not at.error
     assert any(m.label == "Best test accuracy" for m in at.metric)
+    assert "is best (chosen on dev" in texts(at.success) and "Best on test:" in texts(at.caption)
     table = at.dataframe[0].value
     assert "Manual (best on dev)" in set(table["prompt"]) and "Majority class" in set(table["prompt"])
     assert "Significance" in texts(at.subheader)
 
     go(at, "pages/6_Predict.py")
     downloads = at.get("download_button")
-    assert len(downloads) >= 4  # one prompt file per prompt and seed, plus results.json
+    assert len(downloads) >= 5  # one prompt file per prompt and seed, all of them as a zip, plus results.json
+    assert "test accuracy" in texts(at.markdown) and "Majority class" in texts(at.markdown)
     prompt = next(a for a in mine.artifacts(group) if a["method"] == "manual")
     at.file_uploader(key="predict-prompt").set_value(
         (Path(prompt["path"]).name, Path(prompt["path"]).read_bytes(), "application/json")

@@ -285,6 +285,26 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def zip_paths(paths: Sequence[Path]) -> bytes:
+    """Files and folders (PEFT exports) in one zip, each under its own name."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in paths:
+            for item in sorted(path.rglob("*")) if path.is_dir() else [path]:
+                if item.is_file():
+                    zf.write(item, item.relative_to(path.parent))
+    return buf.getvalue()
+
+
+def artifact_scores(summary: Mapping[str, Any] | None) -> dict[str, tuple[str, float]]:
+    """Prompt file path -> (prompt name, its test accuracy at that file's seed), from the comparison summary."""
+    out: dict[str, tuple[str, float]] = {}
+    for m in (summary or {}).get("methods", []):
+        for path, acc in zip(m.get("artifacts", []), m.get("per_seed", []), strict=False):
+            out[path] = (m["name"], acc)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- prompts page
 
 
