@@ -129,7 +129,7 @@ def app_state() -> dict[str, Any]:
             "last_group": None,
         }
         draft = workspace().load_draft() or {}
-        state.update({k: v for k, v in draft.items() if k in DRAFT_KEYS})
+        state.update({k: v for k, v in draft.items() if k in DRAFT_KEYS and v is not None})
         st.session_state["ptune"] = state
         st.session_state[_SAVED] = _draft_text(state)
     return st.session_state["ptune"]
@@ -137,10 +137,15 @@ def app_state() -> dict[str, Any]:
 
 def _draft_text(state: dict[str, Any]) -> str:
     """The draft as JSON without the dataset bytes (the digest stands for them): compared to skip idle writes."""
-    draft = {k: state.get(k) for k in DRAFT_KEYS}
-    if draft["data"] is not None:
+    draft = _draft(state)
+    if draft.get("data") is not None:
         draft["data"] = {k: v for k, v in draft["data"].items() if k != "bytes"}
     return json.dumps(draft, sort_keys=True, default=str)
+
+
+def _draft(state: dict[str, Any]) -> dict[str, Any]:
+    """What of the session state is saved: the choices made so far (a page's defaults fill in the rest)."""
+    return {k: state[k] for k in DRAFT_KEYS if state.get(k) is not None}
 
 
 def save_draft() -> None:
@@ -153,7 +158,7 @@ def save_draft() -> None:
     if text == st.session_state.get(_SAVED):
         return
     try:
-        workspace().save_draft({k: state.get(k) for k in DRAFT_KEYS})
+        workspace().save_draft(_draft(state))
     except (OSError, TypeError, ValueError) as err:  # a draft is a convenience: never break the page for it
         st.toast(f"Your work could not be saved for the next visit: {err}", icon=":material/warning:")
         return

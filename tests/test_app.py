@@ -287,6 +287,7 @@ def test_a_server_reachable_from_elsewhere_asks_for_its_token(home: Path) -> Non
 def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
     owner = "user:reload@example.org"
     at = load_tiny_csv(start(owner))
+    go(start(owner), "pages/3_Train.py")  # a new session whose draft has no training choices yet
     go(at, "pages/2_Prompts.py")
     at.text_area(key="templates-text").set_value("Review: {text} Verdict: [MASK]").run()
     at.text_input(key="verb-positive").set_value("great, fine").run()
