@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from core import artifacts, prefix_cache
 from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
@@ -21,7 +23,18 @@ from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
 from core.methods import create, method_class
 from core.methods.base import LearnedPrompt, PromptSpec
 from core.peft_export import export_if_expressible
-from core.progress import ProgressFn, StopFn, never_stop, no_progress
+from core.progress import (
+    CHOOSING,
+    SAVING,
+    SCORING,
+    TRAINING,
+    Cancelled,
+    ProgressFn,
+    StopFn,
+    enter_phase,
+    never_stop,
+    no_progress,
+)
 from core.resources import measure_peak
 from core.templates import Template, Verbalizer
 
@@ -145,18 +158,21 @@ def run_unit(
     for template in spec.templates:
         Template.parse(template).validate(split.test.columns, backbone.kind)
     method = create(unit.method, spec, options)
+    enter_phase(progress, TRAINING if method.trains else CHOOSING)
     start = time.perf_counter()
     cache_before = prefix_cache.stats()
     with measure_peak(backbone.device) as peak:
         learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
     train_seconds = time.perf_counter() - start
-    rows, scored = [], {}
-    for i, prompt in enumerate([learned, *learned.variants] if score_test else []):
-        if should_stop():
-            break
-        row = _test_row(backbone, method, prompt, split.test, out_dir, unit, scored)
-        rows.append({**row, "primary": i == 0})
+    prompts = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
+    scored = _score_test(backbone, method, prompts, split.test, progress, should_stop)
+    test_seconds = sum(seconds for _, seconds in scored.values())
     cache = {k: prefix_cache.stats()[k] - cache_before[k] for k in ("hits", "misses")}  # this unit's lookups
+    enter_phase(progress, SAVING)
+    rows = [
+        {**_test_row(backbone, method, prompt, split.test, out_dir, unit, scored), "primary": i == 0}
+        for i, prompt in enumerate(prompts)
+    ]
     for row in rows:
         row.update(
             train_seconds=train_seconds,
@@ -173,7 +189,48 @@ def run_unit(
         "rows": rows,
         "n_train": len(train),
         "n_dev": len(dev),
+        "train_seconds": train_seconds,
+        "test_seconds": test_seconds,
     }
+
+
+def _prompt_key(prompt: LearnedPrompt) -> str:
+    """The same weight-free prompt (manual's best-on-dev is one of its variants) is scored once; a prompt with
+    weights is its own key."""
+    if prompt.tensors:
+        return f"id:{id(prompt)}"
+    return json.dumps([prompt.method, prompt.template, prompt.state], sort_keys=True)
+
+
+def _score_test(
+    backbone: Backbone,
+    method,
+    prompts: Sequence[LearnedPrompt],
+    test: LabeledDataset,
+    progress: ProgressFn,
+    should_stop: StopFn,
+) -> dict[str, tuple]:
+    """Every distinct prompt's test scores and seconds, keyed by `_prompt_key`; reported as rows n/N over all
+    prompts (scored in chunks so the progress moves and a cancel is seen between chunks)."""
+    distinct = {_prompt_key(p): p for p in prompts}
+    n, total = len(test), len(distinct) * len(test)
+    chunk = max(64, -(-n // 20))
+    enter_phase(progress, SCORING)
+    progress(0, total, {})
+    out, done = {}, 0
+    for key, prompt in distinct.items():
+        parts, start = [], time.perf_counter()
+        for lo in range(0, n, chunk):
+            if should_stop():
+                raise Cancelled(f"stopped while scoring the test split ({done}/{total} rows)")
+            parts.append(method.scores(backbone, prompt, test.records[lo : lo + chunk]))
+            done += min(chunk, n - lo)
+            progress(done, total, {})
+        out[key] = (
+            torch.cat(parts) if parts else torch.empty(0, len(prompt.label_names)),
+            time.perf_counter() - start,
+        )
+    return out
 
 
 def _test_row(
@@ -183,19 +240,10 @@ def _test_row(
     test: LabeledDataset,
     out_dir: Path | None,
     unit: Unit,
-    scored: dict[str, tuple],
+    scored: Mapping[str, tuple],
 ) -> dict[str, Any]:
-    """Score one prompt on test; `scored` remembers weight-free prompts already scored (manual's best-on-dev is
-    one of its variants), so the same prompt is never scored twice."""
-    key = json.dumps([prompt.method, prompt.template, prompt.state], sort_keys=True) if not prompt.tensors else None
-    if key in scored:
-        scores, seconds = scored[key]
-    else:
-        start = time.perf_counter()
-        scores = method.scores(backbone, prompt, test.records)
-        seconds = time.perf_counter() - start
-        if key is not None:
-            scored[key] = (scores, seconds)
+    """One prompt's test evaluation from its scores, and its prompt file (and PEFT export) saved."""
+    scores, seconds = scored[_prompt_key(prompt)]
     ev = evaluate(scores, list(test.labels), len(prompt.label_names))
     artifact = peft_dir = None
     if out_dir is not None:
@@ -281,6 +329,8 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "per_seed": [r["accuracy"] for r in rows],
         "trainable_params": first["trainable_params"],
         "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
+        "test_seconds": sum(r.get("test_seconds") or 0.0 for r in rows) / len(rows),
+        "dev_accuracy": _mean_or_none([r.get("dev_accuracy") for r in rows]),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "steps": first.get("steps"),
         "prefix_cache_hits": sum(r.get("prefix_cache_hits", 0) for r in rows),
@@ -293,6 +343,11 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "seeds": [r["seed"] for r in rows],
         "primary": first["primary"],
     }
+
+
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def _significance(by_name: Mapping[str, list[dict]], reference: str, gold: list[int]) -> list[dict[str, Any]]:

@@ -74,25 +74,47 @@ class _Progress:
 
     Calls between writes are buffered and written with the next one, so every step's metrics reach the store
     while a tight loop costs one SQLite transaction per ``interval`` at most. The final step, and any step after
-    a cancel request, are written at once. Called only from the job's own thread, so it needs no lock.
+    a cancel request, are written at once. ``phase(name)`` (see ``core.progress.enter_phase``) records what the
+    run is doing; each phase's ETA counts from the moment it was first entered (a training phase interrupted by
+    dev evaluations keeps one clock). Called only from the job's own thread, so it needs no lock.
     """
 
     def __init__(self, store: RunStore, job: _Job, interval: float):
         self._store, self._job, self._interval = store, job, interval
-        self._start = time.monotonic()
+        self._phase = ""
+        self._started: dict[str, float] = {"": time.monotonic()}
+        self._base: dict[str, int] = {}  # per phase: the step count before its first reported step
+        self._step = self._total = 0
         self._last_write = -math.inf
         self._backlog: list[MetricRecord] = []
 
+    def phase(self, name: str) -> None:
+        """Enter phase ``name``: written at once (with any buffered metrics), step counts carry over until the
+        phase reports its own."""
+        self._phase = name
+        self._started.setdefault(name, time.monotonic())
+        self._write(self._step, self._total, {}, None)
+
     def __call__(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
         now = time.monotonic()
+        self._base.setdefault(self._phase, max(step - 1, 0))
         urgent = step >= total or self._job.stop.is_set()
         if not urgent and now - self._last_write < self._interval:
             self._backlog.append((step, time.time(), dict(metrics)))
+            self._step, self._total = step, total
             return
-        eta = (now - self._start) * (total - step) / step if 0 < step <= total else None
-        self._store.record_progress(self._job.run_id, step, total, metrics, eta, backlog=self._backlog)
+        base = self._base.setdefault(self._phase, max(step - 1, 0))
+        elapsed = now - self._started.get(self._phase, now)
+        eta = elapsed * (total - step) / (step - base) if base < step <= total else None
+        self._write(step, total, metrics, eta)
+
+    def _write(self, step: int, total: int, metrics: Mapping[str, float], eta: float | None) -> None:
+        self._store.record_progress(
+            self._job.run_id, step, total, metrics, eta, backlog=self._backlog, phase=self._phase
+        )
         self._backlog = []
-        self._last_write = now
+        self._step, self._total = step, total
+        self._last_write = time.monotonic()
 
 
 class JobManager:
@@ -161,6 +183,12 @@ class JobManager:
         if claimed:
             self._finish(job, "cancelled")
         return True
+
+    def is_stopping(self, run_id: str) -> bool:
+        """A cancel was asked for and the run has not stopped yet (it stops at its next step or chunk)."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            return job is not None and job.stop.is_set()
 
     def is_active(self, run_id: str) -> bool:
         with self._lock:

@@ -14,12 +14,29 @@ StopFn = Callable[[], bool]
 MessageFn = Callable[[str], None]  # one human-readable line (downloads, conversions), not a step count
 
 
+# A run's phases, in order; each counts its own steps (training steps, test rows) and has its own ETA.
+WAITING = "waiting for a worker"
+TRAINING = "training"
+CHOOSING = "choosing on dev"  # methods that train nothing: scoring their candidate prompts on dev
+EVALUATING = "evaluating on dev"
+SCORING = "scoring the test split"
+SAVING = "saving the prompt files"
+
+
 class Cancelled(Exception):
     """Raised by work that saw ``should_stop()``; the run is recorded as cancelled, not failed."""
 
 
 def no_progress(step: int, total: int, metrics: Mapping[str, float]) -> None:
     """A ProgressFn that ignores everything (scripts and tests that don't watch)."""
+
+
+def enter_phase(progress: ProgressFn, name: str) -> None:
+    """Tell a phase-aware reporter (the job runner's has a ``phase`` method) that the work entered a new phase;
+    steps reported from now on count within it. A plain callback has no phases and ignores this."""
+    phase = getattr(progress, "phase", None)
+    if phase is not None:
+        phase(name)
 
 
 def never_stop() -> bool:

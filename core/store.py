@@ -25,7 +25,7 @@ from typing import Any
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -83,8 +83,16 @@ CREATE TABLE share_access (
 );
 """
 
+# v3: what a run is doing now (its phase: "training", "scoring the test split", ...; progress_step/total count
+# within it) and when it started and finished, so a card shows its wall time and each phase its own progress.
+_SCHEMA_V3 = """
+ALTER TABLE runs ADD COLUMN phase TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN started REAL;
+ALTER TABLE runs ADD COLUMN finished REAL
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 # One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
 MetricRecord = tuple[int, float, Mapping[str, float]]
@@ -223,8 +231,13 @@ class RunStore:
         """Set the status; ``error`` describes the new status, so passing None clears an old error."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        columns: dict[str, Any] = {"status": status, "error": error}
+        if status == "running":
+            columns.update(started=time.time(), finished=None)
+        elif status in TERMINAL_STATUSES:
+            columns["finished"] = time.time()
         with self._tx() as conn:
-            self._update_run(conn, run_id, status=status, error=error)
+            self._update_run(conn, run_id, **columns)
 
     def set_device(self, run_id: str, device: str) -> None:
         """Record which device (worker) the run was assigned to."""
@@ -240,8 +253,10 @@ class RunStore:
         eta_seconds: float | None = None,
         *,
         backlog: Sequence[MetricRecord] = (),
+        phase: str | None = None,
     ) -> None:
-        """Update the progress columns and append metric rows in one transaction.
+        """Update the progress columns (and the phase they count, when given) and append metric rows in one
+        transaction.
 
         ``backlog`` holds earlier (step, time, metrics) records a throttled reporter buffered, so a loss curve
         keeps every step even though the store is written a few times per second at most.
@@ -252,8 +267,11 @@ class RunStore:
             for s, t, m in (*backlog, (step, now, metrics))
             for name, v in m.items()
         ]
+        columns: dict[str, Any] = {"progress_step": step, "progress_total": total, "eta_seconds": eta_seconds}
+        if phase is not None:
+            columns["phase"] = phase
         with self._tx() as conn:
-            self._update_run(conn, run_id, progress_step=step, progress_total=total, eta_seconds=eta_seconds)
+            self._update_run(conn, run_id, **columns)
             conn.executemany("INSERT INTO metrics (run_id, step, t, name, value) VALUES (?,?,?,?,?)", rows)
 
     def save_result(self, run_id: str, result: dict) -> None:
@@ -372,7 +390,9 @@ class RunStore:
     def groups(self, *, owner: str | None = None) -> list[dict]:
         """Comparison groups, newest first: group_id, owner, created (first run), n_runs, statuses {status: count}.
 
-        With `owner`: the groups that owner made, then the ones shared with them (`shared` is true for those)."""
+        A resumed run counts once: `n_runs` and `statuses` cover each (method, seed)'s newest attempt, as the Runs
+        page shows them (`n_attempts` counts every row). With `owner`: the groups that owner made, then the ones
+        shared with them (`shared` is true for those)."""
         mine = (
             ""
             if owner is None
@@ -381,13 +401,14 @@ class RunStore:
         params = () if owner is None else (owner, owner)
         with self._lock:
             groups = self._query(
-                "SELECT group_id, MIN(owner) AS owner, MIN(created) AS created, COUNT(*) AS n_runs FROM runs"
+                "SELECT group_id, MIN(owner) AS owner, MIN(created) AS created, COUNT(*) AS n_attempts FROM runs"
                 f" WHERE group_id IS NOT NULL{mine} GROUP BY group_id ORDER BY created DESC",
                 params,
             )
             counts = self._query(
-                f"SELECT group_id, status, COUNT(*) AS n FROM runs WHERE group_id IS NOT NULL{mine}"
-                " GROUP BY group_id, status",
+                "SELECT group_id, status, COUNT(*) AS n FROM (SELECT group_id, status, ROW_NUMBER() OVER"
+                " (PARTITION BY group_id, method, seed ORDER BY created DESC, rowid DESC) AS attempt FROM runs"
+                f" WHERE group_id IS NOT NULL{mine}) WHERE attempt = 1 GROUP BY group_id, status",
                 params,
             )
         for group in groups:
@@ -395,4 +416,7 @@ class RunStore:
         by_group: dict[str, dict[str, int]] = {}
         for row in counts:
             by_group.setdefault(row["group_id"], {})[row["status"]] = row["n"]
-        return [{**group, "statuses": by_group.get(group["group_id"], {})} for group in groups]
+        return [
+            {**group, "statuses": (st := by_group.get(group["group_id"], {})), "n_runs": sum(st.values())}
+            for group in groups
+        ]

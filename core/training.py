@@ -35,7 +35,7 @@ from torch import nn
 
 from core import distributed
 from core.config import choice
-from core.progress import Cancelled, ProgressFn, StopFn
+from core.progress import EVALUATING, TRAINING, Cancelled, ProgressFn, StopFn, enter_phase
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_KEY = "ptune_checkpoint"
@@ -76,7 +76,9 @@ class TrainConfig:
         metadata={"help": "LR decay after warm-up: 'linear' or 'cosine' to zero, or 'constant'."},
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: no clipping)."})
-    eval_every: int = field(default=25, metadata={"help": "Score dev every N steps (and at the end)."})
+    eval_every: int = field(
+        default=0, metadata={"help": "Score dev every N steps and at the end (0: about 10 times per run)."}
+    )
     patience: int = field(
         default=3,
         metadata={
@@ -101,7 +103,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.schedule = choice(Schedule, self.schedule, "schedule")
-        positive = ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "checkpoint_every")
+        positive = ("max_steps", "batch_size", "grad_accum", "eval_batch_size", "checkpoint_every")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
@@ -110,8 +112,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive number, not {getattr(self, name)!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.patience < 0:
-            raise ValueError("weight_decay, max_grad_norm and patience cannot be negative")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.patience < 0 or self.eval_every < 0:
+            raise ValueError("weight_decay, max_grad_norm, patience and eval_every cannot be negative")
+
+    @property
+    def eval_interval(self) -> int:
+        """Steps between dev evaluations: `eval_every`, or (0) a tenth of the run so every curve has ~10 points."""
+        return int(self.eval_every) or max(1, self.max_steps // 10)
 
 
 # 1. learning-rate schedule ------------------------------------------------------------------------------------
@@ -333,6 +340,8 @@ def train(
     if loaded is not None:
         tensors, _meta, state = loaded
         best = _restore(tensors, params, optimizer)
+        progress(state.step, cfg.max_steps, {})  # the card shows where it resumed at once
+        enter_phase(progress, f"{TRAINING}, resumed from step {state.step}")
     else:
         torch.manual_seed(cfg.seed)
     resumed_from = state.step
@@ -397,8 +406,10 @@ def train(
                 "lr": base_lrs[0] * factor,
                 "examples_per_second": seen / elapsed if elapsed > 0 else 0.0,
             }
-            if eval_fn is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            if eval_fn is not None and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
+                enter_phase(progress, EVALUATING)
                 metrics["dev_accuracy"] = evaluate()
+                enter_phase(progress, f"{TRAINING}, resumed from step {resumed_from}" if resumed_from else TRAINING)
                 metrics["dev_loss"] = state.evals[-1]["dev_loss"]
                 if cfg.patience and state.bad_evals >= cfg.patience:
                     stopped_early = True

@@ -6,7 +6,18 @@ import streamlit as st
 
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.data import DataError, detect_columns, split_dataset
-from pages.common import SAMPLES_DIR, app_state, csv_uploader, dataset, digest, k_shot_problem, link, plain, table
+from pages.common import (
+    SAMPLES_DIR,
+    app_state,
+    csv_uploader,
+    dataset,
+    digest,
+    k_shot_problem,
+    link,
+    plain,
+    save_draft,
+    table,
+)
 
 state = app_state()
 st.title("Data")
@@ -33,7 +44,10 @@ if source == "Upload a CSV":
     if uploaded is not None:
         raw, name = uploaded
 elif samples:
-    chosen = st.selectbox("Sample", samples, format_func=lambda p: p.name, key="data-sample")
+    before = state["data"]["name"].removeprefix("sample: ") if state["data"] else None
+    names = [p.name for p in samples]
+    index = names.index(before) if before in names else 0
+    chosen = st.selectbox("Sample", samples, index=index, format_func=lambda p: p.name, key="data-sample")
     raw, name = chosen.read_bytes(), f"sample: {chosen.name}"
 else:
     st.info("No bundled samples are installed (data/samples/ is empty).")
@@ -168,3 +182,4 @@ st.success(
     f"Dataset ready: **{name}** — {len(ds.label_names)} labels ({', '.join(ds.label_names)}). Next: write prompts."
 )
 link("prompts", "Go to Prompts")
+save_draft()

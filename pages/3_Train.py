@@ -1,5 +1,8 @@
 """Train: choose the backbone, methods (with generated advanced options), seeds and K; launch into the job queue."""
 
+import hashlib
+import json
+
 import streamlit as st
 
 from core.app.backbones import inspect_backbone
@@ -19,6 +22,7 @@ from pages.common import (
     method_label,
     option_form,
     plain,
+    save_draft,
 )
 
 ws, state, ds, split = dataset_page("Train")
@@ -26,6 +30,11 @@ prompts = state["prompts"] or {
     "templates": list(default_templates(ds)),
     "verbalizer": Verbalizer.default(ds.label_names).to_dict(),
 }
+
+
+def request_fingerprint(*parts) -> str:
+    """The same choices give the same fingerprint: a second click on Launch does not queue the same work twice."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @st.cache_data(ttl=60, show_spinner="Reading the backbone's config…")
@@ -81,10 +90,13 @@ methods = st.multiselect(
     key="methods",
 )
 state["methods"] = methods
-for name in methods:
-    with st.expander(f"Advanced: {method_label(name)}"):
-        values = option_form(name, state["options"].get(name, {}))
-        state["options"][name] = values
+if methods:
+    st.caption("Advanced options, one tab per method (the defaults are sensible; hover a field for its meaning).")
+    for name, tab in zip(methods, st.tabs([method_label(name) for name in methods]), strict=True):
+        with tab:
+            columns = st.columns(3)
+            values = option_form(name, state["options"].get(name, {}), columns)
+            state["options"][name] = values
 
 st.subheader("Seeds and steps")
 c1, c2, c3 = st.columns(3)
@@ -125,15 +137,25 @@ if k_shot is not None and (problem := k_shot_problem(split, k_shot, seeds[0] if 
 if not methods:
     errors.append("Choose at least one method.")
 n_runs = len(methods) * max(len(seeds), 1)
+runs_word = "run" if n_runs == 1 else "runs"
 st.caption(
-    f"{n_runs} runs on {len(split.test):,} test rows · templates: "
+    f"{n_runs} {runs_word} on {len(split.test):,} test rows · templates: "
     + " | ".join(f"`{t}`" for t in prompts["templates"])
 )
 for message in errors:
     st.error(message)
 
-if st.button(f"Launch {n_runs} runs", type="primary", disabled=bool(errors), key="launch"):
-    data = state["data"]
+data = state["data"]
+fingerprint = request_fingerprint(
+    data["digest"], prompts, methods, state["options"], seeds_text, max_steps, spec, settings
+)
+queued = state.get("launched", {}).get(fingerprint)
+if queued and any(r["active"] for r in ws.runs(queued)):
+    st.info(f"This exact comparison is already queued or running as **{queued}**; change a setting to launch another.")
+else:
+    queued = None
+
+if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(errors) or bool(queued), key="launch"):
     request = ComparisonRequest(
         data=data["bytes"],
         source_name=data["name"],
@@ -157,5 +179,7 @@ if st.button(f"Launch {n_runs} runs", type="primary", disabled=bool(errors), key
         st.error(f"Not launched: {plain(err)}")
     else:
         state["last_group"] = group
-        st.success(f"Queued {n_runs} runs as comparison **{group}**. They keep running if you close this tab.")
+        state.setdefault("launched", {})[fingerprint] = group
+        st.success(f"Queued {n_runs} {runs_word} as comparison **{group}**. They keep running if you close this tab.")
         link("runs", "Watch them on Runs")
+save_draft()

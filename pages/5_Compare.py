@@ -10,11 +10,13 @@ from core.app.views import (
     comparison_table,
     confusion_frame,
     disagreements,
+    fmt_seconds,
     significance_table,
     soft_prompt_readings,
+    verdict,
 )
 from core.export import to_safe_csv
-from pages.common import fmt_count, fmt_seconds, group_page, link, plain, share_link, workspace
+from pages.common import fmt_count, group_page, link, plain, share_link, workspace
 
 ws = workspace()
 group = group_page(
@@ -47,10 +49,13 @@ if ws.is_owner(group):
         st.code(share_link(ws, group), language=None)
 
 table = comparison_table(summary)
+words = verdict(summary)
+st.success(plain(words["headline"]), icon=":material/emoji_events:")
+st.caption(plain(words["test_best"]) + " The headline prompt is chosen on the dev split, as a user would choose.")
 best = table.loc[table["accuracy"].idxmax()]
 c1, c2, c3 = st.columns(3)
 c1.metric("Best test accuracy", f"{best['accuracy']:.3f}", help=best["prompt"])
-c2.metric("Best prompt", best["method"])
+c2.metric("Best on test", best["method"], help="Picked after seeing the test split; the headline is chosen on dev.")
 c3.metric("Prompts compared", len(table))
 
 st.subheader("Accuracy on the test split")
@@ -88,6 +93,7 @@ shown = table[
         "seeds",
         "trainable_params",
         "train_seconds",
+        "test_seconds",
         "peak_memory_mb",
     ]
 ]
@@ -96,6 +102,11 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
+        "prompt": st.column_config.TextColumn("prompt", width="large"),
+        "method": st.column_config.TextColumn("method", width="small"),
+        "role": st.column_config.TextColumn("role", width="small"),
+        "seeds": st.column_config.NumberColumn("seeds", width="small"),
+        "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f"),
         "accuracy": st.column_config.NumberColumn(format="%.3f"),
         "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f"),
         "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
@@ -105,7 +116,8 @@ st.dataframe(
     },
 )
 st.caption(
-    f"Training time is per seed; peak memory is the largest over seeds "
+    f"Training and test-scoring times are per seed (a manual prompt trains nothing: its training time is the "
+    f"scoring of its candidates on dev); peak memory is the largest over seeds "
     f"({'GPU allocator peak' if 'cuda' in str(backbone.get('device', '')) else 'process RSS on the CPU'})."
 )
 
@@ -132,7 +144,7 @@ st.subheader("The prompts")
 for m in summary["methods"]:
     st.markdown(
         f"**{m['name']}** — {fmt_count(m['trainable_params'])} trainable parameters, "
-        f"{fmt_seconds(m['train_seconds'])} per seed"
+        f"{fmt_seconds(m['train_seconds'])} training and {fmt_seconds(m.get('test_seconds'))} test scoring per seed"
     )
     if m.get("prompt"):
         st.code(m["prompt"], language=None, wrap_lines=True)
@@ -161,15 +173,24 @@ picked = st.multiselect(
     "Prompts", names, default=[n for n in names if not n.startswith("Manual #")][:4], key="confusion-prompts"
 )
 if picked:
-    heat = alt.Chart(conf[conf["prompt"].isin(picked)]).encode(x=alt.X("predicted:N"), y=alt.Y("gold:N"))
-    cells = heat.mark_rect().encode(
-        color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")), tooltip=["prompt", "gold", "predicted", "count"]
+    shown_conf = conf[conf["prompt"].isin(picked)].copy()
+    # share of each gold row, so the colour reads the same whatever the class sizes; dark cells get white text
+    shown_conf["share"] = shown_conf["count"] / shown_conf.groupby(["prompt", "gold"])["count"].transform("sum")
+    labels_order = summary["dataset"]["labels"]
+    heat = alt.Chart(shown_conf).encode(
+        x=alt.X("predicted:N", sort=labels_order), y=alt.Y("gold:N", sort=labels_order)
     )
-    text = heat.mark_text().encode(text="count:Q")
+    cells = heat.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of gold row"),
+        tooltip=["prompt", "gold", "predicted", "count", alt.Tooltip("share:Q", format=".0%")],
+    )
+    text = heat.mark_text(fontSize=13).encode(
+        text="count:Q", color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black"))
+    )
     st.altair_chart(
         (cells + text)
-        .properties(width=180, height=180)
-        .facet(facet=alt.Facet("prompt:N", title=None, header=alt.Header(labelLimit=260)), columns=3)
+        .properties(width=200, height=200)
+        .facet(facet=alt.Facet("prompt:N", title=None, sort=picked, header=alt.Header(labelLimit=300)), columns=3)
     )
 
 st.subheader("Download")

@@ -7,14 +7,24 @@ import streamlit as st
 
 from core import artifacts
 from core.app.service import UPLOAD_LIMITS
-from core.app.views import zip_folder
+from core.app.views import artifact_scores, zip_folder, zip_paths
 from core.artifacts import ArtifactError
 from core.backbone import BackboneError
 from core.data import DataError, guess_text_column
 from core.export import to_safe_csv
 from core.predict import predict_frame
 from core.templates import TemplateError
-from pages.common import SAMPLES_DIR, app_state, csv_uploader, digest, pick_group, plain, table, workspace
+from pages.common import (
+    SAMPLES_DIR,
+    app_state,
+    csv_uploader,
+    digest,
+    method_label,
+    pick_group,
+    plain,
+    table,
+    workspace,
+)
 
 ws = workspace()
 st.title("Predict & download")
@@ -25,15 +35,29 @@ if group is None:
     st.info("No finished runs yet: their learned prompt files appear here once a comparison has run.")
 else:
     files = ws.artifacts(group)
+    scores = artifact_scores(ws.summary(group))
     st.caption(
         "One file per prompt and seed: `.safetensors` (learned tensors plus a JSON manifest in its header) "
         "or `.json` (discrete prompts). Upload one below, or use it with `python -m core predict`."
     )
+    if files:
+        st.download_button(
+            f"Download all {len(files)} files (zip)",
+            lambda: zip_paths([Path(a["path"]) for a in files]),  # built on click, not on every rerun
+            file_name=f"prompts-{group}.zip",
+            mime="application/zip",
+            key="dl-all",
+            on_click="ignore",
+            icon=":material/folder_zip:",
+        )
     for i, art in enumerate(files):
         path = Path(art["path"])
-        c1, c2 = st.columns([4, 1])
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
         what = " · PEFT export (`peft.PeftModel.from_pretrained`)" if art["kind"] == "peft" else ""
-        c1.markdown(f"`{path.name}` · {art['method']} · seed {art['seed']}{what}")
+        name, accuracy = scores.get(art["path"], (None, None))
+        score = f" · test accuracy **{accuracy:.3f}**" if accuracy is not None else ""
+        method = method_label(art["method"])
+        c1.markdown(f"`{path.name}` · {plain(name or method)} ({plain(method)}) · seed {art['seed']}{score}{what}")
         if path.is_dir():
             c2.download_button(
                 "Download (zip)",
@@ -77,11 +101,14 @@ raw = None
 if source == "Upload a CSV":
     uploaded = csv_uploader("CSV with a text column", key="predict-data")
     raw = uploaded[0] if uploaded is not None else None
+    if uploaded is not None:
+        st.caption(f"New rows: **{plain(uploaded[1])}**")
 else:
     raw = samples[0].read_bytes()
 
 learned = None
 if prompt_file is not None:
+    st.caption(f"Prompt file: **{plain(prompt_file.name)}** ({len(prompt_file.getvalue()):,} bytes)")
     suffix = Path(prompt_file.name).suffix.lower()
     if suffix not in (".safetensors", ".json"):
         st.error("The prompt file must end in .safetensors or .json.")
@@ -141,7 +168,13 @@ if st.button("Predict", type="primary", disabled=learned is None or df is None, 
 preds = st.session_state.get("predictions")
 if preds is not None:
     st.subheader("Predictions")
-    st.dataframe(preds, hide_index=True, width="stretch", height=320)
+    st.dataframe(
+        preds,
+        hide_index=True,
+        width="stretch",
+        height=320,
+        column_config={c: st.column_config.NumberColumn(format="%.4f") for c in preds.columns if c.startswith("p_")},
+    )
     counts = preds["predicted_label"].value_counts()
     st.caption(" · ".join(f"{label}: {n}" for label, n in counts.items()))
     st.download_button(

@@ -111,11 +111,16 @@ def csv_uploader(label: str, *, key: str) -> tuple[bytes, str] | None:
 # ------------------------------------------------------------------------------------------------ session state
 
 
+DRAFT_KEYS = ("data", "settings", "prompts", "backbone", "options", "methods", "seeds", "max_steps", "last_group")
+_SAVED = "ptune-draft-saved"
+
+
 def app_state() -> dict[str, Any]:
     """The user's current choices (dataset, prompts, training settings), kept apart from widget state so they
-    survive page switches (Streamlit drops the state of widgets that a page does not draw)."""
+    survive page switches (Streamlit drops the state of widgets that a page does not draw). A new session (a
+    reload, a second tab) starts from the draft saved on the server for this person."""
     if "ptune" not in st.session_state:
-        st.session_state["ptune"] = {
+        state: dict[str, Any] = {
             "data": None,
             "settings": {"test_size": 0.5, "dev_size": 0.1, "split_seed": 0, "k_shot": 16},
             "prompts": None,
@@ -123,7 +128,41 @@ def app_state() -> dict[str, Any]:
             "options": {},
             "last_group": None,
         }
+        draft = workspace().load_draft() or {}
+        state.update({k: v for k, v in draft.items() if k in DRAFT_KEYS and v is not None})
+        st.session_state["ptune"] = state
+        st.session_state[_SAVED] = _draft_text(state)
     return st.session_state["ptune"]
+
+
+def _draft_text(state: dict[str, Any]) -> str:
+    """The draft as JSON without the dataset bytes (the digest stands for them): compared to skip idle writes."""
+    draft = _draft(state)
+    if draft.get("data") is not None:
+        draft["data"] = {k: v for k, v in draft["data"].items() if k != "bytes"}
+    return json.dumps(draft, sort_keys=True, default=str)
+
+
+def _draft(state: dict[str, Any]) -> dict[str, Any]:
+    """What of the session state is saved: the choices made so far (a page's defaults fill in the rest)."""
+    return {k: state[k] for k in DRAFT_KEYS if state.get(k) is not None}
+
+
+def save_draft() -> None:
+    """Save this person's draft on the server when it changed since the last save. The pages that change it
+    call this last (a page stops early only before it changes the draft); cheap when nothing changed."""
+    if "ptune" not in st.session_state:
+        return
+    state = st.session_state["ptune"]
+    text = _draft_text(state)
+    if text == st.session_state.get(_SAVED):
+        return
+    try:
+        workspace().save_draft(_draft(state))
+    except (OSError, TypeError, ValueError) as err:  # a draft is a convenience: never break the page for it
+        st.toast(f"Your work could not be saved for the next visit: {err}", icon=":material/warning:")
+        return
+    st.session_state[_SAVED] = text
 
 
 def digest(data: bytes) -> str:
@@ -178,22 +217,25 @@ def method_label(name: str) -> str:
     return f"{cls.label} ({name})" if cls else name
 
 
-def option_form(method: str, saved: dict[str, Any]) -> dict[str, Any]:
-    """Widgets generated from the method's config dataclass; returns every field's current value."""
+def option_form(method: str, saved: dict[str, Any], columns: list | None = None) -> dict[str, Any]:
+    """Widgets generated from the method's config dataclass (spread over `columns`, choices and switches
+    first); returns every field's current value."""
     cls = REGISTRY[method]
     values: dict[str, Any] = {}
-    specs = config_fields(cls.config_cls)
+    specs = sorted(config_fields(cls.config_cls), key=lambda f: f.kind not in ("enum", "bool"))
     if not specs:
         st.caption("This method has no options.")
-    for f in specs:
-        values[f.name] = _field_widget(method, f, saved.get(f.name, f.default))
+    columns = columns or [st.container()]
+    for i, f in enumerate(specs):
+        with columns[i % len(columns)]:
+            values[f.name] = _field_widget(method, f, saved.get(f.name, f.default))
     return values
 
 
 def _field_widget(method: str, f: OptionField, value: Any) -> Any:
     key = f"opt-{method}-{f.name}"
-    label = f.name.replace("_", " ")
-    helptext = f.help or None
+    label = f.label
+    helptext = f"{f.help} (`{f.name}`)" if f.help else f"`{f.name}`"
     if f.kind == "bool":
         return st.checkbox(label, value=bool(value), help=helptext, key=key)
     if f.kind == "int":
@@ -245,17 +287,6 @@ def token_chips(tokens) -> None:
     )
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 def fmt_bytes(n: int | None) -> str:
     if n is None:
         return "–"
@@ -280,11 +311,14 @@ def fmt_count(n: int | None) -> str:
 
 def group_label(group: dict) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(group["statuses"].items()))
-    return f"{group['group_id']} · {group['n_runs']} runs ({counts})"
+    runs = "run" if group["n_runs"] == 1 else "runs"
+    return f"{group['group_id']} · {group['n_runs']} {runs} ({counts})"
 
 
 def pick_group(ws: UserWorkspace, *, key: str, need_success: bool = False) -> str | None:
-    """A selectbox of comparison groups, newest first, defaulting to the one launched last in this session."""
+    """A selectbox of comparison groups, newest first, showing the one chosen last (launched, opened from a share
+    link, or picked on any page). Only a person's own pick changes that choice: a page whose list leaves it out
+    (Compare lists only comparisons with finished runs) shows its newest one without forgetting it."""
     groups = ws.groups()
     if need_success:
         groups = [g for g in groups if g["statuses"].get("succeeded")]
@@ -292,11 +326,16 @@ def pick_group(ws: UserWorkspace, *, key: str, need_success: bool = False) -> st
         return None
     ids = [g["group_id"] for g in groups]
     last = app_state().get("last_group")
-    index = ids.index(last) if last in ids else 0
+    wanted = last if last in ids else (st.session_state.get(key) if st.session_state.get(key) in ids else ids[0])
+    if st.session_state.get(key) != wanted:
+        st.session_state[key] = wanted
     labels = {g["group_id"]: group_label(g) for g in groups}
-    chosen = st.selectbox("Comparison", ids, index=index, format_func=labels.get, key=key)
-    app_state()["last_group"] = chosen
-    return chosen
+    return st.selectbox("Comparison", ids, format_func=labels.get, key=key, on_change=_picked, args=(key,))
+
+
+def _picked(key: str) -> None:
+    app_state()["last_group"] = st.session_state[key]
+    save_draft()
 
 
 def sidebar_status(ws: UserWorkspace) -> None:

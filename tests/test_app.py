@@ -145,8 +145,12 @@ def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
     for name, cls in REGISTRY.items():
         for f in config_fields(cls.config_cls):
             assert f"opt-{name}-{f.name}" in keys, (name, f.name)
-    labels = {e.label for e in at.expander}
+    labels = {t.label for t in at.tabs}  # the advanced options: one tab per method
     assert all(any(cls.label in label for label in labels) for cls in REGISTRY.values())
+    assert "Launch 6 runs" in [b.label for b in at.button] or len(REGISTRY) != 6
+    at.multiselect(key="methods").set_value(["manual"]).run()
+    assert at.button(key="launch").label == "Launch 1 run"
+    assert at.number_input(key="opt-manual-batch_size").label == "batch size (examples)"  # words, with units
 
 
 def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> None:
@@ -172,17 +176,20 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     go(at, "pages/4_Runs.py")
     assert "4 succeeded" in texts(at.caption) and len(at.get("progress")) == 4
     assert sum(" · cpu" in m.value for m in at.markdown) == 4  # the device each run was placed on
+    assert "scoring the test split" in " ".join(p.proto.text for p in at.get("progress"))  # wall, training, test
 
     go(at, "pages/5_Compare.py")
     assert not at.error
     assert any(m.label == "Best test accuracy" for m in at.metric)
+    assert "is best (chosen on dev" in texts(at.success) and "Best on test:" in texts(at.caption)
     table = at.dataframe[0].value
     assert "Manual (best on dev)" in set(table["prompt"]) and "Majority class" in set(table["prompt"])
     assert "Significance" in texts(at.subheader)
 
     go(at, "pages/6_Predict.py")
     downloads = at.get("download_button")
-    assert len(downloads) >= 4  # one prompt file per prompt and seed, plus results.json
+    assert len(downloads) >= 5  # one prompt file per prompt and seed, all of them as a zip, plus results.json
+    assert "test accuracy" in texts(at.markdown) and "Majority class" in texts(at.markdown)
     prompt = next(a for a in mine.artifacts(group) if a["method"] == "manual")
     at.file_uploader(key="predict-prompt").set_value(
         (Path(prompt["path"]).name, Path(prompt["path"]).read_bytes(), "application/json")
@@ -276,3 +283,29 @@ def test_a_server_reachable_from_elsewhere_asks_for_its_token(home: Path) -> Non
     assert not at.exception and "Data" in texts(at.title)
     opened = start(query={"token": access_token(home)})  # the link printed in the server log
     assert "Data" in texts(opened.title) and at.session_state[OWNER] != opened.session_state[OWNER]
+
+
+def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
+    owner = "user:reload@example.org"
+    at = load_tiny_csv(start(owner))
+    go(start(owner), "pages/3_Train.py")  # a new session whose draft has no training choices yet
+    go(at, "pages/2_Prompts.py")
+    at.text_area(key="templates-text").set_value("Review: {text} Verdict: [MASK]").run()
+    at.text_input(key="verb-positive").set_value("great, fine").run()
+    assert not at.exception and not at.error, texts(at.error)
+    go(at, "pages/3_Train.py")
+    at.multiselect(key="methods").set_value(["manual", "baseline"]).run()
+    at.text_input(key="seeds").set_value("3, 4").run()
+
+    again = start(owner)  # a reload, or a second tab: a new session of the same person
+    assert "tiny.csv" in texts(again.caption) and "Dataset ready" in texts(again.success)
+    assert again.number_input(key="k-shot").value == 4
+    go(again, "pages/2_Prompts.py")
+    assert again.text_area(key="templates-text").value == "Review: {text} Verdict: [MASK]"
+    assert again.text_input(key="verb-positive").value == "great, fine"
+    go(again, "pages/3_Train.py")
+    assert again.multiselect(key="methods").value == ["manual", "baseline"]
+    assert again.text_input(key="seeds").value == "3, 4"
+    drafts = list((home / "drafts").iterdir())
+    assert len(drafts) == 1 and "reload" not in drafts[0].name  # folder named by a hash, not the e-mail address
+    assert "No dataset yet" in texts(go(start("user:other@example.org"), "pages/2_Prompts.py").info)

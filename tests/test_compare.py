@@ -32,7 +32,15 @@ def test_registry_holds_manual_and_baseline():
 def test_manual_reports_each_template_and_best_on_dev(tiny, setup):
     ds, split, spec = setup
     events = []
-    result = run_unit(tiny("gpt2"), split, spec, Unit("manual", 0), progress=lambda *e: events.append(e))
+
+    class Recorder:  # a phase-aware progress callback, like the job runner's
+        def __call__(self, *event):
+            events.append(event)
+
+        def phase(self, name):
+            events.append(name)
+
+    result = run_unit(tiny("gpt2"), split, spec, Unit("manual", 0), progress=Recorder())
     rows = result["rows"]
     assert len(rows) == 1 + len(TEMPLATES) and rows[0]["primary"]
     variants = rows[1:]
@@ -40,7 +48,15 @@ def test_manual_reports_each_template_and_best_on_dev(tiny, setup):
     dev_accs = [r["dev_accuracy"] for r in variants]
     assert rows[0]["template"] == TEMPLATES[dev_accs.index(max(dev_accs))]
     assert all(r["n_test"] == len(split.test) and 0 <= r["accuracy"] <= 1 for r in rows)
-    assert [e[:2] for e in events] == [(i + 1, len(TEMPLATES)) for i in range(len(TEMPLATES))]
+    # Choosing on dev counts templates; scoring the test split counts rows over the distinct prompts (the best on
+    # dev is one of the templates, scored once), and ends at its total; then the files are saved.
+    n_rows = len(TEMPLATES) * len(split.test)
+    assert events[0] == "choosing on dev" and events[-1] == "saving the prompt files"
+    assert [e[:2] for e in events[1:4]] == [(i + 1, len(TEMPLATES)) for i in range(len(TEMPLATES))]
+    assert events[4] == "scoring the test split" and events[5][:2] == (0, n_rows)
+    scoring = [e[0] for e in events[6:-1]]
+    assert scoring == sorted(scoring) and scoring[-1] == n_rows and len(scoring) >= len(TEMPLATES)
+    assert result["test_seconds"] > 0 and result["train_seconds"] > 0
 
 
 def test_majority_baseline_predicts_the_train_majority(tiny, setup):

@@ -127,6 +127,8 @@ class Timings:
     navigate_data_to_runs: list[float] = field(default_factory=list)
     toggle_rerun: list[float] = field(default_factory=list)
     progress_updates: list[tuple[float, int]] = field(default_factory=list)
+    page_switch: list[float] = field(default_factory=list)  # a sidebar click until the new page finished its run
+    phases: set[str] = field(default_factory=set)  # what the run cards said they were doing
 
     def report(self) -> dict:
         def med(v):
@@ -139,6 +141,10 @@ class Timings:
             "toggle_rerun_s": med(self.toggle_rerun),
             "samples": len(self.toggle_rerun),
             "distinct_progress_steps_seen": sorted(set(steps)),
+            "page_switch_median_s": med(self.page_switch),
+            "page_switch_max_s": round(max(self.page_switch), 3) if self.page_switch else None,
+            "page_switch_clicks": len(self.page_switch),
+            "phases_seen": sorted(self.phases),
         }
 
 
@@ -211,19 +217,46 @@ class Driver:
         self.fill("K (examples per label)", str(k))
         self.see("Dataset ready")
 
-    def launch(self, backbone: str | None, methods: list[str], steps: int, seeds: str = "0") -> None:
+    def launch(self, backbone: str | None, methods: list[str], steps: int, seeds: str = "0") -> str:
         self.nav("Train")
         if backbone:
             self.page.get_by_text("Local folder", exact=True).click()
             self.wait_idle()
             self.fill("Folder (saved with save_pretrained)", backbone)
         self.see(re.compile(r"Parameters"))
-        self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs$")).wait_for()
+        self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs?$")).wait_for()
         self.choose_methods(methods)
         self.fill("Training steps (trained methods)", str(steps))
         self.fill("Seeds (comma-separated)", seeds)
-        self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs$")).click()
+        self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs?$")).click()
         self.see("Queued")
+        queued = self.page.get_by_text(re.compile(r"^Queued \d+ runs? as comparison")).first.inner_text()
+        return re.search(r"as comparison (\S+)\.", queued).group(1)
+
+    def switch_pages(self, timings: Timings, clicks: int = 20) -> None:
+        """Time sidebar clicks between Runs and Data while a run trains: click until the new page's run ended."""
+        self.nav("Runs")
+        for i in range(clicks):
+            title = "Data" if i % 2 == 0 else "Runs"
+            start = time.perf_counter()
+            self.page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+            self.page.get_by_role("heading", name=title, exact=True).first.wait_for()
+            self.page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
+            timings.page_switch.append(time.perf_counter() - start)
+            self.record_phases(timings)
+
+    def record_phases(self, timings: Timings) -> None:
+        for text in self.page.get_by_test_id("stProgress").all_inner_texts():
+            timings.phases.add(text.split(" · ")[0].strip())
+
+    def shows_group(self, group_id: str) -> None:
+        """The comparison picker shows `group_id` (its label starts with the id; a closed list shows only it)."""
+        picker = self.page.get_by_test_id("stSelectbox").filter(has_text="Comparison").first
+        shown = picker.evaluate(  # the chosen label sits in the select's text, an input's value or an aria label
+            "el => [el.textContent, ...[...el.querySelectorAll('input')].map(i => i.value),"
+            " ...[...el.querySelectorAll('[aria-label]')].map(e => e.getAttribute('aria-label'))].join(' | ')"
+        )
+        assert f"{group_id} · " in shown, shown
 
     def choose_methods(self, methods: list[str]) -> None:
         """Make the methods multiselect hold exactly `methods` (registry names), one change per rerun."""
@@ -248,7 +281,7 @@ class Driver:
         assert sorted(selected()) == sorted(methods), selected()
 
     def progress_text(self) -> list[str]:
-        return self.page.get_by_text(re.compile(r"^step \d+/\d+")).all_inner_texts()
+        return self.page.get_by_text(re.compile(r"(^|· )step \d+/\d+")).all_inner_texts()
 
     def watch_progress(self, timings: Timings, total: int, timeout: float = 90) -> None:
         """Record what the live fragment shows, and time page responses, until training ends."""
@@ -257,6 +290,7 @@ class Driver:
         pattern = re.compile(rf"step (\d+)/{total}")
         finished = False
         while time.monotonic() < deadline and not finished:
+            self.record_phases(timings)
             for text in self.progress_text():
                 if m := pattern.search(text):
                     timings.progress_updates.append((time.monotonic(), int(m.group(1))))
@@ -266,7 +300,7 @@ class Driver:
                 start = time.perf_counter()
                 toggle.click()
                 self.wait_idle()
-                self.page.get_by_text(re.compile(r"^step \d+/")).first.wait_for()
+                self.page.get_by_text(re.compile(r"step \d+/|^took ")).first.wait_for()
                 timings.toggle_rerun.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 self.nav("Data")
@@ -274,7 +308,7 @@ class Driver:
                 timings.navigate_runs_to_data.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 self.nav("Runs")
-                self.page.get_by_text(re.compile(r"^step \d+/")).first.wait_for()
+                self.page.get_by_text(re.compile(r"step \d+/|^took ")).first.wait_for()
                 timings.navigate_data_to_runs.append(time.perf_counter() - start)
             self.page.wait_for_timeout(300)
 
@@ -299,6 +333,8 @@ def require_chromium() -> None:
 @pytest.mark.e2e
 def test_browser_end_to_end(tmp_path: Path) -> None:
     require_chromium()
+    from playwright.sync_api import expect
+
     model = save_tiny("gpt2", tmp_path / "tiny-gpt2")
     data = tmp_path / "reviews.csv"
     data.write_bytes(tiny_csv(30))
@@ -316,11 +352,27 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
         app = Driver(page, url)
         try:
             app.load_data(data, k=4)
+            # Work survives a reload and a second tab: the dataset, K and the edited prompts are kept on the server.
+            app.nav("Prompts")
+            box = page.get_by_label("Templates (one per line)")
+            box.fill("{text} It was [MASK]\n{text} In short, [MASK]")
+            box.press("Control+Enter")
+            app.wait_idle()
+            page.reload()
+            expect(page.get_by_label("Templates (one per line)")).to_have_value(re.compile(r"In short, \[MASK\]"))
+            second = Driver(context.new_page(), url)
+            second.page.goto(url)
+            second.see("Using the dataset loaded before")
+            second.see("Dataset ready")
+            expect(second.page.get_by_label("K (examples per label)")).to_have_value("4")
+            second.page.close()
+
             app.launch(str(model), methods, steps=E2E_STEPS)
             if trained:
                 app.watch_progress(timings, E2E_STEPS)
                 steps = {s for _, s in timings.progress_updates}
                 assert len(steps) >= 2, f"the progress did not move on screen: {sorted(steps)}"
+                assert "training" in timings.phases, timings.phases  # the card names its phase
             app.nav("Runs")
             app.wait_all_done(len(methods))
             # A second tab (a new session) and a reload show the same runs: they live in the store, not the session.
@@ -367,6 +419,20 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
             rows = list(csv.DictReader(io.StringIO(predictions.read_text())))
             assert len(rows) == 3 and all(r["predicted_label"] in ("positive", "negative") for r in rows)
             assert rows[0]["text"].startswith("'=")  # formula injection neutralised in the download
+            if trained:
+                # A second, long comparison: it is the one Runs shows, even after Compare listed only the first;
+                # page switches are timed while it trains; Cancel answers at once.
+                later = app.launch(None, [trained], steps=E2E_STEPS * 200)
+                app.nav("Runs")
+                app.shows_group(later)
+                app.see(re.compile(r"training · step \d+"))
+                app.switch_pages(timings, clicks=20)
+                app.nav("Compare")
+                app.nav("Runs")
+                app.shows_group(later)
+                page.get_by_role("button", name="Cancel", exact=True).first.click()
+                app.see(re.compile(r"Stopping…|stopping after this step|cancelled"), timeout=3)
+                app.see(re.compile(r"0 active"), timeout=30)
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"screenshot: {tmp_path / 'failure.png'}; server log: {tmp_path / 'streamlit.log'}")

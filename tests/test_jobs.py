@@ -249,3 +249,36 @@ def test_on_done_failure_does_not_stop_the_worker_and_may_resubmit(store: RunSto
     assert manager.wait(second, TIMEOUT) == "succeeded"
     assert statuses == ["failed"]  # the second attempt was submitted without a callback
     assert store.get_run(second)["result"] == {"attempt": 2}
+
+
+def test_phases_reach_the_store_with_their_own_counts_and_a_cancel_shows_as_stopping(
+    store: RunStore, manager: JobManager
+) -> None:
+    from core.progress import enter_phase
+
+    seen: list[tuple] = []
+    asked, release = threading.Event(), threading.Event()
+
+    def job(progress: ProgressFn, should_stop: StopFn) -> dict:
+        enter_phase(progress, "training")
+        progress(5, 5, {"loss": 1.0})
+        enter_phase(progress, "scoring the test split")
+        progress(0, 40, {})
+        progress(40, 40, {})
+        row = store.get_run(run_id)
+        seen.append((row["phase"], row["progress_step"], row["progress_total"]))
+        asked.set()
+        assert release.wait(30)
+        return {}
+
+    run_id = new_run(store)
+    manager.submit(run_id, job)
+    assert asked.wait(30)
+    assert seen == [("scoring the test split", 40, 40)]
+    assert not manager.is_stopping(run_id)
+    manager.cancel(run_id)
+    assert manager.is_stopping(run_id)  # what the card shows until the job sees should_stop()
+    release.set()
+    assert manager.wait(run_id, 30) == "cancelled" and not manager.is_stopping(run_id)
+    metrics = {(m["name"], m["step"]) for m in store.metrics(run_id)}
+    assert metrics == {("loss", 5)}  # phases add no metric rows

@@ -81,13 +81,32 @@ def test_bad_input_is_refused_clearly(store: RunStore) -> None:
 
 
 def test_groups_summary(store: RunStore) -> None:
-    a = store.create_run(method="m", label="a", config={}, group_id="g")
-    store.create_run(method="m", label="b", config={}, group_id="g")
+    a = store.create_run(method="m", label="a", config={}, group_id="g", seed=0)
+    b = store.create_run(method="m", label="b", config={}, group_id="g", seed=1)
     store.create_run(method="m", label="c", config={})
     store.set_status(a, "succeeded")
     (group,) = store.groups()
     assert group["group_id"] == "g" and group["n_runs"] == 2
     assert group["statuses"] == {"succeeded": 1, "queued": 1}
+    store.set_status(b, "cancelled")
+    store.create_run(method="m", label="b again", config={}, group_id="g", seed=1)  # b resumed
+    (group,) = store.groups()  # the resumed run counts once, as its newest attempt
+    assert group["n_runs"] == 2 and group["n_attempts"] == 3
+    assert group["statuses"] == {"succeeded": 1, "queued": 1}
+
+
+def test_a_run_records_its_phase_and_its_wall_time(store: RunStore) -> None:
+    run = store.create_run(method="m", label="a", config={})
+    store.set_status(run, "running")
+    store.record_progress(run, 3, 10, {"loss": 1.0}, 2.0, phase="training")
+    row = store.get_run(run)
+    assert row["phase"] == "training" and row["started"] is not None and row["finished"] is None
+    store.record_progress(run, 5, 40, {}, phase="scoring the test split")
+    store.record_progress(run, 6, 40, {})  # no phase given: it stays
+    assert store.get_run(run)["phase"] == "scoring the test split"
+    store.set_status(run, "succeeded")
+    row = store.get_run(run)
+    assert row["finished"] >= row["started"]
 
 
 def test_wal_mode_and_schema_version(store: RunStore) -> None:

@@ -18,6 +18,40 @@ HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir")  # set by the app for e
 PREFERRED_TRAINED = ("ptuning", "prompt_tuning")  # the trained method the Train page preselects, if registered
 
 
+# Option labels in words, with their units; a field not listed reads as its name with spaces.
+LABELS = {
+    "lr": "learning rate",
+    "backbone_lr": "backbone learning rate",
+    "weight_decay": "weight decay (AdamW)",
+    "batch_size": "batch size (examples)",
+    "eval_batch_size": "scoring batch size (examples)",
+    "grad_accum": "gradient accumulation (batches per step)",
+    "accumulation_steps": "gradient accumulation (batches per iteration)",
+    "warmup_ratio": "warm-up (share of the steps)",
+    "max_grad_norm": "gradient clipping (max norm, 0 = off)",
+    "eval_every": "evaluate on dev every (steps, 0 = about 10 times)",
+    "patience": "early stop after (dev evaluations without gain, 0 = never)",
+    "checkpoint_every": "checkpoint every (steps)",
+    "bf16": "bf16 on a GPU",
+    "tune_backbone": "also tune the backbone",
+    "max_length": "max prompt length (tokens)",
+    "n_tokens": "soft tokens (count)",
+    "n_prefix": "prefix length (tokens per layer)",
+    "n_triggers": "trigger tokens (count)",
+    "num_candidates": "candidates per trigger slot",
+    "beam_size": "beam size",
+    "max_rows": "rows per search step",
+    "label_words_per_class": "label words per class",
+    "encoder_hidden": "encoder hidden size",
+    "encoder_dropout": "encoder dropout (probability)",
+    "prefix_dropout": "prefix dropout (probability)",
+    "projection_hidden": "projection hidden size",
+    "steps": "training steps",
+    "reduce": "multi-token label words: combine by",
+    "calibrate": "calibrate (divide out the empty-input prior)",
+}
+
+
 @dataclass
 class OptionField:
     """One field of a method's config dataclass, described for a generated form."""
@@ -28,6 +62,11 @@ class OptionField:
     help: str = ""
     choices: tuple[str, ...] = ()
     optional: bool = False
+
+    @property
+    def label(self) -> str:
+        """The field in words, with its unit (what a form shows; the name stays in the help)."""
+        return LABELS.get(self.name, self.name.replace("_", " "))
 
 
 def config_fields(config_cls: type) -> list[OptionField]:

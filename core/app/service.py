@@ -23,6 +23,7 @@ import pandas as pd
 
 from core import artifacts
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.app.drafts import Drafts
 from core.backbone import BackboneError, LMKind
 from core.compare import Unit, method_options, parse_seeds, prompt_spec, run_unit, summarize, with_checkpoint_dir
 from core.data import LabeledDataset, Limits, Split, few_shot_split, load_dataset, split_dataset
@@ -93,9 +94,11 @@ class Workspace:
         self.jobs = JobManager(self.store, devices=devices or visible_devices())
         self.pool = pool or BackbonePool()
         self.installer = DefaultInstaller()
+        self.drafts = Drafts(self.home / "drafts")
         self._lock = threading.Lock()
         self._contexts: dict[str, GroupContext] = {}
         self._summaries: dict[str, tuple[tuple, dict]] = {}
+        self._run_timings: dict[str, dict[str, float | None]] = {}
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)
@@ -253,7 +256,18 @@ class Workspace:
             seen.add(key)
             row["active"] = row["status"] in ACTIVE_STATUSES
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
+            row["stopping"] = row["active"] and self.jobs.is_stopping(row["id"])
+            row.update(self._timings(row) if row["status"] == "succeeded" else {})
         return rows
+
+    def _timings(self, row: dict) -> dict[str, float | None]:
+        """A finished run's training and test-scoring seconds (read once from its result, then remembered)."""
+        cached = self._run_timings.get(row["id"])  # a dict read/write is atomic; _resume holds _lock while here
+        if cached is None:
+            result = (self.store.get_run(row["id"]) or {}).get("result") or {}
+            cached = {k: result.get(k) for k in ("train_seconds", "test_seconds")}
+            self._run_timings[row["id"]] = cached
+        return cached
 
     def _metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """Long-format metric series (run, step, metric, value) for altair."""
@@ -335,6 +349,13 @@ class UserWorkspace:
 
     def resume(self, run_id: str) -> str:
         return self._ws._resume(self._own_run(run_id))
+
+    def load_draft(self) -> dict[str, Any] | None:
+        """This person's unfinished work (dataset, prompts, settings) as last saved, from any tab or session."""
+        return self._ws.drafts.load(self.owner)
+
+    def save_draft(self, draft: dict[str, Any]) -> None:
+        self._ws.drafts.save(self.owner, draft)
 
     def share(self, group_id: str) -> str:
         """A token that lets anyone who has it read this comparison (not cancel, resume or change it)."""

@@ -39,6 +39,8 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "seeds": m["n_seeds"],
                 "trainable_params": m["trainable_params"],
                 "train_seconds": m["train_seconds"],
+                "test_seconds": m.get("test_seconds"),
+                "dev_accuracy": m.get("dev_accuracy"),
                 "peak_memory_mb": m["peak_memory_mb"],
                 "primary": m["primary"],
                 "role": "chosen on dev" if m["primary"] else "",
@@ -52,6 +54,56 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             df.loc[part["accuracy"].idxmax(), "role"] = "best on test"
             df.loc[part["accuracy"].idxmin(), "role"] = "worst on test"
     return df
+
+
+def _prompt_words(row: Mapping[str, Any], templates: Sequence[str]) -> str:
+    """A prompt named as a person recognises it: the manual template by its number and words, else its method."""
+    cls = REGISTRY.get(row["method"])
+    if row["method"] == "manual":
+        number = templates.index(row["template"]) + 1 if row["template"] in templates else None
+        return f"your template #{number} “{row['template']}”" if number else f"the template “{row['template']}”"
+    return cls.label if cls else row["name"]
+
+
+def verdict(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The comparison in words: ``headline`` (the winner chosen on dev and whether it beats the reference
+    significantly, with the McNemar p-value of the significance table) and ``test_best`` (the best on test, labelled
+    as such: picking by test accuracy is not a fair choice)."""
+    rows = [m for m in summary["methods"] if m["primary"]]
+    templates = list(summary.get("templates") or [])
+    on_dev = [m for m in rows if m.get("dev_accuracy") is not None]
+    if on_dev:
+        winner, how = max(on_dev, key=lambda m: (m["dev_accuracy"], m["accuracy"])), "chosen on dev"
+        score = f"dev {winner['dev_accuracy']:.3f}, test {winner['accuracy']:.3f}"
+    else:
+        winner, how = max(rows, key=lambda m: m["accuracy"]), "best on test (no dev scores to choose with)"
+        score = f"test {winner['accuracy']:.3f}"
+    who = _prompt_words(winner, templates)
+    headline = f"{who[0].upper()}{who[1:]} is best ({how}: {score})"
+    sig = {s["method"]: s for s in summary.get("significance", [])}
+    reference = next((m for m in summary["methods"] if m["name"] == summary.get("reference")), None)
+    if reference is not None:
+        ref_words = f"the manual prompt chosen on dev ({_prompt_words(reference, templates)})"
+        if winner["name"] == reference["name"]:
+            better = [s for s in sig.values() if s["bootstrap"]["diff"] > 0]
+            best = min(better, key=lambda s: s["mcnemar"]["p_value"], default=None)
+            if best is None:
+                headline += f"; no other method beats {ref_words} on test"
+            elif best["mcnemar"]["p_value"] < 0.05:
+                headline += f"; but {best['method']} beats it on test (p = {best['mcnemar']['p_value']:.3f})"
+            else:
+                headline += (
+                    f"; no method is significantly better than {ref_words} "
+                    f"(smallest p = {best['mcnemar']['p_value']:.3f}, {best['method']})"
+                )
+        elif winner["name"] in sig:
+            s = sig[winner["name"]]
+            p, diff = s["mcnemar"]["p_value"], s["bootstrap"]["diff"]
+            word = "significantly" if p < 0.05 else "not significantly"
+            headline += f"; {diff:+.3f} on test against {ref_words}, {word} (p = {p:.3f})"
+    top = max(summary["methods"], key=lambda m: m["accuracy"])
+    test_best = f"Best on test: {top['name']} ({top['accuracy']:.3f}), picked after seeing the test split"
+    return {"headline": headline + ".", "test_best": test_best + "."}
 
 
 def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
@@ -138,6 +190,119 @@ def zip_folder(folder: Path) -> bytes:
             if path.is_file():
                 zf.write(path, path.relative_to(folder.parent))
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------- runs page
+
+PHASE_UNITS = {"training": "step", "choosing on dev": "prompt", "scoring the test split": "rows"}
+
+
+def phase_progress(run: Mapping[str, Any]) -> tuple[float | None, str]:
+    """What a run card's bar shows: (fraction done or None for no bar, the words): its phase with its own count."""
+    status, phase = run["status"], run.get("phase") or ""
+    step, total = run["progress_step"], run["progress_total"]
+    if status == "queued":
+        return None, "waiting for a worker"
+    if status != "running":
+        return (min(step / total, 1.0) if total else None), ""
+    if run.get("stopping"):
+        return (min(step / total, 1.0) if total else None), "stopping after this step…"
+    if not phase or not total:
+        return None, phase or "starting (loading the backbone)"
+    unit = next((u for p, u in PHASE_UNITS.items() if phase.startswith(p)), None)
+    if phase == "evaluating on dev":
+        return step / total, f"evaluating on dev after step {step}/{total}"
+    if unit is None:
+        return None, phase
+    eta = f" · ETA {fmt_seconds(run['eta_seconds'])}" if run.get("eta_seconds") else ""
+    return min(step / total, 1.0), f"{phase} · {unit} {step:,}/{total:,}{eta}"
+
+
+def wall_seconds(run: Mapping[str, Any]) -> float | None:
+    started, finished = run.get("started"), run.get("finished")
+    return finished - started if started is not None and finished is not None else None
+
+
+def finished_text(run: Mapping[str, Any]) -> str:
+    """A finished card's honest times: wall time, and training and test scoring apart."""
+    parts = []
+    if (wall := wall_seconds(run)) is not None:
+        parts.append(f"took {fmt_seconds(wall)}")
+    if run.get("train_seconds") is not None:
+        parts.append(f"training {fmt_seconds(run['train_seconds'])}")
+    if run.get("test_seconds") is not None:
+        parts.append(f"scoring the test split {fmt_seconds(run['test_seconds'])}")
+    return " · ".join(parts)
+
+
+def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | None, int]:
+    """(seconds until every unfinished run is done, how many of them have no estimate yet), one worker assumed.
+
+    A run's length is estimated from finished runs of the same method in the comparison (else of any method);
+    a running one has its estimate minus its elapsed time (at least its current phase's ETA)."""
+    done: dict[str, list[float]] = {}
+    for r in runs:
+        if r["status"] == "succeeded" and (w := wall_seconds(r)) is not None:
+            done.setdefault(r["method"], []).append(w)
+    every = [w for ws in done.values() for w in ws]
+    total, unknown = 0.0, 0
+    for r in runs:
+        if r["status"] not in ("queued", "running"):
+            continue
+        same = done.get(r["method"]) or every
+        estimate = sum(same) / len(same) if same else None
+        if r["status"] == "running":
+            started = r.get("started")
+            left = estimate - (now - started) if estimate is not None and started is not None else None
+            left = max(x for x in (left, r.get("eta_seconds"), 0.0) if x is not None)
+            unknown += estimate is None and not r.get("eta_seconds")
+            total += left
+        elif estimate is None:
+            unknown += 1
+        else:
+            total += estimate
+    return (total if unknown < sum(r["status"] in ("queued", "running") for r in runs) else None), unknown
+
+
+def card_order(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Cards in a fixed order: by when their (method, seed) was first launched, a resumed attempt right after the
+    one it resumes; so a resume or a finished run never moves another card (or its Cancel button)."""
+    first: dict[tuple, float] = {}
+    for r in sorted(runs, key=lambda r: r["created"]):
+        first.setdefault((r["method"], r["seed"]), r["created"])
+    return sorted(runs, key=lambda r: (first[(r["method"], r["seed"])], r["created"]))
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """Seconds in words a person reads at a glance: '42 s', '3 min 05 s', '1 h 02 min'."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def zip_paths(paths: Sequence[Path]) -> bytes:
+    """Files and folders (PEFT exports) in one zip, each under its own name."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in paths:
+            for item in sorted(path.rglob("*")) if path.is_dir() else [path]:
+                if item.is_file():
+                    zf.write(item, item.relative_to(path.parent))
+    return buf.getvalue()
+
+
+def artifact_scores(summary: Mapping[str, Any] | None) -> dict[str, tuple[str, float]]:
+    """Prompt file path -> (prompt name, its test accuracy at that file's seed), from the comparison summary."""
+    out: dict[str, tuple[str, float]] = {}
+    for m in (summary or {}).get("methods", []):
+        for path, acc in zip(m.get("artifacts", []), m.get("per_seed", []), strict=False):
+            out[path] = (m["name"], acc)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- prompts page

@@ -1,0 +1,92 @@
+"""The Runs and Compare pages' words: phase progress, honest times, queue ETA, stable card order, the verdict."""
+
+from __future__ import annotations
+
+from core.app.views import card_order, finished_text, phase_progress, queue_eta, verdict
+
+
+def run(status: str, **kw) -> dict:
+    base = {"status": status, "phase": "", "progress_step": 0, "progress_total": 0, "eta_seconds": None}
+    return {**base, "method": "m", "seed": 0, "created": 0.0, "started": None, "finished": None, **kw}
+
+
+def test_a_card_says_which_phase_a_run_is_in_with_its_own_count() -> None:
+    assert phase_progress(run("queued")) == (None, "waiting for a worker")
+    frac, text = phase_progress(run("running", phase="training", progress_step=20, progress_total=200, eta_seconds=95))
+    assert frac == 0.1 and text == "training · step 20/200 · ETA 1 min 35 s"
+    frac, text = phase_progress(run("running", phase="scoring the test split", progress_step=600, progress_total=2400))
+    assert frac == 0.25 and text == "scoring the test split · rows 600/2,400"
+    _, text = phase_progress(
+        run("running", phase="training, resumed from step 40", progress_step=41, progress_total=50)
+    )
+    assert text.startswith("training, resumed from step 40 · step 41/50")
+    _, text = phase_progress(run("running", phase="evaluating on dev", progress_step=30, progress_total=30))
+    assert text == "evaluating on dev after step 30/30"  # not a bar sitting at 100 % without saying why
+    _, text = phase_progress(run("running", phase="training", progress_step=3, progress_total=9, stopping=True))
+    assert text == "stopping after this step…"
+
+
+def test_a_finished_card_reports_wall_training_and_scoring_time_apart() -> None:
+    done = run("succeeded", started=100.0, finished=790.0, train_seconds=93.1, test_seconds=590.0)
+    assert finished_text(done) == "took 11 min 30 s · training 1 min 33 s · scoring the test split 9 min 50 s"
+
+
+def test_queue_eta_uses_finished_runs_of_the_same_method() -> None:
+    runs = [
+        run("succeeded", method="a", started=0.0, finished=100.0),
+        run("running", method="a", started=1000.0, eta_seconds=10.0),
+        run("queued", method="a"),
+        run("queued", method="b"),
+    ]
+    eta, unknown = queue_eta(runs, now=1030.0)
+    assert eta == (100 - 30) + 100 + 100 and unknown == 0  # b: no finished b yet, so the mean of every finished run
+    assert queue_eta([run("queued", method="a")], now=0.0) == (None, 1)
+
+
+def test_cards_keep_their_place_when_a_run_is_resumed() -> None:
+    a, b = run("cancelled", method="a", created=1.0), run("succeeded", method="b", created=2.0)
+    again = run("running", method="a", created=3.0)
+    assert card_order([again, b, a]) == [a, again, b]
+
+
+def summary(winner_dev: float, p: float) -> dict:
+    def row(name, method, template, acc, dev, primary=True):
+        return {
+            "name": name,
+            "method": method,
+            "template": template,
+            "accuracy": acc,
+            "dev_accuracy": dev,
+            "primary": primary,
+        }
+
+    return {
+        "templates": ["{text} It was [MASK]", "{text} Overall [MASK]"],
+        "methods": [
+            row("Manual (best on dev)", "manual", "{text} Overall [MASK]", 0.60, 0.70),
+            row("Manual #1: {text} It was [MASK]", "manual", "{text} It was [MASK]", 0.66, 0.50, primary=False),
+            row("Prompt tuning", "prompt_tuning", "[P*4] {text} [MASK]", 0.64, winner_dev),
+        ],
+        "reference": "Manual (best on dev)",
+        "significance": [
+            {
+                "method": "Prompt tuning",
+                "versus": "Manual (best on dev)",
+                "mcnemar": {"p_value": p},
+                "bootstrap": {"diff": 0.04},
+            },
+        ],
+    }
+
+
+def test_the_verdict_names_the_prompt_chosen_on_dev_and_the_p_value() -> None:
+    words = verdict(summary(winner_dev=0.65, p=0.21))
+    assert words["headline"] == (
+        "Your template #2 “{text} Overall [MASK]” is best (chosen on dev: dev 0.700, test 0.600); no method is "
+        "significantly better than the manual prompt chosen on dev (your template #2 “{text} Overall [MASK]”) "
+        "(smallest p = 0.210, Prompt tuning)."
+    )
+    assert "Manual #1" in words["test_best"] and "0.660" in words["test_best"]  # the test-best, labelled apart
+    words = verdict(summary(winner_dev=0.80, p=0.01))
+    assert words["headline"].startswith("Prompt tuning is best (chosen on dev: dev 0.800, test 0.640); +0.040")
+    assert "significantly (p = 0.010)" in words["headline"] and "not significantly" not in words["headline"]
