@@ -97,7 +97,7 @@ def _token_accepted() -> bool:
 def _token_form() -> None:
     st.title("PTune Studio")
     st.write(
-        "This server needs its access token. It is printed in the server's log when the app starts "
+        "This server needs its access token. It is printed in the server's log once a browser has connected "
         "(or set with the PTUNE_TOKEN environment variable)."
     )
     st.text_input("Access token", type="password", key="token", help="Paste it and press Enter.")
