@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from core.app.forms import LABELS
 from core.methods import REGISTRY
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
@@ -42,6 +43,7 @@ CHROMIUM_ARGS = [
 ]
 TRAINED_PREFERENCE = ("prompt_tuning", "ptuning")  # fast on a tiny model, and both save soft-prompt files
 E2E_STEPS = 300  # enough for the progress bar to be seen moving on a tiny model
+PATIENCE_LABEL = LABELS["patience"]  # early stopping off in the test, so a run takes all its steps
 
 
 def free_port() -> int:
@@ -217,7 +219,9 @@ class Driver:
         self.fill("K (examples per label)", str(k))
         self.see("Dataset ready")
 
-    def launch(self, backbone: str | None, methods: list[str], steps: int, seeds: str = "0") -> str:
+    def launch(
+        self, backbone: str | None, methods: list[str], steps: int, seeds: str = "0", patience: int | None = None
+    ) -> str:
         self.nav("Train")
         if backbone:
             self.page.get_by_text("Local folder", exact=True).click()
@@ -226,6 +230,15 @@ class Driver:
         self.see(re.compile(r"Parameters"))
         self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs?$")).wait_for()
         self.choose_methods(methods)
+        if patience is not None:  # set in each trained method's own tab of options
+            for name in methods:
+                if REGISTRY[name].trains:
+                    self.page.get_by_role("tab", name=re.compile(rf"\({name}\)$")).click()
+                    self.wait_idle()
+                    box = self.page.get_by_label(PATIENCE_LABEL, exact=True).locator("visible=true")
+                    box.fill(str(patience))
+                    box.press("Enter")
+                    self.wait_idle()
         self.fill("Training steps (trained methods)", str(steps))
         self.fill("Seeds (comma-separated)", seeds)
         self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs?$")).click()
@@ -317,7 +330,7 @@ class Driver:
 
 
 def trained_method() -> str | None:
-    trained = [n for n in REGISTRY if getattr(REGISTRY[n], "trains", False)]
+    trained = [n for n in REGISTRY if REGISTRY[n].trains]
     return next((n for n in TRAINED_PREFERENCE if n in trained), None)
 
 
@@ -367,7 +380,7 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
             expect(second.page.get_by_label("K (examples per label)")).to_have_value("4")
             second.page.close()
 
-            app.launch(str(model), methods, steps=E2E_STEPS)
+            app.launch(str(model), methods, steps=E2E_STEPS, patience=0)
             if trained:
                 app.watch_progress(timings, E2E_STEPS)
                 steps = {s for _, s in timings.progress_updates}
@@ -422,7 +435,7 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
             if trained:
                 # A second, long comparison: it is the one Runs shows, even after Compare listed only the first;
                 # page switches are timed while it trains; Cancel answers at once.
-                later = app.launch(None, [trained], steps=E2E_STEPS * 200)
+                later = app.launch(None, [trained], steps=E2E_STEPS * 200, patience=0)
                 app.nav("Runs")
                 app.shows_group(later)
                 app.see(re.compile(r"training · step \d+"))
