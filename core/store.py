@@ -310,6 +310,14 @@ class RunStore:
 
     # -- reads ----------------------------------------------------------------------------------------------
 
+    def run_groups(self, run_ids: Sequence[str]) -> dict[str, str | None]:
+        """Each known run's group id (unknown runs are left out): a cheap lookup, no config or result read."""
+        if not run_ids:
+            return {}
+        marks = ",".join("?" * len(run_ids))
+        rows = self._query(f"SELECT id, group_id FROM runs WHERE id IN ({marks})", tuple(run_ids))
+        return {row["id"]: row["group_id"] for row in rows}
+
     def get_run(self, run_id: str) -> dict | None:
         """The run row plus ``config`` (dict), ``result`` (dict or None) and ``artifacts`` ([{kind, path}])."""
         with self._lock:  # one consistent snapshot across the four reads

@@ -386,8 +386,13 @@ class UserWorkspace:
         return run
 
     def metrics_frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """The runs' metric series; polled every second by Runs, so ownership is checked from the run rows alone
+        (one query, and one check per group) rather than by reading every run's config and result."""
+        groups = self._ws.store.run_groups(run_ids)
+        readable = {g: self._ws.store.can_read(g or "", self.owner) for g in set(groups.values())}
         for run_id in run_ids:
-            self.run(run_id)
+            if run_id not in groups or not readable[groups[run_id]]:
+                raise NotYours(f"no run {run_id!r} in your workspace")
         return self._ws._metrics_frame(run_ids)
 
     def summary(self, group_id: str) -> dict | None:
