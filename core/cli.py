@@ -191,6 +191,7 @@ def _run_my_units(
             results.append(result)
             ran.append({"method": unit.method, "seed": unit.seed, "process": "all" if shared else group.rank})
     gathered = distributed.exchange(group, {"results": results, "ran": ran})
+    distributed.leave(group)
     if not group.is_main:
         return None
     order = {(u.method, u.seed): i for i, u in enumerate(units)}
