@@ -262,6 +262,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-examples", type=int, default=64, help="a default run's train set (K = 32 x 2)")
     parser.add_argument("--max-steps", type=int, default=150, help="a default run's steps (prefix amortised)")
+    parser.add_argument("--methods", default="ptuning,ptuning_v2,prompt_tuning", help="ours to time against PEFT")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -281,7 +282,8 @@ def main() -> None:
     floors = [floor_step(backbone, batch, labels, autocast, n) for n in (0, N_VIRTUAL)]
     floor_s, floor_v_s = timed_side_by_side(floors, **timing)
     results: dict[str, dict] = {"floor": {"seconds": floor_s}, "floor+virtual": {"seconds": floor_v_s}}
-    pairs = (("ptuning", "P_TUNING"), ("ptuning_v2", "PREFIX_TUNING"), ("prompt_tuning", "PROMPT_TUNING"))
+    peft_of = {"ptuning": "P_TUNING", "ptuning_v2": "PREFIX_TUNING", "prompt_tuning": "PROMPT_TUNING"}
+    pairs = [(m, peft_of[m]) for m in args.methods.split(",")]
     for ours, theirs in pairs:
         step, params = our_step(backbone, ours, batch, labels, autocast)
         try:

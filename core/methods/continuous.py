@@ -114,7 +114,7 @@ class SoftTokens(PromptModule):
         return out
 
     def hooks(self) -> PromptHooks:
-        return PromptHooks(embed=self.embed)
+        return PromptHooks(embed=self.embed, shared_lead=self.lead)  # the leading soft tokens: the same in every row
 
     def peft_weights(self) -> torch.Tensor:
         return self.vectors()  # (n, H)
