@@ -9,7 +9,8 @@ rows of different prefix lengths share a batch and the result equals the uncache
 and gradients against it to 1e-5. Gradients flow only through the suffix.
 
 Masked LMs (they attend both ways), per-layer prefixes (P-tuning v2), soft prompts before the text and a backbone
-that is being tuned cannot use it and take the plain path.
+that is being tuned cannot use it and take the plain path. A soft prompt placed first has a cheaper trick of its
+own: it is the same in every row, so it runs once per batch (`shared_lead_hidden`).
 """
 
 from __future__ import annotations
