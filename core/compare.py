@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from core import artifacts, prefix_cache
+from core import artifacts, calibration, prefix_cache
 from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
@@ -36,6 +36,7 @@ from core.progress import (
     no_progress,
 )
 from core.resources import measure_peak
+from core.scoring import calibrate
 from core.templates import Template, Verbalizer
 
 DEFAULT_TEMPLATES = ("{text} It was [MASK]", "{text} All in all, it was [MASK]", "Text: {text} Label: [MASK]")
@@ -155,8 +156,8 @@ def run_unit(
         options["seed"] = unit.seed
     if out_dir is not None:
         options = with_checkpoint_dir(unit.method, options, out_dir, unit.seed)
-    for template in spec.templates:
-        Template.parse(template).validate(split.test.columns, backbone.kind)
+    for template in spec.templates:  # the columns from train/dev: the test split is read only when scored, last
+        Template.parse(template).validate(_columns(train, dev), backbone.kind)
     method = create(unit.method, spec, options)
     enter_phase(progress, TRAINING if method.trains else CHOOSING)
     start = time.perf_counter()
@@ -164,13 +165,15 @@ def run_unit(
     with measure_peak(backbone.device) as peak:
         learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
     train_seconds = time.perf_counter() - start
-    prompts = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
+    fitted = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
+    prompts = [calibration.uncalibrated(p) for p in fitted]  # raw scores; calibrated or not is chosen on dev next
+    choices = _calibrate_on_dev(backbone, method, prompts, fitted, dev, _columns(train, dev), should_stop)
     scored = _score_test(backbone, method, prompts, split.test, progress, should_stop)
     test_seconds = sum(seconds for _, seconds in scored.values())
     cache = {k: prefix_cache.stats()[k] - cache_before[k] for k in ("hits", "misses")}  # this unit's lookups
     enter_phase(progress, SAVING)
     rows = [
-        {**_test_row(backbone, method, prompt, split.test, out_dir, unit, scored), "primary": i == 0}
+        {**_test_row(backbone, method, prompt, split.test, out_dir, unit, scored, choices), "primary": i == 0}
         for i, prompt in enumerate(prompts)
     ]
     for row in rows:
@@ -192,6 +195,39 @@ def run_unit(
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
     }
+
+
+def _columns(train: LabeledDataset, dev: LabeledDataset) -> list[str]:
+    """The fields a template may use, read from train (or dev): every part of a split has the same columns."""
+    return (train if len(train) else dev).columns
+
+
+def _calibrate_on_dev(
+    backbone: Backbone,
+    method,
+    prompts: Sequence[LearnedPrompt],
+    fitted: Sequence[LearnedPrompt],
+    dev: LabeledDataset,
+    columns: Sequence[str],
+    should_stop: StopFn,
+) -> dict[str, tuple[calibration.Choice, torch.Tensor | None]]:
+    """Each distinct (raw) prompt's content-free prior and its calibrated-or-not choice on dev, keyed by
+    `_prompt_key`. A prompt that came calibrated (manual) keeps its prior and defaults to it when dev is empty."""
+    out: dict[str, tuple[calibration.Choice, torch.Tensor | None]] = {}
+    for prompt, original in zip(prompts, fitted, strict=True):
+        key = _prompt_key(prompt)
+        if key in out:
+            continue
+        if should_stop():
+            raise Cancelled("stopped while calibrating on dev")
+        carried = original.state.get("log_prior")
+        prior = None
+        if method.calibratable:
+            prior = torch.tensor(carried) if carried else calibration.log_prior(method, backbone, prompt, columns)
+        raw_dev = method.scores(backbone, prompt, dev.records) if prior is not None and len(dev) else None
+        default = calibration.CALIBRATED if carried else calibration.UNCALIBRATED
+        out[key] = (calibration.choose(raw_dev, prior, list(dev.labels), default), prior)
+    return out
 
 
 def _prompt_key(prompt: LearnedPrompt) -> str:
@@ -241,10 +277,18 @@ def _test_row(
     out_dir: Path | None,
     unit: Unit,
     scored: Mapping[str, tuple],
+    choices: Mapping[str, tuple[calibration.Choice, torch.Tensor | None]],
 ) -> dict[str, Any]:
-    """One prompt's test evaluation from its scores, and its prompt file (and PEFT export) saved."""
-    scores, seconds = scored[_prompt_key(prompt)]
-    ev = evaluate(scores, list(test.labels), len(prompt.label_names))
+    """One prompt's test evaluation (calibrated or not, as chosen on dev; both ways' accuracies kept), and its
+    prompt file (and PEFT export) saved carrying the chosen calibration."""
+    raw, seconds = scored[_prompt_key(prompt)]
+    choice, prior = choices[_prompt_key(prompt)]
+    ways = {calibration.UNCALIBRATED: raw}
+    if prior is not None:
+        ways[calibration.CALIBRATED] = calibrate(raw.float(), prior)
+    gold = list(test.labels)
+    ev = evaluate(ways[choice.chosen], gold, len(prompt.label_names))
+    prompt = calibration.with_prior(prompt, prior if choice.chosen == calibration.CALIBRATED else None)
     artifact = peft_dir = None
     if out_dir is not None:
         stem = f"{unit.method}-{prompt.display_name}-seed{unit.seed}"
@@ -264,7 +308,16 @@ def _test_row(
         "examples_per_second": ev.n / seconds if seconds > 0 else None,
         "artifact": artifact,
         "peft_export": str(peft_dir) if peft_dir else None,
-        "dev_accuracy": prompt.metrics.get("dev_accuracy"),
+        "dev_accuracy": choice.dev_accuracy[choice.chosen]
+        if choice.by == "dev"
+        else prompt.metrics.get("dev_accuracy"),
+        "calibration": {
+            "chosen": choice.chosen,
+            "by": choice.by,
+            "dev_accuracy": choice.dev_accuracy,
+            "dev_loss": choice.dev_loss,
+            "test_accuracy": {k: evaluate(v, gold, len(prompt.label_names)).accuracy for k, v in ways.items()},
+        },
         "steps": prompt.metrics.get("steps", prompt.metrics.get("iterations")),
         "stopped_early": prompt.metrics.get("stopped_early"),
     }
@@ -333,6 +386,7 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "dev_accuracy": _mean_or_none([r.get("dev_accuracy") for r in rows]),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "steps": first.get("steps"),
+        "calibration": _calibration_summary(rows),
         "prefix_cache_hits": sum(r.get("prefix_cache_hits", 0) for r in rows),
         "prefix_cache_misses": sum(r.get("prefix_cache_misses", 0) for r in rows),
         "examples_per_second": first.get("examples_per_second"),
@@ -342,6 +396,22 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "predictions": [r["predictions"] for r in rows],
         "seeds": [r["seed"] for r in rows],
         "primary": first["primary"],
+    }
+
+
+def _calibration_summary(rows: list[dict]) -> dict[str, Any] | None:
+    """How often each way (calibrated / uncalibrated) was chosen on dev over the seeds, and each way's mean dev
+    and test accuracy, so the table shows what calibration did for this prompt."""
+    parts = [r["calibration"] for r in rows if r.get("calibration")]
+    if not parts:
+        return None
+    ways = list(parts[0]["test_accuracy"])
+    chosen = [p["chosen"] for p in parts]
+    return {
+        "chosen": {w: chosen.count(w) for w in ways if w in chosen},
+        "by": sorted({p["by"] for p in parts}),
+        "dev_accuracy": {w: _mean_or_none([p["dev_accuracy"].get(w) for p in parts]) for w in ways},
+        "test_accuracy": {w: _mean_or_none([p["test_accuracy"].get(w) for p in parts]) for w in ways},
     }
 
 

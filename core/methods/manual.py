@@ -45,6 +45,7 @@ class ManualPrompts(MethodBase):
     label: ClassVar[str] = "Manual prompt"
     config_cls: ClassVar[type] = ManualConfig
     needs_dev: ClassVar[bool] = True
+    zero_shot: ClassVar[bool] = True
 
     def prompt_for(self, backbone: Backbone, template: str, fields: Sequence[str]) -> LearnedPrompt:
         """A zero-shot prompt for one template, its calibration prior computed once here."""
