@@ -248,10 +248,10 @@ def _score_test(
 ) -> dict[str, tuple]:
     """Every distinct prompt's test scores and seconds, keyed by `_prompt_key`; reported as rows n/N over all
     prompts (scored in chunks so the progress moves and a cancel is seen between chunks)."""
+    enter_phase(progress, SCORING)  # first: the test split is read from here on, never before
     distinct = {_prompt_key(p): p for p in prompts}
     n, total = len(test), len(distinct) * len(test)
     chunk = max(64, -(-n // 20))
-    enter_phase(progress, SCORING)
     progress(0, total, {})
     out, done = {}, 0
     for key, prompt in distinct.items():
