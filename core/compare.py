@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,51 @@ def parse_seeds(value: str | Sequence[int]) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError("seeds lists a seed twice; give each seed once, e.g. 0,1,2")
     return seeds
+
+
+MAX_K_VALUES = 20
+
+
+def parse_k_shots(value: str | int | Sequence[int] | None) -> list[int | None]:
+    """K values from text like "8,16,32,64" (CLI, Train page), one int, a list, or None (all training rows).
+
+    Several values ask for a learning curve; they come back sorted. One value is the plain K-shot comparison.
+    """
+    if value is None or value == "":
+        return [None]
+    fix = "give whole numbers of examples per label, 1 or more, separated by commas, e.g. 8,16,32,64"
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+        if not all(p.isdigit() for p in parts):
+            bad = next(p for p in parts if not p.isdigit())
+            raise ValueError(f"K-shot {bad[:20]!r} is not a whole number; {fix}")
+        ks = [int(p) for p in parts]
+    else:
+        ks = [value] if isinstance(value, int) else list(value)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) for k in ks):
+        raise ValueError(f"K-shot {value!r} is not valid; {fix}")
+    if min(ks) < 1:
+        raise ValueError(f"K-shot {min(ks)} is below 1; {fix}")
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"K-shot lists a value twice ({value!r}); give each K once, e.g. 8,16,32")
+    if len(ks) > MAX_K_VALUES:
+        raise ValueError(f"K-shot lists {len(ks)} values; give at most {MAX_K_VALUES}")
+    return sorted(ks)
+
+
+def plan_units(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    options: Callable[[str], dict[str, Any]],
+    k_shots: Sequence[int | None],
+) -> list[Unit]:
+    """Every (method, K, seed) unit of a comparison. On a learning curve (several K) a zero-shot method, which
+    learns nothing from train rows, runs at the smallest K only: it is the curve's flat reference line."""
+    units = []
+    for m in methods:
+        ks = k_shots[:1] if len(k_shots) > 1 and method_class(m).zero_shot else k_shots
+        units += [Unit(m, s, options(m), k) for k in ks for s in seeds]
+    return units
 
 
 def with_checkpoint_dir(method: str, options: Mapping[str, Any], root: Path, seed: int) -> dict[str, Any]:
@@ -338,7 +383,14 @@ def summarize(
     backbone: Mapping[str, Any],
     reference_method: str = "manual",
 ) -> dict[str, Any]:
-    """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests."""
+    """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests.
+
+    Units at several K (a learning curve) add `learning_curve`; the table and significance are then those of the
+    largest K (with each zero-shot method's one run).
+    """
+    curve = learning_curve(units)
+    if curve:
+        units = _at_largest_k(units)
     by_name: dict[str, list[dict]] = {}
     for unit in units:
         for row in unit["rows"]:
@@ -349,12 +401,12 @@ def summarize(
     )
     significance = _significance(by_name, reference, list(split.test.labels)) if reference else []
     seeds = sorted({u["seed"] for u in units})
-    return {
+    out = {
         "dataset": {
             **dataset,
             "split": split.summary(),
             "seeds": seeds,
-            "k_shot": units[0]["k_shot"] if units else None,
+            "k_shot": max(curve["k_shots"]) if curve else units[0]["k_shot"] if units else None,
         },
         "backbone": dict(backbone),
         "methods": methods,
@@ -362,6 +414,44 @@ def summarize(
         "significance": significance,
         "test_labels": list(split.test.labels),
     }
+    if curve:
+        out["dataset"]["k_shots"] = curve["k_shots"]
+        out["learning_curve"] = curve
+    return out
+
+
+def _at_largest_k(units: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each (method, seed)'s unit at its largest K, in the given order."""
+    top: dict[tuple, int] = {}
+    for u in units:
+        key = (u["method"], u["seed"])
+        top[key] = max(top.get(key, 0), u["k_shot"] or 0)
+    return [u for u in units if (u["k_shot"] or 0) == top[(u["method"], u["seed"])]]
+
+
+def learning_curve(units: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Accuracy against K: per method and K, the mean ± std over seeds of its primary prompt's test accuracy;
+    zero-shot methods (one K only) are flat reference lines. None unless the units span several K."""
+    ks = sorted({u["k_shot"] for u in units if u["k_shot"] is not None})
+    if len(ks) < 2:
+        return None
+    acc: dict[tuple[str, int], list[float]] = {}
+    names: dict[str, str] = {}
+    for u in units:
+        row = next(r for r in u["rows"] if r["primary"])
+        acc.setdefault((u["method"], u["k_shot"]), []).append(row["accuracy"])
+        names.setdefault(u["method"], row["name"])
+    methods = list(dict.fromkeys(m for m, _ in acc))
+    points, references = [], []
+    for m in methods:
+        for k in ks:
+            if (m, k) not in acc:
+                continue
+            mean, std = mean_std(acc[(m, k)])
+            point = {"method": m, "name": names[m], "k_shot": k, "accuracy": mean, "accuracy_std": std}
+            point["n_seeds"] = len(acc[(m, k)])
+            (references if method_class(m).zero_shot else points).append(point)
+    return {"k_shots": ks, "points": points, "references": references}
 
 
 def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
