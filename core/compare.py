@@ -212,7 +212,9 @@ def run_unit(
     train_seconds = time.perf_counter() - start
     fitted = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
     prompts = [calibration.uncalibrated(p) for p in fitted]  # raw scores; calibrated or not is chosen on dev next
+    calibration_start = time.perf_counter()
     choices = _calibrate_on_dev(backbone, method, prompts, fitted, dev, _columns(train, dev), should_stop)
+    calibration_seconds = time.perf_counter() - calibration_start
     scored = _score_test(backbone, method, prompts, split.test, progress, should_stop)
     test_seconds = sum(seconds for _, seconds in scored.values())
     cache = {k: prefix_cache.stats()[k] - cache_before[k] for k in ("hits", "misses")}  # this unit's lookups
@@ -239,6 +241,7 @@ def run_unit(
         "n_dev": len(dev),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
+        "calibration_seconds": calibration_seconds,  # the content-free prior and dev scores of both ways
     }
 
 
