@@ -27,8 +27,9 @@ class ManualConfig:
     calibrate: bool = field(
         default=True,
         metadata={
-            "help": "Contextual calibration (Zhao et al. 2021): divide by the label probabilities for content-free "
-            "inputs such as 'N/A', removing the template's bias toward one label."
+            "help": "Contextual calibration (Zhao et al. 2021) while choosing the template on dev: divide by the label "
+            "probabilities for content-free inputs such as 'N/A', removing the template's bias toward one label. "
+            "The comparison then reports every prompt calibrated or not, whichever scores better on dev."
         },
     )
     reduce: Reduce = reduce_field()
