@@ -191,6 +191,7 @@ def run_unit(
         "n_dev": len(dev),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
+        "resumed_from_step": int(learned.metrics.get("resumed_from_step") or 0),  # 0: not resumed
     }
 
 

@@ -232,6 +232,8 @@ def finished_text(run: Mapping[str, Any]) -> str:
         parts.append(f"training {fmt_seconds(run['train_seconds'])}")
     if run.get("test_seconds") is not None:
         parts.append(f"scoring the test split {fmt_seconds(run['test_seconds'])}")
+    if run.get("resumed_from_step"):
+        parts.append(f"resumed from step {run['resumed_from_step']}")
     return " · ".join(parts)
 
 
