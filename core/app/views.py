@@ -275,6 +275,30 @@ def card_order(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(runs, key=lambda r: (first[(r["method"], r["seed"])], r["created"]))
 
 
+CURVE_POINTS = 300  # per run and metric: enough for a curve's shape, little to send and draw every refresh
+
+
+def curve_frame(
+    metrics: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]], *, max_points: int = CURVE_POINTS
+) -> pd.DataFrame:
+    """The Runs page's chart data: each series (run, metric) thinned to about `max_points` evenly spaced steps
+    (its last step kept), labelled with its run's label, method and attempt (current or superseded)."""
+    frame = metrics[metrics["value"].notna() & metrics["run"].isin(list(runs))]
+    if frame.empty:
+        return frame.assign(method=[], attempt=[])
+    groups = frame.groupby(["run", "name"], sort=False)["step"]
+    size, rank = groups.transform("size"), groups.cumcount()
+    stride = -(-size // max_points)  # ceil: 1 until a series is longer than max_points
+    frame = frame[(rank % stride == 0) | (rank == size - 1)]
+    labels = {rid: r["label"] for rid, r in runs.items()}
+    attempts = {rid: "superseded" if r.get("superseded") else "current" for rid, r in runs.items()}
+    return frame.assign(
+        run=frame["run"].map(labels),
+        method=frame["run"].map(labels).str.split(" · ").str[0],
+        attempt=frame["run"].map(attempts),
+    )
+
+
 def fmt_seconds(seconds: float | None) -> str:
     """Seconds in words a person reads at a glance: '42 s', '3 min 05 s', '1 h 02 min'."""
     if seconds is None:
