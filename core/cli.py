@@ -92,7 +92,7 @@ def _progress_printer(label: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.compare import Unit, method_options, parse_seeds, prompt_spec, summarize
+    from core.compare import Unit, eval_warnings, method_options, parse_seeds, prompt_spec, summarize
 
     methods = _parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
@@ -112,6 +112,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for s in seeds
     ]
     _check_units(units, split)
+    for warning in eval_warnings({m: options.get(m) for m in methods}, max_steps=args.max_steps):
+        _say(f"warning: {warning}")
     group = distributed.join(args.dist_timeout)
     done = _run_my_units(args, group, split, spec, units, out)
     if done is None:  # a helper process: the main process writes the files

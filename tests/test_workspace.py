@@ -24,6 +24,7 @@ from core.app.views import (
     token_preview,
 )
 from core.backbone import load_backbone
+from core.compare import method_options
 from core.data import DataError
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError
@@ -281,11 +282,22 @@ def test_config_fields_map_types_to_widgets() -> None:
     assert changed_options(ExampleConfig, {"flag": True, "count": 5, "colour": "blue", "seed": 9}) == {"count": 5}
 
 
+def test_autoprompt_iterations_are_its_own_field_sent_even_at_the_default() -> None:
+    """The Train page's global steps no longer override AutoPrompt's search iterations (issue 15)."""
+    fields_ = {f.name: f for f in config_fields(REGISTRY["autoprompt"].config_cls)}
+    assert fields_["max_steps"].per_method and fields_["max_steps"].label == "search iterations"
+    assert "checkpoint_dir" not in fields_ and "seed" not in fields_
+    assert "max_steps" not in {f.name for f in config_fields(REGISTRY["ptuning"].config_cls)}  # the global steps
+    chosen = changed_options(REGISTRY["autoprompt"].config_cls, {"max_steps": 40, "beam_size": 1})
+    assert chosen == {"max_steps": 40}
+    assert method_options("autoprompt", chosen, max_steps=500)["max_steps"] == 40
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_registered_method_gets_a_form(name: str) -> None:
     cls = REGISTRY[name]
     for f in config_fields(cls.config_cls):
-        assert f.name not in HIDDEN_OPTIONS
+        assert f.name not in HIDDEN_OPTIONS or f.per_method
         assert f.kind in ("bool", "int", "float", "enum", "str", "json")
         if f.kind == "enum":
             assert f.default in f.choices
