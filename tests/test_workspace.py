@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from core.app.views import (
     comparison_table,
     confusion_frame,
     disagreements,
+    finished_text,
     significance_table,
     soft_prompt_readings,
     token_preview,
@@ -198,6 +200,26 @@ def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_
     finally:
         gate.set()
         ws.close()
+
+
+def test_a_cancelled_autoprompt_run_resumes_from_its_iteration(ws: Workspace, tiny_gpt2: Path) -> None:
+    """Through the job queue: cancel after a few iterations; the resumed run continues there and says so."""
+    options = {"max_steps": 24, "num_candidates": 2, "batch_size": 4, "accumulation_steps": 1, "eval_every": 8}
+    group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"autoprompt": options}))
+    (run,) = ws.user(ALICE).runs(group)
+    deadline = time.monotonic() + TIMEOUT
+    while ws.store.get_run(run["id"])["progress_step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ws.user(ALICE).cancel(run["id"])
+    assert ws.jobs.wait(run["id"], TIMEOUT) == "cancelled"
+    stopped_at = ws.store.get_run(run["id"])["progress_step"]
+    assert 2 <= stopped_at < 24
+    new_id = ws.user(ALICE).resume(run["id"])
+    assert ws.jobs.wait(new_id, TIMEOUT) == "succeeded"
+    steps = [m["step"] for m in ws.store.metrics(new_id) if m["name"] == "train_loss"]
+    assert steps[0] == stopped_at + 1 and steps[-1] == 24  # iterations after the stop only
+    card = next(r for r in ws.user(ALICE).runs(group) if r["id"] == new_id)
+    assert card["resumed_from_step"] == stopped_at and f"resumed from step {stopped_at}" in finished_text(card)
 
 
 def test_runs_left_active_by_a_dead_process_show_as_interrupted(tmp_path: Path, tiny_gpt2: Path) -> None:
