@@ -181,9 +181,13 @@ class SearchCheckpoint:
         """Atomically (a stop or crash mid-write leaves the previous state)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": self.key, "state": state.__dict__}, f)
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"key": self.key, "state": state.__dict__}, f)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
