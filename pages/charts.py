@@ -38,7 +38,8 @@ def metric_lines(title: str, y_title: str, runs: list[str], *, dash: bool, point
         ],
     }
     if dash:
-        encoding["strokeDash"] = field("series", "nominal", title=None, legend={"orient": "bottom"})
+        dashes = {"orient": "bottom", "symbolType": "stroke", "symbolStrokeWidth": 2, "symbolSize": 300}
+        encoding["strokeDash"] = field("series", "nominal", title=None, legend=dashes)  # legend shows the dashes
     return {"title": title, "mark": {"type": "line", "point": points}, "encoding": encoding}
 
 

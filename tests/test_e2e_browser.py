@@ -191,6 +191,7 @@ class Driver:
 
     def shoot(self, path: Path, *, full: bool = True, max_height: int = 5000) -> None:
         """A screenshot; full=True grows the viewport to the page's content (Streamlit scrolls an inner element)."""
+        self.page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring
         self.page.wait_for_timeout(1000)  # charts draw after the script run
         size = self.page.viewport_size
         if full:
