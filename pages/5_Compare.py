@@ -107,37 +107,34 @@ plot = table.assign(
 order = list(plot.sort_values("accuracy", ascending=False)["label"])
 st.vega_lite_chart(spec=accuracy_spec(plot, order), width="stretch")
 
-shown = table[
-    [
-        "prompt",
-        "method",
-        "role",
-        "accuracy",
-        "accuracy_std",
-        "macro_f1",
-        "seeds",
-        "trainable_params",
-        "train_seconds",
-        "test_seconds",
-        "peak_memory_mb",
-    ]
-]
+TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "accuracy_std", "macro_f1", "seeds"]
+COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
+# Two tables that each fit the page (one of 11 columns was clipped): how well each prompt did, and what it cost.
 st.dataframe(
-    shown,
+    table[TABLE_COLUMNS],
     hide_index=True,
     width="stretch",
     column_config={
-        "prompt": st.column_config.TextColumn("prompt", width="large"),
-        "method": st.column_config.TextColumn("method", width="small"),
-        "role": st.column_config.TextColumn("role", width="small"),
-        "seeds": st.column_config.NumberColumn("seeds", width="small"),
-        "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f"),
-        "accuracy": st.column_config.NumberColumn(format="%.3f"),
-        "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f"),
-        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
-        "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
-        "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
-        "peak_memory_mb": st.column_config.NumberColumn("peak MB", format="%.0f"),
+        "prompt": st.column_config.TextColumn("prompt", width=330),
+        "method": st.column_config.TextColumn("method", width=130),
+        "role": st.column_config.TextColumn("role", width=130),
+        "accuracy": st.column_config.NumberColumn(format="%.3f", width=80),
+        "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f", width=70),
+        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=80),
+        "seeds": st.column_config.NumberColumn("seeds", width=60),
+    },
+)
+st.markdown("**Cost**")
+st.dataframe(
+    table[COST_COLUMNS],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "prompt": st.column_config.TextColumn("prompt", width=330),
+        "trainable_params": st.column_config.NumberColumn("trainable params", format="%d", width=130),
+        "train_seconds": st.column_config.NumberColumn("train s", format="%.1f", width=90),
+        "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f", width=120),
+        "peak_memory_mb": st.column_config.NumberColumn("peak MB", format="%.0f", width=90),
     },
 )
 st.caption(
@@ -215,7 +212,7 @@ c1.download_button(
 )
 c2.download_button(
     "Comparison table (CSV)",
-    to_safe_csv(shown),
+    to_safe_csv(table[[*TABLE_COLUMNS, *COST_COLUMNS[1:]]]),
     file_name=f"comparison-{group}.csv",
     mime="text/csv",
     key="dl-results-csv",
