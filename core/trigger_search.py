@@ -382,7 +382,15 @@ class SearchState:
         return cls(**json.loads(text))
 
 
-def _snapshot(it, beam, best, best_dev, rng, samplers, history) -> SearchState:
+def _snapshot(
+    it: int,
+    beam: list[list[int]],
+    best: list[int],
+    best_dev: tuple[float, float],
+    rng: random.Random,
+    samplers: Sequence[RowSampler],
+    history: list[SearchEvent],
+) -> SearchState:
     return SearchState(
         iteration=it,
         beam=[list(b) for b in beam],
@@ -394,7 +402,9 @@ def _snapshot(it, beam, best, best_dev, rng, samplers, history) -> SearchState:
     )
 
 
-def _resume(state: SearchState, rng: random.Random, samplers: Sequence[RowSampler]):
+def _resume(
+    state: SearchState, rng: random.Random, samplers: Sequence[RowSampler]
+) -> tuple[list[list[int]], list[int], tuple[float, float], list[SearchEvent]]:
     """(beam, best, best_dev, history) of `state`, with the generators and samplers set where it left them."""
     for r, saved in zip([rng] + [s.rng for s in samplers], state.rngs, strict=True):
         _set_rng_state(r, saved)
