@@ -38,7 +38,13 @@ def metric_lines(title: str, y_title: str, runs: list[str], *, dash: bool, point
         ],
     }
     if dash:
-        dashes = {"orient": "bottom", "symbolType": "stroke", "symbolStrokeWidth": 2, "symbolSize": 300}
+        dashes = {
+            "orient": "bottom",
+            "symbolType": "stroke",
+            "symbolStrokeColor": "#555",
+            "symbolStrokeWidth": 2,
+            "symbolSize": 300,
+        }
         encoding["strokeDash"] = field("series", "nominal", title=None, legend=dashes)  # legend shows the dashes
     return {"title": title, "mark": {"type": "line", "point": points}, "encoding": encoding}
 
