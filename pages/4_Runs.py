@@ -139,7 +139,7 @@ def live(group_id: str) -> None:
         r["config_resumes"] = ws.run(r["id"])["config"].get("resumes") if r["active"] else None
     active = [r for r in runs if r["active"]]
     done = sum(r["status"] == "succeeded" for r in runs)
-    line = f"{len(runs)} runs · {len(active)} active · {done} succeeded"
+    line = f"{len(runs)} run{'' if len(runs) == 1 else 's'} · {len(active)} active · {done} succeeded"
     if active:
         eta, unknown = queue_eta(runs, time.time())
         line += f" · queue done in about {fmt_seconds(eta)}" if eta is not None else " · queue ETA after the first run"
