@@ -46,7 +46,8 @@ def metric_lines(title: str, y_title: str, runs: list[str], *, dash: bool, point
             "symbolSize": 300,
         }
         encoding["strokeDash"] = field("series", "nominal", title=None, legend=dashes)  # legend shows the dashes
-    return {"title": title, "mark": {"type": "line", "point": points}, "encoding": encoding}
+    # No point markers where the dash tells the series apart: with them the dash legend draws empty symbols.
+    return {"title": title, "mark": {"type": "line", "point": points and not dash}, "encoding": encoding}
 
 
 def label_bars() -> Spec:
