@@ -92,7 +92,15 @@ def _progress_printer(label: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.compare import method_options, parse_k_shots, parse_seeds, plan_units, prompt_spec, summarize
+    from core.compare import (
+        eval_warnings,
+        method_options,
+        parse_k_shots,
+        parse_seeds,
+        plan_units,
+        prompt_spec,
+        summarize,
+    )
 
     methods = _parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
@@ -111,6 +119,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for k in k_shots:  # every K asked for, even one only zero-shot methods would skip
         few_shot_split(split, k, seeds[0])
     _check_units(units, split)
+    for warning in eval_warnings({m: options.get(m) for m in methods}, max_steps=args.max_steps):
+        _say(f"warning: {warning}")
     group = distributed.join(args.dist_timeout)
     done = _run_my_units(args, group, split, spec, units, out)
     if done is None:  # a helper process: the main process writes the files

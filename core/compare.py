@@ -21,7 +21,7 @@ from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
 from core.methods import create, method_class
-from core.methods.base import LearnedPrompt, PromptSpec
+from core.methods.base import LearnedPrompt, PromptSpec, config_from_dict
 from core.peft_export import export_if_expressible
 from core.progress import (
     CHOOSING,
@@ -168,6 +168,25 @@ def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps:
     return merged
 
 
+def eval_warnings(methods: Mapping[str, Mapping[str, Any] | None], *, max_steps: int | None) -> list[str]:
+    """One line per method whose steps are fewer than its dev-evaluation interval: dev is then scored only at the
+    last step, so the run has no dev curve and its best-on-dev choice has a single candidate."""
+    out = []
+    for name, options in methods.items():
+        cls = method_class(name)
+        try:
+            cfg = config_from_dict(cls.config_cls, method_options(name, options, max_steps=max_steps), method=name)
+        except (ValueError, TypeError):
+            continue  # a bad option gets its own error at launch
+        every, steps = getattr(cfg, "eval_every", 0), getattr(cfg, "max_steps", None)
+        if every and steps is not None and steps < every:
+            out.append(
+                f"{cls.label} runs {steps} steps but evaluates on dev every {every}, so dev is scored only at the last "
+                f"step (no dev curve); set eval_every to {steps} or less (0 = about 10 times a run) or raise the steps"
+            )
+    return out
+
+
 def assign(units: Sequence[Unit], rank: int, size: int, *, data_parallel: bool = False) -> list[tuple[Unit, bool]]:
     """Process `rank`'s work among `size` processes, as (unit, shared) pairs in the order to run them.
 
@@ -242,6 +261,7 @@ def run_unit(
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
         "calibration_seconds": calibration_seconds,  # the content-free prior and dev scores of both ways
+        "resumed_from_step": int(learned.metrics.get("resumed_from_step") or 0),  # 0: not resumed
     }
 
 

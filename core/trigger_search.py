@@ -14,10 +14,14 @@ tokenised once and the candidates written into the trigger positions as a tensor
 also never recomputes what the triggers cannot change: the example text before the first trigger comes from the
 process-wide `core.prefix_cache` (run once per example, shared with manual prompts and P-tuning), so candidates —
 and the gradient pass — only run the few tokens from the first trigger on. Masked LMs attend both ways, so for them only the batching applies.
+
+After every iteration the search can hand out a `SearchState` (JSON: beam, best-on-dev, the random generators'
+states and the history); a search started from it continues exactly as the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -348,6 +352,70 @@ class RowSampler:
         return out
 
 
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: Sequence) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
+@dataclass
+class SearchState:
+    """Where a search stands after `iteration`: enough to continue it exactly, as JSON (never pickle)."""
+
+    iteration: int
+    beam: list[list[int]]
+    best: list[int]
+    best_dev: tuple[float, float | None]  # (dev accuracy, dev loss); (-1, None) before any dev score
+    rngs: list[list]  # states of the position choice and of the gradient and scoring row samplers
+    queues: list[list[int]]  # rows the two samplers still hold for their next batches
+    history: list[dict]  # SearchEvent fields, one per iteration so far
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchState:
+        return cls(**json.loads(text))
+
+
+def _snapshot(
+    it: int,
+    beam: list[list[int]],
+    best: list[int],
+    best_dev: tuple[float, float],
+    rng: random.Random,
+    samplers: Sequence[RowSampler],
+    history: list[SearchEvent],
+) -> SearchState:
+    return SearchState(
+        iteration=it,
+        beam=[list(b) for b in beam],
+        best=list(best),
+        best_dev=(best_dev[0], best_dev[1] if math.isfinite(best_dev[1]) else None),
+        rngs=[_rng_state(rng)] + [_rng_state(s.rng) for s in samplers],
+        queues=[list(s.queue) for s in samplers],
+        history=[dict(e.__dict__) for e in history],
+    )
+
+
+def _resume(
+    state: SearchState, rng: random.Random, samplers: Sequence[RowSampler]
+) -> tuple[list[list[int]], list[int], tuple[float, float], list[SearchEvent]]:
+    """(beam, best, best_dev, history) of `state`, with the generators and samplers set where it left them."""
+    for r, saved in zip([rng] + [s.rng for s in samplers], state.rngs, strict=True):
+        _set_rng_state(r, saved)
+    for sampler, queue in zip(samplers, state.queues, strict=True):
+        sampler.queue = list(queue)
+    loss = state.best_dev[1]
+    best_dev = (state.best_dev[0], math.inf if loss is None else loss)
+    history = [SearchEvent(**e) for e in state.history]
+    return [list(b) for b in state.beam], list(state.best), best_dev, history
+
+
 def top_candidates(
     grad: torch.Tensor, embedding: torch.Tensor, banned: torch.Tensor, k: int, current: Sequence[int] = ()
 ) -> torch.Tensor:
@@ -385,8 +453,13 @@ def search_triggers(
     dev_labels: Sequence[int] = (),
     on_iteration: Callable[[SearchEvent, list[int]], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    resume: SearchState | None = None,
+    on_state: Callable[[SearchState], None] | None = None,
 ) -> SearchResult:
-    """AutoPrompt's search loop; `should_stop` is polled every iteration (the caller decides what a stop means)."""
+    """AutoPrompt's search loop; `should_stop` is polled every iteration (the caller decides what a stop means).
+
+    `on_state` receives the state after every iteration; `resume` (such a state, of the same search) continues
+    from it instead of starting over."""
     start_time = time.perf_counter()
     y_train = torch.tensor(list(train_labels), dtype=torch.long)
     y_dev = torch.tensor(list(dev_labels), dtype=torch.long)
@@ -398,11 +471,13 @@ def search_triggers(
     beam: list[list[int]] = [list(init)]
     best_dev = (-1.0, math.inf)
     best = list(init)
-    if dev is not None and len(dev):
-        best_dev = evaluate_triggers(dev, y_dev, best)
     history: list[SearchEvent] = []
-    it = 0
-    for it in range(1, settings.iterations + 1):
+    if resume is not None:
+        beam, best, best_dev, history = _resume(resume, rng, (grad_batches, score_batches))
+    elif dev is not None and len(dev):
+        best_dev = evaluate_triggers(dev, y_dev, best)
+    it = first = resume.iteration if resume is not None else 0
+    for it in range(first + 1, settings.iterations + 1):
         if should_stop():
             it -= 1
             break
@@ -450,6 +525,8 @@ def search_triggers(
         elif dev is None or not len(dev):
             best = list(beam[0])
         history.append(event)
+        if on_state is not None:
+            on_state(_snapshot(it, beam, best, best_dev, rng, (grad_batches, score_batches), history))
         if on_iteration is not None:
             on_iteration(event, list(beam[0]))
     return SearchResult(

@@ -1,11 +1,11 @@
 """Data: upload a CSV or pick a sample; preview; text/label columns; label distribution; split and K-shot."""
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.data import DataError, detect_columns, split_dataset
+from pages.charts import label_bars
 from pages.common import (
     SAMPLES_DIR,
     app_state,
@@ -102,12 +102,7 @@ for warning in ds.warnings:
 
 st.subheader("Labels")
 counts = pd.DataFrame({"label": list(ds.label_counts()), "rows": list(ds.label_counts().values())})
-chart = (
-    alt.Chart(counts)
-    .mark_bar()
-    .encode(x=alt.X("rows:Q", title="rows"), y=alt.Y("label:N", sort="-x"), tooltip=["label", "rows"])
-)
-st.altair_chart(chart.properties(height=alt.Step(32)), width="stretch")
+st.vega_lite_chart(counts, label_bars(), width="stretch")
 
 st.subheader("Split")
 settings = state["settings"]

@@ -9,7 +9,7 @@ from core.app.backbones import inspect_backbone
 from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
 from core.backbone import BackboneError
-from core.compare import default_templates, parse_k_shots, parse_seeds, plan_units
+from core.compare import default_templates, eval_warnings, parse_k_shots, parse_seeds, plan_units
 from core.data import DataError
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
@@ -113,7 +113,7 @@ max_steps = int(
         value=state.get("max_steps", 50),
         step=10,
         key="max-steps",
-        help="Passed to every method that trains or searches.",
+        help="Passed to every method that trains (AutoPrompt has its own 'search iterations' in its tab).",
     )
 )
 settings = state["settings"]
@@ -160,6 +160,9 @@ st.caption(
 )
 for message in errors:
     st.error(message)
+chosen_options = {m: changed_options(REGISTRY[m].config_cls, state["options"].get(m, {})) for m in methods}
+for message in eval_warnings(chosen_options, max_steps=max_steps):
+    st.warning(plain(message), icon=":material/warning:")
 
 data = state["data"]
 fingerprint = request_fingerprint(
@@ -180,7 +183,7 @@ if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(error
         text_b_col=data["text_b_col"],
         templates=prompts["templates"],
         verbalizer=prompts["verbalizer"],
-        methods={m: changed_options(REGISTRY[m].config_cls, state["options"].get(m, {})) for m in methods},
+        methods=chosen_options,
         seeds=seeds,
         backbone=spec,
         test_size=settings["test_size"],

@@ -6,14 +6,14 @@ run store (workers write progress there), so a reload or a second tab shows the 
 
 import time
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from core.app.views import card_order, finished_text, fmt_seconds, phase_progress, queue_eta
+from core.app.views import card_order, curve_frame, finished_text, fmt_seconds, phase_progress, queue_eta
 from core.methods import REGISTRY
+from pages.charts import metric_lines
 from pages.common import STATUS_ICONS, group_page, plain, workspace
 
+CURVES_EVERY = 3.0  # seconds between curve redraws while a run is active (the cards update every second)
 ws = workspace()
 group = group_page(
     "Runs",
@@ -102,48 +102,33 @@ def run_card(run: dict) -> None:
             st.warning("The app stopped while this run was queued or running; resume it to run it again.")
 
 
-def chart(part: pd.DataFrame, title: str, y: str, runs: list[str], *, dash: bool = False) -> alt.Chart:
-    """One metric over steps, one colour per run (the same in every chart), a y scale of its own."""
-    encoding = {
-        "x": alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
-        "y": alt.Y("value:Q", title=y, scale=alt.Scale(zero=False)),
-        "color": alt.Color("run:N", title="run", scale=alt.Scale(domain=runs), legend=alt.Legend(orient="bottom")),
-        "opacity": alt.Opacity(
-            "attempt:N", scale=alt.Scale(domain=["current", "superseded"], range=[1.0, 0.35]), legend=None
-        ),
-        "tooltip": ["run", "series", "step", alt.Tooltip("value:Q", format=".4g")],
-    }
-    if dash:
-        encoding["strokeDash"] = alt.StrokeDash("series:N", title=None, legend=alt.Legend(orient="bottom"))
-    return alt.Chart(part, title=title).mark_line(point=part["step"].nunique() < 40).encode(**encoding)
-
-
 def curves(runs: list[dict]) -> None:
     trained = {r["id"]: r for r in runs if r["method"] in REGISTRY and REGISTRY[r["method"]].trains}
-    metrics = ws.metrics_frame(list(trained))
-    metrics = metrics[metrics["value"].notna()]
+    metrics = curve_frame(ws.metrics_frame(list(trained)), trained)
     if metrics.empty:
         return
-    metrics["run"] = metrics["run"].map(lambda rid: trained[rid]["label"])
-    metrics["method"] = metrics["run"].str.split(" · ").str[0]
-    attempt = {trained[rid]["label"]: "superseded" if trained[rid]["superseded"] else "current" for rid in trained}
-    metrics["attempt"] = metrics["run"].map(attempt)
     labels = sorted(metrics["run"].unique())
     st.subheader("Curves")
     st.caption("Each method has its own y scale (AutoPrompt's losses are on another scale than soft prompts').")
     losses = metrics[metrics["name"].isin(["loss", "dev_loss"])].copy()
     losses["series"] = losses["name"].map({"loss": "train loss", "dev_loss": "dev loss"})
     for method, part in losses.groupby("method", sort=False):
-        st.altair_chart(chart(part, f"{method}: loss", "loss", labels, dash=True), width="stretch", height=260)
+        draw(part, f"{method}: loss", "loss", labels, dash=True)
     acc = metrics[metrics["name"] == "dev_accuracy"].assign(series="dev accuracy")
     if not acc.empty:
-        st.altair_chart(chart(acc, "dev accuracy", "accuracy", labels), width="stretch", height=260)
+        draw(acc, "dev accuracy", "accuracy", labels)
     other = sorted(set(metrics["name"]) - {"loss", "dev_loss", "dev_accuracy"})
     if other:
         with st.expander("Other metrics: " + ", ".join(other)):
             for name in other:
-                part = metrics[metrics["name"] == name].assign(series=name)
-                st.altair_chart(chart(part, name, name, labels), width="stretch", height=220)
+                draw(metrics[metrics["name"] == name].assign(series=name), name, name, labels, height=220)
+
+
+def draw(part, title: str, y: str, runs: list[str], *, dash: bool = False, height: int = 260) -> None:
+    """One metric over steps, one colour per run (the same in every chart), a y scale of its own."""
+    spec = metric_lines(title, y, runs, dash=dash, points=part["step"].nunique() < 40)
+    columns = ["run", "series", "step", "value", "attempt"]
+    st.vega_lite_chart(part[columns], spec, width="stretch", height=height)
 
 
 @st.fragment(run_every=1.0 if initially_active else None)
@@ -154,7 +139,7 @@ def live(group_id: str) -> None:
         r["config_resumes"] = ws.run(r["id"])["config"].get("resumes") if r["active"] else None
     active = [r for r in runs if r["active"]]
     done = sum(r["status"] == "succeeded" for r in runs)
-    line = f"{len(runs)} runs · {len(active)} active · {done} succeeded"
+    line = f"{len(runs)} run{'' if len(runs) == 1 else 's'} · {len(active)} active · {done} succeeded"
     if active:
         eta, unknown = queue_eta(runs, time.time())
         line += f" · queue done in about {fmt_seconds(eta)}" if eta is not None else " · queue ETA after the first run"
@@ -163,9 +148,16 @@ def live(group_id: str) -> None:
     st.caption(line)
     for run in card_order(runs):
         run_card(run)
-    curves(runs)
     if statuses(every) != statuses(initial):
         st.rerun()  # a run started, finished or was resumed: the picker's label and polling follow (full rerun)
 
 
+@st.fragment(run_every=CURVES_EVERY if initially_active else None)
+def live_curves(group_id: str) -> None:
+    """The curves on their own, slower clock: redrawing charts every second kept the server and the browser busy
+    (page switches waited for it), while a curve gains little from a second's new points."""
+    curves([r for r in ws.runs(group_id) if show_old or not r["superseded"]])
+
+
 live(group)
+live_curves(group)

@@ -4,6 +4,7 @@ against the best manual template, the prompts themselves, rows where prompts dis
 import json
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from core.app.views import (
@@ -18,6 +19,45 @@ from core.app.views import (
 )
 from core.export import to_safe_csv
 from pages.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def accuracy_spec(plot: pd.DataFrame, order: list[str]) -> dict:
+    """Bars with mean ± std and the value; built once per table (altair's schema checks are slow per rerun)."""
+    base = alt.Chart(plot).encode(y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=420)))
+    bars = base.mark_bar().encode(
+        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy (mean ± std over seeds)"),
+        color=alt.Color("method:N", title="method"),
+        tooltip=[
+            "prompt",
+            "method",
+            alt.Tooltip("accuracy:Q", format=".3f"),
+            alt.Tooltip("accuracy_std:Q", format=".3f"),
+            alt.Tooltip("macro_f1:Q", format=".3f"),
+            "seeds",
+        ],
+    )
+    errors = base.mark_errorbar(ticks=True).encode(
+        x=alt.X("low:Q", title="accuracy (mean ± std over seeds)"), x2="high:Q"
+    )
+    labels = base.mark_text(align="left", dx=4).encode(x="high:Q", text=alt.Text("accuracy:Q", format=".3f"))
+    return (bars + errors + labels).properties(height=34 * len(plot) + 30).to_dict()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def confusion_spec(conf: pd.DataFrame, labels_order: list[str], picked: list[str]) -> dict:
+    """One heat map per picked prompt, in the order picked; dark cells get white text."""
+    heat = alt.Chart(conf).encode(x=alt.X("predicted:N", sort=labels_order), y=alt.Y("gold:N", sort=labels_order))
+    cells = heat.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of gold row"),
+        tooltip=["prompt", "gold", "predicted", "count", alt.Tooltip("share:Q", format=".0%")],
+    )
+    text = heat.mark_text(fontSize=13).encode(
+        text="count:Q", color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black"))
+    )
+    facet = alt.Facet("prompt:N", title=None, sort=picked, header=alt.Header(labelLimit=300))
+    return (cells + text).properties(width=200, height=200).facet(facet=facet, columns=3).to_dict()
+
 
 ws = workspace()
 group = group_page(
@@ -88,63 +128,53 @@ plot = table.assign(
     label=[p if len(p) <= 60 else p[:57] + "…" for p in table["prompt"]],
 )
 order = list(plot.sort_values("accuracy", ascending=False)["label"])
-base = alt.Chart(plot).encode(y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=420)))
-bars = base.mark_bar().encode(
-    x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy (mean ± std over seeds)"),
-    color=alt.Color("method:N", title="method"),
-    tooltip=[
-        "prompt",
-        "method",
-        alt.Tooltip("accuracy:Q", format=".3f"),
-        alt.Tooltip("accuracy_std:Q", format=".3f"),
-        alt.Tooltip("macro_f1:Q", format=".3f"),
-        "seeds",
-    ],
-)
-errors = base.mark_errorbar(ticks=True).encode(x=alt.X("low:Q", title="accuracy (mean ± std over seeds)"), x2="high:Q")
-labels = base.mark_text(align="left", dx=4).encode(x="high:Q", text=alt.Text("accuracy:Q", format=".3f"))
-st.altair_chart((bars + errors + labels).properties(height=34 * len(plot) + 30), width="stretch")
+st.vega_lite_chart(spec=accuracy_spec(plot, order), width="stretch")
 
-shown = table[
-    [
-        "prompt",
-        "method",
-        "role",
-        "accuracy",
-        "accuracy_std",
-        "calibration",
-        "acc_calibrated",
-        "acc_uncalibrated",
-        "macro_f1",
-        "seeds",
-        "trainable_params",
-        "train_seconds",
-        "test_seconds",
-        "peak_memory_mb",
-    ]
-]
+TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "accuracy_std", "macro_f1", "seeds"]
+CALIBRATION_COLUMNS = ["prompt", "calibration", "acc_calibrated", "acc_uncalibrated"]
+COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
+# Tables that each fit the page (one of 14 columns was clipped): how well each prompt did, calibrated or not, cost.
 st.dataframe(
-    shown,
+    table[TABLE_COLUMNS],
     hide_index=True,
     width="stretch",
     column_config={
-        "prompt": st.column_config.TextColumn("prompt", width="large"),
-        "method": st.column_config.TextColumn("method", width="small"),
-        "role": st.column_config.TextColumn("role", width="small"),
-        "seeds": st.column_config.NumberColumn("seeds", width="small"),
-        "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f"),
-        "accuracy": st.column_config.NumberColumn(format="%.3f"),
-        "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f"),
+        "prompt": st.column_config.TextColumn("prompt", width=330),
+        "method": st.column_config.TextColumn("method", width=130),
+        "role": st.column_config.TextColumn("role", width=130),
+        "accuracy": st.column_config.NumberColumn(format="%.3f", width=80),
+        "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f", width=70),
+        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=80),
+        "seeds": st.column_config.NumberColumn("seeds", width=60),
+    },
+)
+st.markdown("**Calibration**, chosen on dev for every prompt")
+st.dataframe(
+    table[CALIBRATION_COLUMNS],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "prompt": st.column_config.TextColumn("prompt", width=330),
         "calibration": st.column_config.TextColumn(
             "calibration: chosen on dev",
+            width=170,
             help="Content-free calibration tried for every prompt; the way that scores better on dev is reported.",
         ),
-        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f"),
-        "acc_uncalibrated": st.column_config.NumberColumn("acc. uncalibrated", format="%.3f"),
-        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
-        "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
-        "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
-        "peak_memory_mb": st.column_config.NumberColumn("peak MB", format="%.0f"),
+        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f", width=120),
+        "acc_uncalibrated": st.column_config.NumberColumn("acc. uncalibrated", format="%.3f", width=130),
+    },
+)
+st.markdown("**Cost**")
+st.dataframe(
+    table[COST_COLUMNS],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "prompt": st.column_config.TextColumn("prompt", width=330),
+        "trainable_params": st.column_config.NumberColumn("trainable params", format="%d", width=130),
+        "train_seconds": st.column_config.NumberColumn("train s", format="%.1f", width=90),
+        "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f", width=120),
+        "peak_memory_mb": st.column_config.NumberColumn("peak MB", format="%.0f", width=90),
     },
 )
 st.caption(
@@ -209,21 +239,7 @@ if picked:
     # share of each gold row, so the colour reads the same whatever the class sizes; dark cells get white text
     shown_conf["share"] = shown_conf["count"] / shown_conf.groupby(["prompt", "gold"])["count"].transform("sum")
     labels_order = summary["dataset"]["labels"]
-    heat = alt.Chart(shown_conf).encode(
-        x=alt.X("predicted:N", sort=labels_order), y=alt.Y("gold:N", sort=labels_order)
-    )
-    cells = heat.mark_rect().encode(
-        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of gold row"),
-        tooltip=["prompt", "gold", "predicted", "count", alt.Tooltip("share:Q", format=".0%")],
-    )
-    text = heat.mark_text(fontSize=13).encode(
-        text="count:Q", color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black"))
-    )
-    st.altair_chart(
-        (cells + text)
-        .properties(width=200, height=200)
-        .facet(facet=alt.Facet("prompt:N", title=None, sort=picked, header=alt.Header(labelLimit=300)), columns=3)
-    )
+    st.vega_lite_chart(spec=confusion_spec(shown_conf, labels_order, picked))
 
 st.subheader("Download")
 c1, c2 = st.columns(2)
@@ -236,7 +252,7 @@ c1.download_button(
 )
 c2.download_button(
     "Comparison table (CSV)",
-    to_safe_csv(shown),
+    to_safe_csv(table[[*TABLE_COLUMNS, *COST_COLUMNS[1:]]]),
     file_name=f"comparison-{group}.csv",
     mime="text/csv",
     key="dl-results-csv",

@@ -57,7 +57,9 @@ else:
         name, accuracy = scores.get(art["path"], (None, None))
         score = f" · test accuracy **{accuracy:.3f}**" if accuracy is not None else ""
         method = method_label(art["method"])
-        c1.markdown(f"`{path.name}` · {plain(name or method)} ({plain(method)}) · seed {art['seed']}{score}{what}")
+        # "P-tuning (ptuning)" once, not "P-tuning (P-tuning (ptuning))": the prompt's name only when it says more
+        title = method if not name or method.startswith(f"{name} (") else f"{name} ({method})"
+        c1.markdown(f"`{path.name}` · {plain(title)} · seed {art['seed']}{score}{what}")
         if path.is_dir():
             c2.download_button(
                 "Download (zip)",

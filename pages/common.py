@@ -9,6 +9,7 @@ import hashlib
 import html
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -334,14 +335,20 @@ def pick_group(ws: UserWorkspace, *, key: str, need_success: bool = False) -> st
     ids = [g["group_id"] for g in groups]
     last = app_state().get("last_group")
     wanted = last if last in ids else (st.session_state.get(key) if st.session_state.get(key) in ids else ids[0])
-    if st.session_state.get(key) != wanted:
-        st.session_state[key] = wanted
     labels = {g["group_id"]: group_label(g) for g in groups}
-    return st.selectbox("Comparison", ids, format_func=labels.get, key=key, on_change=_picked, args=(key,))
+    # The browser keeps showing a selectbox's old option text while its value stays the same, so the widget is
+    # keyed by its labels too: when a count changes ("1 queued" -> "1 succeeded") a fresh one shows the new text.
+    widget = f"{key}-{zlib.crc32(json.dumps(labels, sort_keys=True).encode()):08x}"
+    if st.session_state.get(widget) != wanted:
+        st.session_state[widget] = wanted
+    st.session_state[key] = st.selectbox(
+        "Comparison", ids, format_func=labels.get, key=widget, on_change=_picked, args=(widget,)
+    )
+    return st.session_state[key]
 
 
-def _picked(key: str) -> None:
-    app_state()["last_group"] = st.session_state[key]
+def _picked(widget: str) -> None:
+    app_state()["last_group"] = st.session_state[widget]
     save_draft()
 
 

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m in REGISTRY]
+    from playwright.sync_api import expect
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     timings = Timings()
@@ -53,11 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         page = context.new_page()
         app = Driver(page, url)
         app.load_data(Path(args.data), k=args.k)
+        test_rows = (
+            page.get_by_test_id("stMetric").filter(has_text=re.compile("^Test")).get_by_test_id("stMetricValue")
+        )
+        before = test_rows.inner_text()
         slider = page.get_by_test_id("stSlider").filter(has_text="Test share").get_by_role("slider")
         slider.focus()
         for _ in range(round((0.5 - args.test_share) / 0.05)):
             slider.press("ArrowLeft")
         app.wait_idle()
+        if args.test_share != 0.5:  # the slider sends its value a moment later: wait until the split follows it
+            expect(test_rows).not_to_have_text(before, timeout=30_000)
+            app.wait_idle()
         app.see("Dataset ready")
         app.shoot(out / "data.png")
         app.nav("Prompts")

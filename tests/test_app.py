@@ -153,6 +153,28 @@ def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
     assert at.number_input(key="opt-manual-batch_size").label == "batch size (examples)"  # words, with units
 
 
+def test_train_page_has_autoprompt_iterations_and_warns_when_steps_miss_dev(home: Path, tiny_gpt2: Path) -> None:
+    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    at.multiselect(key="methods").set_value(["autoprompt", "ptuning"]).run()
+    iterations = at.number_input(key="opt-autoprompt-max_steps")
+    assert iterations.label == "search iterations" and iterations.value == 40
+    assert not at.warning
+    at.number_input(key="opt-ptuning-eval_every").set_value(20).run()
+    at.number_input(key="max-steps").set_value(10).run()
+    [warning] = at.warning  # one line, before launch
+    assert "P-tuning runs 10 steps but evaluates on dev every 20" in texts([warning]), texts(at.warning)
+    at.number_input(key="opt-autoprompt-max_steps").set_value(3).run()
+    at.button(key="launch").click().run()
+    assert not at.exception and "Queued 2 runs" in texts(at.success), texts(at.error)
+    (group,) = [g["group_id"] for g in me(at).groups()]
+    steps = {r["method"]: me(at).run(r["id"])["config"]["options"]["max_steps"] for r in me(at).runs(group)}
+    assert steps == {"autoprompt": 3, "ptuning": 10}  # the iterations field, not the global steps
+    for run in me(at).runs(group):
+        me(at).cancel(run["id"])
+
+
 def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> None:
     at = go(load_tiny_csv(start()), "pages/3_Train.py")
     at.radio(key="backbone-kind").set_value("Local folder").run()

@@ -18,14 +18,15 @@ from core.compare import readable_prompt
 from core.data import LabeledDataset
 from core.label_search import propose_label_words
 from core.methods import create
-from core.methods.autoprompt import AutoPromptConfig
+from core.methods.autoprompt import STATE_FILE, AutoPromptConfig, SearchCheckpoint
 from core.methods.base import PromptSpec, config_from_dict, config_to_dict
 from core.predict import predict_records
-from core.progress import Cancelled
+from core.progress import Cancelled, no_progress
 from core.scoring import batch_scores, build_plan
 from core.templates import Template, Verbalizer
 from core.trigger_search import (
     SearchSettings,
+    SearchState,
     TriggerScorer,
     candidate_filter,
     label_token_ids,
@@ -468,3 +469,69 @@ def test_label_search_proposes_the_planted_label_words(planted):
     assert proposals["p"][0][0] == "yes" and proposals["n"][0][0] == "no"
     assert all(0.0 <= p <= 1.0 for words in proposals.values() for _, p in words)
     assert all(w.isalpha() for words in proposals.values() for w, _ in words)  # no specials or punctuation
+
+
+class PhaseLog(list):
+    """A progress callback that also records the phases it is told about (as the job runner's does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.phases: list[str] = []
+
+    def __call__(self, step, total, metrics):
+        self.append(step)
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+
+def test_cancelled_search_resumes_from_its_iteration_and_ends_as_an_uninterrupted_one(tmp_path):
+    """Cancel after 3 iterations, resume from the state file: iterations 4.. only, and the same search result."""
+    backbone = tiny_backbone("gpt2", seed=3)
+    records, labels = planted_task(24, 5)
+    dev_records, dev_labels = planted_task(12, 6)
+    train_set, dev = dataset(records, labels), dataset(dev_records, dev_labels)
+    spec = PromptSpec(
+        templates=("{text} [T*3] [MASK]",),
+        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    options = {"max_steps": 7, "num_candidates": 4, "batch_size": 6, "accumulation_steps": 1, "eval_every": 2}
+
+    def fit(checkpoint_dir: str, progress=no_progress, stop=lambda: False):
+        method = create("autoprompt", spec, {**options, "checkpoint_dir": checkpoint_dir})
+        return method.fit(backbone, train_set, dev, progress=progress, should_stop=stop)
+
+    full = fit("")
+    polls = iter(range(100))
+    with pytest.raises(Cancelled, match="after 3 of 7"):
+        fit(str(tmp_path), stop=lambda: next(polls) >= 3)
+    assert (tmp_path / STATE_FILE).is_file()
+    log = PhaseLog()
+    resumed = fit(str(tmp_path), progress=log)
+    assert log[0] == 3 and log[1:] == [4, 5, 6, 7]  # shows where it resumed, then only the remaining iterations
+    assert "training, resumed from iteration 3" in log.phases
+    assert resumed.metrics["resumed_from_step"] == 3 and full.metrics["resumed_from_step"] == 0
+    assert resumed.state["trigger_ids"] == full.state["trigger_ids"]
+    assert resumed.state["history"] == full.state["history"]  # every iteration, before and after the stop
+    assert resumed.metrics["dev_accuracy"] == full.metrics["dev_accuracy"]
+    assert sum(h["accepted"] for h in full.state["history"]) >= 1  # the search did move
+    assert not (tmp_path / STATE_FILE).exists()  # finished: a rerun searches afresh
+
+
+def test_search_state_of_another_search_is_ignored(tmp_path):
+    backbone = tiny_backbone("gpt2", seed=3)
+    records, labels = planted_task(12, 5)
+    spec = PromptSpec(
+        templates=("{text} [T*2] [MASK]",),
+        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    options = {"max_steps": 2, "num_candidates": 2, "batch_size": 4, "accumulation_steps": 1}
+    SearchCheckpoint(str(tmp_path), "another run").save(SearchState(5, [[1, 2]], [1, 2], (0.5, 0.7), [], [], []))
+    log = PhaseLog()
+    method = create("autoprompt", spec, {**options, "checkpoint_dir": str(tmp_path)})
+    learned = method.fit(
+        backbone, dataset(records, labels), dataset(records, labels), progress=log, should_stop=lambda: False
+    )
+    assert log == [1, 2] and learned.metrics["resumed_from_step"] == 0

@@ -116,6 +116,17 @@ def test_bad_compare_input_exits_2_with_one_line(
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+def test_compare_warns_when_steps_are_fewer_than_the_dev_interval(tiny_folder, keyword_csv, tmp_path, capsys):
+    args = ["compare", "--data", str(keyword_csv), "--backbone", tiny_folder, "--methods", "prompt_tuning"]
+    args += ["--max-steps", "2", "--option", "prompt_tuning.eval_every=5", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: Prompt tuning runs 2 steps but evaluates on dev every 5, so dev is scored only at the last step "
+        "(no dev curve); set eval_every to 2 or less (0 = about 10 times a run) or raise the steps"
+    ]
+
+
 def test_bad_predict_input_exits_2(tmp_path, capsys, keyword_csv):
     bogus = tmp_path / "prompt.safetensors"
     bogus.write_bytes(b"\x80\x04not a safetensors file")

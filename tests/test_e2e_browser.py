@@ -53,8 +53,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(home: Path, *, port: int | None = None, log: Path | None = None) -> Iterator[str]:
-    """`streamlit run app.py` on a free local port with its own PTUNE_HOME; yields the URL once healthy."""
+def streamlit_server(
+    home: Path, *, port: int | None = None, log: Path | None = None, root: Path = ROOT
+) -> Iterator[str]:
+    """`streamlit run app.py` (of checkout `root`) on a free local port with its own PTUNE_HOME; yields the URL
+    once healthy."""
     port = port or free_port()
     env = {**os.environ, "PTUNE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")  # shared CI cores: one torch thread avoids oversubscription stalls
@@ -78,7 +81,7 @@ def streamlit_server(home: Path, *, port: int | None = None, log: Path | None = 
         "minimal",
     ]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -190,6 +193,7 @@ class Driver:
 
     def shoot(self, path: Path, *, full: bool = True, max_height: int = 5000) -> None:
         """A screenshot; full=True grows the viewport to the page's content (Streamlit scrolls an inner element)."""
+        self.page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring
         self.page.wait_for_timeout(1000)  # charts draw after the script run
         size = self.page.viewport_size
         if full:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from core.app.views import card_order, finished_text, phase_progress, queue_eta, verdict
+import pandas as pd
+
+from core.app.views import card_order, curve_frame, finished_text, phase_progress, queue_eta, verdict
 
 
 def run(status: str, **kw) -> dict:
@@ -29,6 +31,8 @@ def test_a_card_says_which_phase_a_run_is_in_with_its_own_count() -> None:
 def test_a_finished_card_reports_wall_training_and_scoring_time_apart() -> None:
     done = run("succeeded", started=100.0, finished=790.0, train_seconds=93.1, test_seconds=590.0)
     assert finished_text(done) == "took 11 min 30 s · training 1 min 33 s · scoring the test split 9 min 50 s"
+    resumed = {**done, "resumed_from_step": 12}
+    assert finished_text(resumed).endswith(" · resumed from step 12")  # where the resumed run took over
 
 
 def test_queue_eta_uses_finished_runs_of_the_same_method() -> None:
@@ -90,3 +94,20 @@ def test_the_verdict_names_the_prompt_chosen_on_dev_and_the_p_value() -> None:
     words = verdict(summary(winner_dev=0.80, p=0.01))
     assert words["headline"].startswith("Prompt tuning is best (chosen on dev: dev 0.800, test 0.640); +0.040")
     assert "significantly (p = 0.010)" in words["headline"] and "not significantly" not in words["headline"]
+
+
+def test_curves_are_thinned_per_series_and_labelled_by_run() -> None:
+    long = pd.DataFrame({"run": "r1", "name": "loss", "step": range(1, 1001), "value": 1.0})
+    dev = pd.DataFrame({"run": "r1", "name": "dev_accuracy", "step": range(100, 1001, 100), "value": 0.5})
+    old = pd.DataFrame({"run": "r0", "name": "loss", "step": [1, 2, 3], "value": [3.0, None, 2.0]})
+    runs = {
+        "r1": {"label": "P-tuning · seed 0", "superseded": False},
+        "r0": {"label": "P-tuning · seed 0 (old)", "superseded": True},
+    }
+    frame = curve_frame(pd.concat([long, dev, old]), runs, max_points=100)
+    loss = frame[(frame["name"] == "loss") & (frame["attempt"] == "current")]
+    assert 90 <= len(loss) <= 101 and loss["step"].iloc[0] == 1 and loss["step"].iloc[-1] == 1000  # ends kept
+    assert list(frame[frame["name"] == "dev_accuracy"]["step"]) == list(range(100, 1001, 100))  # short: untouched
+    assert list(frame[frame["attempt"] == "superseded"]["step"]) == [1, 3]  # missing values dropped
+    assert set(frame["method"]) == {"P-tuning"} and set(frame["run"]) == {r["label"] for r in runs.values()}
+    assert curve_frame(old.iloc[:0], runs).empty

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,16 @@ from core.app.views import (
     comparison_table,
     confusion_frame,
     disagreements,
+    finished_text,
     significance_table,
     soft_prompt_readings,
     token_preview,
 )
 from core.backbone import load_backbone
+from core.compare import method_options
 from core.data import DataError
 from core.methods import REGISTRY, method_order
+from core.methods.continuous import ContinuousMethod
 from core.templates import TemplateError
 from tests.tiny_models import save_tiny, tiny_backbone
 
@@ -199,6 +203,26 @@ def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_
         ws.close()
 
 
+def test_a_cancelled_autoprompt_run_resumes_from_its_iteration(ws: Workspace, tiny_gpt2: Path) -> None:
+    """Through the job queue: cancel after a few iterations; the resumed run continues there and says so."""
+    options = {"max_steps": 24, "num_candidates": 2, "batch_size": 4, "accumulation_steps": 1, "eval_every": 8}
+    group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"autoprompt": options}))
+    (run,) = ws.user(ALICE).runs(group)
+    deadline = time.monotonic() + TIMEOUT
+    while ws.store.get_run(run["id"])["progress_step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ws.user(ALICE).cancel(run["id"])
+    assert ws.jobs.wait(run["id"], TIMEOUT) == "cancelled"
+    stopped_at = ws.store.get_run(run["id"])["progress_step"]
+    assert 2 <= stopped_at < 24
+    new_id = ws.user(ALICE).resume(run["id"])
+    assert ws.jobs.wait(new_id, TIMEOUT) == "succeeded"
+    steps = [m["step"] for m in ws.store.metrics(new_id) if m["name"] == "train_loss"]
+    assert steps[0] == stopped_at + 1 and steps[-1] == 24  # iterations after the stop only
+    card = next(r for r in ws.user(ALICE).runs(group) if r["id"] == new_id)
+    assert card["resumed_from_step"] == stopped_at and f"resumed from step {stopped_at}" in finished_text(card)
+
+
 def test_runs_left_active_by_a_dead_process_show_as_interrupted(tmp_path: Path, tiny_gpt2: Path) -> None:
     gate = threading.Event()
     ws = Workspace(
@@ -222,7 +246,7 @@ def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspa
     trained = [
         n
         for n in REGISTRY
-        if getattr(REGISTRY[n], "trains", False)
+        if issubclass(REGISTRY[n], ContinuousMethod)  # soft prompts: saved as .safetensors (AutoPrompt: its own test)
         and "checkpoint_dir" in {f.name for f in REGISTRY[n].config_cls.__dataclass_fields__.values()}
     ]
     if not trained:
@@ -281,11 +305,22 @@ def test_config_fields_map_types_to_widgets() -> None:
     assert changed_options(ExampleConfig, {"flag": True, "count": 5, "colour": "blue", "seed": 9}) == {"count": 5}
 
 
+def test_autoprompt_iterations_are_its_own_field_sent_even_at_the_default() -> None:
+    """The Train page's global steps no longer override AutoPrompt's search iterations (issue 15)."""
+    fields_ = {f.name: f for f in config_fields(REGISTRY["autoprompt"].config_cls)}
+    assert fields_["max_steps"].per_method and fields_["max_steps"].label == "search iterations"
+    assert "checkpoint_dir" not in fields_ and "seed" not in fields_
+    assert "max_steps" not in {f.name for f in config_fields(REGISTRY["ptuning"].config_cls)}  # the global steps
+    chosen = changed_options(REGISTRY["autoprompt"].config_cls, {"max_steps": 40, "beam_size": 1})
+    assert chosen == {"max_steps": 40}
+    assert method_options("autoprompt", chosen, max_steps=500)["max_steps"] == 40
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_registered_method_gets_a_form(name: str) -> None:
     cls = REGISTRY[name]
     for f in config_fields(cls.config_cls):
-        assert f.name not in HIDDEN_OPTIONS
+        assert f.name not in HIDDEN_OPTIONS or f.per_method
         assert f.kind in ("bool", "int", "float", "enum", "str", "json")
         if f.kind == "enum":
             assert f.default in f.choices

@@ -64,14 +64,21 @@ def _dtype_bytes(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _count_parameters(config) -> int:
-    """Exact parameter count from the config alone: the model is built on the meta device (no memory)."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+_PARAMETER_COUNTS: dict[str, int] = {}  # config JSON -> count; a few ints, shared by every session
 
-    auto = AutoModelForMaskedLM if lm_kind(config) is LMKind.MASKED else AutoModelForCausalLM
-    with torch.device("meta"):
-        model = auto.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+
+def _count_parameters(config) -> int:
+    """Exact parameter count from the config alone, remembered per config (building even a meta model takes
+    ~0.5 s, and the Train page asks on every visit)."""
+    key = config.to_json_string(use_diff=False)
+    if key not in _PARAMETER_COUNTS:
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+        auto = AutoModelForMaskedLM if lm_kind(config) is LMKind.MASKED else AutoModelForCausalLM
+        with torch.device("meta"):  # no memory
+            model = auto.from_config(config)
+        _PARAMETER_COUNTS[key] = sum(p.numel() for p in model.parameters())
+    return _PARAMETER_COUNTS[key]
 
 
 def _weights_bytes(folder: Path) -> int | None:

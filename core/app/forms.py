@@ -15,6 +15,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from core.methods import REGISTRY
 
 HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir")  # set by the app for every method, not per method
+# ... unless a config marks the field `metadata={"per_method": True}`: then it is the method's own setting (AutoPrompt's
+# search iterations are not the soft prompts' training steps), shown in its form and always sent with the request.
+PER_METHOD = "per_method"
 PREFERRED_TRAINED = ("ptuning", "prompt_tuning")  # the trained method the Train page preselects, if registered
 
 
@@ -62,11 +65,13 @@ class OptionField:
     help: str = ""
     choices: tuple[str, ...] = ()
     optional: bool = False
+    title: str = ""  # the config's own label for the field (metadata["label"]), else LABELS or the name
+    per_method: bool = False  # a globally set option that this method sets itself
 
     @property
     def label(self) -> str:
         """The field in words, with its unit (what a form shows; the name stays in the help)."""
-        return LABELS.get(self.name, self.name.replace("_", " "))
+        return self.title or LABELS.get(self.name, self.name.replace("_", " "))
 
 
 def config_fields(config_cls: type) -> list[OptionField]:
@@ -74,7 +79,8 @@ def config_fields(config_cls: type) -> list[OptionField]:
     hints = get_type_hints(config_cls)
     out = []
     for f in fields(config_cls):
-        if f.name in HIDDEN_OPTIONS or not f.init:
+        per_method = bool(f.metadata.get(PER_METHOD))
+        if (f.name in HIDDEN_OPTIONS and not per_method) or not f.init:
             continue
         typ, optional = hints.get(f.name, str), False
         if get_origin(typ) in (Union, UnionType):
@@ -101,14 +107,16 @@ def config_fields(config_cls: type) -> list[OptionField]:
             kind = "str"
         else:
             kind = "json"
-        out.append(OptionField(f.name, kind, default, f.metadata.get("help", ""), choices, optional))
+        help_text, title = f.metadata.get("help", ""), f.metadata.get("label", "")
+        out.append(OptionField(f.name, kind, default, help_text, choices, optional, title, per_method))
     return out
 
 
 def changed_options(config_cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the options that differ from the dataclass defaults (so global settings like max_steps still apply)."""
-    defaults = {f.name: f.default for f in config_fields(config_cls)}
-    return {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
+    """Only the options that differ from the dataclass defaults (so global settings like max_steps still apply),
+    plus a method's own value for a global setting even at its default (else the global one would replace it)."""
+    fields_ = {f.name: f for f in config_fields(config_cls)}
+    return {k: v for k, v in values.items() if k in fields_ and (fields_[k].per_method or v != fields_[k].default)}
 
 
 def default_methods() -> list[str]:

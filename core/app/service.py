@@ -284,11 +284,12 @@ class Workspace:
         return rows
 
     def _timings(self, row: dict) -> dict[str, float | None]:
-        """A finished run's training and test-scoring seconds (read once from its result, then remembered)."""
+        """A finished run's training and test-scoring seconds and where it resumed (read once from its result,
+        then remembered)."""
         cached = self._run_timings.get(row["id"])  # a dict read/write is atomic; _resume holds _lock while here
         if cached is None:
             result = (self.store.get_run(row["id"]) or {}).get("result") or {}
-            cached = {k: result.get(k) for k in ("train_seconds", "test_seconds")}
+            cached = {k: result.get(k) for k in ("train_seconds", "test_seconds", "resumed_from_step")}
             self._run_timings[row["id"]] = cached
         return cached
 

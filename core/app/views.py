@@ -268,6 +268,8 @@ def finished_text(run: Mapping[str, Any]) -> str:
         parts.append(f"training {fmt_seconds(run['train_seconds'])}")
     if run.get("test_seconds") is not None:
         parts.append(f"scoring the test split {fmt_seconds(run['test_seconds'])}")
+    if run.get("resumed_from_step"):
+        parts.append(f"resumed from step {run['resumed_from_step']}")
     return " · ".join(parts)
 
 
@@ -312,6 +314,30 @@ def card_order(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def unit_key(run: Mapping[str, Any]) -> tuple:
     """What makes runs attempts of the same unit: method, seed and K (a learning curve runs several K)."""
     return run["method"], run["seed"], run.get("k_shot")
+
+
+CURVE_POINTS = 300  # per run and metric: enough for a curve's shape, little to send and draw every refresh
+
+
+def curve_frame(
+    metrics: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]], *, max_points: int = CURVE_POINTS
+) -> pd.DataFrame:
+    """The Runs page's chart data: each series (run, metric) thinned to about `max_points` evenly spaced steps
+    (its last step kept), labelled with its run's label, method and attempt (current or superseded)."""
+    frame = metrics[metrics["value"].notna() & metrics["run"].isin(list(runs))]
+    if frame.empty:
+        return frame.assign(method=[], attempt=[])
+    groups = frame.groupby(["run", "name"], sort=False)["step"]
+    size, rank = groups.transform("size"), groups.cumcount()
+    stride = -(-size // max_points)  # ceil: 1 until a series is longer than max_points
+    frame = frame[(rank % stride == 0) | (rank == size - 1)]
+    labels = {rid: r["label"] for rid, r in runs.items()}
+    attempts = {rid: "superseded" if r.get("superseded") else "current" for rid, r in runs.items()}
+    return frame.assign(
+        run=frame["run"].map(labels),
+        method=frame["run"].map(labels).str.split(" · ").str[0],
+        attempt=frame["run"].map(attempts),
+    )
 
 
 def fmt_seconds(seconds: float | None) -> str:

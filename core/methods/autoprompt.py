@@ -9,10 +9,14 @@ template-selection baseline (best manual template on dev) is reported alongside.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -23,12 +27,13 @@ from core.data import LabeledDataset
 from core.label_search import propose_label_words
 from core.methods.base import LearnedPrompt, MethodBase, PromptSpec
 from core.methods.manual import ManualConfig, ManualPrompts, discrete_scores, select_template
-from core.progress import Cancelled, ProgressFn, StopFn, no_progress
+from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, no_progress
 from core.scoring import Reduce, build_plan, content_free_log_prior, reduce_field
 from core.templates import Template, TemplateError
 from core.trigger_search import (
     SearchEvent,
     SearchSettings,
+    SearchState,
     TriggerScorer,
     candidate_filter,
     search_triggers,
@@ -57,7 +62,15 @@ class AutoPromptConfig:
         default="",
         metadata={"help": "Word every trigger starts as; empty: the mask token (masked LMs) or 'the' (causal LMs)."},
     )
-    max_steps: int = field(default=40, metadata={"help": "Search iterations (one token swap tried per iteration)."})
+    max_steps: int = field(
+        default=40,
+        metadata={
+            "help": "Search iterations (one token swap tried per iteration); its own setting, not the training steps "
+            "of the soft-prompt methods.",
+            "label": "search iterations",
+            "per_method": True,  # shown in the method's form even though the app sets max_steps for the others
+        },
+    )
     num_candidates: int = field(
         default=10,
         metadata={"help": "k: replacement tokens re-scored per searched position (top-k of the gradient estimate)."},
@@ -105,6 +118,13 @@ class AutoPromptConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the batch order and position choice."})
+    checkpoint_dir: str = field(
+        default="",
+        metadata={
+            "help": "Folder for the search state ('' = none), written after every iteration; a run finding the "
+            "state of the same search there continues from its iteration."
+        },
+    )
 
     def __post_init__(self):
         self.scoring = CandidateScoring(self.scoring)  # stored configs come back as strings
@@ -139,6 +159,38 @@ class AutoPromptConfig:
             batched=self.scoring is CandidateScoring.BATCHED,
             seed=self.seed,
         )
+
+
+STATE_FILE = "autoprompt_search.json"
+
+
+class SearchCheckpoint:
+    """The search state of one run in `folder`, tagged with the run's key so another search never picks it up."""
+
+    def __init__(self, folder: str, key: str):
+        self.path, self.key = Path(folder) / STATE_FILE, key
+
+    def load(self) -> SearchState | None:
+        try:
+            saved = json.loads(self.path.read_text())
+            return SearchState(**saved["state"]) if saved.get("key") == self.key else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none, unreadable or of another version: the search starts over
+
+    def save(self, state: SearchState) -> None:
+        """Atomically (a stop or crash mid-write leaves the previous state)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"key": self.key, "state": state.__dict__}, f)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def default_template(kind: LMKind, n_triggers: int, columns: Sequence[str] = ("text",)) -> str:
@@ -202,6 +254,13 @@ class AutoPrompt(MethodBase):
         )
         banned = candidate_filter(backbone, plan, words_only=cfg.filter_non_words)
         init = self.init_ids(backbone, template.n_trigger)
+        ckpt = (
+            SearchCheckpoint(cfg.checkpoint_dir, self.run_key(backbone, source, train)) if cfg.checkpoint_dir else None
+        )
+        resume = ckpt.load() if ckpt else None
+        if resume is not None:
+            progress(resume.iteration, cfg.max_steps, {})  # the card shows where it resumed at once
+            enter_phase(progress, f"{TRAINING}, resumed from iteration {resume.iteration}")
 
         def on_iteration(event: SearchEvent, triggers: list[int]) -> None:
             self.current_triggers = trigger_words(backbone, triggers)
@@ -222,9 +281,13 @@ class AutoPrompt(MethodBase):
                 dev_labels=dev.labels,
                 on_iteration=on_iteration,
                 should_stop=should_stop,
+                resume=resume,
+                on_state=ckpt.save if ckpt else None,
             )
         if should_stop():
             raise Cancelled(f"AutoPrompt cancelled after {result.iterations} of {cfg.max_steps} iterations")
+        if ckpt:
+            ckpt.clear()  # finished: the found prompt is the result; a rerun searches afresh
         words = trigger_words(backbone, result.triggers)
         state: dict = {
             "trigger_ids": result.triggers,
@@ -250,6 +313,7 @@ class AutoPrompt(MethodBase):
             "dev_accuracy": result.dev_accuracy,
             "dev_loss": result.dev_loss,
             "iterations": result.iterations,
+            "resumed_from_step": resume.iteration if resume else 0,
             "search_seconds": result.seconds,
             "accepted_swaps": sum(e.accepted for e in result.history),
             "trigger_tokens": " ".join(words),

@@ -7,6 +7,8 @@ turns train/dev data into a `LearnedPrompt`, and `scores` turns a learned prompt
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -140,6 +142,25 @@ class MethodBase:
                     f"method expects {list(shape)} {str(dtype).removeprefix('torch.')} on this backbone"
                 )
 
+    def run_key(self, backbone: Backbone, template: str, train_set: LabeledDataset) -> str:
+        """What a checkpoint must match to be resumed: method, config (less where checkpoints go), template,
+        backbone, labels, verbalizer and training data."""
+        cfg = {k: v for k, v in config_to_dict(self.config).items() if k not in ("checkpoint_dir", "checkpoint_every")}
+        blob = json.dumps(
+            {
+                "method": self.name,
+                "config": cfg,
+                "template": template,
+                "backbone": backbone.fingerprint,
+                "labels": list(self.spec.label_names),
+                "verbalizer": self.spec.verbalizer.to_dict(),
+                "data": data_hash(train_set),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
     def learned(self, backbone: Backbone, template: str, **fields: Any) -> LearnedPrompt:
         """A LearnedPrompt of this method on this backbone; `fields` sets state, tensors, metrics and the like."""
         return LearnedPrompt(
@@ -151,6 +172,13 @@ class MethodBase:
             config=config_to_dict(self.config),
             **{"display_name": self.label, **fields},
         )
+
+
+def data_hash(dataset: LabeledDataset) -> str:
+    h = hashlib.sha256()
+    for rec, label in zip(dataset.records, dataset.labels, strict=True):
+        h.update(json.dumps([rec, label], sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

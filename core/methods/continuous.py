@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.data import LabeledDataset
 from core.errors import one_line
-from core.methods.base import LearnedPrompt, MethodBase, PeftExportError, config_to_dict
+from core.methods.base import LearnedPrompt, MethodBase, PeftExportError
 from core.progress import ProgressFn, StopFn
 from core.scoring import (
     PromptHooks,
@@ -141,13 +139,6 @@ def private_backbone(backbone: Backbone, tuned: Mapping[str, torch.Tensor] | Non
     return dataclasses.replace(backbone, model=model, lock=threading.Lock())
 
 
-def data_hash(dataset: LabeledDataset) -> str:
-    h = hashlib.sha256()
-    for rec, label in zip(dataset.records, dataset.labels, strict=True):
-        h.update(json.dumps([rec, label], sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
 class ContinuousMethod(MethodBase):
     """fit/scores for a method defined by `default_template` and `build` (see the subclasses)."""
 
@@ -213,23 +204,6 @@ class ContinuousMethod(MethodBase):
             lambda chunk: module.label_scores(backbone, plan, chunk),
             plan.n_labels,
         )
-
-    def run_key(self, backbone: Backbone, template: str, train_set: LabeledDataset) -> str:
-        cfg = {k: v for k, v in config_to_dict(self.config).items() if k not in ("checkpoint_dir", "checkpoint_every")}
-        blob = json.dumps(
-            {
-                "method": self.name,
-                "config": cfg,
-                "template": template,
-                "backbone": backbone.fingerprint,
-                "labels": list(self.spec.label_names),
-                "verbalizer": self.spec.verbalizer.to_dict(),
-                "data": data_hash(train_set),
-            },
-            sort_keys=True,
-            default=str,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def fit(
         self,

@@ -1,0 +1,63 @@
+"""Vega-Lite chart specs as plain dicts for `st.vega_lite_chart`.
+
+Built by hand rather than with altair: altair validates every chart against the Vega-Lite JSON schema, which cost
+~0.1-0.2 s per chart on every rerun (the Runs page redraws its curves every second while a run trains).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Spec = dict[str, Any]
+
+
+def field(name: str, kind: str, **extra: Any) -> Spec:
+    """One encoding channel: a data field, its Vega-Lite type (quantitative|nominal) and any extra properties."""
+    return {"field": name, "type": kind, **extra}
+
+
+def legend_below() -> Spec:
+    return {"orient": "bottom", "columns": 2, "labelLimit": 520}  # long run labels wrap into columns, never cut
+
+
+def metric_lines(title: str, y_title: str, runs: list[str], *, dash: bool, points: bool) -> Spec:
+    """A metric over steps (columns run, series, step, value, attempt): one colour per run, the same in every
+    chart (`runs` is the colour domain), a y scale of its own, superseded attempts dimmed."""
+    encoding = {
+        "x": field("step", "quantitative", title="step", axis={"format": "d", "tickMinStep": 1}),
+        "y": field("value", "quantitative", title=y_title, scale={"zero": False}),
+        "color": field("run", "nominal", title="run", scale={"domain": runs}, legend=legend_below()),
+        "opacity": field(
+            "attempt", "nominal", scale={"domain": ["current", "superseded"], "range": [1.0, 0.35]}, legend=None
+        ),
+        "tooltip": [
+            field("run", "nominal"),
+            field("series", "nominal"),
+            field("step", "quantitative"),
+            field("value", "quantitative", format=".4g"),
+        ],
+    }
+    if dash:
+        dashes = {
+            "orient": "bottom",
+            "symbolType": "stroke",
+            "symbolStrokeColor": "#555",
+            "symbolStrokeWidth": 2,
+            "symbolSize": 300,
+        }
+        encoding["strokeDash"] = field("series", "nominal", title=None, legend=dashes)  # legend shows the dashes
+    # No point markers where the dash tells the series apart: with them the dash legend draws empty symbols.
+    return {"title": title, "mark": {"type": "line", "point": points and not dash}, "encoding": encoding}
+
+
+def label_bars() -> Spec:
+    """Rows per label (columns label, rows), the most frequent first, one 32-pixel band per label."""
+    return {
+        "mark": {"type": "bar"},
+        "height": {"step": 32},
+        "encoding": {
+            "x": field("rows", "quantitative", title="rows"),
+            "y": field("label", "nominal", sort="-x"),
+            "tooltip": [field("label", "nominal"), field("rows", "quantitative")],
+        },
+    }
