@@ -472,10 +472,18 @@ def search_triggers(
     best_dev = (-1.0, math.inf)
     best = list(init)
     history: list[SearchEvent] = []
+    dev_scores: dict[tuple[int, ...], tuple[float, float]] = {}  # a rejected swap leaves the triggers as they were
+
+    def dev_score(triggers: list[int]) -> tuple[float, float]:
+        key = tuple(triggers)
+        if key not in dev_scores:
+            dev_scores[key] = evaluate_triggers(dev, y_dev, triggers)
+        return dev_scores[key]
+
     if resume is not None:
         beam, best, best_dev, history = _resume(resume, rng, (grad_batches, score_batches))
     elif dev is not None and len(dev):
-        best_dev = evaluate_triggers(dev, y_dev, best)
+        best_dev = dev_score(best)
     it = first = resume.iteration if resume is not None else 0
     for it in range(first + 1, settings.iterations + 1):
         if should_stop():
@@ -518,7 +526,7 @@ def search_triggers(
             rows=list(rows),
         )
         if dev is not None and len(dev) and (it % settings.eval_every == 0 or it == settings.iterations):
-            acc, dloss = evaluate_triggers(dev, y_dev, beam[0])
+            acc, dloss = dev_score(beam[0])
             event.dev_accuracy, event.dev_loss = acc, dloss
             if (acc, -dloss) > (best_dev[0], -best_dev[1]):
                 best_dev, best = (acc, dloss), list(beam[0])

@@ -257,7 +257,7 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
     assert len(charts) == 1
     spec = charts[0].proto.spec
     assert '"rule"' in spec and '"line"' in spec and '"area"' in spec  # reference line, curves, std bands
-    table = at.dataframe[0].value
+    table = at.dataframe[1].value  # results, calibration, cost
     assert {"calibration", "acc_calibrated", "acc_uncalibrated"} <= set(table.columns)
     assert table.loc[table["prompt"] == "Majority class", "calibration"].item().startswith("uncalibrated")
 

@@ -288,6 +288,16 @@ def test_search_finds_the_planted_trigger(planted):
     )
     assert trigger_words(backbone, result.triggers) == [SECRET]
     assert result.dev_accuracy == 1.0
+    # the dev set is scored once per distinct trigger sequence: a rejected swap reuses the score it already has
+    dev = TriggerScorer(backbone, plan, dev_records)
+    seen: list[tuple] = []
+    score = dev.scores
+    dev.scores = lambda rows, cand, **kw: seen.append(tuple(cand[0].tolist())) or score(rows, cand, **kw)
+    again = search_triggers(scorer, labels, init, banned, settings, dev=dev, dev_labels=dev_labels)
+    assert [e.dev_accuracy for e in again.history] == [e.dev_accuracy for e in result.history]
+    distinct = {tuple(init), *(tuple(e.after) for e in again.history)}
+    assert sorted(set(seen)) == sorted(distinct) and len(seen) == len(distinct) * -(-len(dev_records) // 64)
+    assert len(distinct) < 1 + len(again.history)  # some swap was rejected, so something was saved
     # and when the planted token is filtered out, it is never chosen
     banned[secret] = True
     blocked = search_triggers(scorer, labels, init, banned, settings)
