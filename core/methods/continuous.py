@@ -82,6 +82,10 @@ class PromptModule(nn.Module):
         """Nearest vocabulary tokens of the learned vectors, where that means something (display only)."""
         return None
 
+    def penalty(self) -> torch.Tensor | float:
+        """A regulariser added to the training loss (0: none)."""
+        return 0.0
+
     def peft_weights(self) -> torch.Tensor:
         """What PEFT stores as `prompt_embeddings`: the encoder's output, which inference uses as is."""
         raise NotImplementedError
@@ -115,6 +119,10 @@ class SoftTokens(PromptModule):
 
     def hooks(self) -> PromptHooks:
         return PromptHooks(embed=self.embed)
+
+    def penalty(self) -> torch.Tensor | float:
+        penalty = getattr(self.encoder, "penalty", None)
+        return penalty() if penalty is not None else 0.0
 
     def peft_weights(self) -> torch.Tensor:
         return self.vectors()  # (n, H)
@@ -255,7 +263,7 @@ class ContinuousMethod(MethodBase):
         dev_labels = torch.tensor(list(dev.labels), dtype=torch.long)
 
         def loss_fn(records: Sequence[Mapping[str, str]], labels: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(module.label_scores(backbone, plan, records).float(), labels)
+            return F.cross_entropy(module.label_scores(backbone, plan, records).float(), labels) + module.penalty()
 
         def eval_fn() -> tuple[float, float]:
             scores = self._score(backbone, module, plan, dev.records)
