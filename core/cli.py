@@ -107,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     split = split_dataset(dataset, test_size=args.test_size, dev_size=args.dev_size, seed=args.split_seed)
     spec = prompt_spec(dataset, args.template, args.verbalizer)
     units = [
-        Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot)
+        Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot, tune=not args.no_tune)
         for m in methods
         for s in seeds
     ]
@@ -277,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (shared by all)")
     cmp_.add_argument("--max-steps", type=int, default=None, help="training steps for trained methods")
     cmp_.add_argument("--option", action="append", help="method option METHOD.NAME=VALUE (repeatable)")
+    cmp_.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="skip the automatic per-method tuning on dev (learning rate, encoder, AutoPrompt's candidates; "
+        "options you set with --option are never tuned)",
+    )
     cmp_.add_argument("--out", default="runs/latest", help="output folder")
     cmp_.add_argument("--trust-remote-code", action="store_true", help="allow a backbone's own code to run")
     cmp_.add_argument("--device-map", choices=["auto"], help="shard a backbone larger than one GPU across GPUs")

@@ -123,7 +123,15 @@ k_shot = (
     if use_k
     else None
 )
-state.update(seeds=seeds_text, max_steps=max_steps)
+tune = st.checkbox(
+    "Tune each trained method on dev",
+    value=state.get("tune", True),
+    key="train-tune",
+    help="Before its final run, each trained method tries a few values of its most sensitive settings (learning "
+    "rate; P-tuning's encoder; AutoPrompt's candidates per step) and keeps the best on dev, never on test. Options "
+    "you changed above are not tuned. Costs a few trials' training time.",
+)
+state.update(seeds=seeds_text, max_steps=max_steps, tune=tune)
 settings["k_shot"] = k_shot
 
 errors = []
@@ -147,7 +155,7 @@ for message in errors:
 
 data = state["data"]
 fingerprint = request_fingerprint(
-    data["digest"], prompts, methods, state["options"], seeds_text, max_steps, spec, settings
+    data["digest"], prompts, methods, state["options"], seeds_text, max_steps, spec, {**settings, "tune": tune}
 )
 queued = state.get("launched", {}).get(fingerprint)
 if queued and any(r["active"] for r in ws.runs(queued)):
@@ -172,6 +180,7 @@ if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(error
         split_seed=settings["split_seed"],
         k_shot=k_shot,
         max_steps=max_steps,
+        tune=tune,
     )
     try:
         group = ws.launch(request)

@@ -11,8 +11,10 @@ from core.app.views import (
     confusion_frame,
     disagreements,
     fmt_seconds,
+    settings_note,
     significance_table,
     soft_prompt_readings,
+    tuning_trials,
     verdict,
 )
 from core.export import to_safe_csv
@@ -87,6 +89,7 @@ shown = table[
         "prompt",
         "method",
         "role",
+        "settings",
         "accuracy",
         "accuracy_std",
         "macro_f1",
@@ -105,6 +108,7 @@ st.dataframe(
         "prompt": st.column_config.TextColumn("prompt", width="large"),
         "method": st.column_config.TextColumn("method", width="small"),
         "role": st.column_config.TextColumn("role", width="small"),
+        "settings": st.column_config.TextColumn("chosen on dev", width="medium"),
         "seeds": st.column_config.NumberColumn("seeds", width="small"),
         "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f"),
         "accuracy": st.column_config.NumberColumn(format="%.3f"),
@@ -148,6 +152,12 @@ for m in summary["methods"]:
     )
     if m.get("prompt"):
         st.code(m["prompt"], language=None, wrap_lines=True)
+    if note := settings_note(m):
+        st.caption(note)
+    trials = tuning_trials(m)
+    if not trials.empty:
+        with st.expander(f"{plain(m['name'])}: every configuration tried on dev"):
+            st.dataframe(trials, hide_index=True, width="stretch")
 readings = soft_prompt_readings(summary)
 if readings:
     with st.expander("Nearest-vocabulary reading of the learned soft tokens", expanded=True):

@@ -66,6 +66,7 @@ class ComparisonRequest:
     split_seed: int = 0
     k_shot: int | None = None
     max_steps: int | None = None
+    tune: bool = True  # each trained method searches its sensitive settings on dev first (core.tuning)
 
     def settings(self) -> dict[str, Any]:
         out = asdict(self)
@@ -162,6 +163,7 @@ class Workspace:
                     "seed": seed,
                     "options": unit_options,
                     "k_shot": req.k_shot,
+                    "tune": req.tune,
                     "backbone": settings["backbone"],
                 }
                 run_id = self.store.create_run(
@@ -202,7 +204,9 @@ class Workspace:
         def fn(progress, should_stop) -> dict:
             ctx = self._context(config["group"])
             backbone = self.pool.get(config["backbone"], device=current_device())  # the worker's own device
-            unit = Unit(config["method"], config["seed"], dict(config["options"]), config["k_shot"])
+            unit = Unit(
+                config["method"], config["seed"], dict(config["options"]), config["k_shot"], config.get("tune", False)
+            )
             out_dir = self.group_dir(config["group"]) / run_id
             result = run_unit(
                 backbone, ctx.split, ctx.spec, unit, out_dir=out_dir, progress=progress, should_stop=should_stop

@@ -44,6 +44,7 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "peak_memory_mb": m["peak_memory_mb"],
                 "primary": m["primary"],
                 "role": "chosen on dev" if m["primary"] else "",
+                "settings": settings_note(m),
             }
         )
     df = pd.DataFrame(rows)
@@ -54,6 +55,48 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             df.loc[part["accuracy"].idxmax(), "role"] = "best on test"
             df.loc[part["accuracy"].idxmin(), "role"] = "worst on test"
     return df
+
+
+def settings_note(row: Mapping[str, Any]) -> str:
+    """What a row's run chose by itself: "tuned on dev: lr 0.003, encoder mlp" (per seed where seeds differ), a
+    warning when dev was too small for the choice to mean much, and label words a search put to use."""
+    parts = []
+    tuned = [t for t in row.get("tuning") or [] if t]
+    if tuned:
+        chosen = list(dict.fromkeys(t["summary"] for t in tuned))
+        seeds = row.get("seeds") or []
+        if len(chosen) == 1:
+            parts.append(f"tuned on dev: {chosen[0]}")
+        else:
+            per_seed = [f"{t['summary']} (seed {s})" for t, s in zip(tuned, seeds, strict=False)]
+            parts.append("tuned on dev: " + "; ".join(per_seed))
+        small = min(t["n_dev"] for t in tuned)
+        if any(t["dev_too_small"] for t in tuned):
+            parts.append(f"dev has only {small} rows, too few for the choice to mean much")
+    words = next((w for w in row.get("label_words") or [] if w), None)
+    if words:
+        parts.append("label words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in words.items()))
+    return " · ".join(parts)
+
+
+def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
+    """Every configuration a row's tuning tried, per seed, with its dev scores (the chosen one marked)."""
+    out = []
+    for seed, tuned in zip(row.get("seeds") or [], row.get("tuning") or [], strict=False):
+        for trial in (tuned or {}).get("trials", []):
+            settings = ", ".join(f"{k} {v}" for k, v in trial["options"].items())
+            out.append(
+                {
+                    "seed": seed,
+                    "settings": settings,
+                    "dev accuracy": trial["dev_accuracy"],
+                    "dev loss": trial["dev_loss"],
+                    "steps": trial["steps"],
+                    "seconds": round(trial["seconds"], 1),
+                    "chosen": trial["options"] == tuned["chosen"],
+                }
+            )
+    return pd.DataFrame(out)
 
 
 def _prompt_words(row: Mapping[str, Any], templates: Sequence[str]) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,7 +27,7 @@ from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.data import LabeledDataset
 from core.errors import one_line
-from core.methods.base import LearnedPrompt, MethodBase, PeftExportError, config_to_dict
+from core.methods.base import Dimension, LearnedPrompt, MethodBase, PeftExportError, config_to_dict, lr_grid
 from core.progress import ProgressFn, StopFn
 from core.scoring import (
     PromptHooks,
@@ -181,6 +181,12 @@ class ContinuousMethod(MethodBase):
         """PEFT's config class for this method, built from the keyword arguments every PEFT prompt config takes."""
         raise NotImplementedError
 
+    lr_factors: ClassVar[tuple[float, ...]] = (1.0, 1 / 3, 3.0)  # the tuned lr grid around the default, default first
+
+    def search_space(self, fixed: Collection[str]) -> list[Dimension]:
+        """The learning rate, on a log grid around the config's, unless the user set it."""
+        return [] if "lr" in fixed else [lr_grid(self.config.lr, self.lr_factors)]
+
     # -- shared -------------------------------------------------------------------------------------------------
 
     def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]:
@@ -312,6 +318,7 @@ class ContinuousMethod(MethodBase):
         metrics: dict[str, Any] = {
             "trainable_params": trainable,
             "dev_accuracy": result.best_dev_accuracy,
+            "dev_loss": next((e["dev_loss"] for e in result.evals if e["step"] == result.best_step), None),
             "steps": result.steps,
             "best_step": result.best_step,
             "stopped_early": result.stopped_early,

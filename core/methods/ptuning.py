@@ -9,6 +9,7 @@ backbone is frozen unless `tune_backbone`, which trains it too with its own, muc
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ import torch
 from core.backbone import Backbone
 from core.config import choice
 from core.data import LabeledDataset
-from core.methods.base import LearnedPrompt
+from core.methods.base import Dimension, LearnedPrompt
 from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
 from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
 from core.templates import SlotKind, Template, with_soft_slots
@@ -117,6 +118,14 @@ class PTuning(ContinuousMethod):
         if cfg.tokens_after_text + cfg.tokens_before_mask == 0:
             raise ValueError("the P-tuning template has no [P] slot; raise tokens_after_text or tokens_before_mask")
         return with_soft_slots(base, after_fields=cfg.tokens_after_text, before_mask=cfg.tokens_before_mask)
+
+    def search_space(self, fixed: Collection[str]) -> list[Dimension]:
+        """The learning rate, then the encoder (the configured one first), each unless the user set it."""
+        dims = super().search_space(fixed)
+        if "encoder" not in fixed:
+            kinds = [self.config.encoder, *(k for k in EncoderKind if k is not self.config.encoder)]
+            dims.append(Dimension("encoder", tuple({"encoder": k.value} for k in kinds)))
+        return dims
 
     def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, **kw: Any) -> LearnedPrompt:
         """Fix the encoder size for this training set first, so the saved config rebuilds the same encoder."""
