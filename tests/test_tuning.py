@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 
 from core import tuning
@@ -10,7 +13,7 @@ from core.compare import Unit, run_unit, summarize
 from core.data import LabeledDataset, Split
 from core.methods import REGISTRY, create
 from core.progress import TUNING, never_stop, no_progress
-from tests.ptuning_helpers import keyword_data, learnable_backbone, spec_for
+from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
 
 TRAIN, DEV = keyword_data(16, 0), keyword_data(16, 1)
 SHORT = {"max_steps": 4, "eval_every": 2, "batch_size": 8}
@@ -127,3 +130,26 @@ def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     assert len(table) == 3 and table["chosen"].sum() == 1
     untuned = run_unit(backbone, split, spec_for(backbone), Unit("prompt_tuning", 0, dict(SHORT)))
     assert untuned["rows"][0]["tuning"] is None
+
+
+def test_cli_tunes_by_default_and_not_with_no_tune_or_a_set_lr(tmp_path):
+    from core.cli import main
+    from tests.tiny_models import save_tiny
+
+    folder = save_tiny("gpt2", tmp_path / "gpt2")
+    rows = [{"text": r["text"], "label": LABELS[y]} for r, y in zip(TRAIN.records, TRAIN.labels, strict=True)]
+    pd.DataFrame(rows * 3).to_csv(tmp_path / "d.csv", index=False)
+    common = ["compare", "--data", str(tmp_path / "d.csv"), "--backbone", str(folder), "--methods", "prompt_tuning"]
+    common += ["--k-shot", "4", "--max-steps", "2", "--test-size", "8", "--verbalizer", json.dumps(VERBALIZER)]
+    runs = {
+        "default": [],
+        "no-tune": ["--no-tune"],
+        "lr set": ["--option", "prompt_tuning.lr=0.01"],
+    }
+    tuning_of = {}
+    for name, extra in runs.items():
+        assert main([*common, *extra, "--out", str(tmp_path / name)]) == 0
+        (row,) = json.loads((tmp_path / name / "results.json").read_text())["methods"]
+        tuning_of[name] = row["tuning"][0]
+    assert len(tuning_of["default"]["trials"]) == 3 and tuning_of["default"]["n_dev"] == 8
+    assert tuning_of["no-tune"] is None and tuning_of["lr set"] is None
