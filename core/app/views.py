@@ -252,9 +252,10 @@ def phase_progress(run: Mapping[str, Any]) -> tuple[float | None, str]:
         return (min(step / total, 1.0) if total else None), "stopping after this step…"
     if not phase or not total:
         return None, phase or "starting (loading the backbone)"
-    unit = next((u for p, u in PHASE_UNITS.items() if phase.startswith(p)), None)
-    if phase == "evaluating on dev":
-        return step / total, f"evaluating on dev after step {step}/{total}"
+    inner = phase.rsplit(" · ", 1)[-1]  # a tuning trial's phase: "tuning on dev, trial 2/5: lr 0.01 · training"
+    unit = next((u for p, u in PHASE_UNITS.items() if inner.startswith(p)), None)
+    if inner == "evaluating on dev":
+        return step / total, f"{phase} after step {step}/{total}"
     if unit is None:
         return None, phase
     eta = f" · ETA {fmt_seconds(run['eta_seconds'])}" if run.get("eta_seconds") else ""
