@@ -8,6 +8,7 @@ import streamlit as st
 from core.app.backbones import inspect_backbone
 from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
+from core.app.views import small_dev_warning
 from core.backbone import BackboneError
 from core.compare import default_templates, parse_seeds
 from core.data import DataError
@@ -132,6 +133,9 @@ tune = st.checkbox(
     "you changed above are not tuned. Costs a few trials' training time.",
 )
 state.update(seeds=seeds_text, max_steps=max_steps, tune=tune)
+n_dev = len(split.dev) if k_shot is None else k_shot * len(ds.label_names)  # a K-shot seed's own dev: K per label
+if tune and (note := small_dev_warning(n_dev)):
+    st.warning(note)
 settings["k_shot"] = k_shot
 
 errors = []

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core import tuning
-from core.app.views import settings_note, tuning_trials
+from core.app.views import settings_note, small_dev_warning, tuning_trials
 from core.compare import Unit, run_unit, summarize
 from core.data import LabeledDataset, Split
 from core.methods import REGISTRY, create

@@ -18,6 +18,7 @@ import pandas as pd
 from core import artifacts
 from core.backbone import Backbone, LMKind
 from core.data import LabeledDataset
+from core.tuning import SMALL_DEV
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
 from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
@@ -77,6 +78,16 @@ def settings_note(row: Mapping[str, Any]) -> str:
     if words:
         parts.append("label words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in words.items()))
     return " · ".join(parts)
+
+
+def small_dev_warning(n_dev: int) -> str | None:
+    """What the Train page says before launch when the dev rows tuning chooses on are too few to trust."""
+    if n_dev >= SMALL_DEV:
+        return None
+    return (
+        f"Dev has only {n_dev} rows per seed: tuning on dev will pick among settings on very little evidence. Raise "
+        "K (or the dev share), or turn tuning off."
+    )
 
 
 def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
