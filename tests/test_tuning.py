@@ -153,3 +153,7 @@ def test_cli_tunes_by_default_and_not_with_no_tune_or_a_set_lr(tmp_path):
         tuning_of[name] = row["tuning"][0]
     assert len(tuning_of["default"]["trials"]) == 3 and tuning_of["default"]["n_dev"] == 8
     assert tuning_of["no-tune"] is None and tuning_of["lr set"] is None
+
+
+def test_train_page_warns_before_launch_when_dev_is_too_small():
+    assert small_dev_warning(15).startswith("Dev has only 15 rows") and small_dev_warning(16) is None

@@ -18,10 +18,10 @@ import pandas as pd
 from core import artifacts
 from core.backbone import Backbone, LMKind
 from core.data import LabeledDataset
-from core.tuning import SMALL_DEV
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
 from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
+from core.tuning import SMALL_DEV
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
