@@ -118,17 +118,20 @@ def test_the_choice_never_depends_on_the_test_split(backbone):
 def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     small_dev = keyword_data(6, 1)
     split = Split(TRAIN, small_dev, keyword_data(8, 2), 0)
-    result = run_unit(backbone, split, spec_for(backbone), Unit("prompt_tuning", 0, dict(SHORT), tune=True))
+    unit = Unit("ptuning", 0, {**SHORT, "encoder": "none"}, tune=True)  # the encoder set: 3 learning rates tried
+    result = run_unit(backbone, split, spec_for(backbone), unit)
     row = result["rows"][0]
     assert len(row["tuning"]["trials"]) == 3 and row["tuning"]["dev_too_small"] is True
     assert row["train_seconds"] >= sum(t["seconds"] for t in row["tuning"]["trials"])
+    n_rows = len(TRAIN) + len(small_dev) + len(split.test)  # trials share each text's cached key/values
+    assert row["prefix_cache_misses"] <= n_rows < row["prefix_cache_hits"]
     summary = summarize([result], dataset={}, split=split, backbone={})
     (m,) = summary["methods"]
     note = settings_note(m)
     assert note.startswith(f"tuned on dev: {row['tuning']['summary']}") and "only 6 rows" in note
     table = tuning_trials(m)
     assert len(table) == 3 and table["chosen"].sum() == 1
-    untuned = run_unit(backbone, split, spec_for(backbone), Unit("prompt_tuning", 0, dict(SHORT)))
+    untuned = run_unit(backbone, split, spec_for(backbone), Unit("ptuning", 0, {**SHORT, "encoder": "none"}))
     assert untuned["rows"][0]["tuning"] is None
 
 
