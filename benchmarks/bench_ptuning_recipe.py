@@ -42,9 +42,9 @@ VARIANTS: dict[str, tuple[str, dict, bool]] = {  # name -> (method, options, tun
     "ptuning lstm": ("ptuning", {"encoder": "lstm"}, False),
     "ptuning mlp": ("ptuning", {"encoder": "mlp"}, False),
     "ptuning none": ("ptuning", {"encoder": "none"}, False),
-    "ptuning lstm, no anchor": ("ptuning", {"encoder": "lstm", "encoder_anchor": 0.0}, False),
-    "ptuning lstm, sampled init": ("ptuning", {"encoder": "lstm", "init_from_template": False}, False),
-    "ptuning lstm, hidden 288": ("ptuning", {"encoder": "lstm", "encoder_hidden": 288}, False),
+    "ptuning lstm no anchor": ("ptuning", {"encoder": "lstm", "encoder_anchor": 0.0}, False),
+    "ptuning lstm sampled init": ("ptuning", {"encoder": "lstm", "init_from_template": False}, False),
+    "ptuning lstm hidden 288": ("ptuning", {"encoder": "lstm", "encoder_hidden": 288}, False),
     "ptuning tuned on dev": ("ptuning", {}, True),
 }
 
