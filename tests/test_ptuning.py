@@ -66,10 +66,13 @@ def lstm_params(n, dim, h):
 @pytest.mark.parametrize("hidden", [0, 8])
 def test_trainable_parameter_count_matches_formula(encoder, formula, hidden):
     backbone = learnable_backbone("llama")
-    _, learned = fit(backbone, encoder=encoder, max_steps=1, encoder_hidden=hidden)
+    _, learned = fit(backbone, encoder=encoder, max_steps=1, encoder_hidden=hidden, scale_encoder=True)
     n, dim = 5, backbone.hidden_size  # default template: 3 + 2 virtual tokens
     h = hidden or scaled_hidden(len(TRAIN), dim)  # 0: sized to the training set, and saved resolved
     assert learned.config["encoder_hidden"] == h
+    _, fixed = fit(backbone, encoder=encoder, max_steps=1)  # the default: the fixed size (half/full model width)
+    fixed_h = dim // 2 if encoder == "lstm" else dim
+    assert fixed.config["encoder_hidden"] == 0 and fixed.trainable_params == formula(n, dim, fixed_h)
     assert learned.trainable_params == formula(n, dim, h)
     assert sum(t.numel() for t in learned.tensors.values()) == formula(n, dim, h)
 
@@ -81,14 +84,14 @@ def test_encoder_size_scales_with_the_training_set():
 
 def test_virtual_tokens_start_as_the_templates_anchor_and_label_words():
     backbone = learnable_backbone("llama")
-    method = create("ptuning", spec_for(backbone), {})
+    method = create("ptuning", spec_for(backbone), {"init_from_template": True})
     template = Template.parse("{text} [P*3] It was [P*2] [MASK]")
     words = method.init_words(template)
     assert words[:2] == ["It", "was"] and set(method.spec.verbalizer.words["positive"]) <= set(words)
     module = method.build(backbone, template, 2, for_training=True)
     expected = init_vectors(backbone, 5, words=words)
     assert torch.allclose(module.vectors().detach(), expected)  # residual encoder: starts exactly there
-    off = create("ptuning", spec_for(backbone), {"init_from_template": False}).init_words(template)
+    off = create("ptuning", spec_for(backbone), {}).init_words(template)  # the default: sampled tokens
     assert off == []
 
 

@@ -46,6 +46,7 @@ LABELS = {
     "encoder_dropout": "encoder dropout (probability)",
     "encoder_anchor": "pull towards the start (penalty weight)",
     "init_from_template": "start from anchor + label words",
+    "scale_encoder": "size the encoder to the training set",
     "use_label_words": "use searched label words (per class, 0: off)",
     "prefix_dropout": "prefix dropout (probability)",
     "projection_hidden": "projection hidden size",

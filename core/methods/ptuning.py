@@ -26,7 +26,6 @@ from core.templates import SlotKind, Template, with_soft_slots
 
 @dataclass
 class PTuningConfig(ContinuousConfig):
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the encoder and tokens."})
     lr: float = field(
         default=3e-3,
         metadata={
@@ -43,22 +42,29 @@ class PTuningConfig(ContinuousConfig):
     encoder_hidden: int = field(
         default=0,
         metadata={
-            "help": "Encoder hidden size (0: scaled to the task, one unit per training example, at least 16 and at "
-            "most half the model width)."
+            "help": "Encoder hidden size (0: scale_encoder's size, else half the model width per LSTM direction, "
+            "the model width for the MLP)."
+        },
+    )
+    scale_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "With encoder_hidden 0: size the encoder to the training set (one unit per example, 16 to half "
+            "the model width) instead of the fixed size."
         },
     )
     encoder_dropout: float = field(
-        default=0.1, metadata={"help": "Dropout on the encoder's output (and between the LSTM layers)."}
+        default=0.0, metadata={"help": "Dropout on the encoder's output (and between the LSTM layers)."}
     )
     encoder_anchor: float = field(
-        default=0.1,
+        default=0.0,
         metadata={
             "help": "Weight of a penalty keeping the virtual tokens near their initial (real-word) embeddings "
             "(0: none)."
         },
     )
     init_from_template: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "Initialise the virtual tokens from the template's anchor words and the label words (when "
             "init_words is empty); off: sampled vocabulary tokens."
@@ -129,7 +135,7 @@ class PTuning(ContinuousMethod):
 
     def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, **kw: Any) -> LearnedPrompt:
         """Fix the encoder size for this training set first, so the saved config rebuilds the same encoder."""
-        if not self.config.encoder_hidden:
+        if not self.config.encoder_hidden and self.config.scale_encoder:
             self.config = replace(self.config, encoder_hidden=scaled_hidden(len(train), backbone.hidden_size))
         return super().fit(backbone, train, dev, **kw)
 
@@ -144,7 +150,7 @@ class PTuning(ContinuousMethod):
         if not template.n_soft:
             raise ValueError(f"the P-tuning template {template.source!r} has no [P] slot; add e.g. [P*3]")
         dim = backbone.hidden_size
-        # 0 is only left in prompts saved before sizes were scaled (fit resolves it): their old fixed sizes
+        # 0: the fixed size (fit has already replaced 0 by the scaled size where scale_encoder is on)
         hidden = cfg.encoder_hidden or (dim // 2 if cfg.encoder is EncoderKind.LSTM else dim)
         init = None
         if for_training:
