@@ -121,17 +121,25 @@ def records(n: int, words: int, seed: int = 0) -> list[dict[str, str]]:
 
 def timed(step, steps: int, warmup: int, device: str) -> float:
     """Median seconds of one call of `step` over `steps` timed calls after `warmup` untimed ones."""
-    times = []
+    return timed_side_by_side([step], steps, warmup, device)[0]
+
+
+def timed_side_by_side(steps_fns: list, steps: int, warmup: int, device: str) -> list[float]:
+    """Median seconds of each step, the steps taken in turn (a, b, a, b, ...) so that whatever else the machine
+    does at the time weighs on each alike: their ratio holds on a shared machine, where one-after-another runs
+    measured different loads."""
+    times: list[list[float]] = [[] for _ in steps_fns]
     for i in range(warmup + steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, out in zip(steps_fns, times, strict=True):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def base_template(backbone: Backbone) -> str:
@@ -254,6 +262,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-examples", type=int, default=64, help="a default run's train set (K = 32 x 2)")
     parser.add_argument("--max-steps", type=int, default=150, help="a default run's steps (prefix amortised)")
+    parser.add_argument("--methods", default="ptuning,ptuning_v2,prompt_tuning", help="ours to time against PEFT")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -270,30 +279,31 @@ def main() -> None:
         return contextlib.nullcontext()
 
     timing = dict(steps=args.steps, warmup=args.warmup, device=args.device.split(":")[0])
-    results: dict[str, dict] = {
-        "floor": {"seconds": timed(floor_step(backbone, batch, labels, autocast), **timing)},
-        "floor+virtual": {"seconds": timed(floor_step(backbone, batch, labels, autocast, N_VIRTUAL), **timing)},
-    }
-    pairs = (("ptuning", "P_TUNING"), ("ptuning_v2", "PREFIX_TUNING"), ("prompt_tuning", "PROMPT_TUNING"))
+    floors = [floor_step(backbone, batch, labels, autocast, n) for n in (0, N_VIRTUAL)]
+    floor_s, floor_v_s = timed_side_by_side(floors, **timing)
+    results: dict[str, dict] = {"floor": {"seconds": floor_s}, "floor+virtual": {"seconds": floor_v_s}}
+    peft_of = {"ptuning": "P_TUNING", "ptuning_v2": "PREFIX_TUNING", "prompt_tuning": "PROMPT_TUNING"}
+    pairs = [(m, peft_of[m]) for m in args.methods.split(",")]
     for ours, theirs in pairs:
         step, params = our_step(backbone, ours, batch, labels, autocast)
-        suffix = timed(step, **timing)  # after the warm-up the batch's prefixes are cached
+        try:
+            fresh = build_backbone(args.config, args.device, dtype)  # same seed, same weights; PEFT wraps it
+            peft, peft_params, _ = peft_step(fresh, theirs, batch, labels, autocast)
+            suffix, peft_s = timed_side_by_side([step, peft], **timing)  # after warm-up our prefixes are cached
+            results[theirs] = {"seconds": peft_s, "params": peft_params}
+            del fresh, peft
+        except Exception as err:  # a PEFT method this family does not support: reported, not fatal
+            results[theirs] = {"seconds": None, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
+            suffix = timed(step, **timing)
         prefix = prefix_seconds(backbone, ours, batch, timing["device"])
         amortised = prefix / args.batch * args.train_examples / args.max_steps  # once per example per run
         results[ours] = {"seconds": suffix + amortised, "step_seconds": suffix, "prefix_batch_seconds": prefix}
         results[ours]["params"] = params
-        try:
-            fresh = build_backbone(args.config, args.device, dtype)  # same seed, same weights; PEFT wraps it
-            step, params, _ = peft_step(fresh, theirs, batch, labels, autocast)
-            results[theirs] = {"seconds": timed(step, **timing), "params": params}
-            del fresh
-        except Exception as err:  # a PEFT method this family does not support: reported, not fatal
-            results[theirs] = {"seconds": None, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
     floor, floor_v = results["floor"]["seconds"], results["floor+virtual"]["seconds"]
     print(
         f"config {args.config} ({backbone.num_parameters() / 1e6:.0f}M params), device {args.device}, "
         f"{args.dtype}, batch {args.batch}, ~{args.seq} text tokens, {N_VIRTUAL} virtual tokens, "
-        f"median of {args.steps} steps"
+        f"median of {args.steps} steps, ours and PEFT's taken in turn"
     )
     print(
         "floor: the text alone; floor+virtual: the same plus 20 placeholder tokens (the sequence P-tuning and prompt"

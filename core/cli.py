@@ -92,10 +92,11 @@ def _progress_printer(label: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.compare import Unit, method_options, parse_seeds, prompt_spec, summarize
+    from core.compare import method_options, parse_k_shots, parse_seeds, plan_units, prompt_spec, summarize
 
     methods = _parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
+    k_shots = parse_k_shots(args.k_shot)
     options = _parse_options(args.option or [])
     stray = sorted(set(options) - set(method_names()))
     if stray:
@@ -106,11 +107,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _say(f"warning: {warning}")
     split = split_dataset(dataset, test_size=args.test_size, dev_size=args.dev_size, seed=args.split_seed)
     spec = prompt_spec(dataset, args.template, args.verbalizer)
-    units = [
-        Unit(m, s, method_options(m, options.get(m), max_steps=args.max_steps), args.k_shot, tune=not args.no_tune)
-        for m in methods
-        for s in seeds
-    ]
+    units = plan_units(methods, seeds, lambda m: method_options(m, options.get(m), max_steps=args.max_steps), k_shots)
+    for unit in units:
+        unit.tune = not args.no_tune  # tuning on dev: on unless --no-tune
+    for k in k_shots:  # every K asked for, even one only zero-shot methods would skip
+        few_shot_split(split, k, seeds[0])
     _check_units(units, split)
     group = distributed.join(args.dist_timeout)
     done = _run_my_units(args, group, split, spec, units, out)
@@ -122,6 +123,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     summary["processes"] = {"count": group.size, "data_parallel": bool(args.data_parallel), "units": ran}
     (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    for point in summary.get("learning_curve", {}).get("points", []):
+        _say(
+            f"K={point['k_shot']:<4d} {point['method']:20s} acc {point['accuracy']:.3f} ± {point['accuracy_std']:.3f}"
+        )
     for row in summary["methods"]:
         _say(
             f"{row['name'][:60]:60s} acc {row['accuracy']:.3f} ± {row['accuracy_std']:.3f}  "
@@ -170,8 +175,9 @@ def _run_my_units(
     results, ran = [], []
     for unit, shared in assign(units, group.rank, group.size, data_parallel=args.data_parallel):
         who = "all processes" if shared else f"process {group.rank}"
-        _say(f"{tag}running {unit.method} (seed {unit.seed}) on {backbone.device}, {who}")
-        label = f"{unit.method} seed {unit.seed}" + (f", process {group.rank}" if group.is_distributed else "")
+        at_k = f", K={unit.k_shot}" if unit.k_shot is not None else ""
+        _say(f"{tag}running {unit.method} (seed {unit.seed}{at_k}) on {backbone.device}, {who}")
+        label = f"{unit.method} seed {unit.seed}{at_k}" + (f", process {group.rank}" if group.is_distributed else "")
         try:
             with distributed.data_parallel(group) if shared else contextlib.nullcontext():
                 result = run_unit(
@@ -189,13 +195,25 @@ def _run_my_units(
             raise _unit_failed(err, group, unit) from err
         if group.is_main or not shared:
             results.append(result)
-            ran.append({"method": unit.method, "seed": unit.seed, "process": "all" if shared else group.rank})
+            ran.append(
+                {
+                    "method": unit.method,
+                    "seed": unit.seed,
+                    "k_shot": unit.k_shot,
+                    "process": "all" if shared else group.rank,
+                }
+            )
     gathered = distributed.exchange(group, {"results": results, "ran": ran})
+    distributed.leave(group)
     if not group.is_main:
         return None
-    order = {(u.method, u.seed): i for i, u in enumerate(units)}
-    merged = sorted((r for g in gathered for r in g["results"]), key=lambda r: order[(r["method"], r["seed"])])
-    who_ran = sorted((r for g in gathered for r in g["ran"]), key=lambda r: order[(r["method"], r["seed"])])
+    order = {(u.method, u.seed, u.k_shot): i for i, u in enumerate(units)}
+    merged = sorted(
+        (r for g in gathered for r in g["results"]), key=lambda r: order[(r["method"], r["seed"], r["k_shot"])]
+    )
+    who_ran = sorted(
+        (r for g in gathered for r in g["ran"]), key=lambda r: order[(r["method"], r["seed"], r["k_shot"])]
+    )
     return merged, backbone.describe(), who_ran
 
 
@@ -269,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--template", action="append", help="template (repeat for several), e.g. '{text} It was [MASK]'")
     cmp_.add_argument("--verbalizer", help='JSON, e.g. \'{"positive": ["great"], "negative": ["terrible"]}\'')
     cmp_.add_argument(
-        "--k-shot", type=int, default=None, help="examples per class for training and dev (default: all)"
+        "--k-shot",
+        default=None,
+        help="examples per class for training and dev (default: all); several, e.g. 8,16,32,64, draw a learning "
+        "curve (every method and seed at each K, the same test rows)",
     )
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     cmp_.add_argument("--test-size", type=float, default=0.5, help="test fraction (or count if > 1)")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core import artifacts, prefix_cache, tuning
+from core import artifacts, calibration, prefix_cache, tuning
 from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
@@ -36,6 +36,7 @@ from core.progress import (
     no_progress,
 )
 from core.resources import measure_peak
+from core.scoring import calibrate
 from core.templates import Template, Verbalizer
 
 DEFAULT_TEMPLATES = ("{text} It was [MASK]", "{text} All in all, it was [MASK]", "Text: {text} Label: [MASK]")
@@ -101,6 +102,51 @@ def parse_seeds(value: str | Sequence[int]) -> list[int]:
     return seeds
 
 
+MAX_K_VALUES = 20
+
+
+def parse_k_shots(value: str | int | Sequence[int] | None) -> list[int | None]:
+    """K values from text like "8,16,32,64" (CLI, Train page), one int, a list, or None (all training rows).
+
+    Several values ask for a learning curve; they come back sorted. One value is the plain K-shot comparison.
+    """
+    if value is None or value == "":
+        return [None]
+    fix = "give whole numbers of examples per label, 1 or more, separated by commas, e.g. 8,16,32,64"
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+        if not all(p.isdigit() for p in parts):
+            bad = next(p for p in parts if not p.isdigit())
+            raise ValueError(f"K-shot {bad[:20]!r} is not a whole number; {fix}")
+        ks = [int(p) for p in parts]
+    else:
+        ks = [value] if isinstance(value, int) else list(value)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) for k in ks):
+        raise ValueError(f"K-shot {value!r} is not valid; {fix}")
+    if min(ks) < 1:
+        raise ValueError(f"K-shot {min(ks)} is below 1; {fix}")
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"K-shot lists a value twice ({value!r}); give each K once, e.g. 8,16,32")
+    if len(ks) > MAX_K_VALUES:
+        raise ValueError(f"K-shot lists {len(ks)} values; give at most {MAX_K_VALUES}")
+    return sorted(ks)
+
+
+def plan_units(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    options: Callable[[str], dict[str, Any]],
+    k_shots: Sequence[int | None],
+) -> list[Unit]:
+    """Every (method, K, seed) unit of a comparison. On a learning curve (several K) a zero-shot method, which
+    learns nothing from train rows, runs at the smallest K only: it is the curve's flat reference line."""
+    units = []
+    for m in methods:
+        ks = k_shots[:1] if len(k_shots) > 1 and method_class(m).zero_shot else k_shots
+        units += [Unit(m, s, options(m), k) for k in ks for s in seeds]
+    return units
+
+
 def with_checkpoint_dir(method: str, options: Mapping[str, Any], root: Path, seed: int) -> dict[str, Any]:
     """`options` plus a checkpoint folder under `root`, one per (method, seed), for methods that checkpoint.
 
@@ -156,8 +202,8 @@ def run_unit(
         options["seed"] = unit.seed
     if out_dir is not None:
         options = with_checkpoint_dir(unit.method, options, out_dir, unit.seed)
-    for template in spec.templates:
-        Template.parse(template).validate(split.test.columns, backbone.kind)
+    for template in spec.templates:  # the columns from train/dev: the test split is read only when scored, last
+        Template.parse(template).validate(_columns(train, dev), backbone.kind)
     method = create(unit.method, spec, options)
     enter_phase(progress, TRAINING if method.trains else CHOOSING)
     start = time.perf_counter()
@@ -175,13 +221,17 @@ def run_unit(
         )
     method, learned = tuned.method, tuned.learned
     train_seconds = time.perf_counter() - start
-    prompts = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
+    fitted = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
+    prompts = [calibration.uncalibrated(p) for p in fitted]  # raw scores; calibrated or not is chosen on dev next
+    calibration_start = time.perf_counter()
+    choices = _calibrate_on_dev(backbone, method, prompts, fitted, dev, _columns(train, dev), should_stop)
+    calibration_seconds = time.perf_counter() - calibration_start
     scored = _score_test(backbone, method, prompts, split.test, progress, should_stop)
     test_seconds = sum(seconds for _, seconds in scored.values())
     cache = {k: prefix_cache.stats()[k] - cache_before[k] for k in ("hits", "misses")}  # this unit's lookups
     enter_phase(progress, SAVING)
     rows = [
-        {**_test_row(backbone, method, prompt, split.test, out_dir, unit, scored), "primary": i == 0}
+        {**_test_row(backbone, method, prompt, split.test, out_dir, unit, scored, choices), "primary": i == 0}
         for i, prompt in enumerate(prompts)
     ]
     for row in rows:
@@ -203,7 +253,41 @@ def run_unit(
         "n_dev": len(dev),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
+        "calibration_seconds": calibration_seconds,  # the content-free prior and dev scores of both ways
     }
+
+
+def _columns(train: LabeledDataset, dev: LabeledDataset) -> list[str]:
+    """The fields a template may use, read from train (or dev): every part of a split has the same columns."""
+    return (train if len(train) else dev).columns
+
+
+def _calibrate_on_dev(
+    backbone: Backbone,
+    method,
+    prompts: Sequence[LearnedPrompt],
+    fitted: Sequence[LearnedPrompt],
+    dev: LabeledDataset,
+    columns: Sequence[str],
+    should_stop: StopFn,
+) -> dict[str, tuple[calibration.Choice, torch.Tensor | None]]:
+    """Each distinct (raw) prompt's content-free prior and its calibrated-or-not choice on dev, keyed by
+    `_prompt_key`. A prompt that came calibrated (manual) keeps its prior and defaults to it when dev is empty."""
+    out: dict[str, tuple[calibration.Choice, torch.Tensor | None]] = {}
+    for prompt, original in zip(prompts, fitted, strict=True):
+        key = _prompt_key(prompt)
+        if key in out:
+            continue
+        if should_stop():
+            raise Cancelled("stopped while calibrating on dev")
+        carried = original.state.get("log_prior")
+        prior = None
+        if method.calibratable:
+            prior = torch.tensor(carried) if carried else calibration.log_prior(method, backbone, prompt, columns)
+        raw_dev = method.scores(backbone, prompt, dev.records) if prior is not None and len(dev) else None
+        default = calibration.CALIBRATED if carried else calibration.UNCALIBRATED
+        out[key] = (calibration.choose(raw_dev, prior, list(dev.labels), default), prior)
+    return out
 
 
 def _prompt_key(prompt: LearnedPrompt) -> str:
@@ -224,10 +308,10 @@ def _score_test(
 ) -> dict[str, tuple]:
     """Every distinct prompt's test scores and seconds, keyed by `_prompt_key`; reported as rows n/N over all
     prompts (scored in chunks so the progress moves and a cancel is seen between chunks)."""
+    enter_phase(progress, SCORING)  # first: the test split is read from here on, never before
     distinct = {_prompt_key(p): p for p in prompts}
     n, total = len(test), len(distinct) * len(test)
     chunk = max(64, -(-n // 20))
-    enter_phase(progress, SCORING)
     progress(0, total, {})
     out, done = {}, 0
     for key, prompt in distinct.items():
@@ -253,10 +337,18 @@ def _test_row(
     out_dir: Path | None,
     unit: Unit,
     scored: Mapping[str, tuple],
+    choices: Mapping[str, tuple[calibration.Choice, torch.Tensor | None]],
 ) -> dict[str, Any]:
-    """One prompt's test evaluation from its scores, and its prompt file (and PEFT export) saved."""
-    scores, seconds = scored[_prompt_key(prompt)]
-    ev = evaluate(scores, list(test.labels), len(prompt.label_names))
+    """One prompt's test evaluation (calibrated or not, as chosen on dev; both ways' accuracies kept), and its
+    prompt file (and PEFT export) saved carrying the chosen calibration."""
+    raw, seconds = scored[_prompt_key(prompt)]
+    choice, prior = choices[_prompt_key(prompt)]
+    ways = {calibration.UNCALIBRATED: raw}
+    if prior is not None:
+        ways[calibration.CALIBRATED] = calibrate(raw.float(), prior)
+    gold = list(test.labels)
+    ev = evaluate(ways[choice.chosen], gold, len(prompt.label_names))
+    prompt = calibration.with_prior(prompt, prior if choice.chosen == calibration.CALIBRATED else None)
     artifact = peft_dir = None
     if out_dir is not None:
         stem = f"{unit.method}-{prompt.display_name}-seed{unit.seed}"
@@ -276,7 +368,16 @@ def _test_row(
         "examples_per_second": ev.n / seconds if seconds > 0 else None,
         "artifact": artifact,
         "peft_export": str(peft_dir) if peft_dir else None,
-        "dev_accuracy": prompt.metrics.get("dev_accuracy"),
+        "dev_accuracy": choice.dev_accuracy[choice.chosen]
+        if choice.by == "dev"
+        else prompt.metrics.get("dev_accuracy"),
+        "calibration": {
+            "chosen": choice.chosen,
+            "by": choice.by,
+            "dev_accuracy": choice.dev_accuracy,
+            "dev_loss": choice.dev_loss,
+            "test_accuracy": {k: evaluate(v, gold, len(prompt.label_names)).accuracy for k, v in ways.items()},
+        },
         "steps": prompt.metrics.get("steps", prompt.metrics.get("iterations")),
         "stopped_early": prompt.metrics.get("stopped_early"),
         "label_words": prompt.state.get("searched_label_words"),  # the verbalizer a label-word search put to use
@@ -303,7 +404,14 @@ def summarize(
     backbone: Mapping[str, Any],
     reference_method: str = "manual",
 ) -> dict[str, Any]:
-    """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests."""
+    """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests.
+
+    Units at several K (a learning curve) add `learning_curve`; the table and significance are then those of the
+    largest K (with each zero-shot method's one run).
+    """
+    curve = learning_curve(units)
+    if curve:
+        units = _at_largest_k(units)
     by_name: dict[str, list[dict]] = {}
     for unit in units:
         for row in unit["rows"]:
@@ -314,12 +422,12 @@ def summarize(
     )
     significance = _significance(by_name, reference, list(split.test.labels)) if reference else []
     seeds = sorted({u["seed"] for u in units})
-    return {
+    out = {
         "dataset": {
             **dataset,
             "split": split.summary(),
             "seeds": seeds,
-            "k_shot": units[0]["k_shot"] if units else None,
+            "k_shot": max(curve["k_shots"]) if curve else units[0]["k_shot"] if units else None,
         },
         "backbone": dict(backbone),
         "methods": methods,
@@ -327,6 +435,44 @@ def summarize(
         "significance": significance,
         "test_labels": list(split.test.labels),
     }
+    if curve:
+        out["dataset"]["k_shots"] = curve["k_shots"]
+        out["learning_curve"] = curve
+    return out
+
+
+def _at_largest_k(units: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each (method, seed)'s unit at its largest K, in the given order."""
+    top: dict[tuple, int] = {}
+    for u in units:
+        key = (u["method"], u["seed"])
+        top[key] = max(top.get(key, 0), u["k_shot"] or 0)
+    return [u for u in units if (u["k_shot"] or 0) == top[(u["method"], u["seed"])]]
+
+
+def learning_curve(units: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Accuracy against K: per method and K, the mean ± std over seeds of its primary prompt's test accuracy;
+    zero-shot methods (one K only) are flat reference lines. None unless the units span several K."""
+    ks = sorted({u["k_shot"] for u in units if u["k_shot"] is not None})
+    if len(ks) < 2:
+        return None
+    acc: dict[tuple[str, int], list[float]] = {}
+    names: dict[str, str] = {}
+    for u in units:
+        row = next(r for r in u["rows"] if r["primary"])
+        acc.setdefault((u["method"], u["k_shot"]), []).append(row["accuracy"])
+        names.setdefault(u["method"], row["name"])
+    methods = list(dict.fromkeys(m for m, _ in acc))
+    points, references = [], []
+    for m in methods:
+        for k in ks:
+            if (m, k) not in acc:
+                continue
+            mean, std = mean_std(acc[(m, k)])
+            point = {"method": m, "name": names[m], "k_shot": k, "accuracy": mean, "accuracy_std": std}
+            point["n_seeds"] = len(acc[(m, k)])
+            (references if method_class(m).zero_shot else points).append(point)
+    return {"k_shots": ks, "points": points, "references": references}
 
 
 def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
@@ -351,6 +497,7 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "dev_accuracy": _mean_or_none([r.get("dev_accuracy") for r in rows]),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "steps": first.get("steps"),
+        "calibration": _calibration_summary(rows),
         "prefix_cache_hits": sum(r.get("prefix_cache_hits", 0) for r in rows),
         "prefix_cache_misses": sum(r.get("prefix_cache_misses", 0) for r in rows),
         "examples_per_second": first.get("examples_per_second"),
@@ -362,6 +509,22 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "primary": first["primary"],
         "tuning": [r.get("tuning") for r in rows],
         "label_words": [r.get("label_words") for r in rows],  # per seed: chosen settings and every trial's dev scores
+    }
+
+
+def _calibration_summary(rows: list[dict]) -> dict[str, Any] | None:
+    """How often each way (calibrated / uncalibrated) was chosen on dev over the seeds, and each way's mean dev
+    and test accuracy, so the table shows what calibration did for this prompt."""
+    parts = [r["calibration"] for r in rows if r.get("calibration")]
+    if not parts:
+        return None
+    ways = list(parts[0]["test_accuracy"])
+    chosen = [p["chosen"] for p in parts]
+    return {
+        "chosen": {w: chosen.count(w) for w in ways if w in chosen},
+        "by": sorted({p["by"] for p in parts}),
+        "dev_accuracy": {w: _mean_or_none([p["dev_accuracy"].get(w) for p in parts]) for w in ways},
+        "test_accuracy": {w: _mean_or_none([p["test_accuracy"].get(w) for p in parts]) for w in ways},
     }
 
 

@@ -96,6 +96,19 @@ def exchange(group: Group, payload: Any) -> list[Any]:
     return [json.loads(c[: int(n)].cpu().numpy().tobytes()) for c, n in zip(chunks, sizes, strict=True)]
 
 
+def leave(group: Group) -> None:
+    """Leave the group together: wait for every process, then tear the group down.
+
+    Without this a helper process that is done exits while the main process still holds its connections, and
+    gloo may abort (SIGABRT) on the connection closing under it instead of exiting cleanly.
+    """
+    if not group.is_distributed or not dist.is_initialized():
+        return
+    with _collective(group, "finishing"):
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 # data parallelism: one unit trained by every process, each on its share of every batch --------------------------
 
 _data_parallel: contextvars.ContextVar[Group] = contextvars.ContextVar("ptune_data_parallel", default=SOLO)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from core import artifacts
+from core import artifacts, calibration
 from core.backbone import Backbone
 from core.data import Limits, texts_from_frame
 from core.methods import LearnedPrompt, method_for
@@ -21,7 +21,7 @@ def predict_records(backbone: Backbone, learned: LearnedPrompt, records: Sequenc
     artifacts.check_backbone(learned, backbone)
     if learned.template:
         Template.parse(learned.template).validate(list(records[0]) if records else ["text"], backbone.kind)
-    return torch.softmax(method_for(learned).scores(backbone, learned, records).float(), dim=-1)
+    return torch.softmax(calibration.scores(method_for(learned), backbone, learned, records).float(), dim=-1)
 
 
 def predict_frame(

@@ -9,7 +9,8 @@ rows of different prefix lengths share a batch and the result equals the uncache
 and gradients against it to 1e-5. Gradients flow only through the suffix.
 
 Masked LMs (they attend both ways), per-layer prefixes (P-tuning v2), soft prompts before the text and a backbone
-that is being tuned cannot use it and take the plain path.
+that is being tuned cannot use it and take the plain path. A soft prompt placed first has a cheaper trick of its
+own: it is the same in every row, so it runs once per batch (`shared_lead_hidden`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,20 @@ def bypass() -> Iterator[None]:
 def usable(backbone: Backbone, enc: Encoded) -> bool:
     """Whether this batch may take the cached path: a causal LM, no bypass, and some row has a frozen prefix."""
     return _enabled.get() and backbone.kind is LMKind.CAUSAL and bool(enc.frozen) and max(enc.frozen) > 0
+
+
+def lead_shareable(backbone: Backbone, attention_mask: torch.Tensor, n_lead: int) -> bool:
+    """Whether a batch whose first `n_lead` inputs are the same in every row (a soft prompt placed first) may run
+    them once: a causal LM (they then see only each other), in eval mode (no per-row dropout), no bypass, and
+    right padding (every row really has those positions)."""
+    return (
+        n_lead > 0
+        and _enabled.get()
+        and backbone.kind is LMKind.CAUSAL
+        and not backbone.model.training
+        and attention_mask.shape[1] > n_lead
+        and bool(attention_mask[:, :n_lead].all())
+    )
 
 
 def stats() -> dict[str, float]:
@@ -286,3 +301,29 @@ def suffix_hidden(
 def cache_argument(module: torch.nn.Module) -> str:
     """transformers 5.x renamed `past_key_values` to `cache`; accept both spellings."""
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def shared_lead_hidden(
+    backbone: Backbone, embeds: torch.Tensor, attention_mask: torch.Tensor, n_lead: int
+) -> torch.Tensor:
+    """(B, T, H) final hidden states when the first `n_lead` input vectors are the same in every row.
+
+    A causal LM's states for those positions depend on them alone, so they run once (batch of one) and every row
+    continues from their key/values: the prompt-tuning step then costs the text, not the text plus 20 soft tokens
+    per row. Gradients flow through the shared key/values into the soft prompt; the result equals the plain
+    forward pass (tests check scores and gradients to 1e-5).
+    """
+    base = backbone.model.base_model
+    batch, width = embeds.shape[0], embeds.shape[1]
+    lead = base(inputs_embeds=embeds[:1, :n_lead], attention_mask=attention_mask[:1, :n_lead], use_cache=True)
+    past = lead.get("cache") if lead.get("cache") is not None else lead.get("past_key_values")
+    layers = [(lay.keys.expand(batch, -1, -1, -1), lay.values.expand(batch, -1, -1, -1)) for lay in past.layers]
+    pos = torch.arange(n_lead, width, device=embeds.device).unsqueeze(0).expand(batch, -1)
+    rest = base(
+        inputs_embeds=embeds[:, n_lead:],
+        attention_mask=attention_mask,
+        position_ids=pos,
+        use_cache=True,
+        **{cache_argument(base): DynamicCache(ddp_cache_data=layers)},
+    )[0]
+    return torch.cat([lead[0].expand(batch, -1, -1), rest], dim=1)

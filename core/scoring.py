@@ -33,10 +33,13 @@ class PromptHooks:
 
     embed(enc, inputs_embeds) -> inputs_embeds: e.g. scatter soft-prompt vectors into the [P] positions.
     prefix(batch_size) -> (past_key_values, prefix_length): deep prompts seen by every layer (P-tuning v2).
+    shared_lead: after `embed`, the first n input vectors are the same in every row (a soft prompt placed first),
+    so a causal LM may run them once per batch (`core.prefix_cache.shared_lead_hidden`).
     """
 
     embed: Callable[[Encoded, torch.Tensor], torch.Tensor] | None = None
     prefix: Callable[[int], tuple[object, int]] | None = None
+    shared_lead: int = 0
 
 
 @dataclass
@@ -307,6 +310,8 @@ def prompt_hidden(
     if hooks.embed is not None:
         embeds = hooks.embed(enc, embeds)
     attn = enc.attention_mask
+    if not full_logits and hooks.prefix is None and prefix_cache.lead_shareable(backbone, attn, hooks.shared_lead):
+        return prefix_cache.shared_lead_hidden(backbone, embeds, attn, hooks.shared_lead)
     kwargs: dict = {}
     if hooks.prefix is not None:
         past, n_prefix = hooks.prefix(enc.input_ids.shape[0])

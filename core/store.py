@@ -25,7 +25,7 @@ from typing import Any
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -91,8 +91,14 @@ ALTER TABLE runs ADD COLUMN started REAL;
 ALTER TABLE runs ADD COLUMN finished REAL
 """
 
+# v4: the run's K (examples per label; NULL: all training rows), so a learning curve's runs of one method and seed
+# at several K are told apart from the run rows alone.
+_SCHEMA_V4 = """
+ALTER TABLE runs ADD COLUMN k_shot INTEGER
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 
 # One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
 MetricRecord = tuple[int, float, Mapping[str, float]]
@@ -205,6 +211,7 @@ class RunStore:
         group_id: str | None = None,
         seed: int | None = None,
         owner: str = "",
+        k_shot: int | None = None,
     ) -> str:
         """Insert a queued run with its full config; returns its id (12 hex digits)."""
         run_id = uuid.uuid4().hex[:12]
@@ -212,9 +219,9 @@ class RunStore:
         now = time.time()
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO runs (id, created, updated, method, label, status, group_id, seed, owner)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                (run_id, now, now, method, label, "queued", group_id, seed, owner),
+                "INSERT INTO runs (id, created, updated, method, label, status, group_id, seed, owner, k_shot)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, now, now, method, label, "queued", group_id, seed, owner, k_shot),
             )
             conn.execute("INSERT INTO configs (run_id, json) VALUES (?, ?)", (run_id, config_json))
         return run_id

@@ -10,7 +10,7 @@ from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
 from core.app.views import small_dev_warning
 from core.backbone import BackboneError
-from core.compare import default_templates, parse_seeds
+from core.compare import default_templates, parse_k_shots, parse_seeds, plan_units
 from core.data import DataError
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
@@ -124,6 +124,14 @@ k_shot = (
     if use_k
     else None
 )
+curve_text = st.text_input(
+    "Learning curve: K values (optional)",
+    value=settings.get("k_curve", ""),
+    key="train-k-curve",
+    placeholder="e.g. 8,16,32,64",
+    help="Several K per label: every method and seed runs at each K on the same test rows, and Compare draws "
+    "accuracy against K with the zero-shot manual prompt as a flat line. Empty: the one K above.",
+)
 tune = st.checkbox(
     "Tune each trained method on dev",
     value=state.get("tune", True),
@@ -136,7 +144,7 @@ state.update(seeds=seeds_text, max_steps=max_steps, tune=tune)
 n_dev = len(split.dev) if k_shot is None else k_shot * len(ds.label_names)  # a K-shot seed's own dev: K per label
 if tune and (note := small_dev_warning(n_dev)):
     st.warning(note)
-settings["k_shot"] = k_shot
+settings.update(k_shot=k_shot, k_curve=curve_text)
 
 errors = []
 try:
@@ -144,11 +152,19 @@ try:
 except ValueError as err:
     seeds = []
     errors.append(f"Seeds: {err}")
-if k_shot is not None and (problem := k_shot_problem(split, k_shot, seeds[0] if seeds else 0)):
-    errors.append(problem)
+k_curve: list[int] = []
+if curve_text.strip():
+    try:
+        k_curve = parse_k_shots(curve_text)
+    except ValueError as err:
+        errors.append(f"Learning curve: {err}")
+for k in k_curve or [k_shot]:
+    if problem := k_shot_problem(split, k, seeds[0] if seeds else 0):
+        errors.append(problem)
+        break
 if not methods:
     errors.append("Choose at least one method.")
-n_runs = len(methods) * max(len(seeds), 1)
+n_runs = len(plan_units(methods, seeds or [0], lambda m: {}, k_curve or [k_shot]))
 runs_word = "run" if n_runs == 1 else "runs"
 st.caption(
     f"{n_runs} {runs_word} on {len(split.test):,} test rows · templates: "
@@ -185,6 +201,7 @@ if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(error
         k_shot=k_shot,
         max_steps=max_steps,
         tune=tune,
+        k_shots=k_curve,
     )
     try:
         group = ws.launch(request)

@@ -11,6 +11,7 @@ from core.app.views import (
     confusion_frame,
     disagreements,
     fmt_seconds,
+    learning_curve_frames,
     settings_note,
     significance_table,
     soft_prompt_readings,
@@ -18,7 +19,7 @@ from core.app.views import (
     verdict,
 )
 from core.export import to_safe_csv
-from pages.common import fmt_count, group_page, link, plain, share_link, workspace
+from pages.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
 
 ws = workspace()
 group = group_page(
@@ -42,7 +43,7 @@ split = data["split"]
 st.caption(
     f"**{plain(data.get('source', ''))}** · {data['rows']:,} rows, labels {plain(', '.join(data['labels']))} · "
     f"test {split['test']:,} rows (split seed {split['seed']}) · "
-    f"{'K=' + str(data['k_shot']) + ' per label' if data['k_shot'] else 'all training rows'} · "
+    f"{k_words(data)} · "
     f"seeds {', '.join(map(str, data['seeds']))} · backbone {plain(backbone.get('name', '?'))}"
 )
 if ws.is_owner(group):
@@ -59,6 +60,28 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Best test accuracy", f"{best['accuracy']:.3f}", help=best["prompt"])
 c2.metric("Best on test", best["method"], help="Picked after seeing the test split; the headline is chosen on dev.")
 c3.metric("Prompts compared", len(table))
+
+points, references = learning_curve_frames(summary)
+if not points.empty or not references.empty:
+    st.subheader("Accuracy against K (learning curve)")
+    ks = data.get("k_shots") or sorted(points["k_shot"].unique())
+    x = alt.X(
+        "k_shot:Q", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=ks), title="K (examples per label)"
+    )
+    y_title = "test accuracy (mean ± std over seeds)"
+    y = alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title=y_title)
+    color = alt.Color("method:N", title="method")
+    tips = ["method", "k_shot", alt.Tooltip("accuracy:Q", format=".3f"), alt.Tooltip("accuracy_std:Q", format=".3f")]
+    curve = alt.Chart(points).encode(x=x, color=color)
+    band = curve.mark_area(opacity=0.18).encode(y=alt.Y("low:Q", title=y_title), y2="high:Q")
+    lines = curve.mark_line(point=True).encode(y=y, tooltip=[*tips, "n_seeds"])
+    rule = alt.Chart(references).mark_rule(strokeDash=[6, 4], size=2).encode(y=y, color=color, tooltip=tips)
+    st.altair_chart((band + lines + rule).properties(height=360), width="stretch", key="learning-curve")
+    st.caption(
+        "One line per method: test accuracy against K, the band ± one standard deviation over seeds; the dashed "
+        "line is the zero-shot manual prompt (chosen on dev), which learns nothing from the K examples. "
+        f"The table below is the largest K ({data['k_shot']})."
+    )
 
 st.subheader("Accuracy on the test split")
 plot = table.assign(
@@ -92,6 +115,9 @@ shown = table[
         "settings",
         "accuracy",
         "accuracy_std",
+        "calibration",
+        "acc_calibrated",
+        "acc_uncalibrated",
         "macro_f1",
         "seeds",
         "trainable_params",
@@ -113,6 +139,12 @@ st.dataframe(
         "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f"),
         "accuracy": st.column_config.NumberColumn(format="%.3f"),
         "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f"),
+        "calibration": st.column_config.TextColumn(
+            "calibration: chosen on dev",
+            help="Content-free calibration tried for every prompt; the way that scores better on dev is reported.",
+        ),
+        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f"),
+        "acc_uncalibrated": st.column_config.NumberColumn("acc. uncalibrated", format="%.3f"),
         "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
         "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
         "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),

@@ -199,6 +199,13 @@ def current_dataset() -> tuple[LabeledDataset, Split] | None:
     return ds, split
 
 
+def k_words(dataset: dict) -> str:
+    """How many training rows a comparison used, in words: one K, a learning curve's Ks, or all."""
+    if dataset.get("k_shots"):
+        return f"learning curve K={','.join(map(str, dataset['k_shots']))} per label"
+    return f"K={dataset['k_shot']} per label" if dataset.get("k_shot") else "all training rows"
+
+
 def k_shot_problem(split: Split, k: int | None, seed: int = 0) -> str | None:
     if k is None:
         return None

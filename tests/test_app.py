@@ -203,6 +203,43 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     assert {"p_positive", "p_negative"} <= set(preds.columns)
 
 
+def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tiny_gpt2: Path) -> None:
+    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    at.multiselect(key="methods").set_value(["manual", "baseline"]).run()
+    at.text_input(key="seeds").set_value("0, 1").run()
+    at.text_input(key="train-k-curve").set_value("2,abc").run()
+    assert "Learning curve: K-shot 'abc' is not a whole number" in texts(at.error) and not at.exception
+    assert at.button(key="launch").disabled
+    at.text_input(key="train-k-curve").set_value("4, 2").run()
+    assert not at.error and at.button(key="launch").label == "Launch 6 runs"  # manual once per seed: zero-shot
+    at.button(key="launch").click().run()
+    assert not at.exception and "Queued 6 runs" in texts(at.success), texts(at.error)
+
+    ws, mine = workspace(), me(at)
+    (group,) = [g["group_id"] for g in mine.groups()]
+    runs = mine.runs(group)
+    assert sorted((r["method"], r["k_shot"]) for r in runs if r["seed"] == 0) == [
+        ("baseline", 2),
+        ("baseline", 4),
+        ("manual", 2),
+    ]
+    for run in runs:
+        assert ws.jobs.wait(run["id"], TIMEOUT) == "succeeded"
+    go(at, "pages/5_Compare.py")
+    assert not at.exception and not at.error
+    assert "Accuracy against K (learning curve)" in texts(at.subheader)
+    assert "learning curve K=2,4 per label" in texts(at.caption)
+    charts = [c for c in at.get("vega_lite_chart") if "k_shot" in c.proto.spec]
+    assert len(charts) == 1
+    spec = charts[0].proto.spec
+    assert '"rule"' in spec and '"line"' in spec and '"area"' in spec  # reference line, curves, std bands
+    table = at.dataframe[0].value
+    assert {"calibration", "acc_calibrated", "acc_uncalibrated"} <= set(table.columns)
+    assert table.loc[table["prompt"] == "Majority class", "calibration"].item().startswith("uncalibrated")
+
+
 def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
     at = go(start(), "pages/6_Predict.py")
     at.file_uploader(key="predict-prompt").set_value(("../../evil.json", b'{"hello": 1}', "application/json")).run()

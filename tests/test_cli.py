@@ -94,6 +94,10 @@ def test_compare_then_predict_end_to_end(tiny_folder, keyword_csv, tmp_path):
         ({}, ["--seeds", "a,b"], "seeds must be"),
         ({}, ["--option", "manual.colour=1"], "unknown option 'colour'"),
         ({}, ["--option", "justtext"], "METHOD.NAME=VALUE"),
+        ({}, ["--k-shot", "8,abc"], "K-shot 'abc' is not a whole number; give whole numbers"),
+        ({}, ["--k-shot", "4,4"], "K-shot lists a value twice"),
+        ({}, ["--k-shot", "0"], "K-shot 0 is below 1"),
+        ({}, ["--k-shot", "2,50"], "K=50"),
     ],
 )
 def test_bad_compare_input_exits_2_with_one_line(
@@ -135,3 +139,32 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_learning_curve_runs_every_method_and_seed_at_each_k(tiny_folder, keyword_csv, tmp_path, capsys):
+    common = ["compare", "--data", str(keyword_csv), "--backbone", tiny_folder, "--seeds", "0,1", "--max-steps", "2"]
+    common += ["--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}']
+    out = tmp_path / "curve"
+    assert main([*common, "--methods", "manual,baseline,prompt_tuning", "--k-shot", "4,2", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    curve = results["learning_curve"]
+    assert curve["k_shots"] == [2, 4] and results["dataset"]["k_shots"] == [2, 4]
+    got = {(p["method"], p["k_shot"]): p for p in curve["points"]}
+    assert set(got) == {(m, k) for m in ("baseline", "prompt_tuning") for k in (2, 4)}
+    assert all(p["n_seeds"] == 2 and p["accuracy_std"] >= 0 for p in got.values())
+    (reference,) = curve["references"]  # the zero-shot manual prompt: one run per seed, a flat line
+    assert reference["method"] == "manual" and reference["n_seeds"] == 2
+    # the table is the largest K's (with manual's one run); every unit scored the same test rows
+    assert results["dataset"]["k_shot"] == 4 and {m["n_test"] for m in results["methods"]} == {20}
+    ran = results["processes"]["units"]
+    assert sorted((r["method"], r["k_shot"]) for r in ran if r["seed"] == 0) == [
+        ("baseline", 2),
+        ("baseline", 4),
+        ("manual", 2),
+        ("prompt_tuning", 2),
+        ("prompt_tuning", 4),
+    ]
+    single = tmp_path / "single"  # one K: the plain comparison, as before
+    assert main([*common, "--methods", "baseline", "--k-shot", "4", "--out", str(single)]) == 0
+    plain = json.loads((single / "results.json").read_text())
+    assert "learning_curve" not in plain and plain["dataset"]["k_shot"] == 4 and "k_shots" not in plain["dataset"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import artifacts
+from core import artifacts, calibration
 from core.compare import Unit, prompt_spec, run_unit, summarize
 from core.data import load_dataset, split_dataset
 from core.methods import UnknownMethodError, create, method_names
@@ -45,7 +45,7 @@ def test_manual_reports_each_template_and_best_on_dev(tiny, setup):
     assert len(rows) == 1 + len(TEMPLATES) and rows[0]["primary"]
     variants = rows[1:]
     assert [r["template"] for r in variants] == list(TEMPLATES)
-    dev_accs = [r["dev_accuracy"] for r in variants]
+    dev_accs = [r["calibration"]["dev_accuracy"]["calibrated"] for r in variants]  # templates are chosen calibrated
     assert rows[0]["template"] == TEMPLATES[dev_accs.index(max(dev_accs))]
     assert all(r["n_test"] == len(split.test) and 0 <= r["accuracy"] <= 1 for r in rows)
     # Choosing on dev counts templates; scoring the test split counts rows over the distinct prompts (the best on
@@ -120,5 +120,6 @@ def test_linear_probe_reads_the_label_from_frozen_features(tiny, setup, family, 
     assert row["accuracy"] >= 0.7  # chance is 0.5: the keyword that decides the label is linearly readable
     assert all(torch.equal(v, bb.model.state_dict()[k]) for k, v in before.items())  # backbone untouched
     loaded = artifacts.load(row["artifact"])
-    again = create("linear_probe", spec, loaded.config).scores(bb, loaded, split.test.records)
+    method = create("linear_probe", spec, loaded.config)
+    again = calibration.scores(method, bb, loaded, split.test.records)  # the file carries the calibration chosen
     assert again.argmax(1).tolist() == row["predictions"]

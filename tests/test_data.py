@@ -427,3 +427,11 @@ def test_labels_differing_only_by_case_are_kept_and_reported_once():
     assert ds.label_names == ("Bad", "GOOD", "Good", "bad", "good")
     case = [w for w in ds.warnings if "differ only by case" in w]
     assert len(case) == 1 and "'GOOD' / 'Good' / 'good'" in case[0] and "'Bad' / 'bad'" in case[0]
+
+
+def test_airline_tweets_sample_has_three_balanced_labels():
+    ds = load_dataset(SAMPLES / "airline_tweets.csv")
+    assert (ds.text_col, ds.label_col) == ("text", "label") and ds.warnings == ()
+    assert ds.label_counts() == {"negative": 168, "neutral": 168, "positive": 168}
+    assert all(30 <= len(t) <= 200 and "http" not in t for t in ds.texts)
+    assert len({t.lower() for t in ds.texts}) == 504

@@ -73,8 +73,15 @@ def runs(tmp_path_factory) -> dict:
         "dp": _compare([*args, "--data-parallel"], tmp / "dp", launcher=TORCHRUN),
     }
     for name, proc in done.items():
-        assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
+        assert proc.returncode == 0, f"{name}: {_why(proc.stderr)}"
     return {name: (json.loads((tmp / name / "results.json").read_text()), proc.stderr) for name, proc in done.items()}
+
+
+def _why(stderr: str) -> str:
+    """The lines that say why a process died (torchrun's summary alone names only the signal), then the tail."""
+    keys = ("error", "terminate", "abort", "exception", "what()")
+    causes = [line for line in stderr.splitlines() if any(k in line.lower() for k in keys)]
+    return "\n".join(causes[:20]) + "\n...\n" + stderr[-1500:]
 
 
 def _comparable(results: dict) -> dict:

@@ -131,6 +131,7 @@ class Timings:
     progress_updates: list[tuple[float, int]] = field(default_factory=list)
     page_switch: list[float] = field(default_factory=list)  # a sidebar click until the new page finished its run
     phases: set[str] = field(default_factory=set)  # what the run cards said they were doing
+    learning_curve_s: float | None = None  # launching a 2-K curve until its chart is drawn on Compare
 
     def report(self) -> dict:
         def med(v):
@@ -147,6 +148,7 @@ class Timings:
             "page_switch_max_s": round(max(self.page_switch), 3) if self.page_switch else None,
             "page_switch_clicks": len(self.page_switch),
             "phases_seen": sorted(self.phases),
+            "learning_curve_section_s": round(self.learning_curve_s, 1) if self.learning_curve_s else None,
         }
 
 
@@ -220,7 +222,13 @@ class Driver:
         self.see("Dataset ready")
 
     def launch(
-        self, backbone: str | None, methods: list[str], steps: int, seeds: str = "0", patience: int | None = None
+        self,
+        backbone: str | None,
+        methods: list[str],
+        steps: int,
+        seeds: str = "0",
+        patience: int | None = None,
+        k_curve: str = "",
     ) -> str:
         self.nav("Train")
         if backbone:
@@ -241,6 +249,7 @@ class Driver:
                     self.wait_idle()
         self.fill("Training steps (trained methods)", str(steps))
         self.fill("Seeds (comma-separated)", seeds)
+        self.fill("Learning curve: K values (optional)", k_curve)
         # tuning on dev off: the test watches one plain training run's phases and steps (tuning: tests/test_tuning.py)
         self.page.get_by_text("Tune each trained method on dev", exact=True).click()
         self.wait_idle()
@@ -435,6 +444,18 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
             rows = list(csv.DictReader(io.StringIO(predictions.read_text())))
             assert len(rows) == 3 and all(r["predicted_label"] in ("positive", "negative") for r in rows)
             assert rows[0]["text"].startswith("'=")  # formula injection neutralised in the download
+            # A learning curve (manual + baseline, K = 2 and 4: seconds): accuracy against K drawn on Compare.
+            started = time.perf_counter()
+            curve = app.launch(None, ["manual", "baseline"], steps=1, k_curve="2,4")
+            app.nav("Runs")
+            app.shows_group(curve)
+            app.wait_all_done(3)
+            app.nav("Compare")
+            app.see("Accuracy against K (learning curve)")
+            chart = page.get_by_test_id("stVegaLiteChart").filter(has=page.locator("canvas, svg")).first
+            chart.wait_for()
+            assert chart.bounding_box()["height"] > 100  # drawn, not an empty frame
+            timings.learning_curve_s = time.perf_counter() - started
             if trained:
                 # A second, long comparison: it is the one Runs shows, even after Compare listed only the first;
                 # page switches are timed while it trains; Cancel answers at once.

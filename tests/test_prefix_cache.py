@@ -158,3 +158,33 @@ def test_a_comparison_unit_reports_its_cache_hits_and_misses(keyword_csv):
         plain = run_unit(tiny_backbone("llama", seed=5), split, spec, Unit("manual", 0))["rows"]
     assert [r["predictions"] for r in plain] == [r["predictions"] for r in rows]
     assert all(r["prefix_cache_hits"] == r["prefix_cache_misses"] == 0 for r in plain)
+
+
+@pytest.mark.parametrize(
+    "method, options", [("prompt_tuning", {"n_tokens": 4}), ("ptuning", {"template": "[P*3] {text} It was [MASK]"})]
+)
+def test_a_leading_soft_prompt_runs_once_per_batch_with_the_plain_paths_scores_and_gradients(
+    backbone, method, options
+):
+    m = create(method, PromptSpec(("{text} It was [MASK]",), VERBALIZER, LABELS), options)
+    template = Template.parse(m.template_for(backbone))
+    plan = build_plan(backbone, template, VERBALIZER, LABELS)
+    torch.manual_seed(0)
+    module = m.build(backbone, template, 2, for_training=True)
+    batch_sizes: list[int] = []
+    hook = backbone.model.base_model.register_forward_pre_hook(
+        lambda _m, _a, kw: batch_sizes.append(kw["inputs_embeds"].shape[0]), with_kwargs=True
+    )
+    try:
+        shared, shared_grads = scores_and_grads(backbone, plan, RECORDS, module, module.hooks())
+        assert 1 in batch_sizes  # the soft prompt ran alone, once per group of label words
+        batch_sizes.clear()
+        with prefix_cache.bypass():
+            plain, plain_grads = scores_and_grads(backbone, plan, RECORDS, module, module.hooks())
+        assert set(batch_sizes) == {len(RECORDS)}  # the plain path: every row runs its own copy
+    finally:
+        hook.remove()
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    assert sum(float(g.abs().sum()) for g in plain_grads) > 0
+    for a, b in zip(shared_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

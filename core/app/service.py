@@ -24,8 +24,19 @@ import pandas as pd
 from core import artifacts
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
+from core.app.views import unit_key
 from core.backbone import BackboneError, LMKind
-from core.compare import Unit, method_options, parse_seeds, prompt_spec, run_unit, summarize, with_checkpoint_dir
+from core.compare import (
+    Unit,
+    method_options,
+    parse_k_shots,
+    parse_seeds,
+    plan_units,
+    prompt_spec,
+    run_unit,
+    summarize,
+    with_checkpoint_dir,
+)
 from core.data import LabeledDataset, Limits, Split, few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
 from core.jobs import JobManager, current_device, visible_devices
@@ -67,6 +78,11 @@ class ComparisonRequest:
     k_shot: int | None = None
     max_steps: int | None = None
     tune: bool = True  # each trained method searches its sensitive settings on dev first (core.tuning)
+    k_shots: list[int] = field(default_factory=list)  # several K: a learning curve (k_shot is then ignored)
+
+    def k_values(self) -> list[int | None]:
+        """The K of every unit: the curve's, else the one k_shot."""
+        return parse_k_shots(self.k_shots) if self.k_shots else [self.k_shot]
 
     def settings(self) -> dict[str, Any]:
         out = asdict(self)
@@ -119,8 +135,8 @@ class Workspace:
             req.data, text_col=req.text_col, label_col=req.label_col, text_b_col=req.text_b_col, limits=UPLOAD_LIMITS
         )
         split = split_dataset(dataset, test_size=req.test_size, dev_size=req.dev_size, seed=req.split_seed)
-        if req.k_shot is not None:
-            few_shot_split(split, req.k_shot, req.seeds[0])
+        for k in req.k_values():
+            few_shot_split(split, k, req.seeds[0])
         spec = prompt_spec(dataset, req.templates, req.verbalizer)
         info = inspect_backbone(req.backbone)
         if info.kind is not None:
@@ -152,29 +168,35 @@ class Workspace:
         ctx.settings = settings
         with self._lock:
             self._contexts[group_id] = ctx
-        for name in method_order(req.methods):
-            cls = method_class(name)
-            options = method_options(name, req.methods[name], max_steps=req.max_steps)
-            for seed in req.seeds:
-                unit_options = with_checkpoint_dir(name, options, folder, seed)
-                config = {
-                    "group": group_id,
-                    "method": name,
-                    "seed": seed,
-                    "options": unit_options,
-                    "k_shot": req.k_shot,
-                    "tune": req.tune,
-                    "backbone": settings["backbone"],
-                }
-                run_id = self.store.create_run(
-                    method=name,
-                    label=f"{cls.label} · seed {seed}",
-                    config=config,
-                    group_id=group_id,
-                    seed=seed,
-                    owner=owner,
-                )
-                self.jobs.submit(run_id, self._job(run_id, config))
+        ks = req.k_values()
+        units = plan_units(
+            method_order(req.methods),
+            req.seeds,
+            lambda m: method_options(m, req.methods[m], max_steps=req.max_steps),
+            ks,
+        )
+        for unit in units:
+            where = folder / f"k{unit.k_shot}" if len(ks) > 1 else folder  # one checkpoint folder per K on a curve
+            config = {
+                "group": group_id,
+                "method": unit.method,
+                "seed": unit.seed,
+                "options": with_checkpoint_dir(unit.method, unit.options, where, unit.seed),
+                "k_shot": unit.k_shot,
+                "tune": req.tune,
+                "backbone": settings["backbone"],
+            }
+            at_k = f" · K={unit.k_shot}" if len(ks) > 1 else ""
+            run_id = self.store.create_run(
+                method=unit.method,
+                label=f"{method_class(unit.method).label}{at_k} · seed {unit.seed}",
+                config=config,
+                group_id=group_id,
+                seed=unit.seed,
+                owner=owner,
+                k_shot=unit.k_shot,
+            )
+            self.jobs.submit(run_id, self._job(run_id, config))
         return group_id
 
     def _context(self, group_id: str) -> GroupContext:
@@ -244,6 +266,7 @@ class Workspace:
                 group_id=run["group_id"],
                 seed=run["seed"],
                 owner=run["owner"],
+                k_shot=run.get("k_shot"),
             )
         self.jobs.submit(new_id, self._job(new_id, config))
         return new_id
@@ -255,7 +278,7 @@ class Workspace:
         rows = self.store.list_runs(group_id=group_id)
         seen: set[tuple] = set()
         for row in rows:
-            key = (row["group_id"], row["method"], row["seed"])
+            key = (row["group_id"], *unit_key(row))
             row["superseded"] = key in seen
             seen.add(key)
             row["active"] = row["status"] in ACTIVE_STATUSES
@@ -287,10 +310,10 @@ class Workspace:
         return pd.concat(frames, ignore_index=True)
 
     def _summary(self, group_id: str) -> dict | None:
-        """The group's results.json structure from its newest succeeded run per (method, seed); None if none yet."""
+        """The group's results.json structure from its newest succeeded run per (method, seed, K); None if none yet."""
         latest: dict[tuple, dict] = {}
         for row in self.store.list_runs(group_id=group_id):
-            key = (row["method"], row["seed"])
+            key = unit_key(row)
             if row["status"] == "succeeded" and key not in latest:
                 latest[key] = row
         if not latest:
@@ -301,13 +324,14 @@ class Workspace:
         if cached and cached[0] == signature:
             return cached[1]
         order = {name: i for i, name in enumerate(method_order(REGISTRY))}
-        keys = sorted(latest, key=lambda k: (order.get(k[0], len(order)), k[1]))
+        keys = sorted(latest, key=lambda k: (order.get(k[0], len(order)), k[2] or 0, k[1]))
         units = [self.store.get_run(latest[k]["id"])["result"] for k in keys]
         ctx = self._context(group_id)
         dataset = {**ctx.dataset.summary(), "source": ctx.settings.get("source_name", "")}
         summary = summarize(units, dataset=dataset, split=ctx.split, backbone=units[0].get("backbone", {}))
         summary["group"] = group_id
-        summary["runs"] = {f"{m}/seed{s}": latest[(m, s)]["id"] for m, s in keys}
+        curve = len({k for _, _, k in keys}) > 1
+        summary["runs"] = {f"{m}/seed{s}" + (f"/K{k}" if curve else ""): latest[(m, s, k)]["id"] for m, s, k in keys}
         summary["templates"] = list(ctx.spec.templates)
         summary["verbalizer"] = ctx.spec.verbalizer.to_dict()
         (self.group_dir(group_id) / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

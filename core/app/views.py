@@ -46,6 +46,7 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "primary": m["primary"],
                 "role": "chosen on dev" if m["primary"] else "",
                 "settings": settings_note(m),
+                **calibration_columns(m.get("calibration")),
             }
         )
     df = pd.DataFrame(rows)
@@ -108,6 +109,41 @@ def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(out)
+
+
+def calibration_columns(cal: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The table's calibration cells: which way was chosen on dev (over how many seeds), and both test accuracies."""
+    if not cal:
+        return {"calibration": "", "acc_calibrated": None, "acc_uncalibrated": None}
+    chosen = cal["chosen"]
+    n = sum(chosen.values())
+    if "dev" not in cal["by"]:
+        how = f"{next(iter(chosen))} ({', '.join(cal['by'])})"
+    elif len(chosen) == 1:
+        how = f"{next(iter(chosen))} (all {n} seeds)" if n > 1 else next(iter(chosen))
+    else:
+        how = ", ".join(f"{way} {count}/{n} seeds" for way, count in chosen.items())
+    test = cal["test_accuracy"]
+    return {"calibration": how, "acc_calibrated": test.get("calibrated"), "acc_uncalibrated": test.get("uncalibrated")}
+
+
+def learning_curve_frames(summary: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, references) of the learning curve for altair: one row per method and K with mean ± std over seeds,
+    and one row per zero-shot reference line. Both empty without a curve."""
+    curve = summary.get("learning_curve") or {}
+    cols = ["method", "method_id", "k_shot", "accuracy", "accuracy_std", "low", "high", "n_seeds"]
+
+    def frame(rows: Sequence[Mapping[str, Any]], suffix: str = "") -> pd.DataFrame:
+        out = []
+        for p in rows:
+            cls = REGISTRY.get(p["method"])
+            label = (cls.label if cls else p["method"]) + suffix
+            low, high = p["accuracy"] - p["accuracy_std"], p["accuracy"] + p["accuracy_std"]
+            out.append({**{k: p[k] for k in cols if k in p}, "method": label, "method_id": p["method"], "low": low})
+            out[-1]["high"] = high
+        return pd.DataFrame(out, columns=cols)
+
+    return frame(curve.get("points", [])), frame(curve.get("references", []), " (zero-shot)")
 
 
 def _prompt_words(row: Mapping[str, Any], templates: Sequence[str]) -> str:
@@ -324,8 +360,13 @@ def card_order(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     one it resumes; so a resume or a finished run never moves another card (or its Cancel button)."""
     first: dict[tuple, float] = {}
     for r in sorted(runs, key=lambda r: r["created"]):
-        first.setdefault((r["method"], r["seed"]), r["created"])
-    return sorted(runs, key=lambda r: (first[(r["method"], r["seed"])], r["created"]))
+        first.setdefault(unit_key(r), r["created"])
+    return sorted(runs, key=lambda r: (first[unit_key(r)], r["created"]))
+
+
+def unit_key(run: Mapping[str, Any]) -> tuple:
+    """What makes runs attempts of the same unit: method, seed and K (a learning curve runs several K)."""
+    return run["method"], run["seed"], run.get("k_shot")
 
 
 def fmt_seconds(seconds: float | None) -> str:

@@ -113,6 +113,8 @@ class MethodBase:
     trains: ClassVar[bool] = False
     peft_type: ClassVar[str | None] = None
     data_parallel: ClassVar[bool] = False  # fit can split its batches across processes (core.distributed)
+    calibratable: ClassVar[bool] = True  # its scores depend on the input, so content-free calibration means something
+    zero_shot: ClassVar[bool] = False  # learns nothing from train rows: one K stands for all on a learning curve
 
     def __init__(self, spec: PromptSpec, config: Any = None):
         self.spec = spec

@@ -24,6 +24,7 @@ class MajorityBaseline(MethodBase):
     name: ClassVar[str] = "baseline"
     label: ClassVar[str] = "Majority class"
     config_cls: ClassVar[type] = MajorityConfig
+    calibratable: ClassVar[bool] = False  # the same scores for every input: calibrating them only erases the answer
 
     def fit(
         self,

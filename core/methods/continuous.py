@@ -118,7 +118,7 @@ class SoftTokens(PromptModule):
         return out
 
     def hooks(self) -> PromptHooks:
-        return PromptHooks(embed=self.embed)
+        return PromptHooks(embed=self.embed, shared_lead=self.lead)  # the leading soft tokens: the same in every row
 
     def penalty(self) -> torch.Tensor | float:
         penalty = getattr(self.encoder, "penalty", None)

@@ -27,8 +27,9 @@ class ManualConfig:
     calibrate: bool = field(
         default=True,
         metadata={
-            "help": "Contextual calibration (Zhao et al. 2021): divide by the label probabilities for content-free "
-            "inputs such as 'N/A', removing the template's bias toward one label."
+            "help": "Contextual calibration (Zhao et al. 2021) while choosing the template on dev: divide by the label "
+            "probabilities for content-free inputs such as 'N/A', removing the template's bias toward one label. "
+            "The comparison then reports every prompt calibrated or not, whichever scores better on dev."
         },
     )
     reduce: Reduce = reduce_field()
@@ -45,6 +46,7 @@ class ManualPrompts(MethodBase):
     label: ClassVar[str] = "Manual prompt"
     config_cls: ClassVar[type] = ManualConfig
     needs_dev: ClassVar[bool] = True
+    zero_shot: ClassVar[bool] = True
 
     def prompt_for(self, backbone: Backbone, template: str, fields: Sequence[str]) -> LearnedPrompt:
         """A zero-shot prompt for one template, its calibration prior computed once here."""
