@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> dict:
                             "primary": r["primary"],
                             "template": r["template"],
                             "trainable_params": r["trainable_params"],
+                            "dev_accuracy": r.get("dev_accuracy"),
+                            "steps": r.get("steps"),
+                            "tuning": r.get("tuning"),
                         }
                         for r in result["rows"]
                     ]

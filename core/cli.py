@@ -116,6 +116,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     split = split_dataset(dataset, test_size=args.test_size, dev_size=args.dev_size, seed=args.split_seed)
     spec = prompt_spec(dataset, args.template, args.verbalizer)
     units = plan_units(methods, seeds, lambda m: method_options(m, options.get(m), max_steps=args.max_steps), k_shots)
+    for unit in units:
+        unit.tune = not args.no_tune  # tuning on dev: on unless --no-tune
     for k in k_shots:  # every K asked for, even one only zero-shot methods would skip
         few_shot_split(split, k, seeds[0])
     _check_units(units, split)
@@ -306,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (shared by all)")
     cmp_.add_argument("--max-steps", type=int, default=None, help="training steps for trained methods")
     cmp_.add_argument("--option", action="append", help="method option METHOD.NAME=VALUE (repeatable)")
+    cmp_.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="skip the automatic per-method tuning on dev (learning rate, encoder, AutoPrompt's candidates; "
+        "options you set with --option are never tuned)",
+    )
     cmp_.add_argument("--out", default="runs/latest", help="output folder")
     cmp_.add_argument("--trust-remote-code", action="store_true", help="allow a backbone's own code to run")
     cmp_.add_argument("--device-map", choices=["auto"], help="shard a backbone larger than one GPU across GPUs")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from core import artifacts, calibration, prefix_cache
+from core import artifacts, calibration, prefix_cache, tuning
 from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
@@ -72,6 +72,7 @@ class Unit:
     seed: int
     options: dict[str, Any] = field(default_factory=dict)
     k_shot: int | None = None
+    tune: bool = False  # search the method's declared settings on dev first (core.tuning); the CLI and app turn it on
 
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
@@ -226,8 +227,18 @@ def run_unit(
     enter_phase(progress, TRAINING if method.trains else CHOOSING)
     start = time.perf_counter()
     cache_before = prefix_cache.stats()
-    with measure_peak(backbone.device) as peak:
-        learned = method.fit(backbone, train, dev, progress=progress, should_stop=should_stop)
+    with measure_peak(backbone.device) as peak:  # tuning's trials count as training time
+        tuned = tuning.fit(
+            method,
+            backbone,
+            train,
+            dev,
+            fixed=unit.options,
+            enabled=unit.tune,
+            progress=progress,
+            should_stop=should_stop,
+        )
+    method, learned = tuned.method, tuned.learned
     train_seconds = time.perf_counter() - start
     fitted = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
     prompts = [calibration.uncalibrated(p) for p in fitted]  # raw scores; calibrated or not is chosen on dev next
@@ -250,6 +261,7 @@ def run_unit(
             method=unit.method,
             prefix_cache_hits=cache["hits"],
             prefix_cache_misses=cache["misses"],
+            tuning=tuned.report,
         )
     return {
         "method": unit.method,
@@ -388,14 +400,20 @@ def _test_row(
         },
         "steps": prompt.metrics.get("steps", prompt.metrics.get("iterations")),
         "stopped_early": prompt.metrics.get("stopped_early"),
+        "label_words": prompt.state.get("searched_label_words"),  # the verbalizer a label-word search put to use
     }
 
 
 def readable_prompt(prompt: LearnedPrompt) -> str:
-    """What to show the user as 'the prompt': the template, with found trigger words where there are some."""
+    """What to show the user as 'the prompt': the template, with found trigger words where there are some, and
+    searched label words where they were used."""
+    text = prompt.template
     if prompt.state.get("trigger_words"):
-        return Template.parse(prompt.template).with_triggers(prompt.state["trigger_words"])
-    return prompt.template
+        text = Template.parse(prompt.template).with_triggers(prompt.state["trigger_words"])
+    if prompt.state.get("searched_label_words"):
+        words = "; ".join(f"{k}: {', '.join(v)}" for k, v in prompt.state["searched_label_words"].items())
+        text += f"  (label words: {words})"
+    return text
 
 
 def summarize(
@@ -509,6 +527,8 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "predictions": [r["predictions"] for r in rows],
         "seeds": [r["seed"] for r in rows],
         "primary": first["primary"],
+        "tuning": [r.get("tuning") for r in rows],
+        "label_words": [r.get("label_words") for r in rows],  # per seed: chosen settings and every trial's dev scores
     }
 
 

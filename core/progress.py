@@ -16,6 +16,7 @@ MessageFn = Callable[[str], None]  # one human-readable line (downloads, convers
 
 # A run's phases, in order; each counts its own steps (training steps, test rows) and has its own ETA.
 WAITING = "waiting for a worker"
+TUNING = "tuning on dev"  # trained methods: trials of the settings they declare worth searching (core.tuning)
 TRAINING = "training"
 CHOOSING = "choosing on dev"  # methods that train nothing: scoring their candidate prompts on dev
 EVALUATING = "evaluating on dev"

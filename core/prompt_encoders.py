@@ -64,6 +64,9 @@ class PromptEncoder(nn.Module):
     With `residual`, the encoder's output is added to the embedding and its last layer starts at zero, so training
     starts exactly from the initial vectors (given words or sampled tokens) instead of from the random output of
     an untrained encoder, which inserted mid-sentence derails a frozen LM before it has learned anything.
+    `dropout` also applies to the encoder's output (training only), and `anchor` weighs `penalty()`, the mean
+    squared distance of the output from the initial vectors relative to their norm: on a few dozen examples an
+    encoder otherwise drifts into vectors no real token resembles and fits the train set by heart.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class PromptEncoder(nn.Module):
         dropout: float = 0.0,
         init: torch.Tensor | None = None,
         residual: bool = False,
+        anchor: float = 0.0,
     ):
         super().__init__()
         self.kind = EncoderKind(kind)
@@ -85,6 +89,10 @@ class PromptEncoder(nn.Module):
         if init is not None:
             with torch.no_grad():
                 self.embedding.weight.copy_(init)
+        self.anchor = float(anchor)
+        # the starting vectors, for `penalty` only: not saved (scoring never needs them)
+        self.register_buffer("start", self.embedding.weight.detach().clone(), persistent=False)
+        self.out_dropout = nn.Dropout(dropout if self.kind is not EncoderKind.NONE else 0.0)
         if self.kind is EncoderKind.LSTM:
             self.lstm_head = nn.LSTM(dim, hidden, num_layers=2, dropout=dropout, bidirectional=True, batch_first=True)
             self.mlp_head = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, dim))
@@ -105,7 +113,16 @@ class PromptEncoder(nn.Module):
             x = self.mlp_head(e)
         else:
             return e
+        x = self.out_dropout(x)
         return e + x if self.residual else x
+
+    def penalty(self) -> torch.Tensor:
+        """`anchor` x mean ||output - start||^2 / mean ||start||^2: a pull back towards real token embeddings."""
+        if not self.anchor:
+            return torch.zeros((), device=self.embedding.weight.device)
+        out = self()
+        scale = self.start.pow(2).sum(-1).mean().clamp_min(1e-6)
+        return self.anchor * (out - self.start).pow(2).sum(-1).mean() / scale
 
 
 def attention_shape(config) -> tuple[int, int, int]:

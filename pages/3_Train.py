@@ -8,6 +8,7 @@ import streamlit as st
 from core.app.backbones import inspect_backbone
 from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
+from core.app.views import small_dev_warning
 from core.backbone import BackboneError
 from core.compare import default_templates, eval_warnings, parse_k_shots, parse_seeds, plan_units
 from core.data import DataError
@@ -131,7 +132,18 @@ curve_text = st.text_input(
     help="Several K per label: every method and seed runs at each K on the same test rows, and Compare draws "
     "accuracy against K with the zero-shot manual prompt as a flat line. Empty: the one K above.",
 )
-state.update(seeds=seeds_text, max_steps=max_steps)
+tune = st.checkbox(
+    "Tune each trained method on dev",
+    value=state.get("tune", True),
+    key="train-tune",
+    help="Before its final run, each trained method tries a few values of its most sensitive settings (learning "
+    "rate; P-tuning's encoder; AutoPrompt's candidates per step) and keeps the best on dev, never on test. Options "
+    "you changed above are not tuned. Costs a few trials' training time.",
+)
+state.update(seeds=seeds_text, max_steps=max_steps, tune=tune)
+n_dev = len(split.dev) if k_shot is None else k_shot * len(ds.label_names)  # a K-shot seed's own dev: K per label
+if tune and (note := small_dev_warning(n_dev)):
+    st.warning(note)
 settings.update(k_shot=k_shot, k_curve=curve_text)
 
 errors = []
@@ -166,7 +178,7 @@ for message in eval_warnings(chosen_options, max_steps=max_steps):
 
 data = state["data"]
 fingerprint = request_fingerprint(
-    data["digest"], prompts, methods, state["options"], seeds_text, max_steps, spec, settings
+    data["digest"], prompts, methods, state["options"], seeds_text, max_steps, spec, {**settings, "tune": tune}
 )
 queued = state.get("launched", {}).get(fingerprint)
 if queued and any(r["active"] for r in ws.runs(queued)):
@@ -191,6 +203,7 @@ if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(error
         split_seed=settings["split_seed"],
         k_shot=k_shot,
         max_steps=max_steps,
+        tune=tune,
         k_shots=k_curve,
     )
     try:

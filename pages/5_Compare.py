@@ -13,8 +13,10 @@ from core.app.views import (
     disagreements,
     fmt_seconds,
     learning_curve_frames,
+    settings_note,
     significance_table,
     soft_prompt_readings,
+    tuning_trials,
     verdict,
 )
 from core.export import to_safe_csv
@@ -131,7 +133,7 @@ order = list(plot.sort_values("accuracy", ascending=False)["label"])
 st.vega_lite_chart(spec=accuracy_spec(plot, order), width="stretch")
 
 TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "accuracy_std", "macro_f1", "seeds"]
-CALIBRATION_COLUMNS = ["prompt", "calibration", "acc_calibrated", "acc_uncalibrated"]
+CALIBRATION_COLUMNS = ["prompt", "settings", "calibration", "acc_calibrated", "acc_uncalibrated"]
 COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
 # Tables that each fit the page (one of 14 columns was clipped): how well each prompt did, calibrated or not, cost.
 st.dataframe(
@@ -148,13 +150,14 @@ st.dataframe(
         "seeds": st.column_config.NumberColumn("seeds", width=60),
     },
 )
-st.markdown("**Calibration**, chosen on dev for every prompt")
+st.markdown("**Chosen on dev**: each method's settings (tuning) and calibration")
 st.dataframe(
     table[CALIBRATION_COLUMNS],
     hide_index=True,
     width="stretch",
     column_config={
         "prompt": st.column_config.TextColumn("prompt", width=330),
+        "settings": st.column_config.TextColumn("settings chosen on dev", width=220),
         "calibration": st.column_config.TextColumn(
             "calibration: chosen on dev",
             width=170,
@@ -210,6 +213,12 @@ for m in summary["methods"]:
     )
     if m.get("prompt"):
         st.code(m["prompt"], language=None, wrap_lines=True)
+    if note := settings_note(m):
+        st.caption(note)
+    trials = tuning_trials(m)
+    if not trials.empty:
+        with st.expander(f"{plain(m['name'])}: every configuration tried on dev"):
+            st.dataframe(trials, hide_index=True, width="stretch")
 readings = soft_prompt_readings(summary)
 if readings:
     with st.expander("Nearest-vocabulary reading of the learned soft tokens", expanded=True):

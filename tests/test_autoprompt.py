@@ -545,3 +545,31 @@ def test_search_state_of_another_search_is_ignored(tmp_path):
         backbone, dataset(records, labels), dataset(records, labels), progress=log, should_stop=lambda: False
     )
     assert log == [1, 2] and learned.metrics["resumed_from_step"] == 0
+
+
+def test_searched_label_words_are_used_for_the_search_and_scoring(planted):
+    """With use_label_words the verbalizer becomes the searched one: the planted model answers yes/no after
+    'kappa', so the user's unrelated words ("red"/"blue") give way to yes/no and the prompt solves the task."""
+    backbone, _ = planted
+    records, labels = planted_task(32, 21)
+    dev_records, dev_labels = planted_task(16, 22)
+    spec = PromptSpec(
+        templates=("{text} [T] [MASK]",),
+        verbalizer=Verbalizer.from_mapping({"p": ["red"], "n": ["blue"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    options = {"max_steps": 1, "num_candidates": 2, "batch_size": 8, "accumulation_steps": 1, "init_token": SECRET}
+    train, dev = dataset(records, labels), dataset(dev_records, dev_labels)
+    used = create("autoprompt", spec, {**options, "use_label_words": 1})
+    learned = used.fit(backbone, train, dev, progress=lambda *a: None, should_stop=lambda: False)
+    assert learned.verbalizer == {"p": ["yes"], "n": ["no"]} == learned.state["searched_label_words"]
+    assert readable_prompt(learned).endswith("(label words: p: yes; n: no)")
+    scores = used.scores(backbone, learned, dev_records)
+    assert float((scores.argmax(1) == torch.tensor(dev_labels)).float().mean()) >= 0.9
+    assert learned.metrics["dev_accuracy"] >= 0.9  # the search itself was scored with the searched words
+    kept = create("autoprompt", spec, options).fit(
+        backbone, train, dev, progress=lambda *a: None, should_stop=lambda: False
+    )
+    assert kept.verbalizer == {"p": ["red"], "n": ["blue"]} and "searched_label_words" not in kept.state
+    with pytest.raises(ValueError, match="use_label_words must be 0"):
+        create("autoprompt", spec, {"use_label_words": -1})

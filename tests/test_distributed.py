@@ -65,7 +65,7 @@ def runs(tmp_path_factory) -> dict:
     args = [
         "--data", str(data), "--backbone", str(folder), "--methods", "manual,prompt_tuning", "--seeds", "0,1",
         "--max-steps", "6", "--option", "prompt_tuning.eval_every=3", "--option", "prompt_tuning.batch_size=5",
-        "--template", "{text} it was [MASK]", "--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}',
+        "--no-tune", "--template", "{text} it was [MASK]", "--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}',
     ]  # fmt: skip
     done = {
         "one": _compare(args, tmp / "one"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.methods import create
-from core.methods.ptuning import PTuning, PTuningConfig
+from core.methods.ptuning import PTuning, PTuningConfig, scaled_hidden
 from core.progress import never_stop, no_progress
 from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, nearest_tokens
 from core.scoring import build_plan
@@ -58,17 +58,53 @@ def lstm_params(n, dim, h):
 @pytest.mark.parametrize(
     ("encoder", "formula"),
     [
-        ("lstm", lambda n, d: lstm_params(n, d, d // 2)),
-        ("mlp", lambda n, d: n * d + (d * d + d) * 2 + d * d + d),
-        ("none", lambda n, d: n * d),
+        ("lstm", lambda n, d, h: lstm_params(n, d, h)),
+        ("mlp", lambda n, d, h: n * d + (d * h + h) + (h * h + h) + h * d + d),
+        ("none", lambda n, d, h: n * d),
     ],
 )
-def test_trainable_parameter_count_matches_formula(encoder, formula):
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_trainable_parameter_count_matches_formula(encoder, formula, hidden):
     backbone = learnable_backbone("llama")
-    _, learned = fit(backbone, encoder=encoder, max_steps=1)
+    _, learned = fit(backbone, encoder=encoder, max_steps=1, encoder_hidden=hidden, scale_encoder=True)
     n, dim = 5, backbone.hidden_size  # default template: 3 + 2 virtual tokens
-    assert learned.trainable_params == formula(n, dim)
-    assert sum(t.numel() for t in learned.tensors.values()) == formula(n, dim)
+    h = hidden or scaled_hidden(len(TRAIN), dim)  # 0: sized to the training set, and saved resolved
+    assert learned.config["encoder_hidden"] == h
+    _, fixed = fit(backbone, encoder=encoder, max_steps=1)  # the default: the fixed size (half/full model width)
+    fixed_h = dim // 2 if encoder == "lstm" else dim
+    assert fixed.config["encoder_hidden"] == 0 and fixed.trainable_params == formula(n, dim, fixed_h)
+    assert learned.trainable_params == formula(n, dim, h)
+    assert sum(t.numel() for t in learned.tensors.values()) == formula(n, dim, h)
+
+
+def test_encoder_size_scales_with_the_training_set():
+    assert scaled_hidden(32, 576) == 32 < scaled_hidden(200, 576) == 200
+    assert scaled_hidden(4, 576) == 16 and scaled_hidden(10_000, 576) == 288
+
+
+def test_virtual_tokens_start_as_the_templates_anchor_and_label_words():
+    backbone = learnable_backbone("llama")
+    method = create("ptuning", spec_for(backbone), {"init_from_template": True})
+    template = Template.parse("{text} [P*3] It was [P*2] [MASK]")
+    words = method.init_words(template)
+    assert words[:2] == ["It", "was"] and set(method.spec.verbalizer.words["positive"]) <= set(words)
+    module = method.build(backbone, template, 2, for_training=True)
+    expected = init_vectors(backbone, 5, words=words)
+    assert torch.allclose(module.vectors().detach(), expected)  # residual encoder: starts exactly there
+    off = create("ptuning", spec_for(backbone), {}).init_words(template)  # the default: sampled tokens
+    assert off == []
+
+
+def test_anchor_penalty_grows_as_the_tokens_drift_from_their_start():
+    enc = PromptEncoder(3, 16, EncoderKind.NONE, init=torch.randn(3, 16), anchor=0.5)
+    assert float(enc.penalty().detach()) == 0.0
+    with torch.no_grad():
+        enc.embedding.weight.add_(0.1)
+    small = float(enc.penalty().detach())
+    with torch.no_grad():
+        enc.embedding.weight.add_(1.0)
+    assert 0 < small < float(enc.penalty().detach())
+    assert float(PromptEncoder(3, 16, EncoderKind.NONE, anchor=0.0).penalty()) == 0.0
 
 
 def test_soft_tokens_land_at_every_p_slot_and_leading_ones_before_specials():

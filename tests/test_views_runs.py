@@ -24,6 +24,11 @@ def test_a_card_says_which_phase_a_run_is_in_with_its_own_count() -> None:
     assert text.startswith("training, resumed from step 40 · step 41/50")
     _, text = phase_progress(run("running", phase="evaluating on dev", progress_step=30, progress_total=30))
     assert text == "evaluating on dev after step 30/30"  # not a bar sitting at 100 % without saying why
+    trial = "tuning on dev, trial 2/5: lr 0.01, encoder lstm"  # core.tuning: each trial's own phases
+    frac, text = phase_progress(run("running", phase=f"{trial} · training", progress_step=6, progress_total=60))
+    assert frac == 0.1 and text == f"{trial} · training · step 6/60"
+    _, text = phase_progress(run("running", phase=f"{trial} · evaluating on dev", progress_step=9, progress_total=60))
+    assert text == f"{trial} · evaluating on dev after step 9/60"
     _, text = phase_progress(run("running", phase="training", progress_step=3, progress_total=9, stopping=True))
     assert text == "stopping after this step…"
 

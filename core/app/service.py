@@ -77,6 +77,7 @@ class ComparisonRequest:
     split_seed: int = 0
     k_shot: int | None = None
     max_steps: int | None = None
+    tune: bool = True  # each trained method searches its sensitive settings on dev first (core.tuning)
     k_shots: list[int] = field(default_factory=list)  # several K: a learning curve (k_shot is then ignored)
 
     def k_values(self) -> list[int | None]:
@@ -182,6 +183,7 @@ class Workspace:
                 "seed": unit.seed,
                 "options": with_checkpoint_dir(unit.method, unit.options, where, unit.seed),
                 "k_shot": unit.k_shot,
+                "tune": req.tune,
                 "backbone": settings["backbone"],
             }
             at_k = f" · K={unit.k_shot}" if len(ks) > 1 else ""
@@ -224,7 +226,9 @@ class Workspace:
         def fn(progress, should_stop) -> dict:
             ctx = self._context(config["group"])
             backbone = self.pool.get(config["backbone"], device=current_device())  # the worker's own device
-            unit = Unit(config["method"], config["seed"], dict(config["options"]), config["k_shot"])
+            unit = Unit(
+                config["method"], config["seed"], dict(config["options"]), config["k_shot"], config.get("tune", False)
+            )
             out_dir = self.group_dir(config["group"]) / run_id
             result = run_unit(
                 backbone, ctx.split, ctx.spec, unit, out_dir=out_dir, progress=progress, should_stop=should_stop

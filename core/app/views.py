@@ -21,6 +21,7 @@ from core.data import LabeledDataset
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
 from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
+from core.tuning import SMALL_DEV
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
@@ -44,6 +45,7 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "peak_memory_mb": m["peak_memory_mb"],
                 "primary": m["primary"],
                 "role": "chosen on dev" if m["primary"] else "",
+                "settings": settings_note(m),
                 **calibration_columns(m.get("calibration")),
             }
         )
@@ -55,6 +57,58 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             df.loc[part["accuracy"].idxmax(), "role"] = "best on test"
             df.loc[part["accuracy"].idxmin(), "role"] = "worst on test"
     return df
+
+
+def settings_note(row: Mapping[str, Any]) -> str:
+    """What a row's run chose by itself: "tuned on dev: lr 0.003, encoder mlp" (per seed where seeds differ), a
+    warning when dev was too small for the choice to mean much, and label words a search put to use."""
+    parts = []
+    tuned = [t for t in row.get("tuning") or [] if t]
+    if tuned:
+        chosen = list(dict.fromkeys(t["summary"] for t in tuned))
+        seeds = row.get("seeds") or []
+        if len(chosen) == 1:
+            parts.append(f"tuned on dev: {chosen[0]}")
+        else:
+            per_seed = [f"{t['summary']} (seed {s})" for t, s in zip(tuned, seeds, strict=False)]
+            parts.append("tuned on dev: " + "; ".join(per_seed))
+        small = min(t["n_dev"] for t in tuned)
+        if any(t["dev_too_small"] for t in tuned):
+            parts.append(f"dev has only {small} rows, too few for the choice to mean much")
+    words = next((w for w in row.get("label_words") or [] if w), None)
+    if words:
+        parts.append("label words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in words.items()))
+    return " · ".join(parts)
+
+
+def small_dev_warning(n_dev: int) -> str | None:
+    """What the Train page says before launch when the dev rows tuning chooses on are too few to trust."""
+    if n_dev >= SMALL_DEV:
+        return None
+    return (
+        f"Dev has only {n_dev} rows per seed: tuning on dev will pick among settings on very little evidence. Raise "
+        "K (or the dev share), or turn tuning off."
+    )
+
+
+def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
+    """Every configuration a row's tuning tried, per seed, with its dev scores (the chosen one marked)."""
+    out = []
+    for seed, tuned in zip(row.get("seeds") or [], row.get("tuning") or [], strict=False):
+        for trial in (tuned or {}).get("trials", []):
+            settings = ", ".join(f"{k} {v}" for k, v in trial["options"].items())
+            out.append(
+                {
+                    "seed": seed,
+                    "settings": settings,
+                    "dev accuracy": trial["dev_accuracy"],
+                    "dev loss": trial["dev_loss"],
+                    "steps": trial["steps"],
+                    "seconds": round(trial["seconds"], 1),
+                    "chosen": trial["options"] == tuned["chosen"],
+                }
+            )
+    return pd.DataFrame(out)
 
 
 def calibration_columns(cal: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -245,9 +299,10 @@ def phase_progress(run: Mapping[str, Any]) -> tuple[float | None, str]:
         return (min(step / total, 1.0) if total else None), "stopping after this step…"
     if not phase or not total:
         return None, phase or "starting (loading the backbone)"
-    unit = next((u for p, u in PHASE_UNITS.items() if phase.startswith(p)), None)
-    if phase == "evaluating on dev":
-        return step / total, f"evaluating on dev after step {step}/{total}"
+    inner = phase.rsplit(" · ", 1)[-1]  # a tuning trial's phase: "tuning on dev, trial 2/5: lr 0.01 · training"
+    unit = next((u for p, u in PHASE_UNITS.items() if inner.startswith(p)), None)
+    if inner == "evaluating on dev":
+        return step / total, f"{phase} after step {step}/{total}"
     if unit is None:
         return None, phase
     eta = f" · ETA {fmt_seconds(run['eta_seconds'])}" if run.get("eta_seconds") else ""

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,11 +25,11 @@ from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.data import LabeledDataset
 from core.label_search import propose_label_words
-from core.methods.base import LearnedPrompt, MethodBase, PromptSpec
+from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
 from core.methods.manual import ManualConfig, ManualPrompts, discrete_scores, select_template
 from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, no_progress
-from core.scoring import Reduce, build_plan, content_free_log_prior, reduce_field
-from core.templates import Template, TemplateError
+from core.scoring import Reduce, ScoringPlan, build_plan, content_free_log_prior, reduce_field
+from core.templates import Template, TemplateError, Verbalizer
 from core.trigger_search import (
     SearchEvent,
     SearchSettings,
@@ -110,6 +110,13 @@ class AutoPromptConfig:
         },
     )
     label_words_per_class: int = field(default=5, metadata={"help": "How many label words to propose per class."})
+    use_label_words: int = field(
+        default=0,
+        metadata={
+            "help": "Search label words first and use each class's N best as the verbalizer of the trigger search "
+            "and of scoring (0: your verbalizer; the proposals, if on, are only shown)."
+        },
+    )
     template_selection: bool = field(
         default=False,
         metadata={
@@ -142,6 +149,8 @@ class AutoPromptConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.use_label_words < 0:
+            raise ValueError(f"use_label_words must be 0 (off) or more, not {self.use_label_words}")
         if self.template:
             parsed = Template.parse(self.template)
             if parsed.n_trigger == 0:
@@ -210,6 +219,18 @@ class AutoPrompt(MethodBase):
         super().__init__(spec, config)
         self.current_triggers: list[str] = []  # live view for a UI polling the method while it searches
 
+    candidate_factors: ClassVar[tuple[float, ...]] = (1.0, 0.5, 2.0)  # tuned candidate counts, the configured first
+
+    def search_space(self, fixed: Collection[str]) -> list[Dimension]:
+        """Candidates per position against iterations, at the configured budget (candidates x iterations),
+        unless the user set the candidate count."""
+        if "num_candidates" in fixed:
+            return []
+        k, budget = self.config.num_candidates, self.config.num_candidates * self.config.max_steps
+        counts = dict.fromkeys(max(1, round(k * f)) for f in self.candidate_factors)
+        choices = tuple({"num_candidates": c, "max_steps": max(1, budget // c)} for c in counts)
+        return [Dimension("candidates x iterations", choices)]
+
     def trigger_template(self, kind: LMKind, columns: Sequence[str]) -> str:
         if self.config.template:
             return self.config.template
@@ -245,6 +266,10 @@ class AutoPrompt(MethodBase):
         if template.n_trigger == 0:
             raise TemplateError(f"the template {source!r} has no trigger slot; add [T] or [T*k] for AutoPrompt")
         plan = build_plan(backbone, template, self.spec.verbalizer, self.spec.label_names, reduce=cfg.reduce)
+        verbalizer = self.spec.verbalizer
+        if cfg.use_label_words:
+            verbalizer = self.searched_verbalizer(backbone, plan, train, self.init_ids(backbone, template.n_trigger))
+            plan = build_plan(backbone, template, verbalizer, self.spec.label_names, reduce=cfg.reduce)
         batched = cfg.scoring is CandidateScoring.BATCHED
         train_scorer = TriggerScorer(backbone, plan, train.records, max_rows=cfg.max_rows, prefix_cache=batched)
         dev_scorer = (
@@ -330,10 +355,35 @@ class AutoPrompt(MethodBase):
             )
             state["proposed_label_words"] = {k: [w for w, _ in v] for k, v in proposals.items()}
             state["proposed_label_scores"] = {k: [p for _, p in v] for k, v in proposals.items()}
-        learned = self.learned(backbone, source, state=state, metrics=metrics)
+        if cfg.use_label_words:
+            state["searched_label_words"] = verbalizer.to_dict()
+        learned = self.learned(backbone, source, state=state, metrics=metrics, verbalizer=verbalizer.to_dict())
         if cfg.template_selection:
             learned.variants = self._template_selection(backbone, dev, should_stop)
         return learned
+
+    def searched_verbalizer(
+        self, backbone: Backbone, plan: ScoringPlan, train: LabeledDataset, trigger_ids: Sequence[int]
+    ) -> Verbalizer:
+        """Each class's `use_label_words` best searched words (a word another class took first is skipped); a
+        class left with none keeps your words."""
+        n = self.config.use_label_words
+        proposals = propose_label_words(
+            backbone,
+            plan,
+            train.records,
+            train.labels,
+            trigger_ids=trigger_ids,
+            per_class=n + 4,
+            seed=self.config.seed,
+        )
+        taken: set[str] = set()
+        words: dict[str, list[str]] = {}
+        for label in self.spec.label_names:
+            mine = [w for w, _ in proposals.get(label, []) if w and w.lower() not in taken][:n]
+            words[label] = mine or list(self.spec.verbalizer.words[label])
+            taken.update(w.lower() for w in words[label])
+        return Verbalizer.from_mapping(words, self.spec.label_names)
 
     def _template_selection(self, backbone: Backbone, dev: LabeledDataset, should_stop: StopFn) -> list[LearnedPrompt]:
         manual_templates = [t for t in self.spec.templates if Template.parse(t).n_trigger == 0]

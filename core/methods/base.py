@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from types import UnionType
@@ -65,6 +65,19 @@ class LearnedPrompt:
         return Verbalizer.from_mapping(self.verbalizer, self.label_names)
 
 
+@dataclass(frozen=True)
+class Dimension:
+    """One setting (or a few tied together) worth tuning on dev: alternative option sets, the current one first."""
+
+    name: str
+    choices: tuple[dict[str, Any], ...]
+
+
+def lr_grid(lr: float, factors: Sequence[float]) -> Dimension:
+    """A learning-rate dimension: `lr` times each factor (a log grid), in the factors' order."""
+    return Dimension("lr", tuple({"lr": float(f"{lr * f:.3g}")} for f in factors))
+
+
 class PeftExportError(ValueError):
     """The prompt has no PEFT equivalent; the message says why."""
 
@@ -115,6 +128,11 @@ class MethodBase:
 
     needs_dev: ClassVar[bool] = False  # chooses among candidates on dev, so an empty dev makes its answer arbitrary
 
+    def search_space(self, fixed: Collection[str]) -> list[Dimension]:
+        """The settings worth tuning on dev (core.tuning), searched one after another; `fixed` names the options
+        the user set, which stay as set. Nothing by default."""
+        return []
+
     def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Name -> (shape, dtype) of exactly the tensors a prompt of this method carries on `backbone`."""
         return {}
@@ -163,14 +181,14 @@ class MethodBase:
 
     def learned(self, backbone: Backbone, template: str, **fields: Any) -> LearnedPrompt:
         """A LearnedPrompt of this method on this backbone; `fields` sets state, tensors, metrics and the like."""
+        defaults = {"verbalizer": self.spec.verbalizer.to_dict(), "display_name": self.label}
         return LearnedPrompt(
             method=self.name,
             template=template,
-            verbalizer=self.spec.verbalizer.to_dict(),
             label_names=list(self.spec.label_names),
             backbone=backbone_identity(backbone),
             config=config_to_dict(self.config),
-            **{"display_name": self.label, **fields},
+            **{**defaults, **fields},
         )
 
 

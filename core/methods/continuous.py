@@ -12,7 +12,7 @@ import contextlib
 import copy
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.data import LabeledDataset
 from core.errors import one_line
-from core.methods.base import LearnedPrompt, MethodBase, PeftExportError
+from core.methods.base import Dimension, LearnedPrompt, MethodBase, PeftExportError, lr_grid
 from core.progress import ProgressFn, StopFn
 from core.scoring import (
     PromptHooks,
@@ -80,6 +80,10 @@ class PromptModule(nn.Module):
         """Nearest vocabulary tokens of the learned vectors, where that means something (display only)."""
         return None
 
+    def penalty(self) -> torch.Tensor | float:
+        """A regulariser added to the training loss (0: none)."""
+        return 0.0
+
     def peft_weights(self) -> torch.Tensor:
         """What PEFT stores as `prompt_embeddings`: the encoder's output, which inference uses as is."""
         raise NotImplementedError
@@ -113,6 +117,10 @@ class SoftTokens(PromptModule):
 
     def hooks(self) -> PromptHooks:
         return PromptHooks(embed=self.embed, shared_lead=self.lead)  # the leading soft tokens: the same in every row
+
+    def penalty(self) -> torch.Tensor | float:
+        penalty = getattr(self.encoder, "penalty", None)
+        return penalty() if penalty is not None else 0.0
 
     def peft_weights(self) -> torch.Tensor:
         return self.vectors()  # (n, H)
@@ -163,6 +171,12 @@ class ContinuousMethod(MethodBase):
     def peft_config(self, backbone: Backbone, learned: LearnedPrompt, common: dict[str, Any]) -> Any:
         """PEFT's config class for this method, built from the keyword arguments every PEFT prompt config takes."""
         raise NotImplementedError
+
+    lr_factors: ClassVar[tuple[float, ...]] = (1.0, 1 / 3, 3.0)  # the tuned lr grid around the default, default first
+
+    def search_space(self, fixed: Collection[str]) -> list[Dimension]:
+        """The learning rate, on a log grid around the config's, unless the user set it."""
+        return [] if "lr" in fixed else [lr_grid(self.config.lr, self.lr_factors)]
 
     # -- shared -------------------------------------------------------------------------------------------------
 
@@ -229,7 +243,7 @@ class ContinuousMethod(MethodBase):
         dev_labels = torch.tensor(list(dev.labels), dtype=torch.long)
 
         def loss_fn(records: Sequence[Mapping[str, str]], labels: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(module.label_scores(backbone, plan, records).float(), labels)
+            return F.cross_entropy(module.label_scores(backbone, plan, records).float(), labels) + module.penalty()
 
         def eval_fn() -> tuple[float, float]:
             scores = self._score(backbone, module, plan, dev.records)
@@ -278,6 +292,7 @@ class ContinuousMethod(MethodBase):
         metrics: dict[str, Any] = {
             "trainable_params": trainable,
             "dev_accuracy": result.best_dev_accuracy,
+            "dev_loss": next((e["dev_loss"] for e in result.evals if e["step"] == result.best_step), None),
             "steps": result.steps,
             "best_step": result.best_step,
             "stopped_early": result.stopped_early,

@@ -9,17 +9,19 @@ backbone is frozen unless `tune_backbone`, which trains it too with its own, muc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 
 from core.backbone import Backbone
 from core.config import choice
-from core.methods.base import LearnedPrompt
+from core.data import LabeledDataset
+from core.methods.base import Dimension, LearnedPrompt
 from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
 from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
-from core.templates import Template, with_soft_slots
+from core.templates import SlotKind, Template, with_soft_slots
 
 
 @dataclass
@@ -40,10 +42,34 @@ class PTuningConfig(ContinuousConfig):
     encoder_hidden: int = field(
         default=0,
         metadata={
-            "help": "Encoder hidden size (0: half the model width per LSTM direction, the model width for the MLP)."
+            "help": "Encoder hidden size (0: scale_encoder's size, else half the model width per LSTM direction, "
+            "the model width for the MLP)."
         },
     )
-    encoder_dropout: float = field(default=0.0, metadata={"help": "Dropout between the LSTM layers."})
+    scale_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "With encoder_hidden 0: size the encoder to the training set (one unit per example, 16 to half "
+            "the model width) instead of the fixed size."
+        },
+    )
+    encoder_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the encoder's output (and between the LSTM layers)."}
+    )
+    encoder_anchor: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a penalty keeping the virtual tokens near their initial (real-word) embeddings "
+            "(0: none)."
+        },
+    )
+    init_from_template: bool = field(
+        default=False,
+        metadata={
+            "help": "Initialise the virtual tokens from the template's anchor words and the label words (when "
+            "init_words is empty); off: sampled vocabulary tokens."
+        },
+    )
     encoder_residual: bool = field(
         default=True,
         metadata={
@@ -75,6 +101,18 @@ class PTuningConfig(ContinuousConfig):
             raise ValueError(f"encoder_dropout must be in [0, 1), not {self.encoder_dropout!r}")
 
 
+def scaled_hidden(n_train: int, width: int) -> int:
+    """Encoder hidden size for `n_train` examples: one unit per example, at least 16, at most half the width."""
+    return int(max(16, min(n_train, width // 2)))
+
+
+def anchor_words(template: Template) -> list[str]:
+    """The template's anchor text as words ("{text} [P*3] It was [P*2] [MASK]" -> ["It", "was"])."""
+    return [
+        w for p in template.pieces if p.kind is SlotKind.TEXT for w in p.value.split() if any(c.isalnum() for c in w)
+    ]
+
+
 class PTuning(ContinuousMethod):
     name: ClassVar[str] = "ptuning"
     label: ClassVar[str] = "P-tuning"
@@ -87,16 +125,37 @@ class PTuning(ContinuousMethod):
             raise ValueError("the P-tuning template has no [P] slot; raise tokens_after_text or tokens_before_mask")
         return with_soft_slots(base, after_fields=cfg.tokens_after_text, before_mask=cfg.tokens_before_mask)
 
+    def search_space(self, fixed: Collection[str]) -> list[Dimension]:
+        """The learning rate, then the encoder (the configured one first), each unless the user set it."""
+        dims = super().search_space(fixed)
+        if "encoder" not in fixed:
+            kinds = [self.config.encoder, *(k for k in EncoderKind if k is not self.config.encoder)]
+            dims.append(Dimension("encoder", tuple({"encoder": k.value} for k in kinds)))
+        return dims
+
+    def fit(self, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, **kw: Any) -> LearnedPrompt:
+        """Fix the encoder size for this training set first, so the saved config rebuilds the same encoder."""
+        if not self.config.encoder_hidden and self.config.scale_encoder:
+            self.config = replace(self.config, encoder_hidden=scaled_hidden(len(train), backbone.hidden_size))
+        return super().fit(backbone, train, dev, **kw)
+
+    def init_words(self, template: Template) -> list[str]:
+        """The words the virtual tokens start as: `init_words`, else the template's anchors and label words."""
+        if self.config.init_words or not self.config.init_from_template:
+            return word_list(self.config.init_words)
+        return anchor_words(template) + [w for words in self.spec.verbalizer.words.values() for w in words]
+
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
         cfg = self.config
         if not template.n_soft:
             raise ValueError(f"the P-tuning template {template.source!r} has no [P] slot; add e.g. [P*3]")
         dim = backbone.hidden_size
+        # 0: the fixed size (fit has already replaced 0 by the scaled size where scale_encoder is on)
         hidden = cfg.encoder_hidden or (dim // 2 if cfg.encoder is EncoderKind.LSTM else dim)
         init = None
         if for_training:
             gen = torch.Generator().manual_seed(cfg.seed)
-            init = init_vectors(backbone, template.n_soft, words=word_list(cfg.init_words), generator=gen)
+            init = init_vectors(backbone, template.n_soft, words=self.init_words(template), generator=gen)
         encoder = PromptEncoder(
             template.n_soft,
             dim,
@@ -105,6 +164,7 @@ class PTuning(ContinuousMethod):
             dropout=cfg.encoder_dropout,
             residual=cfg.encoder_residual,
             init=init,
+            anchor=cfg.encoder_anchor,
         )
         return SoftTokens(encoder, template, len(backbone.prefix_ids))
 

@@ -1,0 +1,162 @@
+"""Automatic per-method tuning on dev (core/tuning.py): declared search spaces, choice by dev only, user options kept."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from core import tuning
+from core.app.views import settings_note, small_dev_warning, tuning_trials
+from core.compare import Unit, run_unit, summarize
+from core.data import LabeledDataset, Split
+from core.methods import REGISTRY, create
+from core.progress import TUNING, never_stop, no_progress
+from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
+
+TRAIN, DEV = keyword_data(16, 0), keyword_data(16, 1)
+SHORT = {"max_steps": 4, "eval_every": 2, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return learnable_backbone("llama")
+
+
+class Phases:
+    """A progress callback that records the phases it is told about, as the job runner's does."""
+
+    def __init__(self):
+        self.phases: list[str] = []
+
+    def __call__(self, step, total, metrics):
+        pass
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+
+def test_ptuning_searches_lr_then_encoder_and_keeps_the_best_trial_on_dev(backbone):
+    method = create("ptuning", spec_for(backbone), SHORT)
+    progress = Phases()
+    tuned = tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=progress, should_stop=never_stop)
+    trials, report = tuned.trials, tuned.report
+    assert len(trials) == 5  # 3 learning rates, then the 2 other encoders at the best one
+    assert [t.options["lr"] for t in trials[:3]] == [3e-3, 1e-3, 9e-3]  # log grid, the default first
+    assert [t.options["encoder"] for t in trials[:3]] == ["lstm"] * 3
+    assert {t.options["encoder"] for t in trials[3:]} == {"mlp", "none"}
+    best = max(trials, key=tuning.Trial.key)
+    assert report["chosen"] == best.options  # coordinate search ends on the best configuration it tried
+    assert (
+        tuned.method.config.lr == best.options["lr"] and tuned.method.config.encoder.value == best.options["encoder"]
+    )
+    assert tuned.learned.config["lr"] == best.options["lr"]  # the kept trial is the final prompt: nothing retrained
+    assert tuned.learned.metrics["dev_accuracy"] == best.dev_accuracy
+    assert report["summary"] == tuning.describe(best.options) and report["summary"].startswith("lr ")
+    assert report["n_dev"] == len(DEV) and report["dev_too_small"] is False
+    assert sum(p.startswith(f"{TUNING}, trial ") and " · " not in p for p in progress.phases) == 5
+    assert any(p.startswith(f"{TUNING}, trial 1/5: lr 0.003, encoder lstm · ") for p in progress.phases)
+
+
+def test_options_the_user_set_are_never_tuned(backbone):
+    fixed_lr = create("ptuning", spec_for(backbone), {**SHORT, "lr": 0.02})
+    tuned = tuning.fit(fixed_lr, backbone, TRAIN, DEV, fixed={"lr"}, progress=no_progress, should_stop=never_stop)
+    assert [t.options for t in tuned.trials] == [{"encoder": "lstm"}, {"encoder": "mlp"}, {"encoder": "none"}]
+    assert tuned.method.config.lr == 0.02
+    both = create("ptuning", spec_for(backbone), {**SHORT, "lr": 0.02, "encoder": "mlp"})
+    plain = tuning.fit(
+        both, backbone, TRAIN, DEV, fixed={"lr", "encoder"}, progress=no_progress, should_stop=never_stop
+    )
+    assert plain.report is None and plain.trials == [] and plain.method is both
+    off = tuning.fit(
+        create("prompt_tuning", spec_for(backbone), SHORT),
+        backbone,
+        TRAIN,
+        DEV,
+        enabled=False,
+        progress=no_progress,
+        should_stop=never_stop,
+    )
+    assert off.report is None
+
+
+def test_every_trained_method_declares_what_it_tunes_and_untrained_ones_nothing(backbone):
+    spec = spec_for(backbone)
+    for name, cls in REGISTRY.items():
+        dims = create(name, spec, {}).search_space(set())
+        names = {k for d in dims for c in d.choices for k in c}
+        assert (name in ("ptuning", "ptuning_v2", "prompt_tuning", "autoprompt")) == bool(dims), name
+        for d in dims:  # the method's current setting comes first, so ties keep the defaults
+            config = create(name, spec, {}).config
+            assert all(getattr(getattr(config, k), "value", getattr(config, k)) == v for k, v in d.choices[0].items())
+        assert not cls.trains or name == "linear_probe" or names
+
+
+def test_autoprompt_trades_candidates_for_iterations_within_its_budget(backbone):
+    method = create("autoprompt", spec_for(backbone), {"num_candidates": 10, "max_steps": 40})
+    (dim,) = method.search_space({"max_steps"})  # the global step budget does not pin the trade-off
+    assert [c["num_candidates"] for c in dim.choices] == [10, 5, 20]
+    assert all(c["num_candidates"] * c["max_steps"] == 400 for c in dim.choices)
+    assert method.search_space({"num_candidates"}) == []
+
+
+def test_the_choice_never_depends_on_the_test_split(backbone):
+    """Tuning sees train and dev only: two runs that differ only in their test rows choose and score alike on dev."""
+    test_a, test_b = keyword_data(8, 2), keyword_data(8, 3)
+    flipped = LabeledDataset(test_b.records, tuple(1 - y for y in test_b.labels), test_b.label_names, "text", "label")
+    spec = spec_for(backbone)
+    unit = Unit("prompt_tuning", 0, dict(SHORT), tune=True)
+    reports = []
+    for test in (test_a, flipped):
+        result = run_unit(backbone, Split(TRAIN, DEV, test, 0), spec, unit)
+        reports.append(result["rows"][0]["tuning"])
+    strip = [[{k: v for k, v in t.items() if k != "seconds"} for t in r["trials"]] for r in reports]
+    assert strip[0] == strip[1] and reports[0]["chosen"] == reports[1]["chosen"]
+
+
+def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
+    small_dev = keyword_data(6, 1)
+    split = Split(TRAIN, small_dev, keyword_data(8, 2), 0)
+    unit = Unit("ptuning", 0, {**SHORT, "encoder": "none"}, tune=True)  # the encoder set: 3 learning rates tried
+    result = run_unit(backbone, split, spec_for(backbone), unit)
+    row = result["rows"][0]
+    assert len(row["tuning"]["trials"]) == 3 and row["tuning"]["dev_too_small"] is True
+    assert row["train_seconds"] >= sum(t["seconds"] for t in row["tuning"]["trials"])
+    n_rows = len(TRAIN) + len(small_dev) + len(split.test)  # trials share each text's cached key/values
+    assert row["prefix_cache_misses"] <= n_rows < row["prefix_cache_hits"]
+    summary = summarize([result], dataset={}, split=split, backbone={})
+    (m,) = summary["methods"]
+    note = settings_note(m)
+    assert note.startswith(f"tuned on dev: {row['tuning']['summary']}") and "only 6 rows" in note
+    table = tuning_trials(m)
+    assert len(table) == 3 and table["chosen"].sum() == 1
+    untuned = run_unit(backbone, split, spec_for(backbone), Unit("ptuning", 0, {**SHORT, "encoder": "none"}))
+    assert untuned["rows"][0]["tuning"] is None
+
+
+def test_cli_tunes_by_default_and_not_with_no_tune_or_a_set_lr(tmp_path):
+    from core.cli import main
+    from tests.tiny_models import save_tiny
+
+    folder = save_tiny("gpt2", tmp_path / "gpt2")
+    rows = [{"text": r["text"], "label": LABELS[y]} for r, y in zip(TRAIN.records, TRAIN.labels, strict=True)]
+    pd.DataFrame(rows * 3).to_csv(tmp_path / "d.csv", index=False)
+    common = ["compare", "--data", str(tmp_path / "d.csv"), "--backbone", str(folder), "--methods", "prompt_tuning"]
+    common += ["--k-shot", "4", "--max-steps", "2", "--test-size", "8", "--verbalizer", json.dumps(VERBALIZER)]
+    runs = {
+        "default": [],
+        "no-tune": ["--no-tune"],
+        "lr set": ["--option", "prompt_tuning.lr=0.01"],
+    }
+    tuning_of = {}
+    for name, extra in runs.items():
+        assert main([*common, *extra, "--out", str(tmp_path / name)]) == 0
+        (row,) = json.loads((tmp_path / name / "results.json").read_text())["methods"]
+        tuning_of[name] = row["tuning"][0]
+    assert len(tuning_of["default"]["trials"]) == 3 and tuning_of["default"]["n_dev"] == 8
+    assert tuning_of["no-tune"] is None and tuning_of["lr set"] is None
+
+
+def test_train_page_warns_before_launch_when_dev_is_too_small():
+    assert small_dev_warning(15).startswith("Dev has only 15 rows") and small_dev_warning(16) is None
