@@ -21,7 +21,7 @@ from typing import Any
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.methods.base import Dimension, LearnedPrompt, PromptMethod
-from core.progress import TUNING, ProgressFn, StopFn, enter_phase
+from core.progress import TRAINING, TUNING, ProgressFn, StopFn, enter_phase
 
 SMALL_DEV = 16  # dev rows below which a choice among configurations is mostly noise
 
@@ -106,7 +106,7 @@ def _trial(
     should_stop: StopFn,
 ) -> tuple[Trial, PromptMethod, LearnedPrompt]:
     variant = type(method)(method.spec, dataclasses.replace(method.config, **options))
-    enter_phase(progress, label)
+    enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()
     learned = variant.fit(backbone, train, dev, progress=_InTrial(progress, label), should_stop=should_stop)
     m = learned.metrics
