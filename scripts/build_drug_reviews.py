@@ -40,14 +40,7 @@ def reviews(wheel: Path) -> pd.DataFrame:
 def build(wheel: Path, out: Path) -> Path:
     df = reviews(wheel)
     df = df[df["label"].isin(LABELS)]
-    n = int(df["label"].value_counts().min())
-    balanced = pd.concat([g.sample(n=n, random_state=SEED) for _, g in df.groupby("label")])
-    balanced = balanced.sample(frac=1, random_state=SEED).reset_index(drop=True)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "drug_reviews.csv"
-    balanced.to_csv(path, index=False)
-    print(f"{path}: {len(balanced)} rows, {n} per label")
-    return path
+    return wheel_source.write_balanced(df, out / "drug_reviews.csv", int(df["label"].value_counts().min()), SEED)
 
 
 if __name__ == "__main__":
