@@ -304,7 +304,12 @@ def _calibrate_on_dev(
         prior = None
         if method.calibratable:
             prior = torch.tensor(carried) if carried else calibration.log_prior(method, backbone, prompt, columns)
-        raw_dev = method.scores(backbone, prompt, dev.records) if prior is not None and len(dev) else None
+        raw_dev = None
+        if prior is not None and len(dev):
+            known = original.dev_scores
+            raw_dev = (
+                known if known is not None and len(known) == len(dev) else method.scores(backbone, prompt, dev.records)
+            )
         default = calibration.CALIBRATED if carried else calibration.UNCALIBRATED
         out[key] = (calibration.choose(raw_dev, prior, list(dev.labels), default), prior)
     return out

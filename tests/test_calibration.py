@@ -124,3 +124,18 @@ def test_the_majority_baseline_is_not_calibrated(tiny, split_spec):
     assert not method_class("baseline").calibratable
     row = run_unit(tiny("gpt2"), split, spec, Unit("baseline", 0))["rows"][0]
     assert row["calibration"]["chosen"] == "uncalibrated" and row["calibration"]["by"] == "not calibratable"
+
+
+@pytest.mark.parametrize("method", ["manual", "ptuning", "prompt_tuning"])
+def test_dev_is_scored_once_the_fit_hands_its_dev_scores_on(tiny, split_spec, method):
+    """The calibration choice reuses the dev scores the fit computed at its kept state: they are the raw scores a
+    fresh scoring of dev gives (so reusing them changes nothing), for every prompt the unit reports."""
+    split, spec = split_spec
+    bb = tiny("gpt2")
+    m = create(method, spec, method_options(method, None, max_steps=4))
+    learned = m.fit(bb, split.train, split.dev, progress=lambda *a: None, should_stop=lambda: False)
+    for prompt in [learned, *learned.variants]:
+        assert prompt.dev_scores is not None and prompt.dev_scores.shape == (len(split.dev), 2)
+        fresh = m.scores(bb, calibration.uncalibrated(prompt), split.dev.records)
+        assert torch.allclose(prompt.dev_scores, fresh, atol=1e-5)
+    assert "dev_scores" not in artifacts.manifest(learned)  # in memory only, never in a prompt file

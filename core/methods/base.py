@@ -56,6 +56,9 @@ class LearnedPrompt:
     metrics: dict[str, Any] = field(default_factory=dict)
     display_name: str = ""
     variants: list[LearnedPrompt] = field(default_factory=list)
+    # Raw (uncalibrated) label scores of the dev rows at the kept state, as `fit` computed them choosing it; in
+    # memory only (never saved), so the calibrated-or-not choice on dev does not score dev a second time.
+    dev_scores: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def trainable_params(self) -> int:

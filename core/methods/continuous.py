@@ -38,7 +38,7 @@ from core.scoring import (
     reduce_field,
 )
 from core.templates import Encoded, SlotKind, Template
-from core.training import ParamGroup, TrainConfig, train
+from core.training import ParamGroup, TrainConfig, TrainResult, train
 
 PROMPT_PREFIX = "prompt."
 BACKBONE_PREFIX = "backbone."
@@ -245,8 +245,11 @@ class ContinuousMethod(MethodBase):
         def loss_fn(records: Sequence[Mapping[str, str]], labels: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(module.label_scores(backbone, plan, records).float(), labels) + module.penalty()
 
+        dev_scores: list[torch.Tensor] = []  # one per evaluation in this process, to hand the kept one on
+
         def eval_fn() -> tuple[float, float]:
             scores = self._score(backbone, module, plan, dev.records)
+            dev_scores.append(scores)
             return float((scores.argmax(1) == dev_labels).float().mean()), float(F.cross_entropy(scores, dev_labels))
 
         tuned: dict[str, torch.Tensor] = {}
@@ -302,7 +305,9 @@ class ContinuousMethod(MethodBase):
         state: dict[str, Any] = {"losses": result.losses, "evals": result.evals}
         if readout is not None:
             state["nearest_tokens"] = readout
-        return self.learned(backbone, source, tensors=tensors, state=state, metrics=metrics)
+        learned = self.learned(backbone, source, tensors=tensors, state=state, metrics=metrics)
+        learned.dev_scores = kept_scores(result, dev_scores)
+        return learned
 
     def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
         """The module's weights as this config builds them (on the meta device: no memory), plus every backbone
@@ -340,3 +345,10 @@ class ContinuousMethod(MethodBase):
             return self._score(backbone, module, plan, records)
         with prefix_cache.bypass():  # a one-off copy with other weights: nothing worth caching
             return self._score(private_backbone(backbone, tuned), module, plan, records)
+
+
+def kept_scores(result: TrainResult, scores: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The dev scores of the kept (best) state, when this process computed them: `scores` holds one per evaluation
+    since the run (re)started, the last `len(scores)` of `result.evals`."""
+    steps = [e["step"] for e in result.evals[len(result.evals) - len(scores) :]]
+    return scores[steps.index(result.best_step)] if result.best_step in steps else None

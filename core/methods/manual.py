@@ -75,10 +75,12 @@ class ManualPrompts(MethodBase):
         return discrete_scores(backbone, learned, records)
 
 
-def discrete_scores(backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
+def discrete_scores(
+    backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]], *, calibrated: bool = True
+) -> torch.Tensor:
     """Label log-scores of a prompt with no learned weights: a manual template, or one with found trigger tokens
-    (`state["trigger_ids"]`); calibrated when the prompt carries a content-free prior. Manual and AutoPrompt
-    prompts are scored only here."""
+    (`state["trigger_ids"]`); calibrated when the prompt carries a content-free prior (unless `calibrated` is
+    off). Manual and AutoPrompt prompts are scored only here."""
     plan = build_plan(
         backbone,
         Template.parse(learned.template),
@@ -93,7 +95,7 @@ def discrete_scores(backbone: Backbone, learned: LearnedPrompt, records: Sequenc
         batch_size=learned.config.get("batch_size", 16),
         trigger_ids=learned.state.get("trigger_ids", ()),
     )
-    if "log_prior" in learned.state:
+    if calibrated and "log_prior" in learned.state:
         return calibrate(raw, torch.tensor(learned.state["log_prior"]))
     return raw
 
@@ -120,9 +122,10 @@ def select_template(
             break
         Template.parse(template).validate(dev.columns, backbone.kind)
         prompt = method.prompt_for(backbone, template, dev.columns)
-        prompt.metrics["dev_accuracy"] = accuracy(
-            method.scores(backbone, prompt, dev.records).argmax(1).tolist(), list(dev.labels)
-        )
+        prompt.dev_scores = discrete_scores(backbone, prompt, dev.records, calibrated=False)
+        prior = prompt.state.get("log_prior")
+        chosen = calibrate(prompt.dev_scores, torch.tensor(prior)) if prior is not None else prompt.dev_scores
+        prompt.metrics["dev_accuracy"] = accuracy(chosen.argmax(1).tolist(), list(dev.labels))
         prompt.display_name = f"{name} #{i + 1}: {template}"
         candidates.append(prompt)
         progress(i + 1, total, {"dev_accuracy": prompt.metrics["dev_accuracy"]})
