@@ -206,6 +206,7 @@ def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     assert note.startswith(f"tuned on dev: {row['tuning']['summary']}") and "only 6 rows" in note
     table = tuning_trials(m)
     assert len(table) == 3 and table["chosen"].sum() == 1
+    assert (table["compared at step"] < table["steps"]).tolist() == table["chosen"].tolist()  # the winner continued
     untuned = run_unit(backbone, split, spec_for(backbone), Unit("ptuning", 0, {**SHORT, "encoder": "none"}))
     assert untuned["rows"][0]["tuning"] is None
 
