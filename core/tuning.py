@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import distributed
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.methods.base import Dimension, LearnedPrompt, PromptMethod
@@ -127,13 +128,15 @@ def fit(
             best = max(ranked, key=Trial.key).options  # max keeps the first of equals: the current setting first
         won = tried[_signature(best)]
         if won.learned is None:
+            distributed.exchange(distributed.data_parallel_group(), None)  # its checkpoint is written (main's)
             _continue(won, backbone, train, dev, progress, should_stop)
         for run in tried.values():
             if run.folder is not None and run is not won:
                 shutil.rmtree(run.folder, ignore_errors=True)
-        if won.folder is not None:
+        left = [won.folder, root if root != Path(scratch) else None]  # the loop removed the winner's checkpoint
+        for folder in filter(None, left):
             with contextlib.suppress(OSError):
-                won.folder.rmdir()  # the loop removed its checkpoint when it finished: empty, unless a stray file
+                folder.rmdir()  # only if empty: a folder holding anything else stays
     chosen, learned = won.method, won.learned
     assert learned is not None
     if root is not None:  # the prompt and the method read as a plain fit's: the method's own checkpoint folder
@@ -145,10 +148,13 @@ def fit(
 
 def _trial_root(method: PromptMethod, scratch: Path) -> Path | None:
     """Where trials keep their checkpoints: the method's checkpoint folder when set, else `scratch`; None when the
-    method has no checkpoints (its trials then run complete: nothing to pause them with)."""
+    method has no checkpoints (its trials then run complete: nothing to pause them with), or when processes
+    training together would each have a scratch folder of their own (only the main one writes checkpoints)."""
     if "checkpoint_dir" not in {f.name for f in dataclasses.fields(method.config)}:
         return None
-    return Path(method.config.checkpoint_dir) if method.config.checkpoint_dir else scratch
+    if method.config.checkpoint_dir:
+        return Path(method.config.checkpoint_dir)
+    return None if distributed.data_parallel_group().is_distributed else scratch
 
 
 def rung(config: Any) -> int:

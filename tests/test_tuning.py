@@ -97,7 +97,8 @@ def test_the_continued_winner_is_exactly_an_untuned_fit_of_its_configuration(
     """Trials pause at their rung and only the winner is continued, from its checkpoint, to its full budget: its
     prompt is the one a plain fit of the chosen settings makes, and the trials ran far fewer steps than full fits."""
     spec = spec_for(backbone)
-    method = create(name, spec, {**options, "checkpoint_dir": str(tmp_path)})
+    folder = tmp_path / "checkpoints"
+    method = create(name, spec, {**options, "checkpoint_dir": str(folder)})
     count = StepCount()
     tuned = tuning.fit(method, backbone, TRAIN, DEV, fixed=fixed, progress=count, should_stop=never_stop)
     chosen = tuned.report["chosen"]
@@ -119,9 +120,9 @@ def test_the_continued_winner_is_exactly_an_untuned_fit_of_its_configuration(
     # the saving is real: every trial's rung plus the winner's rest, less than a full fit per trial
     full = sum(create(name, spec, {**options, **t.options}).config.max_steps for t in tuned.trials)
     assert count.steps == sum(t.rung for t in tuned.trials) + won.steps - won.rung < full
-    # the losers' folders are gone, the winner's emptied; the prompt names the method's folder, not a trial's
-    assert not any(Path(tmp_path).iterdir())
-    assert got.config["checkpoint_dir"] == str(tmp_path) == tuned.method.config.checkpoint_dir
+    # every trial's folder is gone (and the method's, left empty); the prompt names the method's folder, not a trial's
+    assert not folder.exists()
+    assert got.config["checkpoint_dir"] == str(folder) == tuned.method.config.checkpoint_dir
 
 
 def test_a_cancel_mid_tuning_is_the_users_and_keeps_the_paused_trials(backbone, tmp_path):
