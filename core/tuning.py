@@ -1,40 +1,68 @@
 """Automatic per-method tuning on dev: a small search over each trained method's most sensitive settings.
 
 A method declares what is worth searching (`search_space`: a few dimensions, each a list of alternative option
-sets); it knows its own sensitive settings, so nothing here names a method. The search runs one trial per distinct
-configuration, one dimension after another (coordinate search: a dimension's best choice is kept while the next
+sets); it knows its own sensitive settings, so nothing here names a method. The search tries one configuration per
+distinct setting, one dimension after another (coordinate search: a dimension's best choice is kept while the next
 one is searched, the method's defaults tried first), and picks by dev accuracy, ties by dev loss, then by the
-order tried. Only train and dev rows ever reach it: the test split is scored after it returns. Each trial is a
-complete fit with the method's own early stopping, so the winner's trial is the final fit (nothing retrained),
-and trials of a frozen causal LM share the text's key/values through the process-wide prefix cache. Options the
-user set are never searched over.
+order tried. Only train and dev rows ever reach it: the test split is scored after it returns. Options the user
+set are never searched over.
+
+Successive halving, one rung: a trial runs only to its *rung*, about `RUNG_FRACTION` of its own step budget
+(rounded up to its next dev evaluation, so the trials of a dimension are compared on dev scores measured at the
+same step), and pauses there; only the winner is continued to its full budget. Complete trials cost the search
+as many fits as trials (3-5x one fit); paused ones cost about 1.5-2.3x. The pause is exact because it is the
+loops' own cancel: the training loop and AutoPrompt's search poll `should_stop()` before every step, write a
+checkpoint and raise `Cancelled`, and a fit given the same config and checkpoint folder resumes where it stopped.
+So each trial gets a checkpoint folder of its own (under the method's `checkpoint_dir` when it has one, else a
+temporary folder), and the winner's continued run is step for step the fit an untuned run of its configuration
+would have made. A trial that ends before its rung (early stopping, a short budget) is simply complete. Trials
+of a frozen causal LM share the text's key/values through the process-wide prefix cache.
+
+Why not Optuna: the grids here are 3 points a dimension and our loops already pause and continue exactly from
+their own checkpoints; a study object, storage and pruner callbacks would add more than they save, and Optuna's
+pruners still run the first trial to completion (nothing to compare it with), which is most of the cost here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import math
+import shutil
+import tempfile
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from core import distributed
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.methods.base import Dimension, LearnedPrompt, PromptMethod
-from core.progress import TRAINING, TUNING, ProgressFn, StopFn, enter_phase
+from core.progress import TRAINING, TUNING, Cancelled, ProgressFn, StopFn, enter_phase
 
 SMALL_DEV = 16  # dev rows below which a choice among configurations is mostly noise
+RUNG_FRACTION = 1 / 3  # of a trial's step budget it runs before the trials are compared (then rounded up)
 
 
 @dataclass
 class Trial:
-    """One tried configuration and how it did on dev."""
+    """One tried configuration and how it did on dev.
+
+    `dev_accuracy`/`dev_loss`: the scores it was compared on (the best dev evaluation up to its rung, or of its
+    complete run when it ended first); `rung`: the step where it was compared; `steps`: every step it ran
+    (the continuation included); `continued`: whether it was the winner continued from its rung to its full budget.
+    """
 
     options: dict[str, Any]
     dev_accuracy: float | None
     dev_loss: float | None
     steps: int | None
     seconds: float
+    rung: int | None = None
+    continued: bool = False
 
     def key(self) -> tuple[float, float]:
         """Larger is better: dev accuracy, then lower dev loss (a missing score ranks last)."""
@@ -53,6 +81,16 @@ class Tuned:
     trials: list[Trial] = field(default_factory=list)
 
 
+@dataclass
+class _Run:
+    """A trial and where it stands: `learned` is None while it is paused at its rung (its state in `folder`)."""
+
+    trial: Trial
+    method: PromptMethod
+    learned: LearnedPrompt | None
+    folder: Path | None
+
+
 def fit(
     method: PromptMethod,
     backbone: Backbone,
@@ -66,27 +104,66 @@ def fit(
 ) -> Tuned:
     """Fit `method`, first searching its declared settings on dev when `enabled` (report None when nothing was).
 
-    `fixed`: the options the user set, which the method leaves out of its search space.
+    `fixed`: the options the user set, which the method leaves out of its search space. A cancel leaves the
+    paused trials' checkpoints under the method's `checkpoint_dir` (when set), so a rerun continues them.
     """
     dims = method.search_space(fixed) if enabled and len(dev) else []
     if not dims:
         return Tuned(method, method.fit(backbone, train, dev, progress=progress, should_stop=should_stop))
     keys = list(dict.fromkeys(k for d in dims for c in d.choices for k in c))
-    tried: dict[str, tuple[Trial, PromptMethod, LearnedPrompt]] = {}  # by the configuration a trial ran with
+    tried: dict[str, _Run] = {}  # by the configuration a trial ran with
     best: dict[str, Any] = {}
     total = 1 + sum(len(d.choices) - 1 for d in dims)  # at most: each dimension adds its non-current choices
-    for dim in dims:
-        for choice in dim.choices:
-            options = _settings(method, {**best, **choice}, keys)
-            sig = _signature(options)
-            if sig not in tried:
-                label = f"{TUNING}, trial {len(tried) + 1}/{total}: {describe(options)}"
-                tried[sig] = _trial(method, options, backbone, train, dev, label, progress, should_stop)
-        ranked = [tried[_signature(_settings(method, {**best, **c}, keys))][0] for c in dim.choices]
-        best = max(ranked, key=Trial.key).options  # max keeps the first of equals: the current setting first
-    trial, chosen, learned = tried[_signature(best)]
-    trials = [t for t, _, _ in tried.values()]
-    return Tuned(chosen, learned, report(trial, trials, len(dev)), trials)
+    with tempfile.TemporaryDirectory(prefix="ptune-tuning-") as scratch:
+        root = _trial_root(method, Path(scratch))
+        for dim in dims:
+            for choice in dim.choices:
+                options = _settings(method, {**best, **choice}, keys)
+                sig = _signature(options)
+                if sig not in tried:
+                    label = f"{TUNING}, trial {len(tried) + 1}/{total}: {describe(options)}"
+                    folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
+                    tried[sig] = _trial(method, options, folder, backbone, train, dev, label, progress, should_stop)
+            ranked = [tried[_signature(_settings(method, {**best, **c}, keys))].trial for c in dim.choices]
+            best = max(ranked, key=Trial.key).options  # max keeps the first of equals: the current setting first
+        won = tried[_signature(best)]
+        if won.learned is None:
+            distributed.exchange(distributed.data_parallel_group(), None)  # its checkpoint is written (main's)
+            _continue(won, backbone, train, dev, progress, should_stop)
+        for run in tried.values():
+            if run.folder is not None and run is not won:
+                shutil.rmtree(run.folder, ignore_errors=True)
+        left = [won.folder, root if root != Path(scratch) else None]  # the loop removed the winner's checkpoint
+        for folder in filter(None, left):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a folder holding anything else stays
+    chosen, learned = won.method, won.learned
+    assert learned is not None
+    if root is not None:  # the prompt and the method read as a plain fit's: the method's own checkpoint folder
+        chosen.config = dataclasses.replace(chosen.config, checkpoint_dir=method.config.checkpoint_dir)
+        learned.config["checkpoint_dir"] = method.config.checkpoint_dir
+    trials = [r.trial for r in tried.values()]
+    return Tuned(chosen, learned, report(won.trial, trials, len(dev)), trials)
+
+
+def _trial_root(method: PromptMethod, scratch: Path) -> Path | None:
+    """Where trials keep their checkpoints: the method's checkpoint folder when set, else `scratch`; None when the
+    method has no checkpoints (its trials then run complete: nothing to pause them with), or when processes
+    training together would each have a scratch folder of their own (only the main one writes checkpoints)."""
+    if "checkpoint_dir" not in {f.name for f in dataclasses.fields(method.config)}:
+        return None
+    if method.config.checkpoint_dir:
+        return Path(method.config.checkpoint_dir)
+    return None if distributed.data_parallel_group().is_distributed else scratch
+
+
+def rung(config: Any) -> int:
+    """The step a trial of `config` is compared at: `RUNG_FRACTION` of its budget (`max_steps`), rounded up to its
+    next dev evaluation (every `eval_interval` steps of the training loop, `eval_every` iterations of a search);
+    `max_steps` when that is no earlier than the end."""
+    interval = max(1, int(getattr(config, "eval_interval", 0) or getattr(config, "eval_every", 0) or 1))
+    at = math.ceil(math.ceil(config.max_steps * RUNG_FRACTION - 1e-9) / interval) * interval
+    return min(config.max_steps, at)
 
 
 def _settings(method: PromptMethod, options: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -98,34 +175,93 @@ def _settings(method: PromptMethod, options: Mapping[str, Any], keys: list[str])
 def _trial(
     method: PromptMethod,
     options: Mapping[str, Any],
+    folder: Path | None,
     backbone: Backbone,
     train: LabeledDataset,
     dev: LabeledDataset,
     label: str,
     progress: ProgressFn,
     should_stop: StopFn,
-) -> tuple[Trial, PromptMethod, LearnedPrompt]:
-    variant = type(method)(method.spec, dataclasses.replace(method.config, **options))
+) -> _Run:
+    """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end."""
+    config = dataclasses.replace(method.config, **options)
+    at = rung(config) if folder is not None else config.max_steps
+    if folder is not None:
+        config = dataclasses.replace(config, checkpoint_dir=str(folder))
+    variant = type(method)(method.spec, config)
+    watch = _InTrial(progress, label, at if at < config.max_steps else None, should_stop)
     enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()
-    learned = variant.fit(backbone, train, dev, progress=_InTrial(progress, label), should_stop=should_stop)
+    try:
+        learned = variant.fit(backbone, train, dev, progress=watch, should_stop=watch.should_stop)
+    except Cancelled:
+        if not watch.reached or watch.user_stopped or should_stop():
+            raise  # the user's cancel, not the pause: the checkpoints stay for a rerun
+        acc, loss = watch.best or (None, None)
+        seconds = time.perf_counter() - start
+        return _Run(Trial(dict(options), acc, loss, watch.step, seconds, rung=watch.step), variant, None, folder)
     m = learned.metrics
     steps = m.get("steps", m.get("iterations"))
     trial = Trial(dict(options), m.get("dev_accuracy"), m.get("dev_loss"), steps, time.perf_counter() - start)
-    return trial, variant, learned
+    trial.rung = steps  # complete before its rung: compared on its whole run
+    return _Run(trial, variant, learned, folder)
+
+
+def _continue(
+    run: _Run,
+    backbone: Backbone,
+    train: LabeledDataset,
+    dev: LabeledDataset,
+    progress: ProgressFn,
+    should_stop: StopFn,
+) -> None:
+    """Continue the paused winner from its rung to its full budget (the fit resumes from its checkpoint)."""
+    label = f"{TUNING}: continuing {describe(run.trial.options)} to the full budget"
+    enter_phase(progress, f"{label} · {TRAINING}")
+    start = time.perf_counter()
+    run.learned = run.method.fit(backbone, train, dev, progress=_InTrial(progress, label), should_stop=should_stop)
+    m = run.learned.metrics
+    run.trial.steps = m.get("steps", m.get("iterations"))
+    run.trial.seconds += time.perf_counter() - start
+    run.trial.continued = True
 
 
 class _InTrial:
-    """A progress callback whose phases read as parts of the trial ("tuning on dev, trial 2/5: lr 0.01 · training")."""
+    """A progress callback whose phases read as parts of the trial ("tuning on dev, trial 2/5: lr 0.01 · training").
 
-    def __init__(self, progress: ProgressFn, label: str):
-        self.progress, self.label = progress, label
+    With a `rung`, it also watches the trial: the best dev score reported so far (accuracy, then lower loss, as the
+    training loop keeps its best), and `should_stop` turns true once a dev score at or past the rung is in (so a
+    trial resumed from an earlier pause is scored at its next evaluation), or when the user's `stop` is.
+    """
+
+    def __init__(self, progress: ProgressFn, label: str, rung: int | None = None, stop: StopFn | None = None):
+        self.progress, self.label, self.rung, self.stop = progress, label, rung, stop
+        self.step = 0
+        self.best: tuple[float, float | None] | None = None
+        self.reached = self.user_stopped = False
 
     def __call__(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
+        self.step = step
+        acc = metrics.get("dev_accuracy")
+        if acc is not None:
+            loss = metrics.get("dev_loss")
+            if self.best is None or _key(acc, loss) > _key(*self.best):
+                self.best = (acc, loss)
+            self.reached = self.reached or (self.rung is not None and step >= self.rung)
         self.progress(step, total, metrics)
+
+    def should_stop(self) -> bool:
+        if self.stop is not None and self.stop():
+            self.user_stopped = True
+            return True
+        return self.reached
 
     def phase(self, name: str) -> None:
         enter_phase(self.progress, f"{self.label} · {name}")
+
+
+def _key(acc: float, loss: float | None) -> tuple[float, float]:
+    return acc, -(math.inf if loss is None else loss)
 
 
 def report(chosen: Trial, trials: list[Trial], n_dev: int) -> dict[str, Any]:
@@ -136,6 +272,7 @@ def report(chosen: Trial, trials: list[Trial], n_dev: int) -> dict[str, Any]:
         "trials": [dataclasses.asdict(t) for t in trials],
         "n_dev": n_dev,
         "dev_too_small": n_dev < SMALL_DEV,
+        "rung_fraction": RUNG_FRACTION,
     }
 
 
@@ -153,4 +290,4 @@ def _signature(options: Mapping[str, Any]) -> str:
     return repr(sorted((k, getattr(v, "value", v)) for k, v in options.items()))
 
 
-__all__ = ["SMALL_DEV", "Dimension", "Trial", "Tuned", "describe", "fit", "report"]
+__all__ = ["RUNG_FRACTION", "SMALL_DEV", "Dimension", "Trial", "Tuned", "describe", "fit", "report", "rung"]

@@ -138,7 +138,8 @@ tune = st.checkbox(
     key="train-tune",
     help="Before its final run, each trained method tries a few values of its most sensitive settings (learning "
     "rate; P-tuning's encoder; AutoPrompt's candidates per step) and keeps the best on dev, never on test. Options "
-    "you changed above are not tuned. Costs a few trials' training time.",
+    "you changed above are not tuned. Each trial runs a third of its steps; only the best is continued to the full "
+    "budget, so tuning costs about 1.5-2.3x one run's training time.",
 )
 state.update(seeds=seeds_text, max_steps=max_steps, tune=tune)
 n_dev = len(split.dev) if k_shot is None else k_shot * len(ds.label_names)  # a K-shot seed's own dev: K per label

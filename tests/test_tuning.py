@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from core import tuning
 from core.app.views import settings_note, small_dev_warning, tuning_trials
 from core.compare import Unit, run_unit, summarize
 from core.data import LabeledDataset, Split
 from core.methods import REGISTRY, create
-from core.progress import TUNING, never_stop, no_progress
+from core.progress import TUNING, Cancelled, never_stop, no_progress
 from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
 
 TRAIN, DEV = keyword_data(16, 0), keyword_data(16, 1)
@@ -51,13 +53,86 @@ def test_ptuning_searches_lr_then_encoder_and_keeps_the_best_trial_on_dev(backbo
     assert (
         tuned.method.config.lr == best.options["lr"] and tuned.method.config.encoder.value == best.options["encoder"]
     )
-    assert tuned.learned.config["lr"] == best.options["lr"]  # the kept trial is the final prompt: nothing retrained
-    assert tuned.learned.metrics["dev_accuracy"] == best.dev_accuracy
+    assert tuned.learned.config["lr"] == best.options["lr"]  # the winner's trial continued: nothing retrained
+    # trials ran to their rung (a third of 4 steps, rounded up to the evaluation at step 2); the winner went on
+    assert [t.rung for t in trials] == [2] * 5 and report["rung_fraction"] == tuning.RUNG_FRACTION
+    assert [t.continued for t in trials] == [t is best for t in trials]
+    assert [t.steps for t in trials] == [4 if t is best else 2 for t in trials]
+    assert tuned.learned.metrics["steps"] == 4 and tuned.learned.metrics["resumed_from_step"] == 2
+    assert tuned.learned.metrics["dev_accuracy"] >= best.dev_accuracy  # the best up to step 2 is still a candidate
     assert report["summary"] == tuning.describe(best.options) and report["summary"].startswith("lr ")
     assert report["n_dev"] == len(DEV) and report["dev_too_small"] is False
     # each trial starts in its training phase, so a run card counts the trial's steps from its first one
     starts = [p for p in progress.phases if p.startswith(f"{TUNING}, trial ") and p.endswith(" · training")]
     assert len(starts) >= 5 and starts[0] == f"{TUNING}, trial 1/5: lr 0.003, encoder lstm · training"
+    summary = report["summary"]
+    assert progress.phases[-1].startswith(f"{TUNING}: continuing {summary} to the full budget · training")
+
+
+class StepCount:
+    """A progress callback counting the steps it is told were run (a resume's first report carries no metrics)."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def __call__(self, step, total, metrics):
+        self.steps += bool(metrics)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "fixed", "state_key"),
+    [
+        ("prompt_tuning", {**SHORT, "max_steps": 6}, set(SHORT), None),
+        (  # candidates x iterations at equal budget: 4 x 6, 2 x 12, 8 x 3, each paused at a third of its own
+            "autoprompt",
+            {"num_candidates": 4, "max_steps": 6, "eval_every": 1, "batch_size": 8},
+            {"eval_every", "batch_size"},
+            "trigger_ids",
+        ),
+    ],
+)
+def test_the_continued_winner_is_exactly_an_untuned_fit_of_its_configuration(
+    backbone, tmp_path, name, options, fixed, state_key
+):
+    """Trials pause at their rung and only the winner is continued, from its checkpoint, to its full budget: its
+    prompt is the one a plain fit of the chosen settings makes, and the trials ran far fewer steps than full fits."""
+    spec = spec_for(backbone)
+    folder = tmp_path / "checkpoints"
+    method = create(name, spec, {**options, "checkpoint_dir": str(folder)})
+    count = StepCount()
+    tuned = tuning.fit(method, backbone, TRAIN, DEV, fixed=fixed, progress=count, should_stop=never_stop)
+    chosen = tuned.report["chosen"]
+    won = next(t for t in tuned.trials if t.options == chosen)
+    assert won.continued and won.rung < won.steps and all(t.rung < options["max_steps"] for t in tuned.trials)
+    plain = create(name, spec, {**options, **chosen}).fit(
+        backbone, TRAIN, DEV, progress=no_progress, should_stop=never_stop
+    )
+    got = tuned.learned
+    assert got.metrics["dev_accuracy"] == plain.metrics["dev_accuracy"]
+    assert got.metrics["dev_loss"] == plain.metrics["dev_loss"]
+    assert got.tensors.keys() == plain.tensors.keys()
+    assert all(torch.equal(got.tensors[k], plain.tensors[k]) for k in plain.tensors)
+    if state_key:
+        assert got.state[state_key] == plain.state[state_key] and got.state["history"] == plain.state["history"]
+    else:
+        assert got.state["losses"] == plain.state["losses"] and got.state["evals"] == plain.state["evals"]
+    assert got.metrics["resumed_from_step"] == won.rung
+    # the saving is real: every trial's rung plus the winner's rest, less than a full fit per trial
+    full = sum(create(name, spec, {**options, **t.options}).config.max_steps for t in tuned.trials)
+    assert count.steps == sum(t.rung for t in tuned.trials) + won.steps - won.rung < full
+    # every trial's folder is gone (and the method's, left empty); the prompt names the method's folder, not a trial's
+    assert not folder.exists()
+    assert got.config["checkpoint_dir"] == str(folder) == tuned.method.config.checkpoint_dir
+
+
+def test_a_cancel_mid_tuning_is_the_users_and_keeps_the_paused_trials(backbone, tmp_path):
+    method = create("prompt_tuning", spec_for(backbone), {**SHORT, "checkpoint_dir": str(tmp_path)})
+    seen = StepCount()
+    with pytest.raises(Cancelled):  # stopped in the second trial: not mistaken for its pause
+        tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=seen, should_stop=lambda: seen.steps >= 3)
+    kept = sorted(p.name for p in Path(tmp_path).iterdir())
+    assert len(kept) == 2 and all(k.startswith("tuning-") for k in kept)  # trial 1 paused at its rung, trial 2 mid-way
+    assert all(any(p.iterdir()) for p in Path(tmp_path).iterdir())
 
 
 def test_options_the_user_set_are_never_tuned(backbone):
@@ -132,6 +207,7 @@ def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     assert note.startswith(f"tuned on dev: {row['tuning']['summary']}") and "only 6 rows" in note
     table = tuning_trials(m)
     assert len(table) == 3 and table["chosen"].sum() == 1
+    assert (table["compared at step"] < table["steps"]).tolist() == table["chosen"].tolist()  # the winner continued
     untuned = run_unit(backbone, split, spec_for(backbone), Unit("ptuning", 0, {**SHORT, "encoder": "none"}))
     assert untuned["rows"][0]["tuning"] is None
 

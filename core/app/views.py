@@ -92,7 +92,8 @@ def small_dev_warning(n_dev: int) -> str | None:
 
 
 def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
-    """Every configuration a row's tuning tried, per seed, with its dev scores (the chosen one marked)."""
+    """Every configuration a row's tuning tried, per seed, with its dev scores at the step it was compared at (its
+    rung; runs stored before successive halving have none) and the steps it ran (the chosen one marked)."""
     out = []
     for seed, tuned in zip(row.get("seeds") or [], row.get("tuning") or [], strict=False):
         for trial in (tuned or {}).get("trials", []):
@@ -103,6 +104,7 @@ def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
                     "settings": settings,
                     "dev accuracy": trial["dev_accuracy"],
                     "dev loss": trial["dev_loss"],
+                    "compared at step": trial.get("rung"),
                     "steps": trial["steps"],
                     "seconds": round(trial["seconds"], 1),
                     "chosen": trial["options"] == tuned["chosen"],
