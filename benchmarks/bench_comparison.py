@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=0, help="score only the first N test rows (0: all)")
     parser.add_argument("--max-steps", type=int, default=None, help="override every method's steps (default: theirs)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backbone", default="default", help="'default' (SmolLM2-135M) or a path")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 on a GPU that has it)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,7 +101,7 @@ def main() -> None:
     if args.test_rows:
         split = replace(split, test=split.test.subset(list(range(min(args.test_rows, len(split.test))))))
     spec = prompt_spec(dataset)
-    backbone = load_backbone("default", device="cpu")
+    backbone = load_backbone(args.backbone, device=args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     with open("/proc/loadavg") as f:
         load_start = f.read().split()[:3]
@@ -110,7 +112,7 @@ def main() -> None:
         load_end = f.read().split()[:3]
     print(
         f"\n{len(dataset)} rows ({Path(args.data).name}), test {len(split.test)} rows, K = {args.k_shot} per label, "
-        f"seed {args.seed}, {backbone.name}, CPU, {args.threads} threads; load average {' '.join(load_start)} at "
+        f"seed {args.seed}, {backbone.name}, {backbone.device} {backbone.dtype}, {args.threads} threads; load average {' '.join(load_start)} at "
         f"start, {' '.join(load_end)} at end"
     )
     modes = list(results)
