@@ -10,7 +10,8 @@ and gradients against it to 1e-5. Gradients flow only through the suffix.
 
 Masked LMs (they attend both ways), per-layer prefixes (P-tuning v2), soft prompts before the text and a backbone
 that is being tuned cannot use it and take the plain path. A soft prompt placed first has a cheaper trick of its
-own: it is the same in every row, so it runs once per batch (`shared_lead_hidden`).
+own: it is the same in every row, so it runs once per batch (`shared_lead_hidden`). Both save arithmetic, which is
+what a CPU is short of; on a GPU they are off unless asked for (`pays`).
 """
 
 from __future__ import annotations
@@ -113,9 +114,29 @@ def bypass() -> Iterator[None]:
         _enabled.reset(token)
 
 
+def pays(backbone: Backbone) -> bool:
+    """Whether skipping work this way pays on the backbone's device: `PTUNE_PREFIX_CACHE` = on / off / auto (default).
+
+    auto: on a CPU only. There the work is arithmetic, and skipping the prefix's multiply-adds made the default
+    comparison 1.59x faster. On a GPU a small backbone is bound by kernel launches, and the cache's per-row
+    bookkeeping and the extra pass of a shared lead cost more than they save: on an H200 the default comparison took
+    74.5 s with the cache and 51.8 s without (benchmarks/RESULTS.md). `on` still helps a large backbone there
+    (P-tuning on the llama-1b shape: 0.90x PEFT's step).
+    """
+    mode = os.environ.get("PTUNE_PREFIX_CACHE", "auto").strip().lower()
+    return mode == "on" or (mode != "off" and backbone.device.type == "cpu")
+
+
 def usable(backbone: Backbone, enc: Encoded) -> bool:
-    """Whether this batch may take the cached path: a causal LM, no bypass, and some row has a frozen prefix."""
-    return _enabled.get() and backbone.kind is LMKind.CAUSAL and bool(enc.frozen) and max(enc.frozen) > 0
+    """Whether this batch may take the cached path: a causal LM, no bypass, the device is one where it pays, and
+    some row has a frozen prefix."""
+    return (
+        _enabled.get()
+        and backbone.kind is LMKind.CAUSAL
+        and bool(enc.frozen)
+        and max(enc.frozen) > 0
+        and pays(backbone)
+    )
 
 
 def lead_shareable(backbone: Backbone, attention_mask: torch.Tensor, n_lead: int) -> bool:
@@ -129,6 +150,7 @@ def lead_shareable(backbone: Backbone, attention_mask: torch.Tensor, n_lead: int
         and not backbone.model.training
         and attention_mask.shape[1] > n_lead
         and bool(attention_mask[:, :n_lead].all())
+        and pays(backbone)
     )
 
 

@@ -188,3 +188,16 @@ def test_a_leading_soft_prompt_runs_once_per_batch_with_the_plain_paths_scores_a
     assert sum(float(g.abs().sum()) for g in plain_grads) > 0
     for a, b in zip(shared_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode, used", [("auto", True), ("off", False), ("on", True)])
+def test_the_cache_is_used_where_it_pays(backbone, monkeypatch, mode, used):
+    """auto takes the cached path on a CPU (arithmetic-bound) and would leave it on a GPU; off and on override."""
+    monkeypatch.setenv("PTUNE_PREFIX_CACHE", mode)
+    plan = build_plan(backbone, Template.parse("{text} It was [MASK]"), VERBALIZER, LABELS)
+    before = prefix_cache.stats()
+    with torch.no_grad():
+        batch_scores(backbone, plan, RECORDS)
+    after = prefix_cache.stats()
+    assert (after["hits"] + after["misses"] > before["hits"] + before["misses"]) is used
+    assert prefix_cache.pays(backbone) is used and backbone.device.type == "cpu"
