@@ -2,6 +2,7 @@
 
     python benchmarks/bench_page_switch.py                          # this checkout, 24 clicks
     python benchmarks/bench_page_switch.py --before /work/main     # another checkout first, then this one
+    python benchmarks/bench_page_switch.py --backbone models_cache/smollm2-135m --data data/samples/movie_reviews.csv --k 32
 
 Per checkout: a fresh PTUNE_HOME, a tiny GPT-2 (random weights) as the backbone, a small CSV, then a long
 prompt-tuning run is launched and, while it trains, the sidebar is clicked from page to page (Runs → Data →
@@ -47,15 +48,19 @@ def switch_times(app: Driver, clicks: int) -> dict[str, list[float]]:
     return times
 
 
-def measure(root: Path, clicks: int, steps: int, work: Path) -> dict:
-    """Launch a long run on `root`'s app and time `clicks` page switches while it trains."""
-    model = save_tiny("gpt2", work / "tiny-gpt2")
-    data = work / "reviews.csv"
-    data.write_bytes(tiny_csv(30))
+def measure(
+    root: Path, clicks: int, steps: int, work: Path, backbone: Path | None = None, data: Path | None = None, k: int = 4
+) -> dict:
+    """Launch a long run on `root`'s app and time `clicks` page switches while it trains (a tiny GPT-2 on a tiny
+    CSV unless a backbone folder and a CSV are given: the comparison's own scale)."""
+    model = backbone or save_tiny("gpt2", work / "tiny-gpt2")
+    if data is None:
+        data = work / "reviews.csv"
+        data.write_bytes(tiny_csv(30))
     load_before = os.getloadavg()
     with streamlit_server(work / "home", root=root, log=work / "streamlit.log") as url, chromium() as context:
         app = Driver(context.new_page(), url)
-        app.load_data(data, k=4)
+        app.load_data(data, k=k)
         app.launch(str(model), ["prompt_tuning"], steps=steps, patience=0)
         app.nav("Runs")
         app.see(re.compile(r"training · step \d+"), timeout=120)
@@ -80,11 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clicks", type=int, default=24, help="sidebar clicks per checkout (>= 20)")
     parser.add_argument("--steps", type=int, default=60_000, help="training steps (long enough to outlast the clicks)")
     parser.add_argument("--out", type=Path, help="also write the numbers here as JSON")
+    parser.add_argument("--backbone", type=Path, help="a model folder to train on (default: a tiny random GPT-2)")
+    parser.add_argument("--data", type=Path, help="a labelled CSV (default: 30 tiny rows)")
+    parser.add_argument("--k", type=int, default=4, help="K-shot examples per label")
     args = parser.parse_args(argv)
     results = []
     for root in [args.before, ROOT] if args.before else [ROOT]:
         with tempfile.TemporaryDirectory() as tmp:
-            result = measure(root.resolve(), args.clicks, args.steps, Path(tmp))
+            result = measure(
+                root.resolve(),
+                args.clicks,
+                args.steps,
+                Path(tmp),
+                args.backbone and args.backbone.resolve(),
+                args.data and args.data.resolve(),
+                args.k,
+            )
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.out:
