@@ -52,6 +52,15 @@ def test_queue_eta_uses_finished_runs_of_the_same_method() -> None:
     assert queue_eta([run("queued", method="a")], now=0.0) == (None, 1)
 
 
+def test_a_run_that_outran_its_estimate_is_unknown_not_about_0_s() -> None:
+    runs = [run("succeeded", method="a", started=0.0, finished=100.0), run("running", method="a", started=1000.0)]
+    assert queue_eta(runs, now=1300.0) == (None, 1)  # 300 s in, estimate 100 s, no phase ETA: not "0 s"
+    with_phase = [runs[0], {**runs[1], "eta_seconds": 42.0}]
+    assert queue_eta(with_phase, now=1300.0) == (42.0, 0)
+    runs.append(run("queued", method="a"))
+    assert queue_eta(runs, now=1300.0) == (100.0, 1)  # the queued one still has its estimate
+
+
 def test_cards_keep_their_place_when_a_run_is_resumed() -> None:
     a, b = run("cancelled", method="a", created=1.0), run("succeeded", method="b", created=2.0)
     again = run("running", method="a", created=3.0)

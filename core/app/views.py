@@ -334,7 +334,8 @@ def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | No
     """(seconds until every unfinished run is done, how many of them have no estimate yet), one worker assumed.
 
     A run's length is estimated from finished runs of the same method in the comparison (else of any method);
-    a running one has its estimate minus its elapsed time (at least its current phase's ETA)."""
+    a running one has its estimate minus its elapsed time (at least its current phase's ETA), and counts as
+    unknown once it has outrun its estimate with no phase ETA to go by."""
     done: dict[str, list[float]] = {}
     for r in runs:
         if r["status"] == "succeeded" and (w := wall_seconds(r)) is not None:
@@ -349,9 +350,11 @@ def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | No
         if r["status"] == "running":
             started = r.get("started")
             left = estimate - (now - started) if estimate is not None and started is not None else None
-            left = max(x for x in (left, r.get("eta_seconds"), 0.0) if x is not None)
-            unknown += estimate is None and not r.get("eta_seconds")
-            total += left
+            known = [x for x in (left, r.get("eta_seconds")) if x is not None and x > 0]
+            if known:
+                total += max(known)
+            else:  # no estimate, or one it has outrun with no phase ETA: unknown, never "about 0 s"
+                unknown += 1
         elif estimate is None:
             unknown += 1
         else:
