@@ -134,7 +134,7 @@ class Template:
                 out.append(" ".join(words[: p.count]))
                 words = words[p.count :]
             else:
-                out.append(_source_of(p))
+                out.append(source_of(p))
         return "".join(out)
 
 
@@ -151,7 +151,8 @@ def _slot(match: re.Match) -> Piece:
     return Piece(SlotKind.SOFT if name == "P" else SlotKind.TRIGGER, count=count)
 
 
-def _source_of(p: Piece) -> str:
+def source_of(p: Piece) -> str:
+    """The template text of one piece (parsing it gives the piece back)."""
     if p.kind is SlotKind.TEXT:
         return p.value
     if p.kind is SlotKind.FIELD:
@@ -432,7 +433,7 @@ def with_soft_slots(template: Template, *, after_fields: int = 0, before_mask: i
         if p.kind is SlotKind.MASK and before_mask:
             prev = out[-1] if out else ""
             out.append(("" if not prev or prev[-1:].isspace() else " ") + slot(before_mask) + " ")
-        out.append(_source_of(p))
+        out.append(source_of(p))
         if i == last_field and after_fields:
             out.append(" " + slot(after_fields))
     return "".join(out)
@@ -440,4 +441,4 @@ def with_soft_slots(template: Template, *, after_fields: int = 0, before_mask: i
 
 def without_soft_slots(template: Template) -> str:
     """The template's source with every [P] slot removed (for methods that take no input-level soft tokens)."""
-    return "".join(_source_of(p) for p in template.pieces if p.kind is not SlotKind.SOFT)
+    return "".join(source_of(p) for p in template.pieces if p.kind is not SlotKind.SOFT)

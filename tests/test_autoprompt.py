@@ -18,8 +18,9 @@ from core.compare import readable_prompt
 from core.data import LabeledDataset
 from core.label_search import propose_label_words
 from core.methods import create
-from core.methods.autoprompt import STATE_FILE, AutoPromptConfig, SearchCheckpoint
+from core.methods.autoprompt import STATE_FILE, AutoPromptConfig, SearchCheckpoint, triggers_from
 from core.methods.base import PromptSpec, config_from_dict, config_to_dict
+from core.methods.manual import discrete_scores
 from core.predict import predict_records
 from core.progress import Cancelled, no_progress
 from core.scoring import batch_scores, build_plan
@@ -450,7 +451,7 @@ def test_cli_compare_and_predict_with_autoprompt(tmp_path):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     row = next(r for r in results["methods"] if r["method"] == "autoprompt")
-    assert row["template"] == "{text} [T*4] [MASK]" and "[T" not in row["prompt"]
+    assert Template.parse(row["template"]).n_trigger and "[T" not in row["prompt"]  # started from a manual one
     prompt_file = Path(row["artifact"])
     assert prompt_file.suffix == ".json"
     new = tmp_path / "new.csv"
@@ -573,3 +574,54 @@ def test_searched_label_words_are_used_for_the_search_and_scoring(planted):
     assert kept.verbalizer == {"p": ["red"], "n": ["blue"]} and "searched_label_words" not in kept.state
     with pytest.raises(ValueError, match="use_label_words must be 0"):
         create("autoprompt", spec, {"use_label_words": -1})
+
+
+@pytest.mark.parametrize(
+    "manual, expected",
+    [
+        ("{text} It was [MASK]", "{text} [T*2] [MASK]"),
+        ("review : {text} so it was [MASK] !", "review : {text} [T*3] [MASK] !"),
+        ("{text}. It was [MASK]", "{text}[T*3] [MASK]"),
+        ("{text}[MASK]", None),  # no words before the label slot: the default template instead
+    ],
+)
+def test_a_manual_template_becomes_triggers_that_start_where_it_is(manual, expected):
+    backbone = tiny_backbone("gpt2")
+    start = triggers_from(backbone, Template.parse(manual))
+    if expected is None:
+        assert start is None
+        return
+    source, ids = start
+    assert source == expected
+    records = [{"text": "the movie was fun"}, {"text": "a bad plot"}]
+    verb = Verbalizer.from_mapping({"p": ["great"], "n": ["not good"]}, ["p", "n"])
+    as_manual = build_plan(backbone, Template.parse(manual), verb, ["p", "n"]).encode(backbone, 1, records, ())
+    plan = build_plan(backbone, Template.parse(source), verb, ["p", "n"])
+    as_triggers = plan.encode(backbone, 1, records, ids)
+    assert as_manual.input_ids.tolist() == as_triggers.input_ids.tolist()  # the very same first prompt
+
+
+def test_the_search_starts_from_the_best_manual_template_and_keeps_it_unless_dev_says_better(planted):
+    backbone, _ = planted
+    records, labels = planted_task(16, 3)
+    dev_records, dev_labels = planted_task(16, 4)
+    spec = PromptSpec(
+        templates=("{text} It was [MASK]", "{text} so the movie was [MASK]"),
+        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
+        label_names=("p", "n"),
+    )
+    method = create("autoprompt", spec, {"max_steps": 2, "num_candidates": 2, "batch_size": 8})
+    dev = dataset(dev_records, dev_labels)
+    best = method._best_manual(backbone, spec.templates, dev, lambda: False)
+    learned = method.fit(backbone, dataset(records, labels), dev, progress=no_progress, should_stop=lambda: False)
+    source, init = triggers_from(backbone, Template.parse(best))
+    assert learned.template == source and learned.state["history"][0]["tokens"] != []
+    start = discrete_scores(
+        backbone, method.learned(backbone, source, state={"trigger_ids": init}), dev_records
+    ).argmax(1)
+    start_acc = float((start == torch.tensor(dev_labels)).float().mean())
+    assert learned.metrics["dev_accuracy"] >= start_acc  # the manual start is kept unless dev says better
+    off = create(
+        "autoprompt", spec, {"max_steps": 1, "num_candidates": 2, "init_from_template": False, "n_triggers": 3}
+    )
+    assert off.starting_point(backbone, ["text"], dev, lambda: False)[0] == "{text} [T*3] [MASK]"

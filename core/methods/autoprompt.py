@@ -29,7 +29,7 @@ from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
 from core.methods.manual import ManualConfig, ManualPrompts, discrete_scores, select_template
 from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, no_progress
 from core.scoring import Reduce, ScoringPlan, build_plan, content_free_log_prior, reduce_field
-from core.templates import Template, TemplateError, Verbalizer
+from core.templates import MAX_SLOT_REPEAT, SlotKind, Template, TemplateError, Verbalizer, source_of
 from core.trigger_search import (
     SearchEvent,
     SearchSettings,
@@ -57,10 +57,21 @@ class AutoPromptConfig:
             "has [T] slots, else '{text} [T*n] [MASK]' (plus ' .' for masked LMs)."
         },
     )
-    n_triggers: int = field(default=4, metadata={"help": "Trigger slots in the default template."})
+    n_triggers: int = field(
+        default=4, metadata={"help": "Trigger slots in the default template (when not starting from your template)."}
+    )
     init_token: str = field(
         default="",
         metadata={"help": "Word every trigger starts as; empty: the mask token (masked LMs) or 'the' (causal LMs)."},
+    )
+    init_from_template: bool = field(
+        default=True,
+        metadata={
+            "help": "Start from your best manual template on dev: its words before the label slot become the "
+            "triggers, starting as those very words ('{text} It was [MASK]' -> '{text} [T*2] [MASK]' from 'It "
+            "was'), so the search begins at your prompt and keeps it unless it finds better on dev. Off, or with "
+            "init_token set: n_triggers slots after the text, all starting as init_token."
+        },
     )
     max_steps: int = field(
         default=40,
@@ -208,6 +219,27 @@ def default_template(kind: LMKind, n_triggers: int, columns: Sequence[str] = ("t
     return f"{{text}} [T*{n_triggers}]{pair} [MASK]{tail}"
 
 
+def triggers_from(backbone: Backbone, template: Template) -> tuple[str, list[int]] | None:
+    """A manual template as a trigger template that starts exactly where it is: the words between its last field
+    and the label slot become [T] slots holding their own tokens, so the first prompt searched renders to the very
+    same token ids. None when there are no such words (e.g. '{text}[MASK]') or too many to be slots."""
+    pieces = template.pieces
+    mask = next(i for i, p in enumerate(pieces) if p.kind is SlotKind.MASK)
+    fields = [i for i, p in enumerate(pieces[:mask]) if p.kind is SlotKind.FIELD]
+    between = pieces[fields[-1] + 1 : mask] if fields else ()
+    if not between or any(p.kind is not SlotKind.TEXT for p in between):
+        return None
+    anchor = "".join(p.value for p in between)
+    ids = backbone.tokenizer(anchor.rstrip(), add_special_tokens=False)["input_ids"] if anchor.strip() else []
+    if not 1 <= len(ids) <= MAX_SLOT_REPEAT:
+        return None
+    head = "".join(source_of(p) for p in pieces[: fields[-1] + 1])
+    tail = "".join(source_of(p) for p in pieces[mask:])
+    slots = f"[T*{len(ids)}]" if len(ids) > 1 else "[T]"
+    lead, trail = (" " if side.isspace() else "" for side in (anchor[:1], anchor[-1:]))  # a bare space: no token
+    return f"{head}{lead}{slots}{trail}{tail}", list(ids)
+
+
 class AutoPrompt(MethodBase):
     name: ClassVar[str] = "autoprompt"
     label: ClassVar[str] = "AutoPrompt"
@@ -239,6 +271,31 @@ class AutoPrompt(MethodBase):
                 return t
         return default_template(kind, self.config.n_triggers, columns)
 
+    def starting_point(
+        self, backbone: Backbone, columns: Sequence[str], dev: LabeledDataset, should_stop: StopFn
+    ) -> tuple[str, list[int]]:
+        """The trigger template and the triggers' first tokens (see `init_from_template`)."""
+        source = self.trigger_template(backbone.kind, columns)
+        default = source == default_template(backbone.kind, self.config.n_triggers, columns)
+        manual = [t for t in self.spec.templates if not (Template.parse(t).n_trigger or Template.parse(t).n_soft)]
+        if default and self.config.init_from_template and not self.config.init_token.strip() and manual:
+            best = self._best_manual(backbone, manual, dev, should_stop) if len(dev) else manual[0]
+            start = triggers_from(backbone, Template.parse(best))
+            if start is not None:
+                return start
+        template = Template.parse(source)
+        return source, self.init_ids(backbone, template.n_trigger)
+
+    def _best_manual(
+        self, backbone: Backbone, templates: Sequence[str], dev: LabeledDataset, should_stop: StopFn
+    ) -> str:
+        manual = ManualPrompts(
+            PromptSpec(tuple(templates), self.spec.verbalizer, self.spec.label_names),
+            ManualConfig(reduce=self.config.reduce),
+        )
+        best, _ = select_template(manual, backbone, templates, dev, progress=no_progress, should_stop=should_stop)
+        return best.template
+
     def init_ids(self, backbone: Backbone, n: int) -> list[int]:
         word = self.config.init_token.strip()
         if not word and backbone.mask_id is not None:
@@ -260,7 +317,7 @@ class AutoPrompt(MethodBase):
         should_stop: StopFn,
     ) -> LearnedPrompt:
         cfg = self.config
-        source = self.trigger_template(backbone.kind, train.columns)
+        source, init = self.starting_point(backbone, train.columns, dev, should_stop)
         template = Template.parse(source)
         template.validate(train.columns, backbone.kind)
         if template.n_trigger == 0:
@@ -268,7 +325,7 @@ class AutoPrompt(MethodBase):
         plan = build_plan(backbone, template, self.spec.verbalizer, self.spec.label_names, reduce=cfg.reduce)
         verbalizer = self.spec.verbalizer
         if cfg.use_label_words:
-            verbalizer = self.searched_verbalizer(backbone, plan, train, self.init_ids(backbone, template.n_trigger))
+            verbalizer = self.searched_verbalizer(backbone, plan, train, init)
             plan = build_plan(backbone, template, verbalizer, self.spec.label_names, reduce=cfg.reduce)
         batched = cfg.scoring is CandidateScoring.BATCHED
         train_scorer = TriggerScorer(backbone, plan, train.records, max_rows=cfg.max_rows, prefix_cache=batched)
@@ -278,7 +335,6 @@ class AutoPrompt(MethodBase):
             else None
         )
         banned = candidate_filter(backbone, plan, words_only=cfg.filter_non_words)
-        init = self.init_ids(backbone, template.n_trigger)
         ckpt = (
             SearchCheckpoint(cfg.checkpoint_dir, self.run_key(backbone, source, train)) if cfg.checkpoint_dir else None
         )
