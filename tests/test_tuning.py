@@ -15,6 +15,7 @@ from core.compare import Unit, run_unit, summarize
 from core.data import LabeledDataset, Split
 from core.methods import REGISTRY, create
 from core.progress import TUNING, Cancelled, never_stop, no_progress
+from core.scoring import CONTENT_FREE_INPUTS
 from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
 
 TRAIN, DEV = keyword_data(16, 0), keyword_data(16, 1)
@@ -199,7 +200,8 @@ def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     row = result["rows"][0]
     assert len(row["tuning"]["trials"]) == 3 and row["tuning"]["dev_too_small"] is True
     assert row["train_seconds"] >= sum(t["seconds"] for t in row["tuning"]["trials"])
-    n_rows = len(TRAIN) + len(small_dev) + len(split.test)  # trials share each text's cached key/values
+    # trials share each text's cached key/values; calibration adds the content-free inputs ("N/A", "", the mask)
+    n_rows = len(TRAIN) + len(small_dev) + len(split.test) + len(CONTENT_FREE_INPUTS)
     assert row["prefix_cache_misses"] <= n_rows < row["prefix_cache_hits"]
     summary = summarize([result], dataset={}, split=split, backbone={})
     (m,) = summary["methods"]
