@@ -308,6 +308,11 @@ def test_search_finds_the_planted_trigger(planted):
 # --- the method behind the interface ------------------------------------------------------------------------------
 
 
+def yes_no_spec(*templates: str) -> PromptSpec:
+    """The planted task's spec: these templates, "yes" for p and "no" for n."""
+    return PromptSpec(templates, Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]), ("p", "n"))
+
+
 def dataset(records, labels, names=("p", "n")) -> LabeledDataset:
     return LabeledDataset(
         records=tuple(records), labels=tuple(labels), label_names=tuple(names), text_col="text", label_col="label"
@@ -318,11 +323,7 @@ def test_method_fit_progress_save_load_predict(planted, tmp_path):
     backbone, _ = planted
     records, labels = planted_task(32, 7)
     dev_records, dev_labels = planted_task(16, 8)
-    spec = PromptSpec(
-        templates=("{text} It was [MASK]", "{text} [T] [MASK]"),
-        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
-        label_names=("p", "n"),
-    )
+    spec = yes_no_spec("{text} It was [MASK]", "{text} [T] [MASK]")
     events = []
     method = create(
         "autoprompt",
@@ -371,11 +372,7 @@ def test_config_accepts_strings_and_refuses_bad_values():
 def test_cancel_raises_cancelled_and_default_templates(planted):
     backbone, _ = planted
     records, labels = planted_task(8, 1)
-    spec = PromptSpec(
-        templates=("{text} It was [MASK]",),
-        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
-        label_names=("p", "n"),
-    )
+    spec = yes_no_spec("{text} It was [MASK]")
     method = create("autoprompt", spec, {"max_steps": 50, "batch_size": 4, "num_candidates": 2, "n_triggers": 2})
     assert method.trigger_template(LMKind.CAUSAL, ["text"]) == "{text} [T*2] [MASK]"
     assert method.trigger_template(LMKind.MASKED, ["text"]) == "{text} [T*2] [MASK] ."
@@ -502,11 +499,7 @@ def test_cancelled_search_resumes_from_its_iteration_and_ends_as_an_uninterrupte
     records, labels = planted_task(24, 5)
     dev_records, dev_labels = planted_task(12, 6)
     train_set, dev = dataset(records, labels), dataset(dev_records, dev_labels)
-    spec = PromptSpec(
-        templates=("{text} [T*3] [MASK]",),
-        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
-        label_names=("p", "n"),
-    )
+    spec = yes_no_spec("{text} [T*3] [MASK]")
     options = {"max_steps": 7, "num_candidates": 4, "batch_size": 6, "accumulation_steps": 1, "eval_every": 2}
 
     def fit(checkpoint_dir: str, progress=no_progress, stop=lambda: False):
@@ -533,11 +526,7 @@ def test_cancelled_search_resumes_from_its_iteration_and_ends_as_an_uninterrupte
 def test_search_state_of_another_search_is_ignored(tmp_path):
     backbone = tiny_backbone("gpt2", seed=3)
     records, labels = planted_task(12, 5)
-    spec = PromptSpec(
-        templates=("{text} [T*2] [MASK]",),
-        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
-        label_names=("p", "n"),
-    )
+    spec = yes_no_spec("{text} [T*2] [MASK]")
     options = {"max_steps": 2, "num_candidates": 2, "batch_size": 4, "accumulation_steps": 1}
     SearchCheckpoint(str(tmp_path), "another run").save(SearchState(5, [[1, 2]], [1, 2], (0.5, 0.7), [], [], []))
     log = PhaseLog()
@@ -605,11 +594,7 @@ def test_the_search_starts_from_the_best_manual_template_and_keeps_it_unless_dev
     backbone, _ = planted
     records, labels = planted_task(16, 3)
     dev_records, dev_labels = planted_task(16, 4)
-    spec = PromptSpec(
-        templates=("{text} It was [MASK]", "{text} so the movie was [MASK]"),
-        verbalizer=Verbalizer.from_mapping({"p": ["yes"], "n": ["no"]}, ["p", "n"]),
-        label_names=("p", "n"),
-    )
+    spec = yes_no_spec("{text} It was [MASK]", "{text} so the movie was [MASK]")
     method = create("autoprompt", spec, {"max_steps": 2, "num_candidates": 2, "batch_size": 8})
     dev = dataset(dev_records, dev_labels)
     best = method._best_manual(backbone, spec.templates, dev, lambda: False)
