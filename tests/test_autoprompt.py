@@ -597,7 +597,7 @@ def test_the_search_starts_from_the_best_manual_template_and_keeps_it_unless_dev
     spec = yes_no_spec("{text} It was [MASK]", "{text} so the movie was [MASK]")
     method = create("autoprompt", spec, {"max_steps": 2, "num_candidates": 2, "batch_size": 8})
     dev = dataset(dev_records, dev_labels)
-    best = method._best_manual(backbone, spec.templates, dev, lambda: False)
+    best = method.best_manual(backbone, dev, lambda: False).template
     learned = method.fit(backbone, dataset(records, labels), dev, progress=no_progress, should_stop=lambda: False)
     source, init = triggers_from(backbone, Template.parse(best))
     assert learned.template == source and learned.state["history"][0]["tokens"] != []
@@ -609,4 +609,5 @@ def test_the_search_starts_from_the_best_manual_template_and_keeps_it_unless_dev
     off = create(
         "autoprompt", spec, {"max_steps": 1, "num_candidates": 2, "init_from_template": False, "n_triggers": 3}
     )
-    assert off.starting_point(backbone, ["text"], dev, lambda: False)[0] == "{text} [T*3] [MASK]"
+    assert not off.starts_from_template(backbone, ["text"])
+    assert off.starting_point(backbone, ["text"], None)[0] == "{text} [T*3] [MASK]"

@@ -271,30 +271,42 @@ class AutoPrompt(MethodBase):
                 return t
         return default_template(kind, self.config.n_triggers, columns)
 
-    def starting_point(
-        self, backbone: Backbone, columns: Sequence[str], dev: LabeledDataset, should_stop: StopFn
-    ) -> tuple[str, list[int]]:
-        """The trigger template and the triggers' first tokens (see `init_from_template`)."""
-        source = self.trigger_template(backbone.kind, columns)
-        default = source == default_template(backbone.kind, self.config.n_triggers, columns)
-        manual = [t for t in self.spec.templates if not (Template.parse(t).n_trigger or Template.parse(t).n_soft)]
-        if default and self.config.init_from_template and not self.config.init_token.strip() and manual:
-            best = self._best_manual(backbone, manual, dev, should_stop) if len(dev) else manual[0]
-            start = triggers_from(backbone, Template.parse(best))
-            if start is not None:
-                return start
-        template = Template.parse(source)
-        return source, self.init_ids(backbone, template.n_trigger)
+    def manual_templates(self) -> list[str]:
+        """The user's templates without [T] or [P] slots: the ones manual prompting can score as they are."""
+        return [t for t in self.spec.templates if not (p := Template.parse(t)).n_trigger and not p.n_soft]
 
-    def _best_manual(
-        self, backbone: Backbone, templates: Sequence[str], dev: LabeledDataset, should_stop: StopFn
-    ) -> str:
+    def best_manual(self, backbone: Backbone, dev: LabeledDataset, should_stop: StopFn) -> LearnedPrompt | None:
+        """Template selection: the manual template best on dev (None without one, or without dev rows). It is
+        both where the search may start and the honest baseline a searched prompt must beat."""
+        templates = self.manual_templates()
+        if not templates or not len(dev):
+            return None
         manual = ManualPrompts(
             PromptSpec(tuple(templates), self.spec.verbalizer, self.spec.label_names),
             ManualConfig(reduce=self.config.reduce),
         )
         best, _ = select_template(manual, backbone, templates, dev, progress=no_progress, should_stop=should_stop)
-        return best.template
+        return best
+
+    def starts_from_template(self, backbone: Backbone, columns: Sequence[str]) -> bool:
+        """Whether the search starts from a manual template (`init_from_template`) rather than the default one."""
+        cfg = self.config
+        default = self.trigger_template(backbone.kind, columns) == default_template(
+            backbone.kind, cfg.n_triggers, columns
+        )
+        return default and cfg.init_from_template and not cfg.init_token.strip() and bool(self.manual_templates())
+
+    def starting_point(
+        self, backbone: Backbone, columns: Sequence[str], best: LearnedPrompt | None
+    ) -> tuple[str, list[int]]:
+        """The trigger template and the triggers' first tokens: from `best` (the best manual template on dev, else
+        the first) when the search starts from a template, else the trigger template with `init_token`s."""
+        if self.starts_from_template(backbone, columns):
+            start = triggers_from(backbone, Template.parse(best.template if best else self.manual_templates()[0]))
+            if start is not None:
+                return start
+        source = self.trigger_template(backbone.kind, columns)
+        return source, self.init_ids(backbone, Template.parse(source).n_trigger)
 
     def init_ids(self, backbone: Backbone, n: int) -> list[int]:
         word = self.config.init_token.strip()
@@ -317,7 +329,9 @@ class AutoPrompt(MethodBase):
         should_stop: StopFn,
     ) -> LearnedPrompt:
         cfg = self.config
-        source, init = self.starting_point(backbone, train.columns, dev, should_stop)
+        wanted = cfg.template_selection or self.starts_from_template(backbone, train.columns)
+        selected = self.best_manual(backbone, dev, should_stop) if wanted else None  # scored on dev once for both
+        source, init = self.starting_point(backbone, train.columns, selected)
         template = Template.parse(source)
         template.validate(train.columns, backbone.kind)
         if template.n_trigger == 0:
@@ -414,8 +428,9 @@ class AutoPrompt(MethodBase):
         if cfg.use_label_words:
             state["searched_label_words"] = verbalizer.to_dict()
         learned = self.learned(backbone, source, state=state, metrics=metrics, verbalizer=verbalizer.to_dict())
-        if cfg.template_selection:
-            learned.variants = self._template_selection(backbone, dev, should_stop)
+        if cfg.template_selection and selected is not None:
+            selected.display_name = "Template selection (best manual on dev)"
+            learned.variants = [selected]
         return learned
 
     def searched_verbalizer(
@@ -440,20 +455,6 @@ class AutoPrompt(MethodBase):
             words[label] = mine or list(self.spec.verbalizer.words[label])
             taken.update(w.lower() for w in words[label])
         return Verbalizer.from_mapping(words, self.spec.label_names)
-
-    def _template_selection(self, backbone: Backbone, dev: LabeledDataset, should_stop: StopFn) -> list[LearnedPrompt]:
-        manual_templates = [t for t in self.spec.templates if Template.parse(t).n_trigger == 0]
-        if not manual_templates:
-            return []
-        manual = ManualPrompts(
-            PromptSpec(tuple(manual_templates), self.spec.verbalizer, self.spec.label_names),
-            ManualConfig(reduce=self.config.reduce),
-        )
-        best, _ = select_template(
-            manual, backbone, manual_templates, dev, progress=no_progress, should_stop=should_stop
-        )
-        best.display_name = "Template selection (best manual on dev)"
-        return [best]
 
     def check_state(self, learned: LearnedPrompt) -> None:
         super().check_state(learned)
