@@ -136,12 +136,17 @@ TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "accuracy_std", "macro_
 CALIBRATION_COLUMNS = ["prompt", "settings", "calibration", "acc_calibrated", "acc_uncalibrated"]
 COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
 # Tables that each fit the page (one of 14 columns was clipped): how well each prompt did, calibrated or not, cost.
-st.dataframe(
-    table[TABLE_COLUMNS],
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "prompt": st.column_config.TextColumn("prompt", width=330),
+
+
+def prompt_table(columns: list[str], config: dict) -> None:
+    """One of the tables above: a row per prompt, the prompt column first and wide, then `columns`' own config."""
+    prompt = st.column_config.TextColumn("prompt", width=330)
+    st.dataframe(table[columns], hide_index=True, width="stretch", column_config={"prompt": prompt, **config})
+
+
+prompt_table(
+    TABLE_COLUMNS,
+    {
         "method": st.column_config.TextColumn("method", width=130),
         "role": st.column_config.TextColumn("role", width=130),
         "accuracy": st.column_config.NumberColumn(format="%.3f", width=80),
@@ -151,12 +156,9 @@ st.dataframe(
     },
 )
 st.markdown("**Chosen on dev**: each method's settings (tuning) and calibration")
-st.dataframe(
-    table[CALIBRATION_COLUMNS],
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "prompt": st.column_config.TextColumn("prompt", width=330),
+prompt_table(
+    CALIBRATION_COLUMNS,
+    {
         "settings": st.column_config.TextColumn("settings chosen on dev", width=220),
         "calibration": st.column_config.TextColumn(
             "calibration: chosen on dev",
@@ -168,12 +170,9 @@ st.dataframe(
     },
 )
 st.markdown("**Cost**")
-st.dataframe(
-    table[COST_COLUMNS],
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "prompt": st.column_config.TextColumn("prompt", width=330),
+prompt_table(
+    COST_COLUMNS,
+    {
         "trainable_params": st.column_config.NumberColumn("trainable params", format="%d", width=130),
         "train_seconds": st.column_config.NumberColumn("train s", format="%.1f", width=90),
         "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f", width=120),
