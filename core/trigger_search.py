@@ -29,9 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from core import prefix_cache as prefix_cache_mod
 from core.backbone import Backbone, LMKind
+from core.calibration import UNCALIBRATED, choose
 from core.scoring import PromptHooks, ScoringPlan, aggregate_labels, target_logits, word_log_probs
 from core.templates import Encoded, TemplateError, encode_batch
 
@@ -428,18 +430,37 @@ def top_candidates(
     return estimate.topk(k, dim=-1).indices.cpu()
 
 
-def evaluate_triggers(
-    scorer: TriggerScorer, labels: torch.Tensor, triggers: Sequence[int], *, batch_size: int = 64
-) -> tuple[float, float]:
-    """(accuracy, mean loss) of one trigger sequence on all of the scorer's records."""
-    correct, loss, n = 0, 0.0, len(scorer)
+def trigger_scores(scorer: TriggerScorer, triggers: Sequence[int], *, batch_size: int = 64) -> torch.Tensor:
+    """(N, n_labels) label log-scores of one trigger sequence on all of the scorer's records."""
     cand = torch.tensor([list(triggers)])
-    for start in range(0, n, batch_size):
-        rows = list(range(start, min(n, start + batch_size)))
-        s = scorer.scores(rows, cand)  # (1, B, n_labels)
-        correct += int((s[0].argmax(-1).cpu() == labels[rows]).sum())
-        loss += float(scorer.losses(s, rows, labels).sum())
-    return correct / max(1, n), loss / max(1, n)
+    parts = [
+        scorer.scores(range(s, min(len(scorer), s + batch_size)), cand)[0] for s in range(0, len(scorer), batch_size)
+    ]
+    return torch.cat(parts).cpu().float()
+
+
+def evaluate_triggers(
+    scorer: TriggerScorer,
+    labels: torch.Tensor,
+    triggers: Sequence[int],
+    *,
+    content_free: TriggerScorer | None = None,
+    batch_size: int = 64,
+) -> tuple[float, float]:
+    """(accuracy, mean loss) of one trigger sequence on all of the scorer's records.
+
+    With `content_free` (the content-free inputs through the same prompt), the better of calibrated and raw on
+    these records, as `core.calibration.choose` picks for the final report: the search then keeps the triggers
+    that win the way they will be reported, instead of ranking by raw scores a calibrated start would beat."""
+    scores = trigger_scores(scorer, triggers, batch_size=batch_size)
+    if content_free is None:
+        rows = range(len(scorer))
+        correct = int((scores.argmax(-1) == labels).sum())
+        loss = float(scorer.losses(scores.unsqueeze(0), rows, labels).sum())
+        return correct / max(1, len(scorer)), loss / max(1, len(scorer))
+    probs = F.softmax(trigger_scores(content_free, triggers), dim=-1).mean(0)
+    choice = choose(scores, torch.log(probs / probs.sum()), labels.tolist(), UNCALIBRATED)
+    return choice.dev_accuracy[choice.chosen], choice.dev_loss[choice.chosen]
 
 
 def search_triggers(
@@ -451,6 +472,7 @@ def search_triggers(
     *,
     dev: TriggerScorer | None = None,
     dev_labels: Sequence[int] = (),
+    content_free: TriggerScorer | None = None,
     on_iteration: Callable[[SearchEvent, list[int]], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     resume: SearchState | None = None,
@@ -459,7 +481,8 @@ def search_triggers(
     """AutoPrompt's search loop; `should_stop` is polled every iteration (the caller decides what a stop means).
 
     `on_state` receives the state after every iteration; `resume` (such a state, of the same search) continues
-    from it instead of starting over."""
+    from it instead of starting over. `content_free` ranks dev checkpoints by the better of calibrated and raw
+    (`evaluate_triggers`)."""
     start_time = time.perf_counter()
     y_train = torch.tensor(list(train_labels), dtype=torch.long)
     y_dev = torch.tensor(list(dev_labels), dtype=torch.long)
@@ -477,7 +500,7 @@ def search_triggers(
     def dev_score(triggers: list[int]) -> tuple[float, float]:
         key = tuple(triggers)
         if key not in dev_scores:
-            dev_scores[key] = evaluate_triggers(dev, y_dev, triggers)
+            dev_scores[key] = evaluate_triggers(dev, y_dev, triggers, content_free=content_free)
         return dev_scores[key]
 
     if resume is not None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from core import artifacts
+from core import artifacts, calibration
 from core.backbone import LMKind, load_backbone
 from core.cli import main as cli_main
 from core.compare import readable_prompt
@@ -23,7 +23,7 @@ from core.methods.base import PromptSpec, config_from_dict, config_to_dict
 from core.methods.manual import discrete_scores
 from core.predict import predict_records
 from core.progress import Cancelled, no_progress
-from core.scoring import batch_scores, build_plan
+from core.scoring import batch_scores, build_plan, content_free_log_prior, score_records
 from core.templates import Template, Verbalizer
 from core.trigger_search import (
     SearchSettings,
@@ -303,6 +303,31 @@ def test_search_finds_the_planted_trigger(planted):
     banned[secret] = True
     blocked = search_triggers(scorer, labels, init, banned, settings)
     assert secret not in blocked.triggers and all(secret not in e.after for e in blocked.history)
+
+
+def test_calibrated_search_ranks_dev_checkpoints_as_the_comparison_reports_them(planted):
+    """With the content-free inputs through each checkpoint, a dev score is the better of calibrated and raw, the
+    same number `core.calibration.choose` gives from the ordinary scoring path for those triggers."""
+    backbone, plan = planted
+    records, labels = planted_task(32, 99)
+    dev_records, dev_labels = planted_task(16, 98)
+    scorer, dev = TriggerScorer(backbone, plan, records), TriggerScorer(backbone, plan, dev_records)
+    content_free = TriggerScorer(backbone, plan, calibration.content_free_records(["text"]))
+    init = backbone.tokenizer.convert_tokens_to_ids(["alpha"])
+    settings = SearchSettings(iterations=3, num_candidates=3, batch_size=8, accumulation_steps=1, seed=0)
+    banned = candidate_filter(backbone, plan)
+    result = search_triggers(
+        scorer, labels, init, banned, settings, dev=dev, dev_labels=dev_labels, content_free=content_free
+    )
+    raw_only = search_triggers(scorer, labels, init, banned, settings, dev=dev, dev_labels=dev_labels)
+    for event, plain in zip(result.history, raw_only.history, strict=True):
+        raw = score_records(backbone, plan, dev_records, trigger_ids=event.after)
+        prior = content_free_log_prior(backbone, plan, ["text"], trigger_ids=event.after)
+        choice = calibration.choose(raw, prior, dev_labels, calibration.UNCALIBRATED)
+        assert event.dev_accuracy == pytest.approx(choice.dev_accuracy[choice.chosen])
+        assert event.dev_accuracy >= choice.dev_accuracy[calibration.UNCALIBRATED]
+        assert plain.dev_accuracy == pytest.approx(choice.dev_accuracy[calibration.UNCALIBRATED])
+    assert result.dev_accuracy >= max(e.dev_accuracy for e in result.history)
 
 
 # --- the method behind the interface ------------------------------------------------------------------------------

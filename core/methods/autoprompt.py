@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 
 from core.backbone import Backbone, LMKind
+from core.calibration import content_free_records
 from core.config import choice
 from core.data import LabeledDataset
 from core.label_search import propose_label_words
@@ -109,8 +110,13 @@ class AutoPromptConfig:
     max_rows: int = field(default=256, metadata={"help": "Rows (candidates x examples) per forward pass."})
     calibrate: bool = field(
         default=False,
+        metadata={"help": "Contextual calibration of the found prompt, as for manual prompts."},
+    )
+    calibrated_search: bool = field(
+        default=True,
         metadata={
-            "help": "Contextual calibration of the found prompt, as for manual prompts (the search itself is not)."
+            "help": "Keep the triggers that score best on dev calibrated or raw, whichever is better (as the "
+            "comparison reports them), not raw only: the content-free inputs go through each dev checkpoint."
         },
     )
     reduce: Reduce = reduce_field()
@@ -348,6 +354,11 @@ class AutoPrompt(MethodBase):
             if len(dev)
             else None
         )
+        content_free = (
+            TriggerScorer(backbone, plan, content_free_records(train.columns), prefix_cache=batched)
+            if dev_scorer is not None and cfg.calibrated_search
+            else None
+        )
         banned = candidate_filter(backbone, plan, words_only=cfg.filter_non_words)
         ckpt = (
             SearchCheckpoint(cfg.checkpoint_dir, self.run_key(backbone, source, train)) if cfg.checkpoint_dir else None
@@ -374,6 +385,7 @@ class AutoPrompt(MethodBase):
                 cfg.settings(),
                 dev=dev_scorer,
                 dev_labels=dev.labels,
+                content_free=content_free,
                 on_iteration=on_iteration,
                 should_stop=should_stop,
                 resume=resume,
