@@ -7,6 +7,7 @@ reference method's prompt on the same test rows).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -240,6 +241,8 @@ def run_unit(
         )
     method, learned = tuned.method, tuned.learned
     train_seconds = time.perf_counter() - start
+    if out_dir is not None:
+        _remove_empty_checkpoint_dirs(Path(options.get("checkpoint_dir") or out_dir / "checkpoints"), out_dir)
     fitted = [learned, *learned.variants] if score_test else []  # helper processes leave the test to process 0
     prompts = [calibration.uncalibrated(p) for p in fitted]  # raw scores; calibrated or not is chosen on dev next
     calibration_start = time.perf_counter()
@@ -275,6 +278,15 @@ def run_unit(
         "calibration_seconds": calibration_seconds,  # the content-free prior and dev scores of both ways
         "resumed_from_step": int(learned.metrics.get("resumed_from_step") or 0),  # 0: not resumed
     }
+
+
+def _remove_empty_checkpoint_dirs(folder: Path, out_dir: Path) -> None:
+    """A finished fit leaves no checkpoint (it is the result): drop its folder, and `checkpoints/` once it is empty
+    too, so a run's folder holds only its results. Anything still inside (another unit's) stays."""
+    for path in (folder, out_dir / "checkpoints"):
+        if path.is_relative_to(out_dir) and path != out_dir:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def _columns(train: LabeledDataset, dev: LabeledDataset) -> list[str]:
