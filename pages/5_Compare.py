@@ -231,10 +231,18 @@ if readings:
 
 st.subheader("Where the prompts disagree")
 test = ws.context(group).split.test
-diff = disagreements(summary, test)
+every = st.toggle("Every prompt (each manual template and variant), not one per method", key="disagree-every")
+diff = disagreements(summary, test, every_prompt=every)
 st.caption(f"{len(diff)} test rows (first seed; up to 200 shown) where not every prompt gives the same label.")
 if not diff.empty:
-    st.dataframe(diff, hide_index=True, width="stretch", height=300)
+    answers = {c: st.column_config.TextColumn(c, width="small") for c in diff.columns if c not in ("text",)}
+    st.dataframe(
+        diff,
+        hide_index=True,
+        width="stretch",
+        height=300,
+        column_config={**answers, "text": st.column_config.TextColumn("text", width="large")},
+    )
 
 st.subheader("Confusion matrices")
 conf = confusion_frame(summary)

@@ -128,6 +128,10 @@ def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Pa
     assert conf.groupby("prompt")["count"].sum().eq(summary["methods"][0]["n_test"]).all()
     diff = disagreements(summary, ws.user(ALICE).context(group).split.test)
     assert {"text", "gold", "prompts right"} <= set(diff.columns)
+    primary = [m["name"] for m in summary["methods"] if m["primary"]]
+    assert list(diff.columns[3:]) == primary  # one column per method: the table fits the page
+    every = disagreements(summary, ws.user(ALICE).context(group).split.test, every_prompt=True)
+    assert list(every.columns[3:]) == names and len(every) >= len(diff)
     files = ws.user(ALICE).artifacts(group)
     assert files and all(Path(f["path"]).is_file() and Path(f["path"]).is_relative_to(ws.home) for f in files)
     assert (ws.group_dir(group) / "data.csv").read_bytes() == tiny_csv()

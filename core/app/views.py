@@ -228,10 +228,16 @@ def confusion_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def disagreements(summary: Mapping[str, Any], test: LabeledDataset, *, limit: int = 200) -> pd.DataFrame:
-    """Test rows where the prompts' (first-seed) predictions differ: text, gold label and each prompt's answer."""
+def disagreements(
+    summary: Mapping[str, Any], test: LabeledDataset, *, limit: int = 200, every_prompt: bool = False
+) -> pd.DataFrame:
+    """Test rows where the prompts' (first-seed) predictions differ: text, gold label and each prompt's answer.
+
+    One column per method (the prompt it is ranked by) unless `every_prompt`: a column per manual template and
+    variant makes the table wider than the page."""
     labels = summary["dataset"]["labels"]
-    preds = {m["name"]: m["predictions"][0] for m in summary["methods"]}
+    rows = [m for m in summary["methods"] if every_prompt or m.get("primary", True)]
+    preds = {m["name"]: m["predictions"][0] for m in rows}
     if not preds:
         return pd.DataFrame()
     df = pd.DataFrame({"text": test.texts, "gold": [labels[y] for y in test.labels]})
