@@ -62,6 +62,22 @@ def paired(rows_a: dict, rows_b: dict, gold: list[int]) -> dict:
     return {"bootstrap": paired_bootstrap(pred_a, pred_b, gold_all), "mcnemar": mcnemar_test(pred_a, pred_b, gold_all)}
 
 
+def merged(results: list[dict], folders: list[str]) -> dict:
+    """One comparison's results from several runs on the same test rows (e.g. one method family per run): the
+    first run's rows, then every other run's learned-method rows. A method already present comes in again as
+    `method@folder`, so two versions of a method sit side by side (and are paired with each other)."""
+    out = {**results[0], "methods": list(results[0]["methods"])}
+    for other, folder in zip(results[1:], folders[1:], strict=False):
+        if other["test_labels"] != out["test_labels"]:
+            raise SystemExit(f"{folder}: its test rows differ from {folders[0]}'s; only the same split can be merged")
+        present = {r["method"] for r in out["methods"]}
+        for r in other["methods"]:
+            if r["method"] in ("manual", "baseline") and r["method"] in present:
+                continue
+            out["methods"].append({**r, "method": f"{r['method']}@{folder}"} if r["method"] in present else r)
+    return out
+
+
 def table_for(results: dict) -> dict:
     """Per method: accuracy mean ± std, the manual bars, the paired tests against the best template, target met."""
     rows = results["methods"]
@@ -83,9 +99,13 @@ def table_for(results: dict) -> dict:
         entry = {"name": r["name"], "accuracy": mean, "std": std, "per_seed": r["per_seed"]}
         entry["versus_best"] = paired(r, best, gold)
         entry["tuning"] = [t.get("summary") if t else None for t in r.get("tuning") or []]
-        if r["method"] in BAR:
-            entry["target"] = BAR[r["method"]]
-            entry["met"] = mean >= bars[BAR[r["method"]]]
+        family, _, _ = r["method"].partition("@")
+        if family != r["method"]:  # a second version of a method: paired with the first as well
+            first = next(x for x in rows if x["method"] == family and x["primary"])
+            entry["versus_first"] = paired(r, first, gold)
+        if family in BAR:
+            entry["target"] = BAR[family]
+            entry["met"] = mean >= bars[BAR[family]]
         out[r["method"]] = entry
     return {"bars": bars, "methods": out, "n_test": len(gold), "seeds": results["dataset"]["seeds"]}
 
@@ -107,7 +127,15 @@ def markdown(summary: dict) -> str:
                 f"{e['accuracy']:.3f} ± {e['std']:.3f} | {boot['diff']:+.3f} ({boot['ci_low']:+.3f}, "
                 f"{boot['ci_high']:+.3f}), p={boot['p_value']:.3f} | {target} |"
             )
-    return "\n".join(lines)
+    versions = [
+        f"{key} {m}: {e['accuracy'] - t['methods'][m.partition('@')[0]]['accuracy']:+.3f} against "
+        f"{m.partition('@')[0]}, p={e['versus_first']['bootstrap']['p_value']:.3f} (paired bootstrap), "
+        f"McNemar p={e['versus_first']['mcnemar']['p_value']:.3f}"
+        for key, t in summary.items()
+        for m, e in t["methods"].items()
+        if "versus_first" in e
+    ]
+    return "\n".join(lines + ([""] + versions if versions else []))
 
 
 def averages(summary: dict) -> str:
@@ -132,7 +160,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="comparisons at once")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per comparison")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="folder for the runs; with --table-only, several: a,b,c")
     parser.add_argument("--table-only", action="store_true", help="only read finished runs in --out")
     args, extra = parser.parse_known_args()  # the rest goes to `core compare` (e.g. --max-steps 60, --no-tune)
     pairs = [(d, int(k)) for d in args.datasets.split(",") for k in args.k_shots.split(",")]
@@ -141,16 +169,17 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             runs = list(pool.map(lambda p: run_one(p[0], p[1], args, extra), pairs))
     summary = {}
+    folders = [Path(f) for f in args.out.split(",")]
     for d, k in pairs:
-        path = Path(args.out) / f"{d}-k{k}" / "results.json"
-        if path.is_file():
-            summary[f"{d}-k{k}"] = table_for(json.loads(path.read_text()))
+        found = [json.loads(p.read_text()) for p in (f / f"{d}-k{k}" / "results.json" for f in folders) if p.is_file()]
+        if found:
+            summary[f"{d}-k{k}"] = table_for(merged(found, [f.name for f in folders]))
         else:
-            print(f"{d} K={k}: no results.json (see {path.parent / 'log.txt'})")
+            print(f"{d} K={k}: no results.json in {args.out}")
     text = markdown(summary) + "\n\n" + averages(summary)
     print(text)
-    (Path(args.out) / "table.md").write_text(text + "\n")
-    (Path(args.out) / "summary.json").write_text(json.dumps({"runs": runs, "tables": summary}, indent=2))
+    (folders[0] / "table.md").write_text(text + "\n")
+    (folders[0] / "summary.json").write_text(json.dumps({"runs": runs, "tables": summary}, indent=2))
 
 
 if __name__ == "__main__":
