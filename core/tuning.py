@@ -15,7 +15,9 @@ loops' own cancel: the training loop and AutoPrompt's search poll `should_stop()
 checkpoint and raise `Cancelled`, and a fit given the same config and checkpoint folder resumes where it stopped.
 So each trial gets a checkpoint folder of its own (under the method's `checkpoint_dir` when it has one, else a
 temporary folder), and the winner's continued run is step for step the fit an untuned run of its configuration
-would have made. A trial that ends before its rung (early stopping, a short budget) is simply complete. Trials
+would have made. A trial that ends before its rung (early stopping, a short budget) is simply complete. A paused
+trial's rung score is written beside its checkpoint (`PAUSED_FILE`), so a run cancelled mid-tuning and started
+again re-trains nothing: its choice and prompt are those of the uninterrupted run. Trials
 of a frozen causal LM share the text's key/values through the process-wide prefix cache.
 
 Why not Optuna: the grids here are 3 points a dimension and our loops already pause and continue exactly from
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import shutil
 import tempfile
@@ -40,11 +43,12 @@ from typing import Any
 from core import distributed
 from core.backbone import Backbone
 from core.data import LabeledDataset
-from core.methods.base import Dimension, LearnedPrompt, PromptMethod
+from core.methods.base import Dimension, LearnedPrompt, PromptMethod, config_to_dict, data_hash
 from core.progress import TRAINING, TUNING, Cancelled, ProgressFn, StopFn, enter_phase
 
 SMALL_DEV = 16  # dev rows below which a choice among configurations is mostly noise
 RUNG_FRACTION = 1 / 3  # of a trial's step budget it runs before the trials are compared (then rounded up)
+PAUSED_FILE = "paused.json"  # a paused trial's rung score, beside its checkpoint: a rerun after a cancel reuses it
 
 
 @dataclass
@@ -189,6 +193,10 @@ def _trial(
     if folder is not None:
         config = dataclasses.replace(config, checkpoint_dir=str(folder))
     variant = type(method)(method.spec, config)
+    key = _trial_key(variant, backbone, train, dev, at)
+    paused = _load_paused(folder, key, options)
+    if paused is not None:  # scored at its rung before a cancel: its checkpoint waits there, nothing to re-train
+        return _Run(paused, variant, None, folder)
     watch = _InTrial(progress, label, at if at < config.max_steps else None, should_stop)
     enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()
@@ -199,7 +207,9 @@ def _trial(
             raise  # the user's cancel, not the pause: the checkpoints stay for a rerun
         acc, loss = watch.best or (None, None)
         seconds = time.perf_counter() - start
-        return _Run(Trial(dict(options), acc, loss, watch.step, seconds, rung=watch.step), variant, None, folder)
+        trial = Trial(dict(options), acc, loss, watch.step, seconds, rung=watch.step)
+        _save_paused(folder, key, trial)
+        return _Run(trial, variant, None, folder)
     m = learned.metrics
     steps = m.get("steps", m.get("iterations"))
     trial = Trial(dict(options), m.get("dev_accuracy"), m.get("dev_loss"), steps, time.perf_counter() - start)
@@ -224,6 +234,51 @@ def _continue(
     run.trial.steps = m.get("steps", m.get("iterations"))
     run.trial.seconds += time.perf_counter() - start
     run.trial.continued = True
+    if run.folder is not None:
+        (run.folder / PAUSED_FILE).unlink(missing_ok=True)  # complete now: its folder can go
+
+
+def _trial_key(
+    method: PromptMethod, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, rung_step: int
+) -> str:
+    """What a saved rung score must match to be reused: the trial's configuration, prompt, backbone, data, rung."""
+    config = {k: v for k, v in config_to_dict(method.config).items() if k != "checkpoint_dir"}
+    spec = method.spec
+    blob = {
+        "method": type(method).__name__,
+        "config": config,
+        "templates": list(spec.templates),
+        "labels": list(spec.label_names),
+        "verbalizer": spec.verbalizer.to_dict(),
+        "backbone": backbone.fingerprint,
+        "data": [data_hash(train), data_hash(dev)],
+        "rung": rung_step,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_paused(folder: Path, key: str, trial: Trial) -> None:
+    """Write the paused trial's score beside its checkpoint (main process only: it alone writes checkpoints)."""
+    if distributed.data_parallel_group().is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / PAUSED_FILE).write_text(json.dumps({"key": key, "trial": dataclasses.asdict(trial)}))
+
+
+def _load_paused(folder: Path | None, key: str, options: Mapping[str, Any]) -> Trial | None:
+    """The rung score a cancelled run left for this very trial, or None (none there, unreadable, another run's)."""
+    path = folder / PAUSED_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("key") != key:
+            return None
+        trial = Trial(**saved["trial"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    trial.options = dict(options)  # as this run spells them
+    trial.seconds = 0.0  # this run spent nothing on it
+    return trial
 
 
 class _InTrial:

@@ -136,6 +136,27 @@ def test_a_cancel_mid_tuning_is_the_users_and_keeps_the_paused_trials(backbone, 
     assert all(any(p.iterdir()) for p in Path(tmp_path).iterdir())
 
 
+def test_a_rerun_after_a_cancel_reuses_the_paused_trials_scores_and_ends_as_an_uninterrupted_run(backbone, tmp_path):
+    """The paused trial is not re-trained to be re-scored: its rung score waits beside its checkpoint. The rerun
+    then makes the choice, and the prompt, that tuning without the cancel makes."""
+    spec, options = spec_for(backbone), {**SHORT, "max_steps": 6}
+    first = StepCount()
+    method = create("prompt_tuning", spec, {**options, "checkpoint_dir": str(tmp_path / "a")})
+    with pytest.raises(Cancelled):
+        tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=first, should_stop=lambda: first.steps >= 3)
+    rerun = StepCount()
+    resumed = tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=rerun, should_stop=never_stop)
+    whole = StepCount()
+    fresh = create("prompt_tuning", spec, {**options, "checkpoint_dir": str(tmp_path / "b")})
+    plain = tuning.fit(fresh, backbone, TRAIN, DEV, fixed=set(SHORT), progress=whole, should_stop=never_stop)
+    assert resumed.report["chosen"] == plain.report["chosen"]
+    scores = [[(t.options, t.dev_accuracy, t.dev_loss, t.rung) for t in r.trials] for r in (resumed, plain)]
+    assert scores[0] == scores[1]
+    assert all(torch.equal(resumed.learned.tensors[k], v) for k, v in plain.learned.tensors.items())
+    assert first.steps + rerun.steps == whole.steps  # no step run twice: trial 1's rung was not trained again
+    assert not (tmp_path / "a").exists()
+
+
 def test_options_the_user_set_are_never_tuned(backbone):
     fixed_lr = create("ptuning", spec_for(backbone), {**SHORT, "lr": 0.02})
     tuned = tuning.fit(fixed_lr, backbone, TRAIN, DEV, fixed={"lr"}, progress=no_progress, should_stop=never_stop)
