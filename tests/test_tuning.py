@@ -143,7 +143,9 @@ def test_a_rerun_after_a_cancel_reuses_the_paused_trials_scores_and_ends_as_an_u
     first = StepCount()
     method = create("prompt_tuning", spec, {**options, "checkpoint_dir": str(tmp_path / "a")})
     with pytest.raises(Cancelled):
-        tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=first, should_stop=lambda: first.steps >= 3)
+        tuning.fit(
+            method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=first, should_stop=lambda: first.steps >= 3
+        )
     rerun = StepCount()
     resumed = tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=rerun, should_stop=never_stop)
     whole = StepCount()
