@@ -43,7 +43,7 @@ from typing import Any
 from core import distributed
 from core.backbone import Backbone
 from core.data import LabeledDataset
-from core.methods.base import Dimension, LearnedPrompt, PromptMethod, config_to_dict, data_hash
+from core.methods.base import Dimension, LearnedPrompt, PromptMethod, data_hash
 from core.progress import TRAINING, TUNING, Cancelled, ProgressFn, StopFn, enter_phase
 
 SMALL_DEV = 16  # dev rows below which a choice among configurations is mostly noise
@@ -241,20 +241,9 @@ def _continue(
 def _trial_key(
     method: PromptMethod, backbone: Backbone, train: LabeledDataset, dev: LabeledDataset, rung_step: int
 ) -> str:
-    """What a saved rung score must match to be reused: the trial's configuration, prompt, backbone, data, rung."""
-    config = {k: v for k, v in config_to_dict(method.config).items() if k != "checkpoint_dir"}
-    spec = method.spec
-    blob = {
-        "method": type(method).__name__,
-        "config": config,
-        "templates": list(spec.templates),
-        "labels": list(spec.label_names),
-        "verbalizer": spec.verbalizer.to_dict(),
-        "backbone": backbone.fingerprint,
-        "data": [data_hash(train), data_hash(dev)],
-        "rung": rung_step,
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+    """What a saved rung score must match to be reused: the run its checkpoint must match, plus dev and the rung."""
+    run = method.run_key(backbone, "\n".join(method.spec.templates), train)
+    return hashlib.sha256(json.dumps([run, data_hash(dev), rung_step]).encode()).hexdigest()
 
 
 def _save_paused(folder: Path, key: str, trial: Trial) -> None:

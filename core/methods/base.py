@@ -108,6 +108,8 @@ class PromptMethod(Protocol):
 
     def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]: ...
 
+    def run_key(self, backbone: Backbone, template: str, train_set: LabeledDataset) -> str: ...
+
 
 class MethodBase:
     """What every method shares: its spec and config, and how it wraps a result into a LearnedPrompt."""
