@@ -171,9 +171,10 @@ def main() -> None:
     summary = {}
     folders = [Path(f) for f in args.out.split(",")]
     for d, k in pairs:
-        found = [json.loads(p.read_text()) for p in (f / f"{d}-k{k}" / "results.json" for f in folders) if p.is_file()]
+        found = [(f.name, f / f"{d}-k{k}" / "results.json") for f in folders]
+        found = [(name, json.loads(path.read_text())) for name, path in found if path.is_file()]
         if found:
-            summary[f"{d}-k{k}"] = table_for(merged(found, [f.name for f in folders]))
+            summary[f"{d}-k{k}"] = table_for(merged([r for _, r in found], [name for name, _ in found]))
         else:
             print(f"{d} K={k}: no results.json in {args.out}")
     text = markdown(summary) + "\n\n" + averages(summary)
