@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from core.backbone import Backbone
 from core.evaluate import accuracy
-from core.scoring import CONTENT_FREE_INPUTS, calibrate
+from core.scoring import CONTENT_FREE_INPUTS, calibrate, prior_from_scores
 
 if TYPE_CHECKING:  # the trigger search ranks with `choose`, and core.methods imports the trigger search
     from core.methods.base import LearnedPrompt
@@ -48,9 +48,7 @@ def content_free_records(columns: Sequence[str]) -> list[dict[str, str]]:
 
 def log_prior(method: Any, backbone: Backbone, prompt: LearnedPrompt, columns: Sequence[str]) -> torch.Tensor:
     """log p_cf(label): the prompt's mean label distribution over the content-free inputs (n_labels,)."""
-    raw = method.scores(backbone, uncalibrated(prompt), content_free_records(columns)).float()
-    probs = F.softmax(raw, dim=-1).mean(0)
-    return torch.log(probs / probs.sum())
+    return prior_from_scores(method.scores(backbone, uncalibrated(prompt), content_free_records(columns)))
 
 
 def scores(

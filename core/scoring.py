@@ -286,8 +286,13 @@ def content_free_log_prior(
 ) -> torch.Tensor:
     """log p_cf(label): the model's label distribution for content-free inputs (Zhao et al. 2021), averaged."""
     records = [{f: value for f in fields} for value in CONTENT_FREE_INPUTS]
-    scores = score_records(backbone, plan, records, trigger_ids=trigger_ids, hooks=hooks)
-    probs = F.softmax(scores, dim=-1).mean(0)
+    return prior_from_scores(score_records(backbone, plan, records, trigger_ids=trigger_ids, hooks=hooks))
+
+
+def prior_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """log p_cf(label) from the label scores (n_inputs, n_labels) of the content-free inputs: their mean
+    distribution, renormalised."""
+    probs = F.softmax(scores.float(), dim=-1).mean(0)
     return torch.log(probs / probs.sum())
 
 

@@ -29,12 +29,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from core import prefix_cache as prefix_cache_mod
 from core.backbone import Backbone, LMKind
 from core.calibration import UNCALIBRATED, choose
-from core.scoring import PromptHooks, ScoringPlan, aggregate_labels, target_logits, word_log_probs
+from core.scoring import (
+    PromptHooks,
+    ScoringPlan,
+    aggregate_labels,
+    prior_from_scores,
+    target_logits,
+    word_log_probs,
+)
 from core.templates import Encoded, TemplateError, encode_batch
 
 WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE / SentencePiece: a token that starts a new word
@@ -458,8 +464,8 @@ def evaluate_triggers(
         correct = int((scores.argmax(-1) == labels).sum())
         loss = float(scorer.losses(scores.unsqueeze(0), rows, labels).sum())
         return correct / max(1, len(scorer)), loss / max(1, len(scorer))
-    probs = F.softmax(trigger_scores(content_free, triggers), dim=-1).mean(0)
-    choice = choose(scores, torch.log(probs / probs.sum()), labels.tolist(), UNCALIBRATED)
+    prior = prior_from_scores(trigger_scores(content_free, triggers))
+    choice = choose(scores, prior, labels.tolist(), UNCALIBRATED)
     return choice.dev_accuracy[choice.chosen], choice.dev_loss[choice.chosen]
 
 
