@@ -5,12 +5,13 @@ sets); it knows its own sensitive settings, so nothing here names a method. The 
 distinct setting, one dimension after another (coordinate search: a dimension's best choice is kept while the next
 one is searched, the method's defaults tried first), and picks by dev accuracy, ties by dev loss, then by the
 order tried. Only train and dev rows ever reach it: the test split is scored after it returns. Options the user
-set are never searched over.
+set are never searched over. A log grid whose edge wins is extended one step past it (`Dimension.beyond`, at most
+twice for a learning rate), so a short budget's preference for a larger rate is followed, not cut off at the grid.
 
 Successive halving, one rung: a trial runs only to its *rung*, about `RUNG_FRACTION` of its own step budget
 (rounded up to its next dev evaluation, so the trials of a dimension are compared on dev scores measured at the
 same step), and pauses there; only the winner is continued to its full budget. Complete trials cost the search
-as many fits as trials (3-5x one fit); paused ones cost about 1.5-2.3x. The pause is exact because it is the
+as many fits as trials (3-5x one fit); paused ones cost about 1.5-3x. The pause is exact because it is the
 loops' own cancel: the training loop and AutoPrompt's search poll `should_stop()` before every step, write a
 checkpoint and raise `Cancelled`, and a fit given the same config and checkpoint folder resumes where it stopped.
 So each trial gets a checkpoint folder of its own (under the method's `checkpoint_dir` when it has one, else a
@@ -117,19 +118,31 @@ def fit(
     keys = list(dict.fromkeys(k for d in dims for c in d.choices for k in c))
     tried: dict[str, _Run] = {}  # by the configuration a trial ran with
     best: dict[str, Any] = {}
-    total = 1 + sum(len(d.choices) - 1 for d in dims)  # at most: each dimension adds its non-current choices
+    total = 1 + sum(len(d.choices) - 1 for d in dims)  # each dimension adds its non-current choices (+ extensions)
     with tempfile.TemporaryDirectory(prefix="ptune-tuning-") as scratch:
         root = _trial_root(method, Path(scratch))
+
+        def trial_of(choice: Mapping[str, Any]) -> Trial:
+            """`choice` on top of the best so far, run to its rung unless an earlier dimension already ran it."""
+            options = _settings(method, {**best, **choice}, keys)
+            sig = _signature(options)
+            if sig not in tried:
+                label = f"{TUNING}, trial {len(tried) + 1}/{max(total, len(tried) + 1)}: {describe(options)}"
+                folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
+                tried[sig] = _trial(method, options, folder, backbone, train, dev, label, progress, should_stop)
+            return tried[sig].trial
+
         for dim in dims:
-            for choice in dim.choices:
-                options = _settings(method, {**best, **choice}, keys)
-                sig = _signature(options)
-                if sig not in tried:
-                    label = f"{TUNING}, trial {len(tried) + 1}/{total}: {describe(options)}"
-                    folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
-                    tried[sig] = _trial(method, options, folder, backbone, train, dev, label, progress, should_stop)
-            ranked = [tried[_signature(_settings(method, {**best, **c}, keys))].trial for c in dim.choices]
-            best = max(ranked, key=Trial.key).options  # max keeps the first of equals: the current setting first
+            choices: list[dict[str, Any]] = list(dim.choices)
+            while True:
+                ranked = [trial_of(c) for c in choices]
+                won_at = max(range(len(ranked)), key=lambda i: ranked[i].key())  # first of equals: current first
+                further = dim.beyond(choices, choices[won_at])
+                if further is None:
+                    break
+                choices.append(further)
+                total += 1
+            best = ranked[won_at].options
         won = tried[_signature(best)]
         if won.learned is None:
             distributed.exchange(distributed.data_parallel_group(), None)  # its checkpoint is written (main's)

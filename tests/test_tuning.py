@@ -14,6 +14,7 @@ from core.app.views import settings_note, small_dev_warning, tuning_trials
 from core.compare import Unit, run_unit, summarize
 from core.data import LabeledDataset, Split
 from core.methods import REGISTRY, create
+from core.methods.base import lr_grid
 from core.progress import TUNING, Cancelled, never_stop, no_progress
 from core.scoring import CONTENT_FREE_INPUTS
 from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
@@ -45,10 +46,11 @@ def test_ptuning_searches_lr_then_encoder_and_keeps_the_best_trial_on_dev(backbo
     progress = Phases()
     tuned = tuning.fit(method, backbone, TRAIN, DEV, fixed=set(SHORT), progress=progress, should_stop=never_stop)
     trials, report = tuned.trials, tuned.report
-    assert len(trials) == 5  # 3 learning rates, then the 2 other encoders at the best one
-    assert [t.options["lr"] for t in trials[:3]] == [3e-3, 1e-3, 9e-3]  # log grid, the default first
-    assert [t.options["encoder"] for t in trials[:3]] == ["lstm"] * 3
-    assert {t.options["encoder"] for t in trials[3:]} == {"mlp", "none"}
+    lrs = [t for t in trials if t.options["encoder"] == "lstm"]  # the lr dimension, then 2 encoders at its best
+    assert len(trials) == len(lrs) + 2 and 3 <= len(lrs) <= 5
+    assert [t.options["lr"] for t in lrs[:3]] == [3e-3, 1e-3, 9e-3]  # log grid, the default first
+    assert_extended_only_past_a_winning_edge(lrs, ratio=3.0, extend=2)
+    assert {t.options["encoder"] for t in trials[len(lrs) :]} == {"mlp", "none"}
     best = max(trials, key=tuning.Trial.key)
     assert report["chosen"] == best.options  # coordinate search ends on the best configuration it tried
     assert (
@@ -56,7 +58,7 @@ def test_ptuning_searches_lr_then_encoder_and_keeps_the_best_trial_on_dev(backbo
     )
     assert tuned.learned.config["lr"] == best.options["lr"]  # the winner's trial continued: nothing retrained
     # trials ran to their rung (a third of 4 steps, rounded up to the evaluation at step 2); the winner went on
-    assert [t.rung for t in trials] == [2] * 5 and report["rung_fraction"] == tuning.RUNG_FRACTION
+    assert [t.rung for t in trials] == [2] * len(trials) and report["rung_fraction"] == tuning.RUNG_FRACTION
     assert [t.continued for t in trials] == [t is best for t in trials]
     assert [t.steps for t in trials] == [4 if t is best else 2 for t in trials]
     assert tuned.learned.metrics["steps"] == 4 and tuned.learned.metrics["resumed_from_step"] == 2
@@ -65,9 +67,40 @@ def test_ptuning_searches_lr_then_encoder_and_keeps_the_best_trial_on_dev(backbo
     assert report["n_dev"] == len(DEV) and report["dev_too_small"] is False
     # each trial starts in its training phase, so a run card counts the trial's steps from its first one
     starts = [p for p in progress.phases if p.startswith(f"{TUNING}, trial ") and p.endswith(" · training")]
-    assert len(starts) >= 5 and starts[0] == f"{TUNING}, trial 1/5: lr 0.003, encoder lstm · training"
+    assert len(starts) >= len(trials) and starts[0] == f"{TUNING}, trial 1/5: lr 0.003, encoder lstm · training"
+    assert starts[-1].startswith(f"{TUNING}, trial {len(trials)}/{len(trials)}: ")  # extensions counted as they come
     summary = report["summary"]
     assert progress.phases[-1].startswith(f"{TUNING}: continuing {summary} to the full budget · training")
+
+
+def assert_extended_only_past_a_winning_edge(trials: list[tuning.Trial], ratio: float, extend: int) -> None:
+    """Each learning rate past the grid is one step beyond the edge that was winning; the search stops once the
+    best is inside what it tried or the extensions are used up."""
+    grid = 3
+    for i in range(grid, len(trials) + 1):
+        so_far = trials[:i]
+        best = max(so_far, key=tuning.Trial.key).options["lr"]
+        lrs = [t.options["lr"] for t in so_far]
+        at_edge = best in (max(lrs), min(lrs))
+        if i == len(trials):  # no further point: inside the bracket, or out of extensions
+            assert not at_edge or i - grid == extend
+        else:
+            assert at_edge
+            step = ratio if best == max(lrs) else 1 / ratio
+            assert trials[i].options["lr"] == pytest.approx(best * step, rel=1e-2)
+
+
+def test_a_log_grid_extends_one_step_past_a_winning_edge_and_no_further_than_allowed():
+    dim = lr_grid(1e-2, (1.0, 1 / 3, 3.0), extend=2)
+    assert dim.ratio == pytest.approx(3.0) and [c["lr"] for c in dim.choices] == [1e-2, 3.33e-3, 3e-2]
+    grid = list(dim.choices)
+    assert dim.beyond(grid, {"lr": 1e-2}) is None  # the default won: bracketed
+    assert dim.beyond(grid, {"lr": 3e-2}) == {"lr": 9e-2}
+    assert dim.beyond(grid, {"lr": 3.33e-3}) == {"lr": 1.11e-3}
+    twice = [*grid, {"lr": 9e-2}, {"lr": 0.27}]
+    assert dim.beyond(twice, {"lr": 0.27}) is None  # extensions used up
+    assert dim.beyond([*grid, {"lr": 9e-2}], {"lr": 3e-2}) is None  # the old edge won against the new point
+    assert lr_grid(1e-2, (1.0, 3.0), extend=0).beyond(grid, {"lr": 3e-2}) is None
 
 
 class StepCount:
@@ -218,10 +251,11 @@ def test_the_choice_never_depends_on_the_test_split(backbone):
 def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     small_dev = keyword_data(6, 1)
     split = Split(TRAIN, small_dev, keyword_data(8, 2), 0)
-    unit = Unit("ptuning", 0, {**SHORT, "encoder": "none"}, tune=True)  # the encoder set: 3 learning rates tried
+    unit = Unit("ptuning", 0, {**SHORT, "encoder": "none"}, tune=True)  # the encoder set: learning rates only
     result = run_unit(backbone, split, spec_for(backbone), unit)
     row = result["rows"][0]
-    assert len(row["tuning"]["trials"]) == 3 and row["tuning"]["dev_too_small"] is True
+    n_trials = len(row["tuning"]["trials"])
+    assert 3 <= n_trials <= 5 and row["tuning"]["dev_too_small"] is True  # the grid, maybe extended past an edge
     assert row["train_seconds"] >= sum(t["seconds"] for t in row["tuning"]["trials"])
     # trials share each text's cached key/values; calibration adds the content-free inputs ("N/A", "", the mask)
     n_rows = len(TRAIN) + len(small_dev) + len(split.test) + len(CONTENT_FREE_INPUTS)
@@ -231,7 +265,7 @@ def test_run_unit_stores_the_tuning_and_counts_it_as_training_time(backbone):
     note = settings_note(m)
     assert note.startswith(f"tuned on dev: {row['tuning']['summary']}") and "only 6 rows" in note
     table = tuning_trials(m)
-    assert len(table) == 3 and table["chosen"].sum() == 1
+    assert len(table) == n_trials and table["chosen"].sum() == 1
     assert (table["compared at step"] < table["steps"]).tolist() == table["chosen"].tolist()  # the winner continued
     untuned = run_unit(backbone, split, spec_for(backbone), Unit("ptuning", 0, {**SHORT, "encoder": "none"}))
     assert untuned["rows"][0]["tuning"] is None
@@ -256,7 +290,7 @@ def test_cli_tunes_by_default_and_not_with_no_tune_or_a_set_lr(tmp_path):
         assert main([*common, *extra, "--out", str(tmp_path / name)]) == 0
         (row,) = json.loads((tmp_path / name / "results.json").read_text())["methods"]
         tuning_of[name] = row["tuning"][0]
-    assert len(tuning_of["default"]["trials"]) == 3 and tuning_of["default"]["n_dev"] == 8
+    assert 3 <= len(tuning_of["default"]["trials"]) <= 5 and tuning_of["default"]["n_dev"] == 8  # grid + extensions
     assert tuning_of["no-tune"] is None and tuning_of["lr set"] is None
 
 

@@ -70,15 +70,38 @@ class LearnedPrompt:
 
 @dataclass(frozen=True)
 class Dimension:
-    """One setting (or a few tied together) worth tuning on dev: alternative option sets, the current one first."""
+    """One setting (or a few tied together) worth tuning on dev: alternative option sets, the current one first.
+
+    A numeric log grid may `extend` past its edges: when the best choice so far is the grid's largest (smallest)
+    value, one more point `ratio` times beyond it is tried, up to `extend` times. A grid whose edge keeps winning
+    has not bracketed the optimum (a short step budget wants a larger learning rate than the default's grid holds).
+    """
 
     name: str
     choices: tuple[dict[str, Any], ...]
+    extend: int = 0
+    ratio: float = 1.0
+
+    def beyond(self, tried: Sequence[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any] | None:
+        """The next point past the edge `best` sits on among `tried` (this dimension's choices so far), or None
+        when `best` is inside the grid, the dimension does not extend, or its extensions are used up."""
+        if len(tried) - len(self.choices) >= self.extend or self.ratio <= 1.0:
+            return None
+        values = [c[self.name] for c in tried]
+        value = best[self.name]
+        if value == max(values):
+            return {self.name: float(f"{value * self.ratio:.3g}")}
+        if value == min(values):
+            return {self.name: float(f"{value / self.ratio:.3g}")}
+        return None
 
 
-def lr_grid(lr: float, factors: Sequence[float]) -> Dimension:
-    """A learning-rate dimension: `lr` times each factor (a log grid), in the factors' order."""
-    return Dimension("lr", tuple({"lr": float(f"{lr * f:.3g}")} for f in factors))
+def lr_grid(lr: float, factors: Sequence[float], extend: int = 2) -> Dimension:
+    """A learning-rate dimension: `lr` times each factor (a log grid), in the factors' order, extending past
+    whichever edge wins by the grid's own step (at most `extend` more points)."""
+    points = sorted(factors)
+    ratio = points[1] / points[0] if len(points) > 1 else 1.0
+    return Dimension("lr", tuple({"lr": float(f"{lr * f:.3g}")} for f in factors), extend, ratio)
 
 
 class PeftExportError(ValueError):
