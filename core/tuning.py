@@ -127,7 +127,7 @@ def fit(
             options = _settings(method, {**best, **choice}, keys)
             sig = _signature(options)
             if sig not in tried:
-                label = f"{TUNING}, trial {len(tried) + 1}/{max(total, len(tried) + 1)}: {describe(options)}"
+                label = f"{TUNING}, trial {len(tried) + 1}/{total}: {describe(options)}"
                 folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
                 tried[sig] = _trial(method, options, folder, backbone, train, dev, label, progress, should_stop)
             return tried[sig].trial
