@@ -1,33 +1,44 @@
-"""Background job runner: a FIFO queue and one worker thread per device, progress into the run store, cancel.
+"""Background work outside the web server: a queue in the run store, worker processes that claim from it.
 
-Why this shape: Streamlit reruns its script on every interaction, so training cannot live in the script thread.
-One process-wide ``JobManager`` (made with ``st.cache_resource``) owns the workers; a worker runs one job at a
-time per device so two users cannot OOM one GPU. Workers never call ``st.*`` (they have no script context):
-they write progress into the ``RunStore`` and pages poll it with ``st.fragment(run_every=...)``. Stopping is
-cooperative: ``cancel`` sets an event the job reads through ``should_stop()`` every step.
+Why this shape: training inside the Streamlit process slowed every page and died with the server (a restart
+killed every run). Now the store is the only channel. The server (``JobQueue``) writes a queued run and makes
+sure a worker serves its device; a ``Worker`` — its own process, started detached (``ProcessLauncher``), or a
+Ray actor — claims runs in a transaction, trains in a background thread while its main thread writes heartbeats
+and polls the cancel flag, and reports progress into the store, which pages poll. A run is interrupted only when
+its worker is gone (dead pid on this host, or a stale heartbeat): never because some process opened the store.
+One worker per device and host, registered in the store, keeps one run at a time per GPU across servers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from core.errors import one_line
 from core.progress import Cancelled, ProgressFn, StopFn
-from core.store import MetricRecord, RunStore
+from core.store import ACTIVE_STATUSES, MetricRecord, RunStore
 
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[ProgressFn, StopFn], dict]  # returns the result dict saved into the store
-DoneFn = Callable[[str, str], None]  # on_done(run_id, final_status), called from the worker thread
+JobFactory = Callable[[dict], JobFn]  # a stored run (row + config) -> the work it stands for
+HEARTBEAT_S = 1.0  # how often a worker says it is alive (and reads its cancel flag)
+STALE_AFTER_S = float(os.environ.get("PTUNE_HEARTBEAT_STALE_S", "60"))  # silent this long: the worker is gone
+IDLE_EXIT_S = float(os.environ.get("PTUNE_WORKER_IDLE_S", "300"))  # a worker with nothing queued stops after this
 
-_worker_device = threading.local()
+HOST = socket.gethostname()
+_worker_device = threading.local()  # set in a run's own thread: the device its worker serves
 
 
 def visible_devices() -> list[str]:
@@ -51,36 +62,42 @@ def place(devices: Sequence[str], active: Mapping[str, int]) -> str:
 
 
 def current_device() -> str | None:
-    """The device of the worker running the calling code (None outside a worker).
-
-    A job submitted with ``device=None`` learns here which device the manager gave it.
-    """
+    """The device of the worker running the calling code (None outside a worker's run)."""
     return getattr(_worker_device, "name", None)
 
 
-@dataclass
-class _Job:
-    run_id: str
-    fn: JobFn
-    device: str
-    on_done: DoneFn | None
-    state: str = "queued"  # queued -> running -> done; changed only under JobManager._lock
-    stop: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
+def pid_alive(pid: int, started: float | None = None) -> bool:
+    """A process with this pid runs on this host (not a zombie; when `started` is given, the same process and not
+    a later one that reused the pid)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or proc.create_time() <= started + 1.0
+    except psutil.Error:
+        return False
+
+
+def worker_alive(worker: Mapping) -> bool:
+    """A registered worker is alive as far as this host can tell: its pid, when it runs here; else trust the
+    heartbeat (the store's `reap` checks its age)."""
+    return worker["host"] != HOST or pid_alive(worker["pid"], worker["started"])
 
 
 class _Progress:
-    """The ``progress`` callback of one job: ETA from elapsed time, store writes throttled to ``interval``.
+    """The ``progress`` callback of one run: ETA from elapsed time, store writes throttled to ``interval``.
 
     Calls between writes are buffered and written with the next one, so every step's metrics reach the store
     while a tight loop costs one SQLite transaction per ``interval`` at most. The final step, and any step after
     a cancel request, are written at once. ``phase(name)`` (see ``core.progress.enter_phase``) records what the
     run is doing; each phase's ETA counts from the moment it was first entered (a training phase interrupted by
-    dev evaluations keeps one clock). Called only from the job's own thread, so it needs no lock.
+    dev evaluations keeps one clock). Called only from the run's own thread, so it needs no lock.
     """
 
-    def __init__(self, store: RunStore, job: _Job, interval: float):
-        self._store, self._job, self._interval = store, job, interval
+    def __init__(self, store: RunStore, run_id: str, stopping: Callable[[], bool], interval: float):
+        self._store, self._run_id, self._stopping, self._interval = store, run_id, stopping, interval
         self._phase = ""
         self._started: dict[str, float] = {"": time.monotonic()}
         self._base: dict[str, int] = {}  # per phase: the step count before its first reported step
@@ -98,7 +115,7 @@ class _Progress:
     def __call__(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
         now = time.monotonic()
         self._base.setdefault(self._phase, max(step - 1, 0))
-        urgent = step >= total or self._job.stop.is_set()
+        urgent = step >= total or self._stopping()
         if not urgent and now - self._last_write < self._interval:
             self._backlog.append((step, time.time(), dict(metrics)))
             self._step, self._total = step, total
@@ -109,183 +126,278 @@ class _Progress:
         self._write(step, total, metrics, eta)
 
     def _write(self, step: int, total: int, metrics: Mapping[str, float], eta: float | None) -> None:
-        self._store.record_progress(
-            self._job.run_id, step, total, metrics, eta, backlog=self._backlog, phase=self._phase
-        )
+        self._store.record_progress(self._run_id, step, total, metrics, eta, backlog=self._backlog, phase=self._phase)
         self._backlog = []
         self._step, self._total = step, total
         self._last_write = time.monotonic()
 
 
-class JobManager:
-    """Runs jobs in worker threads, one FIFO queue and worker per device; thread-safe.
+class _CancelFlag:
+    """``should_stop`` of one run: the store's cancel flag, read at every call (one indexed SELECT, small beside a
+    step) so a cancel is seen at the next step; once set it stays set."""
 
-    Creating it marks runs a previous process left queued/running as interrupted. Workers start on first use.
+    def __init__(self, store: RunStore, run_id: str):
+        self._store, self._run_id = store, run_id
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        if not self._event.is_set() and self._store.cancel_requested(self._run_id):
+            self._event.set()
+        return self._event.is_set()
+
+
+class Worker:
+    """Claims runs for one device from the store and runs them one at a time, until idle for ``idle_exit_s``.
+
+    The run itself executes in a background thread; this thread writes the heartbeat every ``heartbeat_s`` and
+    passes a cancel on. A run's failure is recorded on that run and never ends the worker.
     """
 
-    def __init__(self, store: RunStore, *, devices: Sequence[str] = ("cpu",), progress_interval: float = 0.2):
+    def __init__(
+        self,
+        store: RunStore,
+        device: str,
+        make_job: JobFactory,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        idle_exit_s: float = IDLE_EXIT_S,
+        progress_interval: float = 0.2,
+        poll_s: float = 0.25,
+    ):
+        self.store, self.device, self.make_job = store, device, make_job
+        self.heartbeat_s, self.idle_exit_s = heartbeat_s, idle_exit_s
+        self.progress_interval, self.poll_s = progress_interval, poll_s
+        self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def serve(self, *, local: bool = True) -> int:
+        """Register as the device's worker and run queued runs until none has come for ``idle_exit_s``.
+
+        Returns how many runs it ran; 0 at once when another live worker already serves the device here."""
+        if not self.store.register_worker(self.id, self.device, HOST, os.getpid(), local=local):
+            log.info("device %s already has a worker on %s; nothing to do", self.device, HOST)
+            return 0
+        ran, idle_since = 0, time.monotonic()
+        try:
+            while True:
+                run_id = self.store.claim(self.id, device=self.device)
+                if run_id is not None:
+                    self.run_claimed(run_id)
+                    ran, idle_since = ran + 1, time.monotonic()
+                    continue
+                self.store.heartbeat(self.id)
+                if time.monotonic() - idle_since >= self.idle_exit_s and self.store.retire_worker(
+                    self.id, device=self.device
+                ):
+                    return ran
+                time.sleep(self.poll_s)
+        finally:
+            self.store.retire_worker(self.id)
+
+    def run_one(self, run_id: str) -> str | None:
+        """Claim and run the run ``run_id`` (a Ray actor's whole job); None if it is no longer queued."""
+        self.store.register_worker(self.id, self.device, HOST, os.getpid(), local=False)
+        try:
+            if self.store.claim(self.id, run_id=run_id) is None:
+                return None
+            return self.run_claimed(run_id)
+        finally:
+            self.store.retire_worker(self.id)
+
+    def run_claimed(self, run_id: str) -> str:
+        """Run a claimed run in a background thread, heartbeating here; returns its final status."""
+        stop = _CancelFlag(self.store, run_id)
+        outcome: list[str] = []
+        thread = threading.Thread(
+            target=lambda: outcome.append(self._execute(run_id, stop)), name=f"run-{run_id}", daemon=True
+        )
+        thread.start()
+        while thread.is_alive():
+            thread.join(self.heartbeat_s)
+            try:
+                if self.store.heartbeat(self.id, run_id):
+                    stop.set()
+            except Exception:  # a busy store must not stop the run; the next beat retries
+                log.warning("run %s: heartbeat not written", run_id, exc_info=True)
+        return outcome[0] if outcome else "failed"
+
+    def _execute(self, run_id: str, stop: _CancelFlag) -> str:
+        """Run the job and record its outcome: succeeded, cancelled or failed (with a one-line error)."""
+        _worker_device.name = self.device
+        try:
+            run = self.store.get_run(run_id)
+            job = self.make_job(run)
+            result = job(_Progress(self.store, run_id, stop, self.progress_interval), stop)
+        except Cancelled:
+            return self._finish(run_id, "cancelled")
+        except Exception as exc:
+            log.error("run %s failed", run_id, exc_info=True)
+            return self._fail(run_id, exc, traceback.format_exc())
+        if stop():
+            return self._finish(run_id, "cancelled")
+        if not isinstance(result, dict):
+            return self._fail(run_id, TypeError(f"job returned {type(result).__name__}, expected a result dict"), "")
+        self.store.save_result(run_id, result)
+        return self._finish(run_id, "succeeded")
+
+    def _fail(self, run_id: str, exc: Exception, tb: str) -> str:
+        error = f"{type(exc).__name__}: {one_line(exc)}"
+        self.store.save_result(run_id, {"error": error, "traceback": tb})
+        return self._finish(run_id, "failed", error)
+
+    def _finish(self, run_id: str, status: str, error: str | None = None) -> str:
+        try:
+            self.store.set_status(run_id, status, error=error)
+        except Exception:  # the run was deleted meanwhile; keep serving the queue
+            log.exception("run %s: could not record %s", run_id, status)
+        return status
+
+
+class ProcessLauncher:
+    """Starts a detached worker process per device on demand (``argv`` + ``--device D``): a new session, its
+    own log file, lower CPU priority, so it survives the server's stop, restart or SIGKILL."""
+
+    def __init__(self, argv: Sequence[str], *, log_dir: Path, cwd: Path | None = None):
+        self.argv, self.log_dir, self.cwd = list(argv), Path(log_dir), cwd
+        self._started: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def ensure(self, device: str, store: RunStore) -> None:
+        """A worker serves `device` on this host, or one is starting (one we started and have not seen exit)."""
+        if any(w["device"] == device and w["host"] == HOST for w in store.workers()):
+            return
+        with self._lock:
+            proc = self._started.get(device)
+            if proc is not None and proc.poll() is None:
+                return  # still starting (it registers once torch is imported) or about to retire
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            name = device.replace(":", "-")
+            with open(self.log_dir / f"worker-{name}.log", "ab") as out:
+                self._started[device] = subprocess.Popen(
+                    [*self.argv, "--device", device],
+                    cwd=self.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # not in the server's process group: Ctrl-C or a kill of it spares us
+                )
+        log.info("started a worker for %s (pid %d)", device, self._started[device].pid)
+
+    def submit(self, run_id: str, device: str, store: RunStore) -> None:
+        self.ensure(device, store)
+
+    def check(self, store: RunStore, queued_devices: Sequence[str]) -> None:
+        """Collect our exited workers (no zombies while the server lives); give every device with queued runs a
+        worker again (one that died leaves its queue to a new one)."""
+        with self._lock:
+            for device, proc in list(self._started.items()):
+                if proc.poll() is not None:
+                    del self._started[device]
+        for device in queued_devices:
+            self.ensure(device, store)
+
+
+class Launcher(Protocol):
+    """Where queued runs get executed: local worker processes, or a Ray cluster."""
+
+    def submit(self, run_id: str, device: str, store: RunStore) -> None: ...
+
+    def check(self, store: RunStore, queued_devices: Sequence[str]) -> None: ...
+
+
+class JobQueue:
+    """The server's side of background work: queue runs, place them on devices, cancel, watch liveness.
+
+    Holds no work itself, so the server can stop or restart at any time; a second process making a JobQueue on
+    the same store changes nothing that is alive.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        launcher: Launcher,
+        *,
+        devices: Sequence[str] = ("cpu",),
+        stale_after: float = STALE_AFTER_S,
+    ):
         if not devices or len(set(devices)) != len(devices):
             raise ValueError(f"devices must be a non-empty list of distinct names, got {list(devices)!r}")
-        self.store = store
-        self.devices = tuple(devices)
-        self.progress_interval = progress_interval
-        self._lock = threading.Lock()
-        self._queues: dict[str, queue.SimpleQueue[_Job | None]] = {d: queue.SimpleQueue() for d in self.devices}
-        self._workers: dict[str, threading.Thread] = {}
-        self._jobs: dict[str, _Job] = {}  # active (queued or running) jobs, in submission order
-        self._closed = False
-        store.mark_interrupted()
+        self.store, self.launcher, self.devices, self.stale_after = store, launcher, tuple(devices), stale_after
+        self._last_check = -math.inf
+        self.check(force=True)
 
-    def submit(self, run_id: str, fn: JobFn, *, device: str | None = None, on_done: DoneFn | None = None) -> None:
-        """Queue ``fn`` for the run on ``device`` (None: where ``place`` puts it, the least busy accelerator).
-
-        ``on_done(run_id, status)`` runs in the worker thread (in the cancelling thread for a run cancelled
-        while queued); like the job, it must not call ``st.*``.
-        """
-        if device is not None and device not in self._queues:
-            raise ValueError(f"unknown device {device!r}; this manager has {', '.join(self.devices)}")
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("JobManager is shut down")
-            if run_id in self._jobs:
-                raise ValueError(f"run {run_id!r} is already queued or running")
-            device = device or place(self.devices, self._load())
-            self.store.set_status(run_id, "queued")  # KeyError for an unknown run, before anything is queued
-            self.store.set_device(run_id, device)
-            job = _Job(run_id, fn, device, on_done)
-            self._jobs[run_id] = job
-            self._start_worker(device)
-        self._queues[device].put(job)
-
-    def _load(self) -> dict[str, int]:
-        """Queued or running jobs per device (called under the lock)."""
-        load = dict.fromkeys(self.devices, 0)
-        for job in self._jobs.values():
-            load[job.device] += 1
-        return load
-
-    def _start_worker(self, device: str) -> None:
-        if device not in self._workers:
-            thread = threading.Thread(target=self._serve, args=(device,), name=f"ptune-worker-{device}", daemon=True)
-            self._workers[device] = thread
-            thread.start()
-
-    def cancel(self, run_id: str) -> bool:
-        """Ask a run to stop; a queued run is cancelled at once and never starts. False if it is not active."""
-        with self._lock:
-            job = self._jobs.get(run_id)
-            if job is None:
-                return False
-            job.stop.set()
-            claimed = job.state == "queued"
-            if claimed:
-                job.state = "done"  # the worker will skip it
-        if claimed:
-            self._finish(job, "cancelled")
-        return True
-
-    def is_stopping(self, run_id: str) -> bool:
-        """A cancel was asked for and the run has not stopped yet (it stops at its next step or chunk)."""
-        with self._lock:
-            job = self._jobs.get(run_id)
-            return job is not None and job.stop.is_set()
-
-    def is_active(self, run_id: str) -> bool:
-        with self._lock:
-            return run_id in self._jobs
-
-    def active_runs(self) -> list[str]:
-        """Ids of queued and running jobs, in submission order."""
-        with self._lock:
-            return list(self._jobs)
-
-    def wait(self, run_id: str, timeout: float | None = None) -> str:
-        """Block until the run is terminal and return its status; TimeoutError if ``timeout`` passes first."""
-        with self._lock:
-            job = self._jobs.get(run_id)
-        if job is not None and not job.done.wait(timeout):
-            raise TimeoutError(f"run {run_id!r} still active after {timeout} s")
+    def submit(self, run_id: str, *, device: str | None = None) -> str:
+        """Queue the (already created) run on `device` (None: where ``place`` puts it); returns the device."""
+        if device is not None and device not in self.devices:
+            raise ValueError(f"unknown device {device!r}; this app serves {', '.join(self.devices)}")
         run = self.store.get_run(run_id)
         if run is None:
             raise KeyError(f"no run {run_id!r}")
-        return run["status"]
+        if run["status"] in ACTIVE_STATUSES and run.get("device"):
+            raise ValueError(f"run {run_id!r} is already queued or running")
+        device = device or place(self.devices, self._load())
+        self.store.set_device(run_id, device)
+        self.store.set_status(run_id, "queued")
+        self.launcher.submit(run_id, device, self.store)
+        return device
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Refuse new jobs, cancel queued ones, ask running ones to stop, and (if ``wait``) join the workers."""
-        with self._lock:
-            self._closed = True
-            active = list(self._jobs)
-        for run_id in active:
-            self.cancel(run_id)
-        for q in self._queues.values():
-            q.put(None)
-        if wait:
-            for thread in list(self._workers.values()):
-                thread.join()
+    def _load(self) -> dict[str, int]:
+        load = dict.fromkeys(self.devices, 0)
+        for status in ACTIVE_STATUSES:
+            for row in self.store.list_runs(status=status, limit=100_000):
+                if row["device"] in load:
+                    load[row["device"]] += 1
+        return load
 
-    # -- worker side ----------------------------------------------------------------------------------------
+    def cancel(self, run_id: str) -> bool:
+        """Ask a run to stop; a queued run is cancelled at once and never starts. False if it is not active."""
+        return self.store.request_cancel(run_id)
 
-    def _serve(self, device: str) -> None:
-        """Worker loop: take jobs in FIFO order until the shutdown sentinel; one job's failure never ends it."""
-        _worker_device.name = device
-        while (job := self._queues[device].get()) is not None:
-            with self._lock:
-                if job.state != "queued":  # cancelled while waiting
-                    continue
-                job.state = "running"
-            try:
-                self._run(job)
-            except Exception:  # the store itself failed (e.g. run deleted); keep serving the queue
-                log.exception("run %s: could not record its outcome", job.run_id)
-                self._finish(job, None)
+    def is_stopping(self, run_id: str) -> bool:
+        """A cancel was asked for and the run has not stopped yet (it stops at its next step or chunk)."""
+        run = self.store.get_run(run_id)
+        return bool(run and run["status"] in ACTIVE_STATUSES and run["cancel_requested"])
 
-    def _run(self, job: _Job) -> None:
-        """Run one job and record its outcome: succeeded, cancelled or failed (with a one-line error)."""
-        self.store.set_status(job.run_id, "running")
-        try:
-            result = job.fn(_Progress(self.store, job, self.progress_interval), job.stop.is_set)
-        except Cancelled:
-            self._finish(job, "cancelled")
-            return
-        except Exception as exc:
-            log.error("run %s failed", job.run_id, exc_info=True)
-            self._fail(job, exc, traceback.format_exc())
-            return
-        if job.stop.is_set():
-            self._finish(job, "cancelled")
-        elif not isinstance(result, dict):
-            self._fail(job, TypeError(f"job returned {type(result).__name__}, expected a result dict"), "")
-        else:
-            self.store.save_result(job.run_id, result)
-            self._finish(job, "succeeded")
+    def active_runs(self) -> list[str]:
+        """Ids of queued and running runs, oldest first."""
+        rows = [r for s in ACTIVE_STATUSES for r in self.store.list_runs(status=s, limit=100_000)]
+        return [r["id"] for r in sorted(rows, key=lambda r: r["created"])]
 
-    def _fail(self, job: _Job, exc: Exception, tb: str) -> None:
-        error = f"{type(exc).__name__}: {one_line(exc)}"
-        self.store.save_result(job.run_id, {"error": error, "traceback": tb})
-        self._finish(job, "failed", error)
+    def check(self, *, force: bool = False, every: float = 2.0) -> list[str]:
+        """Liveness, at most every `every` seconds: runs whose worker is gone become interrupted (returned), and
+        every device with queued runs gets a worker again (one that died leaves its queue to a new one)."""
+        now = time.monotonic()
+        if not force and now - self._last_check < every:
+            return []
+        self._last_check = now
+        interrupted = self.store.reap(worker_alive, stale_after=self.stale_after)
+        for run_id in interrupted:
+            log.warning("run %s: its worker is gone; marked interrupted", run_id)
+        queued = {r["device"] for r in self.store.list_runs(status="queued", limit=100_000)}
+        self.launcher.check(self.store, sorted(queued & set(self.devices)))
+        return interrupted
 
-    def _finish(self, job: _Job, status: str | None, error: str | None = None) -> None:
-        """Record the final status (None: could not), release the job, call ``on_done``, then wake waiters.
+    def wait(self, run_id: str, timeout: float | None = None, *, poll: float = 0.1) -> str:
+        """Block until the run is terminal and return its status; TimeoutError if ``timeout`` passes first."""
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.store.get_run(run_id)
+            if run is None:
+                raise KeyError(f"no run {run_id!r}")
+            if run["status"] not in ACTIVE_STATUSES:
+                return run["status"]
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id!r} still active after {timeout} s")
+            self.check()
+            time.sleep(poll)
 
-        ``on_done`` runs after the release (so it may resubmit the run) and before ``wait`` returns (so a
-        waiter sees its effects).
-        """
-        recorded = False
-        try:
-            if status is not None:
-                self.store.set_status(job.run_id, status, error=error)
-                recorded = True
-        finally:
-            with self._lock:
-                job.state = "done"
-                self._jobs.pop(job.run_id, None)
-            if recorded and job.on_done is not None:
-                self._call_on_done(job, status)
-            job.done.set()
+    def running_workers(self) -> list[dict]:
+        """The workers serving this store now (for the server's log on stop)."""
+        return self.store.workers()
 
-    @staticmethod
-    def _call_on_done(job: _Job, status: str) -> None:
-        try:
-            job.on_done(job.run_id, status)
-        except Exception:  # a caller's callback must not take the worker down
-            log.exception("run %s: on_done callback failed", job.run_id)
+
+def worker_argv(module: str, home: Path) -> list[str]:
+    """The command that starts a worker process of `module` for the store in `home` (``--device`` follows)."""
+    return [sys.executable, "-m", module, "--home", str(home)]

@@ -1,7 +1,7 @@
 """SQLite run store: runs, their config, metric time series, final results and artifact paths.
 
-Why SQLite in WAL mode: background workers write progress while Streamlit pages (other threads) and the CLI
-(another process) read it; WAL lets readers proceed during a write, and ``busy_timeout`` makes a second process
+Why SQLite in WAL mode: worker processes write progress while the Streamlit server and the CLI (other
+processes) read it; WAL lets readers proceed during a write, and ``busy_timeout`` makes a second process
 wait for the write lock instead of failing. Inside one process a single connection is shared by every thread
 (``check_same_thread=False``) and guarded by a lock: Streamlit starts a new thread for every script rerun, so
 per-thread connections would pile up, and SQLite serialises writers anyway.
@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -97,8 +97,26 @@ _SCHEMA_V4 = """
 ALTER TABLE runs ADD COLUMN k_shot INTEGER
 """
 
+# v5: runs are executed by worker processes (or Ray actors) that claim them here. `workers` lists the live ones
+# (one per device and host), each run names its worker and carries its heartbeat, and cancel is a flag the worker
+# polls: the store is the only channel between the web server and the work, so either can die without the other.
+_SCHEMA_V5 = """
+ALTER TABLE runs ADD COLUMN worker TEXT;
+ALTER TABLE runs ADD COLUMN heartbeat REAL;
+ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX runs_status_device ON runs(status, device);
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL
+)
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 
 # One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
 MetricRecord = tuple[int, float, Mapping[str, float]]
@@ -297,18 +315,122 @@ class RunStore:
                 (run_id, kind, str(path), time.time()),
             )
 
-    def mark_interrupted(self) -> int:
-        """On process start: runs left queued/running by a previous process become interrupted; returns how many.
+    # -- workers: claims, heartbeats, cancel, liveness ------------------------------------------------------------
 
-        Assumes one serving process per store file: a second process starting on the same file would mark the
-        first one's live runs interrupted.
-        """
+    def register_worker(self, worker_id: str, device: str, host: str, pid: int, *, local: bool = True) -> bool:
+        """Make `worker_id` the worker of `device` on `host`; False if a worker already serves it there.
+
+        `local`: one worker per (device, host) — the rule that keeps one run at a time per GPU across servers and
+        CLIs sharing this store. Ray actors register with ``local=False`` (Ray's resources place them)."""
+        now = time.time()
         with self._tx() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET status = 'interrupted', updated = ? WHERE status IN (?, ?)",
-                (time.time(), *ACTIVE_STATUSES),
+            if local:
+                taken = conn.execute("SELECT 1 FROM workers WHERE device = ? AND host = ?", (device, host)).fetchone()
+                if taken:
+                    return False
+            conn.execute(
+                "INSERT INTO workers (id, device, host, pid, started, heartbeat) VALUES (?,?,?,?,?,?)",
+                (worker_id, device, host, pid, now, now),
             )
-            return cursor.rowcount
+        return True
+
+    def retire_worker(self, worker_id: str, *, device: str | None = None) -> bool:
+        """Remove the worker, unless runs are still queued for `device` (then it keeps serving): one transaction,
+        so a run queued while the worker decides to stop is never left without one."""
+        with self._tx() as conn:
+            if (
+                device is not None
+                and conn.execute(
+                    "SELECT 1 FROM runs WHERE status = 'queued' AND device = ? LIMIT 1", (device,)
+                ).fetchone()
+            ):
+                return False
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+        return True
+
+    def workers(self) -> list[dict]:
+        """The registered workers (id, device, host, pid, started, heartbeat)."""
+        return self._query("SELECT * FROM workers ORDER BY started")
+
+    def claim(self, worker_id: str, *, device: str | None = None, run_id: str | None = None) -> str | None:
+        """Take the oldest queued run on `device` (or the run `run_id` if it is still queued) for `worker_id`: it
+        becomes running in the same transaction, so two workers never take one run. None when there is none."""
+        now = time.time()
+        with self._tx() as conn:
+            if run_id is not None:
+                row = conn.execute("SELECT id FROM runs WHERE id = ? AND status = 'queued'", (run_id,)).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT id FROM runs WHERE status = 'queued' AND device = ? ORDER BY created, rowid LIMIT 1",
+                    (device,),
+                ).fetchone()
+            if row is None:
+                return None
+            self._update_run(
+                conn,
+                row["id"],
+                status="running",
+                worker=worker_id,
+                heartbeat=now,
+                started=now,
+                finished=None,
+                error=None,
+            )
+        return row["id"]
+
+    def heartbeat(self, worker_id: str, run_id: str | None = None) -> bool:
+        """The worker (and its run) is alive now; returns whether a cancel was asked for that run."""
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id))
+            if run_id is None:
+                return False
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND worker = ?", (now, run_id, worker_id))
+            row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def request_cancel(self, run_id: str) -> bool:
+        """Cancel a run: a queued one at once (it never starts), a running one through the flag its worker polls.
+        False when the run is not active."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] not in ACTIVE_STATUSES:
+                return False
+            if row["status"] == "queued":
+                self._update_run(conn, run_id, status="cancelled", finished=time.time(), error=None)
+            else:
+                self._update_run(conn, run_id, cancel_requested=1)
+        return True
+
+    def cancel_requested(self, run_id: str) -> bool:
+        rows = self._query("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
+        return bool(rows and rows[0]["cancel_requested"])
+
+    def reap(self, is_alive: Callable[[dict], bool], *, stale_after: float) -> list[str]:
+        """Forget workers that are gone and mark the runs they were running interrupted; returns those runs.
+
+        A worker is gone when `is_alive(worker row)` says so (its pid is dead on this host) or its heartbeat is
+        older than `stale_after` seconds (another host, or a hung process). Queued runs are never touched: opening
+        the store, or another server starting, changes nothing that is alive."""
+        now = time.time()
+        dead = [w["id"] for w in self.workers() if now - w["heartbeat"] > stale_after or not is_alive(w)]
+        with self._tx() as conn:
+            for worker_id in dead:
+                conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+            orphans = conn.execute(
+                "SELECT id FROM runs WHERE status = 'running' AND (worker IS NULL OR heartbeat IS NULL"
+                " OR heartbeat < ? OR worker NOT IN (SELECT id FROM workers))",
+                (now - stale_after,),
+            ).fetchall()
+            for row in orphans:
+                self._update_run(
+                    conn,
+                    row["id"],
+                    status="interrupted",
+                    finished=now,
+                    error="its worker process stopped while it ran; resume it to continue",
+                )
+        return [row["id"] for row in orphans]
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run and its config, metrics, result and artifact rows (artifact files stay on disk)."""

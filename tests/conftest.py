@@ -14,6 +14,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Worker processes the tests start (they inherit this) stop soon after their queue empties, so the suite does not
+# leave one per test home running; a second of idleness is plenty between a test's launches.
+os.environ.setdefault("PTUNE_WORKER_IDLE_S", "3")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Where a new run goes: the pure `place` on fake device lists, and JobManager using it with real threads."""
+"""Where a new run goes: the pure `place` on fake device lists, and the job queue using it with real workers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.jobs import JobManager, ProgressFn, StopFn, current_device, place, visible_devices
+from core.jobs import ProgressFn, StopFn, current_device, place, visible_devices
 from core.store import RunStore
+from tests.test_jobs import Jobs
 
 TIMEOUT = 5.0
 SERVER = ("cuda:0", "cuda:1", "cuda:2", "cpu")
@@ -46,7 +47,7 @@ def store(tmp_path: Path) -> Iterator[RunStore]:
 
 def test_manager_places_runs_and_keeps_one_at_a_time_per_device(store: RunStore):
     """Five runs on a fake 2-GPU server: spread 3/2 over the GPUs, never the CPU, never two at once on one GPU."""
-    manager = JobManager(store, devices=("cuda:0", "cuda:1", "cpu"))
+    jobs = Jobs(store.path, devices=("cuda:0", "cuda:1", "cpu"))
     release = threading.Event()
     lock = threading.Lock()
     running: dict[str, int] = {}
@@ -64,15 +65,15 @@ def test_manager_places_runs_and_keeps_one_at_a_time_per_device(store: RunStore)
 
     runs = [store.create_run(method="test", label=str(i), config={}) for i in range(5)]
     for run_id in runs:
-        manager.submit(run_id, job)  # no device: placed
+        jobs.submit(run_id, job)  # no device: placed
     assert [store.get_run(r)["device"] for r in runs] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
     release.set()
-    assert [manager.wait(r, TIMEOUT) for r in runs] == ["succeeded"] * 5
+    assert [jobs.queue.wait(r, TIMEOUT) for r in runs] == ["succeeded"] * 5
     assert [store.get_run(r)["result"]["device"] for r in runs] == [store.get_run(r)["device"] for r in runs]
     assert most == {"cuda:0": 1, "cuda:1": 1}  # one run at a time per device
-    manager.submit(cpu_run := store.create_run(method="test", label="cpu", config={}), job, device="cpu")
-    assert manager.wait(cpu_run, TIMEOUT) == "succeeded" and store.get_run(cpu_run)["device"] == "cpu"
-    manager.shutdown()
+    jobs.submit(cpu_run := store.create_run(method="test", label="cpu", config={}), job, device="cpu")
+    assert jobs.queue.wait(cpu_run, TIMEOUT) == "succeeded" and store.get_run(cpu_run)["device"] == "cpu"
+    jobs.close()
 
 
 def test_workspace_serves_every_visible_device_and_runs_on_the_placed_one(tmp_path: Path):
@@ -89,6 +90,6 @@ def test_workspace_serves_every_visible_device_and_runs_on_the_placed_one(tmp_pa
         group = ws.user(ALICE).launch(request(model, seeds=[0], methods={"manual": {}}))
         (run,) = wait_all(ws, group)
         assert run["status"] == "succeeded" and run["device"] == place(visible_devices(), {})
-        assert str(ws.pool.peek(str(model)).device) == run["device"]
+        assert ws.store.get_run(run["id"])["result"]["backbone"]["device"] == run["device"]  # loaded there
     finally:
         ws.close()

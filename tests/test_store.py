@@ -119,22 +119,23 @@ def test_wal_mode_and_schema_version(store: RunStore) -> None:
         RunStore(store.path)
 
 
-def test_reopen_keeps_data_and_marks_interrupted(tmp_path: Path) -> None:
+def test_reopen_keeps_data_and_leaves_active_runs_alone(tmp_path: Path) -> None:
+    """Opening the store (a restarted server, a second tab's process, a CLI) never marks runs interrupted: only
+    `reap` does, for runs whose worker is gone."""
     path = tmp_path / "runs.db"
     with RunStore(path) as s:
         queued = s.create_run(method="m", label="q", config={})
         running = s.create_run(method="m", label="r", config={})
         done = s.create_run(method="m", label="d", config={})
-        s.set_status(running, "running")
+        s.set_device(running, "cpu")
+        assert s.register_worker("w", "cpu", "host", 1) and s.claim("w", device="cpu") == running
         s.set_status(done, "succeeded")
     with RunStore(path) as s:
-        assert s.mark_interrupted() == 2
-        assert {r["id"]: r["status"] for r in s.list_runs()} == {
-            queued: "interrupted",
-            running: "interrupted",
-            done: "succeeded",
-        }
-        assert s.mark_interrupted() == 0
+        expected = {queued: "queued", running: "running", done: "succeeded"}
+        assert {r["id"]: r["status"] for r in s.list_runs()} == expected
+        assert s.reap(lambda worker: True, stale_after=60.0) == []  # its worker is alive
+        assert s.reap(lambda worker: False, stale_after=60.0) == [running]  # its worker's pid is gone
+        assert {r["id"]: r["status"] for r in s.list_runs()} == {**expected, running: "interrupted"}
 
 
 def test_delete_run_cascades(store: RunStore) -> None:

@@ -1,10 +1,11 @@
 """The app's service layer: comparison requests, groups, and the process-wide `Workspace`.
 
 A *comparison group* is what the Train page launches: one dataset (saved once under ``<home>/runs/<group>/``), one
-split, one prompt set, and one run per (method, seed) queued into the job manager. Everything a run needs is in its
-stored config plus the group folder, so a run can be restarted after the process died ("resume") and a group's
-summary can be assembled at any time from the stored results. Knows nothing of Streamlit: the pages, the tests and
-a script all drive it the same way.
+split, one prompt set, and one run per (method, seed) queued in the run store. Everything a run needs is in its
+stored config plus the group folder, so a worker process (or a Ray actor) executes it (`core/app/runner.py`), a
+stopped run can be started again ("resume"), and a group's summary can be assembled at any time from the stored
+results. The server itself never trains. Knows nothing of Streamlit: the pages, the tests and a script all drive
+it the same way.
 """
 
 from __future__ import annotations
@@ -21,34 +22,31 @@ from typing import Any
 
 import pandas as pd
 
-from core import artifacts
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
+from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
 from core.app.views import unit_key
 from core.backbone import BackboneError, LMKind
 from core.compare import (
-    Unit,
     method_options,
     parse_k_shots,
     parse_seeds,
     plan_units,
     prompt_spec,
-    run_unit,
     summarize,
     with_checkpoint_dir,
 )
-from core.data import LabeledDataset, Limits, Split, few_shot_split, load_dataset, split_dataset
+from core.data import few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
-from core.jobs import JobManager, current_device, visible_devices
+from core.jobs import JobQueue, Launcher, ProcessLauncher, visible_devices, worker_argv
 from core.methods import REGISTRY, method_class, method_order
-from core.methods.base import PromptSpec, config_from_dict
-from core.progress import Cancelled
+from core.methods.base import config_from_dict
 from core.store import ACTIVE_STATUSES, RunStore
 from core.templates import Template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOME_ENV = "PTUNE_HOME"
-UPLOAD_LIMITS = Limits()  # the same caps as the CLI; the Data page states them
+RAY_ENV = "PTUNE_RAY_ADDRESS"  # set: runs go to this Ray cluster instead of local worker processes
 UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
 RESUMABLE = ("interrupted", "cancelled", "failed")
 
@@ -90,41 +88,47 @@ class ComparisonRequest:
         return out
 
 
-@dataclass
-class GroupContext:
-    dataset: LabeledDataset
-    split: Split
-    spec: PromptSpec
-    settings: dict[str, Any]
-
-
 class Workspace:
-    """The process-wide state of the app: store, job manager, backbone pool, installer, group contexts."""
+    """The process-wide state of the app: store, job queue, backbone pool, installer, group contexts."""
 
     def __init__(
-        self, home: str | Path | None = None, *, devices: Sequence[str] | None = None, pool: BackbonePool | None = None
+        self,
+        home: str | Path | None = None,
+        *,
+        devices: Sequence[str] | None = None,
+        pool: BackbonePool | None = None,
+        launcher: Launcher | None = None,
+        ray_address: str | None = None,
     ):
         self.home = Path(home) if home else ptune_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = RunStore(self.home / "runs.db")
-        # One queue per device (every visible GPU, and the CPU); marks runs left active by a dead process interrupted.
-        self.jobs = JobManager(self.store, devices=devices or visible_devices())
         self.pool = pool or BackbonePool()
+        self.runner = RunExecutor(self.home, self.store, self.pool)  # group contexts; the work runs in workers
+        ray_address = ray_address if ray_address is not None else os.environ.get(RAY_ENV, "")
+        if launcher is None and ray_address:
+            from core.app.ray_launcher import RayLauncher  # Ray is imported only when a cluster is configured
+
+            launcher, devices = RayLauncher(ray_address, self.home), devices or ["ray"]
+        launcher = launcher or ProcessLauncher(
+            worker_argv("core.app.worker", self.home), log_dir=self.home / "logs", cwd=REPO_ROOT
+        )
+        # One queue per device (every visible GPU, and the CPU), executed by worker processes outside this one.
+        self.jobs = JobQueue(self.store, launcher, devices=devices or visible_devices())
         self.installer = DefaultInstaller()
         self.drafts = Drafts(self.home / "drafts")
         self._lock = threading.Lock()
-        self._contexts: dict[str, GroupContext] = {}
         self._summaries: dict[str, tuple[tuple, dict]] = {}
         self._run_timings: dict[str, dict[str, float | None]] = {}
 
     def close(self) -> None:
-        self.jobs.shutdown(wait=True)
+        """Close the store. Runs keep going in their workers (a server stop never stops the work)."""
         self.store.close()
 
     # -- groups ---------------------------------------------------------------------------------------------
 
     def group_dir(self, group_id: str) -> Path:
-        return self.home / "runs" / artifacts.safe_filename(group_id)
+        return group_dir(self.home, group_id)
 
     def validate(self, req: ComparisonRequest) -> GroupContext:
         """Every check that can fail before launch, as DataError/TemplateError/ValueError with one line."""
@@ -166,8 +170,7 @@ class Workspace:
         settings = {**ctx.settings, "backbone": normalize_spec(req.backbone), "created": time.time(), "owner": owner}
         (folder / "group.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         ctx.settings = settings
-        with self._lock:
-            self._contexts[group_id] = ctx
+        self.runner.remember(group_id, ctx)
         ks = req.k_values()
         units = plan_units(
             method_order(req.methods),
@@ -196,54 +199,12 @@ class Workspace:
                 owner=owner,
                 k_shot=unit.k_shot,
             )
-            self.jobs.submit(run_id, self._job(run_id, config))
+            self.jobs.submit(run_id)
         return group_id
 
     def _context(self, group_id: str) -> GroupContext:
         """The group's dataset, split and prompt spec, rebuilt from its folder once per process."""
-        with self._lock:
-            if group_id in self._contexts:
-                return self._contexts[group_id]
-        folder = self.group_dir(group_id)
-        settings = json.loads((folder / "group.json").read_text(encoding="utf-8"))
-        dataset = load_dataset(
-            folder / "data.csv",
-            text_col=settings["text_col"],
-            label_col=settings["label_col"],
-            text_b_col=settings.get("text_b_col"),
-            limits=UPLOAD_LIMITS,
-        )
-        split = split_dataset(
-            dataset, test_size=settings["test_size"], dev_size=settings["dev_size"], seed=settings["split_seed"]
-        )
-        spec = prompt_spec(dataset, settings["templates"], settings["verbalizer"])
-        ctx = GroupContext(dataset, split, spec, settings)
-        with self._lock:
-            self._contexts[group_id] = ctx
-        return ctx
-
-    def _job(self, run_id: str, config: dict):
-        def fn(progress, should_stop) -> dict:
-            ctx = self._context(config["group"])
-            backbone = self.pool.get(config["backbone"], device=current_device())  # the worker's own device
-            unit = Unit(
-                config["method"], config["seed"], dict(config["options"]), config["k_shot"], config.get("tune", False)
-            )
-            out_dir = self.group_dir(config["group"]) / run_id
-            result = run_unit(
-                backbone, ctx.split, ctx.spec, unit, out_dir=out_dir, progress=progress, should_stop=should_stop
-            )
-            if should_stop():
-                raise Cancelled()
-            for row in result["rows"]:
-                if row.get("artifact"):
-                    self.store.add_artifact(run_id, "prompt", row["artifact"])
-                if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
-                    self.store.add_artifact(run_id, "peft", row["peft_export"])
-            result["backbone"] = backbone.describe()
-            return result
-
-        return fn
+        return self.runner.context(group_id)
 
     def _resume(self, run: dict) -> str:
         """Start a stopped run again from its stored config, as a new run in the same group (history is kept).
@@ -268,13 +229,14 @@ class Workspace:
                 owner=run["owner"],
                 k_shot=run.get("k_shot"),
             )
-        self.jobs.submit(new_id, self._job(new_id, config))
+        self.jobs.submit(new_id)
         return new_id
 
     # -- views ----------------------------------------------------------------------------------------------
 
     def _runs(self, group_id: str) -> list[dict]:
         """Run rows, newest first, with `superseded` (a newer run of the same method and seed exists in the group)."""
+        self.jobs.check()  # runs whose worker is gone become interrupted; queued runs get a worker
         rows = self.store.list_runs(group_id=group_id)
         seen: set[tuple] = set()
         for row in rows:
@@ -283,7 +245,7 @@ class Workspace:
             seen.add(key)
             row["active"] = row["status"] in ACTIVE_STATUSES
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
-            row["stopping"] = row["active"] and self.jobs.is_stopping(row["id"])
+            row["stopping"] = row["active"] and bool(row["cancel_requested"])
             row.update(self._timings(row) if row["status"] == "succeeded" else {})
         return rows
 

@@ -1,0 +1,52 @@
+"""The worker process: ``python -m core.app.worker --home PTUNE_HOME --device cpu`` serves one device's queue.
+
+Started on demand by the app (detached, so it outlives the server) and exits once nothing has been queued for
+its device for a while. Runs at lower CPU priority than the server and leaves it a core where there are several,
+so pages stay quick while a run trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from core.app.runner import RunExecutor
+from core.jobs import IDLE_EXIT_S, Worker
+from core.store import RunStore
+
+NICE = 10  # below the server's priority: a page switch never waits for a training step
+
+
+def yield_to_server(device: str) -> None:
+    """Lower this process's CPU priority and, on a CPU run, use all cores but one (the server's)."""
+    with contextlib.suppress(OSError):  # not permitted here: run at normal priority
+        os.nice(NICE)
+    if device == "cpu":
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.app.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", required=True, help="the PTUNE_HOME whose runs.db this worker serves")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {os.getpid()} %(levelname)s %(message)s")
+    yield_to_server(args.device)
+    home = Path(args.home)
+    with RunStore(home / "runs.db") as store:
+        executor = RunExecutor(home, store)
+        worker = Worker(store, args.device, executor.job, idle_exit_s=args.idle_exit)
+        ran = worker.serve()
+    logging.info("worker for %s exits after %d run(s)", args.device, ran)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
