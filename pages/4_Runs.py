@@ -8,7 +8,15 @@ import time
 
 import streamlit as st
 
-from core.app.views import card_order, curve_frame, finished_text, fmt_seconds, phase_progress, queue_eta
+from core.app.views import (
+    card_order,
+    curve_frame,
+    finished_text,
+    fmt_seconds,
+    phase_progress,
+    queue_eta,
+    stopped_text,
+)
 from core.methods import REGISTRY
 from pages.charts import metric_lines
 from pages.common import STATUS_ICONS, group_page, plain, workspace
@@ -65,10 +73,8 @@ def run_card(run: dict) -> None:
         fraction, text = phase_progress(run)
         if run["status"] == "succeeded":
             text = finished_text(run)
-        elif not run["active"] and not text:
-            text = run["status"] + (
-                f" after {fmt_seconds(run['finished'] - run['started'])}" if run["started"] else ""
-            )
+        elif not run["active"]:
+            text = stopped_text(run)
         c2.progress(fraction or 0.0, text=text or " ")
         # One button slot per card, always drawn, so a run that finishes never moves another run's button.
         # Callbacks run before the (fragment) rerun that the click starts, so the cards already show the change.
@@ -99,7 +105,10 @@ def run_card(run: dict) -> None:
                 with st.expander("Technical details (for a bug report)"):
                     st.code(trace, language=None)
         if run["status"] == "interrupted":
-            st.warning("The app stopped while this run was queued or running; resume it to run it again.")
+            st.warning(
+                "The worker process running this stopped (killed, out of memory, or its machine went away); "
+                + ("**Resume** continues it from its last checkpoint." if run["resumable"] else "it was resumed.")
+            )
 
 
 def curves(runs: list[dict]) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import atexit
 import re
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,9 @@ STATUS_ICONS = {
 
 @st.cache_resource(show_spinner=False)
 def _workspace(home: str) -> Workspace:
-    return Workspace(home)
+    ws = Workspace(home)
+    atexit.register(lambda: print(ws.stop_message(), file=sys.stderr, flush=True))  # a clean stop says what goes on
+    return ws
 
 
 def server_workspace() -> Workspace:

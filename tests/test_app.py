@@ -270,14 +270,12 @@ def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
     assert not any((home / "uploads").glob("*"))  # the upload was not kept, and never written by its own name
 
 
-def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: Path, monkeypatch) -> None:
+def test_runs_page_shows_a_run_whose_worker_died_and_resumes_it(home: Path, tiny_gpt2: Path) -> None:
+    """SIGKILL the worker process mid-run: the card says interrupted (with its last step and no finish time
+    error), keeps its curve and offers Resume, which queues a new attempt (cancelled here: it is a long run)."""
     from core.app.service import ComparisonRequest
-    from core.methods.baseline import MajorityBaseline
+    from tests.test_worker_processes import kill_worker_of, wait_running
 
-    def boom(self, *args, **kwargs):
-        raise RuntimeError("the method broke")
-
-    monkeypatch.setattr(MajorityBaseline, "fit", boom)
     ws = workspace()
     mine = ws.user("user:someone@example.org")
     group = mine.launch(
@@ -288,22 +286,28 @@ def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: P
             label_col="label",
             templates=["{text} It was [MASK]"],
             verbalizer={"positive": ["good"], "negative": ["bad"]},
-            methods={"manual": {}, "baseline": {}},
+            methods={"prompt_tuning": {"patience": 0, "eval_every": 5}},
             seeds=[0],
             backbone=str(tiny_gpt2),
             k_shot=4,
+            max_steps=100_000,
+            tune=False,
         )
     )
-    for run in mine.runs(group):
-        ws.jobs.wait(run["id"], TIMEOUT)
+    (run,) = mine.runs(group)
+    wait_running(ws.store, run["id"], min_step=3)
+    kill_worker_of(ws.store, run["id"])
+    assert ws.jobs.wait(run["id"], TIMEOUT) == "interrupted"
     at = go(start(mine.owner), "pages/4_Runs.py")
-    assert "RuntimeError: the method broke" in texts(at.error)
-    failed = next(r for r in mine.runs(group) if r["status"] == "failed")
-    monkeypatch.undo()
-    at.button(key=f"resume-{failed['id']}").click().run()
+    shown = texts(at.markdown) + texts(at.warning) + " ".join(str(p.proto.text) for p in at.get("progress"))
+    assert "interrupted at step" in shown and "worker process running this stopped" in shown, shown
+    assert at.get("vega_lite_chart"), "the interrupted run's curves are still drawn"
+    at.button(key=f"resume-{run['id']}").click().run()
     assert not at.exception
-    newest = next(r for r in mine.runs(group) if r["method"] == "baseline" and not r["superseded"])
-    assert newest["id"] != failed["id"] and ws.jobs.wait(newest["id"], TIMEOUT) == "succeeded"
+    newest = next(r for r in mine.runs(group) if not r["superseded"])
+    assert newest["id"] != run["id"] and newest["status"] in ("queued", "running")
+    assert mine.cancel(newest["id"])
+    assert ws.jobs.wait(newest["id"], TIMEOUT) == "cancelled"
 
 
 def test_sidebar_installs_the_default_backbone_with_progress(home: Path, monkeypatch) -> None:

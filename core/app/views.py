@@ -322,6 +322,18 @@ def wall_seconds(run: Mapping[str, Any]) -> float | None:
     return finished - started if started is not None and finished is not None else None
 
 
+def stopped_text(run: Mapping[str, Any]) -> str:
+    """A stopped (failed, cancelled, interrupted) card's line: where it got to and for how long it ran, saying
+    only what the row knows (a run interrupted before it started has no start time, one found dead no finish)."""
+    text = run["status"]
+    step, total = run.get("progress_step") or 0, run.get("progress_total") or 0
+    if total:
+        text += f" at step {step:,}/{total:,}" + (f" ({run['phase']})" if run.get("phase") else "")
+    if (wall := wall_seconds(run)) is not None:
+        text += f" after {fmt_seconds(wall)}"
+    return text
+
+
 def finished_text(run: Mapping[str, Any]) -> str:
     """A finished card's honest times: wall time, and training and test scoring apart."""
     parts = []

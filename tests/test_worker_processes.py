@@ -1,0 +1,116 @@
+"""Runs live in worker processes, not in whoever launched them: real processes, real signals, a real store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from core.app.service import Workspace
+from core.jobs import pid_alive
+from core.store import RunStore
+from tests.test_workspace import ALICE, request
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120.0
+
+
+def wait_running(store: RunStore, run_id: str, *, min_step: int = 1, timeout: float = TIMEOUT) -> dict:
+    """Until the run is running in a worker and has reported `min_step` steps; the run row."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = store.get_run(run_id)
+        if run["status"] == "running" and run["progress_step"] >= min_step and run["worker"]:
+            return run
+        assert run["status"] in ("queued", "running"), run["status"]
+        assert time.monotonic() < deadline, f"run {run_id} did not start: {run['status']}"
+        time.sleep(0.1)
+
+
+def kill_worker_of(store: RunStore, run_id: str) -> int:
+    """SIGKILL the worker process running the run (as the OOM killer would); its pid."""
+    worker = store.get_run(run_id)["worker"]
+    pid = next(w["pid"] for w in store.workers() if w["id"] == worker)
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pid
+
+
+def test_a_run_survives_sigkill_of_the_process_that_launched_it(tmp_path: Path, tiny_gpt2: Path) -> None:
+    """The launcher (a script standing in for the web server) queues a trained run and is SIGKILLed while the run
+    trains: the worker goes on and the run succeeds, as the same run, with no resume."""
+    home = tmp_path / "home"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from core.app.service import Workspace
+        from tests.test_workspace import ALICE, request
+        ws = Workspace({str(home)!r})
+        options = {{"patience": 0, "eval_every": 10}}
+        req = request({str(tiny_gpt2)!r}, seeds=[0], methods={{"prompt_tuning": options}}, max_steps=400, tune=False)
+        print(ws.user(ALICE).launch(req), flush=True)
+        time.sleep(600)
+        """
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    group = launcher.stdout.readline().strip()
+    assert group, "the launcher printed no group id"
+    with RunStore(home / "runs.db") as store:
+        (row,) = store.list_runs(group_id=group)
+        running = wait_running(store, row["id"], min_step=2)
+        launcher.kill()  # SIGKILL: no atexit, no cleanup
+        launcher.wait(10)
+        step_at_kill = store.get_run(row["id"])["progress_step"]
+        ws = Workspace(home)  # the server starting again: it must leave the live run alone
+        try:
+            assert ws.jobs.wait(row["id"], TIMEOUT) == "succeeded"
+            final = store.get_run(row["id"])
+            assert final["worker"] == running["worker"] and final["progress_step"] > step_at_kill
+            assert len(store.list_runs(group_id=group)) == 1  # the same run finished: nothing was resumed
+            assert ws.user(ALICE).summary(group)["methods"][0]["method"] == "prompt_tuning"
+        finally:
+            ws.close()
+
+
+def test_a_killed_worker_interrupts_its_own_run_only_and_it_resumes(tmp_path: Path, tiny_gpt2: Path) -> None:
+    """SIGKILL the worker mid-run: that run becomes interrupted and resumable, the run queued behind it gets a new
+    worker and succeeds, the workspace keeps answering, and the resumed run continues from its checkpoint."""
+    ws = Workspace(tmp_path / "home")
+    try:
+        options = {"prompt_tuning": {"patience": 0, "eval_every": 5, "checkpoint_every": 5}, "baseline": {}}
+        group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods=options, max_steps=2000, tune=False))
+        runs = {r["method"]: r for r in ws.user(ALICE).runs(group)}
+        wait_running(ws.store, runs["prompt_tuning"]["id"], min_step=12)
+        kill_worker_of(ws.store, runs["prompt_tuning"]["id"])
+        assert ws.jobs.wait(runs["prompt_tuning"]["id"], TIMEOUT) == "interrupted"
+        assert ws.jobs.wait(runs["baseline"]["id"], TIMEOUT) == "succeeded"  # a new worker took the queue
+        card = next(r for r in ws.user(ALICE).runs(group) if r["id"] == runs["prompt_tuning"]["id"])
+        assert card["resumable"] and card["finished"] is not None and "worker" in card["error"]
+        new_id = ws.user(ALICE).resume(card["id"])
+        wait_running(ws.store, new_id, min_step=1)
+        deadline = time.monotonic() + TIMEOUT
+        while not ws.store.metrics(new_id):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first_step = min(m["step"] for m in ws.store.metrics(new_id))
+        assert first_step > 5  # continued from a checkpoint, not from step 1
+        assert ws.user(ALICE).cancel(new_id) and ws.jobs.wait(new_id, TIMEOUT) == "cancelled"
+    finally:
+        ws.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    from tests.tiny_models import save_tiny
+
+    return save_tiny("gpt2", tmp_path_factory.mktemp("models") / "tiny-gpt2")
