@@ -5,10 +5,10 @@ Only view code lives here; everything that computes is in `core/` (the app's ser
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import html
 import json
-import atexit
 import re
 import sys
 import zlib
