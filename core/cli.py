@@ -123,15 +123,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _check_units(units, split)
     for warning in eval_warnings({m: options.get(m) for m in methods}, max_steps=args.max_steps):
         _say(f"warning: {warning}")
-    group = distributed.join(args.dist_timeout)
-    done = _run_my_units(args, group, split, spec, units, out)
-    if done is None:  # a helper process: the main process writes the files
-        return 0
-    results, backbone_info, ran = done
+    if args.ray_address:  # a Ray cluster runs the units; this process only sends them and writes the files
+        results, backbone_info, ran = _run_units_on_ray(args, split, spec, units, out)
+        processes = {"count": 1, "ray": args.ray_address, "data_parallel": False, "units": ran}
+    else:
+        group = distributed.join(args.dist_timeout)
+        done = _run_my_units(args, group, split, spec, units, out)
+        if done is None:  # a helper process: the main process writes the files
+            return 0
+        results, backbone_info, ran = done
+        processes = {"count": group.size, "data_parallel": bool(args.data_parallel), "units": ran}
     summary = summarize(
         results, dataset={**dataset.summary(), "source": str(args.data)}, split=split, backbone=backbone_info
     )
-    summary["processes"] = {"count": group.size, "data_parallel": bool(args.data_parallel), "units": ran}
+    summary["processes"] = processes
     (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     for point in summary.get("learning_curve", {}).get("points", []):
         _say(
@@ -225,6 +230,22 @@ def _run_my_units(
         (r for g in gathered for r in g["ran"]), key=lambda r: order[(r["method"], r["seed"], r["k_shot"])]
     )
     return merged, backbone.describe(), who_ran
+
+
+def _run_units_on_ray(args: argparse.Namespace, split, spec, units: list, out: Path) -> tuple[list, dict, list]:
+    """Every unit as a Ray task (`core/cluster.py`); results in `units` order, the backbone as the first unit
+    describes it, and where each unit ran."""
+    from core import cluster
+
+    if args.data_parallel or args.device_map:
+        raise ValueError("--ray-address runs whole units on cluster nodes; leave out --data-parallel and --device-map")
+    _say(f"sending {len(units)} unit(s) to the Ray cluster at {args.ray_address}")
+    results = cluster.run_units(
+        args.ray_address, args.backbone, split, spec, units, out, trust_remote_code=args.trust_remote_code
+    )
+    ran = [{"method": u.method, "seed": u.seed, "k_shot": u.k_shot, "process": "ray"} for u in units]
+    backbones = [r.pop("backbone") for r in results]
+    return results, backbones[0] if backbones else {}, ran
 
 
 class UnitFailed(ValueError):
@@ -329,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=distributed.DEFAULT_TIMEOUT_S,
         help="under a launcher: seconds a process waits for the others at a collective call (the end-of-run "
         "exchange waits for the slowest process)",
+    )
+    cmp_.add_argument(
+        "--ray-address",
+        default=os.environ.get("PTUNE_RAY_ADDRESS") or None,
+        help="send the units to this Ray cluster (auto, HOST:6379, ray://HOST:10001; 'local' starts one here); "
+        "default: $PTUNE_RAY_ADDRESS, else run here",
     )
     cmp_.set_defaults(func=cmd_compare)
     pred = sub.add_parser("predict", help="predict labels for a new CSV with a learned-prompt file")
