@@ -321,7 +321,8 @@ def prompt_hidden(
     if hooks.prefix is not None:
         past, n_prefix = hooks.prefix(enc.input_ids.shape[0])
         attn = torch.cat([attn.new_ones(attn.shape[0], n_prefix), attn], dim=1)
-        kwargs["past_key_values"] = past
+        model = backbone.model if full_logits else backbone.model.base_model
+        kwargs[prefix_cache.cache_argument(model)] = past  # `cache` in transformers 5 (the old name logs a warning)
     if backbone.kind is LMKind.CAUSAL:
         kwargs["use_cache"] = False
     if full_logits:
