@@ -54,10 +54,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(
-    home: Path, *, port: int | None = None, log: Path | None = None, root: Path = ROOT
+    home: Path, *, port: int | None = None, log: Path | None = None, root: Path = ROOT, procs: list | None = None
 ) -> Iterator[str]:
     """`streamlit run app.py` (of checkout `root`) on a free local port with its own PTUNE_HOME; yields the URL
-    once healthy."""
+    once healthy (its Popen is appended to `procs`, for a test that kills the server)."""
     port = port or free_port()
     env = {**os.environ, "PTUNE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")  # shared CI cores: one torch thread avoids oversubscription stalls
@@ -82,6 +82,8 @@ def streamlit_server(
     ]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if procs is not None:
+        procs.append(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
