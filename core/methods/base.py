@@ -165,6 +165,10 @@ class MethodBase:
         """Name -> (shape, dtype) of exactly the tensors a prompt of this method carries on `backbone`."""
         return {}
 
+    def upgrade(self, learned: LearnedPrompt, version: int) -> LearnedPrompt:
+        """A prompt read from a file of an earlier format `version`, in today's layout (where the layout changed)."""
+        return learned
+
     def check_state(self, learned: LearnedPrompt) -> None:
         """Refuse (ValueError, one line) a stored state this method could not score with; no backbone needed."""
         prior = learned.state.get("log_prior")
