@@ -338,8 +338,13 @@ class ContinuousMethod(MethodBase):
         files hold what it outputs. Run that module once to turn such a file's tensors into today's layout."""
         if version >= 2:
             return learned
-        with torch.device("meta"):  # shapes first, allocating nothing: the file's tensors size the module
-            shapes = self.legacy_module(learned)
+        try:
+            with torch.device("meta"):  # shapes first, allocating nothing: the file's tensors size the module
+                shapes = self.legacy_module(learned)
+        except (RuntimeError, ValueError) as err:  # sizes no module has (a zero width)
+            raise ValueError(
+                f"the {self.name} prompt's format-1 tensors do not fit its config ({one_line(err)})"
+            ) from None
         if shapes is None:
             return learned
         meta = shapes.state_dict()
