@@ -40,7 +40,8 @@ class PromptSpec:
 class LearnedPrompt:
     """What `fit` returns and an artifact file stores: enough to score new data on the same backbone.
 
-    tensors: learned weights (soft prompts, encoders, prefixes), saved as safetensors. state: JSON-able method
+    tensors: what scoring needs (soft tokens, per-layer prefixes, a head; an encoder's output, never the encoder),
+    saved as safetensors. state: JSON-able method
     state (trigger tokens, calibration prior, majority label). variants: extra prompts to report side by side
     (e.g. every manual template), each a full LearnedPrompt of its own.
     """
