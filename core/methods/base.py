@@ -41,9 +41,8 @@ class LearnedPrompt:
     """What `fit` returns and an artifact file stores: enough to score new data on the same backbone.
 
     tensors: what scoring needs (soft tokens, per-layer prefixes, a head; an encoder's output, never the encoder),
-    saved as safetensors. state: JSON-able method
-    state (trigger tokens, calibration prior, majority label). variants: extra prompts to report side by side
-    (e.g. every manual template), each a full LearnedPrompt of its own.
+    saved as safetensors. state: JSON-able method state (trigger tokens, calibration prior, majority label).
+    variants: extra prompts to report side by side (e.g. every manual template), each a full LearnedPrompt of its own.
     """
 
     method: str
