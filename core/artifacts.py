@@ -27,7 +27,10 @@ from core.methods.base import LearnedPrompt
 from core.templates import Template
 
 FORMAT = "ptune-studio/learned-prompt"
-FORMAT_VERSION = 1
+# 2: a continuous prompt holds what scoring needs (an encoder's output, not the encoder: kilobytes, not megabytes);
+# 1: the trained module's whole state, still read (each method's `upgrade` turns it into today's layout)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_KEY = "ptune_manifest"
 
 
@@ -240,10 +243,10 @@ def _from_manifest(
     """Check the format, every field's type, the caps and the method's own expectations, then build the prompt."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{name} has no PTune Studio manifest; it is not a learned-prompt file")
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{name} has format version {_short(data.get('format_version'))}, this PTune Studio reads "
-            f"version {FORMAT_VERSION}; upgrade PTune Studio or re-export the prompt"
+            f"versions {READABLE_VERSIONS[0]} to {FORMAT_VERSION}; upgrade PTune Studio or re-export the prompt"
         )
     _check_fields(data, name)
     _check_labels(data, name, limits)
@@ -267,7 +270,9 @@ def _from_manifest(
     try:
         if learned.template:
             Template.parse(learned.template)
-        method_for(learned).check_state(learned)
+        method = method_for(learned)
+        learned = method.upgrade(learned, data["format_version"])
+        method.check_state(learned)
     except ValueError as err:  # TemplateError and config errors included
         raise ArtifactError(f"{name}: {one_line(err)}") from None
     return learned

@@ -11,6 +11,7 @@ from core.app.views import (
     comparison_table,
     confusion_frame,
     disagreements,
+    fmt_bytes,
     fmt_seconds,
     learning_curve_frames,
     settings_note,
@@ -259,16 +260,18 @@ if picked:
 
 st.subheader("Download")
 c1, c2 = st.columns(2)
+results_json = json.dumps(summary, indent=2)
+table_csv = to_safe_csv(table[[*TABLE_COLUMNS, *COST_COLUMNS[1:]]])
 c1.download_button(
-    "results.json",
-    json.dumps(summary, indent=2),
+    f"results.json · {fmt_bytes(len(results_json.encode()))}",
+    results_json,
     file_name=f"results-{group}.json",
     mime="application/json",
     key="dl-results-json",
 )
 c2.download_button(
-    "Comparison table (CSV)",
-    to_safe_csv(table[[*TABLE_COLUMNS, *COST_COLUMNS[1:]]]),
+    f"Comparison table (CSV) · {fmt_bytes(len(table_csv))}",
+    table_csv,
     file_name=f"comparison-{group}.csv",
     mime="text/csv",
     key="dl-results-csv",

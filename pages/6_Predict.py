@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import artifacts
 from core.app.service import UPLOAD_LIMITS
-from core.app.views import artifact_scores, zip_folder, zip_paths
+from core.app.views import artifact_scores, fmt_bytes, path_bytes, zip_folder, zip_paths
 from core.artifacts import ArtifactError
 from core.backbone import BackboneError
 from core.data import DataError, guess_text_column
@@ -41,8 +41,9 @@ else:
         "or `.json` (discrete prompts). Upload one below, or use it with `python -m core predict`."
     )
     if files:
+        total = fmt_bytes(sum(path_bytes(Path(a["path"])) for a in files))
         st.download_button(
-            f"Download all {len(files)} files (zip)",
+            f"Download all {len(files)} files (zip of {total})",
             lambda: zip_paths([Path(a["path"]) for a in files]),  # built on click, not on every rerun
             file_name=f"prompts-{group}.zip",
             mime="application/zip",
@@ -59,7 +60,8 @@ else:
         method = method_label(art["method"])
         # "P-tuning (ptuning)" once, not "P-tuning (P-tuning (ptuning))": the prompt's name only when it says more
         title = method if not name or method.startswith(f"{name} (") else f"{name} ({method})"
-        c1.markdown(f"`{path.name}` · {plain(title)} · seed {art['seed']}{score}{what}")
+        size = fmt_bytes(path_bytes(path))
+        c1.markdown(f"`{path.name}` · {size} · {plain(title)} · seed {art['seed']}{score}{what}")
         if path.is_dir():
             c2.download_button(
                 "Download (zip)",
@@ -81,7 +83,7 @@ else:
     results = ws.results_path(group)
     if ws.summary(group) is not None and results.exists():
         st.download_button(
-            "results.json",
+            f"results.json · {fmt_bytes(path_bytes(results))}",
             results.read_bytes(),
             file_name=f"results-{group}.json",
             mime="application/json",
@@ -179,9 +181,10 @@ if preds is not None:
     )
     counts = preds["predicted_label"].value_counts()
     st.caption(" · ".join(f"{label}: {n}" for label, n in counts.items()))
+    preds_csv = to_safe_csv(preds)
     st.download_button(
-        "Download predictions (CSV)",
-        to_safe_csv(preds),
+        f"Download predictions (CSV) · {fmt_bytes(len(preds_csv))}",
+        preds_csv,
         file_name="predictions.csv",
         mime="text/csv",
         key="dl-predictions",

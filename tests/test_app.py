@@ -11,6 +11,7 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from core.app.forms import config_fields
+from core.app.views import fmt_bytes, path_bytes
 from core.methods import REGISTRY
 from pages.gate import OWNER
 from tests.test_workspace import tiny_csv
@@ -208,11 +209,16 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     table = at.dataframe[0].value
     assert "Manual (best on dev)" in set(table["prompt"]) and "Majority class" in set(table["prompt"])
     assert "Significance" in texts(at.subheader)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any(re.fullmatch(r"results\.json · \d+ KB", label) for label in labels), labels
 
     go(at, "pages/6_Predict.py")
     downloads = at.get("download_button")
     assert len(downloads) >= 5  # one prompt file per prompt and seed, all of them as a zip, plus results.json
     assert "test accuracy" in texts(at.markdown) and "Majority class" in texts(at.markdown)
+    for art in mine.artifacts(group):  # each file's size beside its download
+        path = Path(art["path"])
+        assert f"`{path.name}` · {fmt_bytes(path_bytes(path))} · " in texts(at.markdown)
     prompt = next(a for a in mine.artifacts(group) if a["method"] == "manual")
     at.file_uploader(key="predict-prompt").set_value(
         (Path(prompt["path"]).name, Path(prompt["path"]).read_bytes(), "application/json")

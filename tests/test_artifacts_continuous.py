@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from core import artifacts
 from core.cli import main
@@ -15,6 +16,7 @@ from core.methods import create
 from core.peft_export import PeftExportError, export_peft, peft_type
 from core.predict import predict_records
 from core.progress import never_stop, no_progress
+from core.prompt_encoders import attention_shape
 from core.scoring import build_plan
 from core.templates import Template, encode_batch
 from tests.ptuning_helpers import keyword_data, learnable_backbone, spec_for
@@ -165,3 +167,97 @@ def test_cli_compare_and_predict_end_to_end(tmp_path, capsys):
     preds = pd.read_csv(tmp_path / "preds.csv")
     assert list(preds["predicted_label"].isin(["positive", "negative"])) == [True, True]
     assert preds["text"][0].startswith("'=")  # formula injection neutralised
+
+
+def fit_keeping_module(backbone, method, **options):
+    """Fit as `fit` does, and also hand back the trained module itself (encoder included), which the prompt file
+    no longer holds: the module that format 1 saved whole and scored from."""
+    base = create(method, spec_for(backbone), {"max_steps": 3, "eval_every": 3, **options})
+    trained = []
+
+    class Keeping(type(base)):
+        def build(self, *args, for_training, **kw):
+            module = super().build(*args, for_training=for_training, **kw)
+            trained.extend([module] if for_training else [])
+            return module
+
+    m = Keeping(base.spec, base.config)
+    learned = m.fit(backbone, TRAIN, DEV, progress=no_progress, should_stop=never_stop)
+    return m, learned, trained[-1]
+
+
+def save_format_1(learned, module_state, path):
+    """A prompt file as PTune Studio wrote it before format 2: the trained module's whole state, version 1."""
+    tensors = {f"prompt.{k}": v.contiguous() for k, v in module_state.items()}
+    tensors.update({k: v for k, v in learned.tensors.items() if k.startswith("backbone.")})
+    manifest = {**artifacts.manifest(learned), "format_version": 1, "tensors": sorted(tensors)}
+    save_file(tensors, str(path), metadata={artifacts.MANIFEST_KEY: json.dumps(manifest)})
+    return path
+
+
+def flat_prefix(backbone) -> int:
+    layers, kv_heads, head_dim = attention_shape(backbone.model.config)
+    return layers * 2 * kv_heads * head_dim
+
+
+LAYOUT_CASES = [  # the tensors each file holds: (name, shape as a function of the backbone)
+    ("ptuning", "llama", {"encoder": "lstm"}, {"prompt.encoder.embedding.weight": lambda b: (5, b.hidden_size)}),
+    ("ptuning", "bert", {"encoder": "mlp"}, {"prompt.encoder.embedding.weight": lambda b: (5, b.hidden_size)}),
+    (
+        "ptuning_v2",
+        "llama",
+        {"projection": True, "n_prefix": 4},
+        {"prompt.prefix.embedding.weight": lambda b: (4, flat_prefix(b))},
+    ),
+    (
+        "ptuning_v2",
+        "bert",
+        {"projection": True, "n_prefix": 4, "head": "linear"},
+        {
+            "prompt.prefix.embedding.weight": lambda b: (4, flat_prefix(b)),
+            "prompt.head.weight": lambda b: (2, b.hidden_size),
+            "prompt.head.bias": lambda b: (2,),
+        },
+    ),
+    ("prompt_tuning", "gpt2", {"n_tokens": 4}, {"prompt.encoder.embedding.weight": lambda b: (4, b.hidden_size)}),
+]
+
+
+@pytest.mark.parametrize(("method", "family", "options", "shapes"), LAYOUT_CASES)
+def test_prompt_file_holds_what_scoring_needs_and_old_files_predict_the_same(
+    tmp_path, method, family, options, shapes
+):
+    backbone = learnable_backbone(family)
+    m, learned, module = fit_keeping_module(backbone, method, **options)
+    new = artifacts.save(learned, tmp_path, "new")
+    with safe_open(str(new), framework="pt") as f:
+        held = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    assert held == {k: shape(backbone) for k, shape in shapes.items()}  # no encoder, no MLP
+    old = save_format_1(learned, module.state_dict(), tmp_path / "old.safetensors")
+    if method != "prompt_tuning":  # its file was already just the vectors
+        assert old.stat().st_size > 2 * new.stat().st_size
+    # what scoring from a format-1 file computed: the trained module, encoder and all, on the same rows
+    plan = m._plan(backbone, Template.parse(learned.template), learned.verbalizer_obj(), learned.label_names)
+    with torch.no_grad():
+        reference = torch.softmax(m._score(backbone, module.eval(), plan, TEST.records).float(), dim=-1)
+    from_new = predict_records(backbone, artifacts.load(new), list(TEST.records))
+    from_old = predict_records(backbone, artifacts.load(old), list(TEST.records))
+    torch.testing.assert_close(from_new, reference)  # float rounding only
+    torch.testing.assert_close(from_old, reference)
+    assert torch.equal(from_new.argmax(1), reference.argmax(1)) and torch.equal(from_old.argmax(1), from_new.argmax(1))
+
+
+def test_a_broken_format_1_file_is_refused_in_one_line(tmp_path):
+    backbone = learnable_backbone("llama")
+    _, learned, module = fit_keeping_module(backbone, "ptuning", encoder="lstm")
+    state = module.state_dict()
+    state["encoder.mlp_head.2.weight"] = state["encoder.mlp_head.2.weight"][:, :3]  # a width its config never builds
+    path = save_format_1(learned, state, tmp_path / "old.safetensors")
+    with pytest.raises(
+        artifacts.ArtifactError, match=r"^old.safetensors: .*'prompt.encoder.mlp_head.2.weight' is \[32, 3\]"
+    ):
+        artifacts.load(path)
+    del state["encoder.lstm_head.weight_hh_l0"]
+    path = save_format_1(learned, state, tmp_path / "old.safetensors")
+    with pytest.raises(artifacts.ArtifactError, match="lacks tensor 'prompt.encoder.lstm_head.weight_hh_l0'"):
+        artifacts.load(path)

@@ -223,8 +223,10 @@ class Driver:
         self.page.set_viewport_size(size)
 
     def download(self, button_name: str, into: Path) -> Path:
+        """Click the download button labelled `button_name`, followed by its size ("· 2 KB") where it shows one."""
+        name = re.compile(rf"^{re.escape(button_name)}( · .+)?$")
         with self.page.expect_download() as info:
-            self.page.get_by_role("button", name=button_name, exact=True).first.click()
+            self.page.get_by_role("button", name=name).first.click()
         target = into / info.value.suggested_filename
         info.value.save_as(target)
         return target

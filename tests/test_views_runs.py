@@ -1,10 +1,22 @@
-"""The Runs and Compare pages' words: phase progress, honest times, queue ETA, stable card order, the verdict."""
+"""The Runs, Compare and Predict pages' words: phase progress, honest times, queue ETA, stable card order, the
+verdict, file sizes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
-from core.app.views import card_order, curve_frame, finished_text, phase_progress, queue_eta, verdict
+from core.app.views import (
+    card_order,
+    curve_frame,
+    finished_text,
+    fmt_bytes,
+    path_bytes,
+    phase_progress,
+    queue_eta,
+    verdict,
+)
 
 
 def run(status: str, **kw) -> dict:
@@ -125,3 +137,24 @@ def test_curves_are_thinned_per_series_and_labelled_by_run() -> None:
     assert list(frame[frame["attempt"] == "superseded"]["step"]) == [1, 3]  # missing values dropped
     assert set(frame["method"]) == {"P-tuning"} and set(frame["run"]) == {r["label"] for r in runs.values()}
     assert curve_frame(old.iloc[:0], runs).empty
+
+
+def test_file_sizes_read_as_a_download_list_shows_them(tmp_path: Path) -> None:
+    sizes = [0, 812, 11_520, 999_499, 999_500, 18_612_345, 123_456_789, 4_300_000_000]
+    assert [fmt_bytes(n) for n in sizes] == [
+        "0 B",
+        "812 B",
+        "12 KB",
+        "999 KB",
+        "1.0 MB",
+        "18.6 MB",
+        "123 MB",
+        "4.3 GB",
+    ]
+    (tmp_path / "prompt.safetensors").write_bytes(b"x" * 1234)
+    peft = tmp_path / "prompt-peft"
+    (peft / "sub").mkdir(parents=True)
+    (peft / "adapter_config.json").write_bytes(b"y" * 100)
+    (peft / "sub" / "more.bin").write_bytes(b"z" * 50)
+    assert path_bytes(tmp_path / "prompt.safetensors") == 1234 and path_bytes(peft) == 150  # a folder: every file
+    assert path_bytes(tmp_path / "gone.safetensors") == 0  # deleted meanwhile: the page still draws

@@ -430,6 +430,26 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def fmt_bytes(size: int) -> str:
+    """A file size as a download list shows it: '812 B', '12 KB', '18.6 MB' (powers of 1000)."""
+    if size < 1000:
+        return f"{size} B"
+    value, unit = size / 1000, "KB"
+    for bigger in ("MB", "GB"):
+        if value < 999.5:
+            break
+        value, unit = value / 1000, bigger
+    digits = 0 if unit == "KB" or value >= 99.5 else 1
+    return f"{value:.{digits}f} {unit}"
+
+
+def path_bytes(path: Path) -> int:
+    """Bytes a download of `path` carries before zipping: the file, or every file under a folder (a PEFT export)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.is_file() else 0
+
+
 def zip_paths(paths: Sequence[Path]) -> bytes:
     """Files and folders (PEFT exports) in one zip, each under its own name."""
     buf = io.BytesIO()

@@ -40,9 +40,9 @@ class PromptSpec:
 class LearnedPrompt:
     """What `fit` returns and an artifact file stores: enough to score new data on the same backbone.
 
-    tensors: learned weights (soft prompts, encoders, prefixes), saved as safetensors. state: JSON-able method
-    state (trigger tokens, calibration prior, majority label). variants: extra prompts to report side by side
-    (e.g. every manual template), each a full LearnedPrompt of its own.
+    tensors: what scoring needs (soft tokens, per-layer prefixes, a head; an encoder's output, never the encoder),
+    saved as safetensors. state: JSON-able method state (trigger tokens, calibration prior, majority label).
+    variants: extra prompts to report side by side (e.g. every manual template), each a full LearnedPrompt of its own.
     """
 
     method: str
@@ -164,6 +164,10 @@ class MethodBase:
     def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Name -> (shape, dtype) of exactly the tensors a prompt of this method carries on `backbone`."""
         return {}
+
+    def upgrade(self, learned: LearnedPrompt, version: int) -> LearnedPrompt:
+        """A prompt read from a file of an earlier format `version`, in today's layout (where the layout changed)."""
+        return learned
 
     def check_state(self, learned: LearnedPrompt) -> None:
         """Refuse (ValueError, one line) a stored state this method could not score with; no backbone needed."""

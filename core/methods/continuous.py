@@ -27,6 +27,7 @@ from core.data import LabeledDataset
 from core.errors import one_line
 from core.methods.base import Dimension, LearnedPrompt, MethodBase, PeftExportError, lr_grid
 from core.progress import ProgressFn, StopFn
+from core.prompt_encoders import EncoderKind, PromptEncoder
 from core.scoring import (
     PromptHooks,
     Reduce,
@@ -88,6 +89,11 @@ class PromptModule(nn.Module):
         """What PEFT stores as `prompt_embeddings`: the encoder's output, which inference uses as is."""
         raise NotImplementedError
 
+    def scoring_state(self) -> dict[str, torch.Tensor]:
+        """What a prompt file holds: the state of the module `build(..., for_training=False)` makes, i.e. only what
+        scoring needs. An encoder or reparameterisation only shapes training; its output is all inference uses."""
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
 
 class SoftTokens(PromptModule):
     """Virtual tokens scattered into the [P] positions of the input embeddings (P-tuning v1, prompt tuning).
@@ -125,11 +131,20 @@ class SoftTokens(PromptModule):
     def peft_weights(self) -> torch.Tensor:
         return self.vectors()  # (n, H)
 
+    def scoring_state(self) -> dict[str, torch.Tensor]:
+        return {"encoder.embedding.weight": self.vectors().detach()}  # what `fixed_tokens` loads
+
     def readout(self, backbone: Backbone) -> list | None:
         from core.prompt_encoders import nearest_tokens
 
         with torch.no_grad():
             return nearest_tokens(backbone, self.vectors())
+
+
+def fixed_tokens(backbone: Backbone, template: Template) -> SoftTokens:
+    """Soft tokens as scoring uses them: the vectors themselves (an encoder's output), with no encoder."""
+    encoder = PromptEncoder(template.n_soft, backbone.hidden_size, EncoderKind.NONE)
+    return SoftTokens(encoder, template, len(backbone.prefix_ids))
 
 
 def private_backbone(backbone: Backbone, tuned: Mapping[str, torch.Tensor] | None = None) -> Backbone:
@@ -160,7 +175,14 @@ class ContinuousMethod(MethodBase):
         raise NotImplementedError
 
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+        """The trainable module (`for_training`: with its encoder and initial values), else the one scoring uses,
+        whose state is exactly what the trained module's `scoring_state` gives."""
         raise NotImplementedError
+
+    def legacy_module(self, learned: LearnedPrompt) -> PromptModule | None:
+        """The trained module a format-1 file's tensors load into, sized from those tensors (no backbone at hand),
+        where that file held more than scoring needs (an encoder); None where its layout is today's."""
+        return None
 
     def check_peft(self, backbone: Backbone, template: Template, learned: LearnedPrompt) -> None:
         """Raise PeftExportError where PEFT cannot express this prompt; soft-token methods: PEFT only prepends."""
@@ -288,7 +310,9 @@ class ContinuousMethod(MethodBase):
             for k, p in model.named_parameters():
                 p.requires_grad_(flags[k])
             model.eval()
-        tensors = {PROMPT_PREFIX + k: v for k, v in module.state_dict().items()}
+        module.eval()
+        with torch.no_grad():
+            tensors = {PROMPT_PREFIX + k: v for k, v in module.scoring_state().items()}
         tensors.update(tuned)
         trainable = sum(p.numel() for g in groups for p in g.params.values())
         readout = module.readout(backbone)
@@ -308,6 +332,39 @@ class ContinuousMethod(MethodBase):
         learned = self.learned(backbone, source, tensors=tensors, state=state, metrics=metrics)
         learned.dev_scores = kept_scores(result, dev_scores)
         return learned
+
+    def upgrade(self, learned: LearnedPrompt, version: int) -> LearnedPrompt:
+        """Format 1 saved the trained module's whole state (an LSTM/MLP encoder, a prefix MLP: megabytes); today's
+        files hold what it outputs. Run that module once to turn such a file's tensors into today's layout."""
+        if version >= 2:
+            return learned
+        try:
+            with torch.device("meta"):  # shapes first, allocating nothing: the file's tensors size the module
+                shapes = self.legacy_module(learned)
+        except (RuntimeError, ValueError) as err:  # sizes no module has (a zero width)
+            raise ValueError(
+                f"the {self.name} prompt's format-1 tensors do not fit its config ({one_line(err)})"
+            ) from None
+        if shapes is None:
+            return learned
+        meta = shapes.state_dict()
+        own = {k: PROMPT_PREFIX + k for k in meta}  # the module's names -> the file's
+        for key, name in own.items():
+            if name not in learned.tensors:
+                raise ValueError(f"the {self.name} prompt (format 1) lacks tensor {name!r}")
+            want, got = tuple(meta[key].shape), tuple(learned.tensors[name].shape)
+            if want != got:
+                raise ValueError(
+                    f"the {self.name} prompt's (format 1) tensor {name!r} is {list(got)}, its config builds "
+                    f"{list(want)}; download it again"
+                )
+        module = self.legacy_module(learned)
+        module.load_state_dict({k: learned.tensors[name] for k, name in own.items()})
+        with torch.no_grad():
+            state = module.eval().scoring_state()
+        tensors = {k: v for k, v in learned.tensors.items() if k not in own.values()}  # a head, a tuned backbone
+        tensors.update({PROMPT_PREFIX + k: v for k, v in state.items()})
+        return dataclasses.replace(learned, tensors=tensors)
 
     def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
         """The module's weights as this config builds them (on the meta device: no memory), plus every backbone

@@ -19,7 +19,14 @@ from core.backbone import Backbone
 from core.config import choice
 from core.data import LabeledDataset
 from core.methods.base import Dimension, LearnedPrompt
-from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
+from core.methods.continuous import (
+    PROMPT_PREFIX,
+    ContinuousConfig,
+    ContinuousMethod,
+    PromptModule,
+    SoftTokens,
+    fixed_tokens,
+)
 from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
 from core.templates import SlotKind, Template, with_soft_slots
 
@@ -145,19 +152,13 @@ class PTuning(ContinuousMethod):
             return word_list(self.config.init_words)
         return anchor_words(template) + [w for words in self.spec.verbalizer.words.values() for w in words]
 
-    def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+    def encoder(self, n_tokens: int, dim: int, init: torch.Tensor | None = None) -> PromptEncoder:
+        """The prompt encoder this config trains, for `n_tokens` virtual tokens of width `dim`."""
         cfg = self.config
-        if not template.n_soft:
-            raise ValueError(f"the P-tuning template {template.source!r} has no [P] slot; add e.g. [P*3]")
-        dim = backbone.hidden_size
         # 0: the fixed size (fit has already replaced 0 by the scaled size where scale_encoder is on)
         hidden = cfg.encoder_hidden or (dim // 2 if cfg.encoder is EncoderKind.LSTM else dim)
-        init = None
-        if for_training:
-            gen = torch.Generator().manual_seed(cfg.seed)
-            init = init_vectors(backbone, template.n_soft, words=self.init_words(template), generator=gen)
-        encoder = PromptEncoder(
-            template.n_soft,
+        return PromptEncoder(
+            n_tokens,
             dim,
             cfg.encoder,
             hidden=hidden,
@@ -166,7 +167,25 @@ class PTuning(ContinuousMethod):
             init=init,
             anchor=cfg.encoder_anchor,
         )
-        return SoftTokens(encoder, template, len(backbone.prefix_ids))
+
+    def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+        if not template.n_soft:
+            raise ValueError(f"the P-tuning template {template.source!r} has no [P] slot; add e.g. [P*3]")
+        if not for_training:
+            return fixed_tokens(backbone, template)  # the encoder's output is all scoring needs
+        gen = torch.Generator().manual_seed(self.config.seed)
+        init = init_vectors(backbone, template.n_soft, words=self.init_words(template), generator=gen)
+        return SoftTokens(
+            self.encoder(template.n_soft, backbone.hidden_size, init), template, len(backbone.prefix_ids)
+        )
+
+    def legacy_module(self, learned: LearnedPrompt) -> PromptModule | None:
+        """Format 1 saved the encoder itself; its embedding's shape gives the virtual tokens and the width."""
+        weight = learned.tensors.get(PROMPT_PREFIX + "encoder.embedding.weight")
+        if self.config.encoder is EncoderKind.NONE or weight is None or weight.dim() != 2:
+            return None  # the same layout as today's (or a broken file, which `check_fits` names)
+        n_tokens, dim = weight.shape
+        return SoftTokens(self.encoder(n_tokens, dim), Template.parse(learned.template), n_special=0)
 
     def peft_config(self, backbone: Backbone, learned: LearnedPrompt, common: dict[str, Any]) -> Any:
         from peft import PromptEncoderConfig

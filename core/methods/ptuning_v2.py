@@ -21,7 +21,7 @@ import torch
 from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.methods.base import LearnedPrompt, PeftExportError
-from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule
+from core.methods.continuous import PROMPT_PREFIX, ContinuousConfig, ContinuousMethod, PromptModule
 from core.prompt_encoders import PrefixEncoder, attention_shape
 from core.scoring import PromptHooks, ScoringPlan, batch_scores, prompt_hidden
 from core.templates import Template, encode_batch, without_soft_slots
@@ -80,22 +80,11 @@ def prefix_cache(config, pairs: list[tuple[torch.Tensor, torch.Tensor]]):
 class DeepPrefix(PromptModule):
     """Prefixes at every layer, plus an optional linear head."""
 
-    def __init__(self, backbone: Backbone, cfg: PTuningV2Config, n_labels: int):
+    def __init__(self, prefix: PrefixEncoder, head: torch.nn.Linear | None, model_config: Any, dtype: torch.dtype):
         super().__init__()
-        layers, kv_heads, head_dim = attention_shape(backbone.model.config)
-        self.prefix = PrefixEncoder(
-            cfg.n_prefix,
-            backbone.hidden_size,
-            layers,
-            kv_heads,
-            head_dim,
-            projection=cfg.projection,
-            projection_hidden=cfg.projection_hidden,
-            dropout=cfg.prefix_dropout,
-        )
-        self.head = torch.nn.Linear(backbone.hidden_size, n_labels) if cfg.head is HeadKind.LINEAR else None
-        self._config = backbone.model.config
-        self._dtype = backbone.dtype
+        self.prefix, self.head = prefix, head
+        self._config = model_config
+        self._dtype = dtype
 
     def past(self, batch_size: int) -> tuple[object, int]:
         pairs = [(k.to(self._dtype), v.to(self._dtype)) for k, v in self.prefix(batch_size)]
@@ -106,6 +95,11 @@ class DeepPrefix(PromptModule):
 
     def peft_weights(self) -> torch.Tensor:
         return self.prefix.flat()  # (P, layers * 2 * kv_heads * head_dim)
+
+    def scoring_state(self) -> dict[str, torch.Tensor]:
+        """The flat prefixes (the reparameterisation MLP's output, where there is one) and the head."""
+        head = {f"head.{k}": v.detach() for k, v in self.head.state_dict().items()} if self.head is not None else {}
+        return {"prefix.embedding.weight": self.prefix.flat().detach(), **head}
 
     def label_scores(
         self, backbone: Backbone, plan: ScoringPlan, records: Sequence[Mapping[str, str]]
@@ -152,8 +146,42 @@ class PTuningV2(ContinuousMethod):
         )
 
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
+        """Scoring takes the prefixes as they are: the reparameterisation MLP is built for training only."""
         if template.n_soft:
             raise ValueError(
                 f"P-tuning v2 learns per-layer prefixes, not [P] slots; remove them from {template.source!r}"
             )
-        return DeepPrefix(backbone, self.config, n_labels)
+        cfg = self.config
+        layers, kv_heads, head_dim = attention_shape(backbone.model.config)
+        prefix = PrefixEncoder(
+            cfg.n_prefix,
+            backbone.hidden_size,
+            layers,
+            kv_heads,
+            head_dim,
+            projection=cfg.projection and for_training,
+            projection_hidden=cfg.projection_hidden,
+            dropout=cfg.prefix_dropout,
+        )
+        head = torch.nn.Linear(backbone.hidden_size, n_labels) if cfg.head is HeadKind.LINEAR else None
+        return DeepPrefix(prefix, head, backbone.model.config, backbone.dtype)
+
+    def legacy_module(self, learned: LearnedPrompt) -> PromptModule | None:
+        """Format 1 saved the reparameterisation MLP; its tensors give the width and the flat prefix size (layers
+        x keys/values x heads x head dim), all `flat()` needs: one layer of one head stands for them all."""
+        if not self.config.projection:
+            return None
+        weight = learned.tensors.get(PROMPT_PREFIX + "prefix.embedding.weight")
+        out = learned.tensors.get(PROMPT_PREFIX + "prefix.transform.2.weight")
+        if weight is None or out is None or weight.dim() != 2 or out.dim() != 2:
+            return None  # a broken file: `check_fits` names what is wrong
+        prefix = PrefixEncoder(
+            self.config.n_prefix,
+            weight.shape[1],
+            1,
+            1,
+            out.shape[0] // 2,  # flat = layers * 2 * heads * head dim
+            projection=True,
+            projection_hidden=self.config.projection_hidden,
+        )
+        return DeepPrefix(prefix, None, None, torch.float32)  # the head, if any, is kept as it is
