@@ -56,7 +56,7 @@ def test_a_run_outlives_a_killed_server_and_a_dead_worker_offers_resume(tmp_path
                     app.see(re.compile(r"interrupted at step \d+"), timeout=60)
                     app.see("worker process running this stopped")
                     page.get_by_role("button", name="Resume", exact=True).first.click()
-                    app.see(re.compile(r"training · step \d+"), timeout=120)
+                    app.see(re.compile(r"training(, resumed from step \d+)? · step \d+"), timeout=120)
                     resumed = next(r for r in store.list_runs(group_id=later) if r["id"] != victim["id"])
                     wait_running(store, resumed["id"])
                 # A clean stop (SIGTERM) leaves the resumed run training and says so in the log.
