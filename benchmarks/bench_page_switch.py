@@ -1,4 +1,4 @@
-"""Page-switch time while a run trains: sidebar clicks in headless Chromium against a real `streamlit run app.py`.
+"""Page-switch time, idle and while a run trains: sidebar clicks in headless Chromium against `streamlit run app.py`.
 
     python benchmarks/bench_page_switch.py                          # this checkout, 24 clicks
     python benchmarks/bench_page_switch.py --before /work/main     # another checkout first, then this one
@@ -6,17 +6,21 @@
 
 Per checkout: a fresh PTUNE_HOME, a tiny GPT-2 (random weights) as the backbone, a small CSV, then a long
 prompt-tuning run is launched and, while it trains, the sidebar is clicked from page to page (Runs → Data →
-Prompts → Train → Compare → Predict → Runs …). A click counts until the new page's heading is shown and its
-script run has finished. Prints the median and max per checkout, with the load average before and after.
+Prompts → Train → Compare → Predict → Runs …); the same clicks are timed before the launch (idle). A click counts
+until the new page's heading is shown and its script run has finished. Prints the medians and max per checkout,
+with the load average before and after. The run is stopped at the end (a worker process outlives the server).
 Uses the same server and browser helpers as tests/test_e2e_browser.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -61,15 +65,19 @@ def measure(
     with streamlit_server(work / "home", root=root, log=work / "streamlit.log") as url, chromium() as context:
         app = Driver(context.new_page(), url)
         app.load_data(data, k=k)
+        idle = switch_times(app, clicks)
         app.launch(str(model), ["prompt_tuning"], steps=steps, patience=0)
         app.nav("Runs")
-        app.see(re.compile(r"training · step \d+"), timeout=120)
+        app.see(re.compile(r"training · step \d+"), timeout=300)
         times = switch_times(app, clicks)
         still_training = app.page.get_by_text(re.compile(r"training · step \d+")).count() > 0
-    every = [t for v in times.values() for t in v]
+    stop_workers(work / "home" / "runs.db")
+    every, idle_every = [t for v in times.values() for t in v], [t for v in idle.values() for t in v]
     return {
         "checkout": str(root),
         "clicks": len(every),
+        "idle_median_s": round(statistics.median(idle_every), 3),
+        "idle_max_s": round(max(idle_every), 3),
         "median_s": round(statistics.median(every), 3),
         "max_s": round(max(every), 3),
         "median_by_page_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
@@ -77,6 +85,19 @@ def measure(
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def stop_workers(db: Path) -> None:
+    """Kill the worker processes of this store (a checkout that trains in the server has none: its run ended
+    with the server)."""
+    try:
+        with sqlite3.connect(db) as conn:
+            pids = [row[0] for row in conn.execute("SELECT pid FROM workers")]
+    except sqlite3.OperationalError:  # a store from before worker processes
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
