@@ -121,9 +121,9 @@ if prompt_file is not None:
         path = folder / f"{uuid.uuid4().hex[:8]}-{artifacts.safe_filename(Path(prompt_file.name).stem)}{suffix}"
         path.write_bytes(prompt_file.getvalue())
         try:
-            learned = artifacts.load(path)
+            learned = artifacts.load(path, shown_as=prompt_file.name)  # messages name the person's file
         except ArtifactError as err:
-            st.error(str(err))
+            st.error(plain(err))
         finally:
             path.unlink(missing_ok=True)
 if learned is not None:

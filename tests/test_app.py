@@ -114,6 +114,15 @@ def test_bad_upload_shows_a_plain_error(home: Path, name: str, content: bytes, w
     assert "Traceback" not in texts(at.error)
 
 
+def test_data_page_warns_about_look_alike_labels(home: Path) -> None:
+    labels = ["positive", "positіve", "negative"]  # the second has a Cyrillic і
+    csv = "text,label\n" + "".join(f"row number {i},{labels[i % 3]}\n" for i in range(30))
+    at = start()
+    at.file_uploader(key="data-upload").set_value(("look.csv", csv.encode(), "text/csv")).run()
+    assert not at.exception
+    assert "'positive' / 'positіve': one has 'і' (Cyrillic, U+0456)" in texts(at.warning)
+
+
 def test_sample_dataset_and_split_settings(home: Path) -> None:
     at = start()
     at.radio(key="data-source").set_value("Bundled sample").run()
@@ -268,6 +277,15 @@ def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
     at.file_uploader(key="predict-prompt").set_value(("../../evil.json", b'{"hello": 1}', "application/json")).run()
     assert "not a learned-prompt file" in texts(at.error) and not at.exception
     assert not any((home / "uploads").glob("*"))  # the upload was not kept, and never written by its own name
+
+
+def test_predict_names_an_uploaded_prompt_by_its_own_name(home: Path) -> None:
+    at = go(start(), "pages/6_Predict.py")
+    upload = ("my prompt.safetensors", b"\x80\x04not a safetensors file", "application/octet-stream")
+    at.file_uploader(key="predict-prompt").set_value(upload).run()
+    error = texts(at.error)
+    assert error.startswith("my prompt.safetensors is not a readable learned-prompt file") and not at.exception
+    assert "SafetensorError" not in error and not re.search(r"[0-9a-f]{8}-", error)  # no server temp name
 
 
 def test_runs_page_shows_a_failed_run_and_offers_resume(home: Path, tiny_gpt2: Path, monkeypatch) -> None:
