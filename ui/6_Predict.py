@@ -14,7 +14,7 @@ from core.data import DataError, guess_text_column
 from core.export import to_safe_csv
 from core.predict import predict_frame
 from core.templates import TemplateError
-from pages.common import (
+from ui.common import (
     SAMPLES_DIR,
     app_state,
     csv_uploader,

@@ -10,8 +10,8 @@ import streamlit as st
 
 from core.app.views import card_order, curve_frame, finished_text, fmt_seconds, phase_progress, queue_eta
 from core.methods import REGISTRY
-from pages.charts import metric_lines
-from pages.common import STATUS_ICONS, group_page, plain, workspace
+from ui.charts import metric_lines
+from ui.common import STATUS_ICONS, group_page, plain, workspace
 
 CURVES_EVERY = 3.0  # seconds between curve redraws while a run is active (the cards update every second)
 ws = workspace()
