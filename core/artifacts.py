@@ -24,6 +24,7 @@ from core.backbone import Backbone
 from core.errors import one_line
 from core.methods import method_for, method_names
 from core.methods.base import LearnedPrompt
+from core.paths import not_a_file, path_kind
 from core.templates import Template
 
 FORMAT = "ptune-studio/learned-prompt"
@@ -120,12 +121,13 @@ _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*(?:"|\Z)|[\[\]{}]')
 
 
-def load(path: str | Path, *, limits: PromptLimits = PromptLimits()) -> LearnedPrompt:
-    """Read a prompt file written by `save`; anything else, or anything over `limits`, is one ArtifactError line."""
+def load(path: str | Path, *, limits: PromptLimits = PromptLimits(), shown_as: str | None = None) -> LearnedPrompt:
+    """Read a prompt file written by `save`; anything else, or anything over `limits`, is one ArtifactError line.
+
+    `shown_as` is the name the person knows the file by (an upload's own name, not the server's copy)."""
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"prompt file {str(path)!r} does not exist; check the path")
-    name = path.name
+    _check_is_a_file(path, shown_as)
+    name = shown_as or path.name
     if path.suffix not in (".safetensors", ".json"):
         raise ArtifactError(f"{name} is not a learned-prompt file; expected .safetensors or .json")
     size = path.stat().st_size
@@ -133,27 +135,47 @@ def load(path: str | Path, *, limits: PromptLimits = PromptLimits()) -> LearnedP
         raise ArtifactError(f"{name} is {size / 2**20:.0f} MiB, over the {limits.max_file_bytes / 2**20:.0f} MiB cap")
     try:
         if path.suffix == ".safetensors":
-            text, tensors = _read_safetensors(path, limits)
+            text, tensors = _read_safetensors(path, name, limits)
         else:
-            text, tensors = _read_text(path, limits), {}
+            text, tensors = _read_text(path, name, limits), {}
     except (OSError, UnicodeDecodeError, SafetensorError, RuntimeError, ValueError) as err:
         if isinstance(err, ArtifactError):
             raise
+        why = f"it cannot be read: {err.strerror}" if isinstance(err, OSError) else "damaged or in another format"
         raise ArtifactError(
-            f"{name} is not a readable learned-prompt file ({type(err).__name__}); download it again from PTune Studio"
+            f"{name} is not a readable learned-prompt file ({why}); download it again from PTune Studio"
         ) from None
     return _from_manifest(_parse_manifest(text, name, limits), tensors, name, limits)
 
 
-def _read_text(path: Path, limits: PromptLimits) -> str:
+def _check_is_a_file(path: Path, shown_as: str | None) -> None:
+    """A regular file, or one line saying what the path is instead (a device or pipe would be read forever; the
+    PEFT folder the product writes beside a prompt file is pointed back to that file)."""
+    kind = path_kind(path)
+    if kind == "file":
+        return
+    shown = shown_as or str(path)
+    if kind == "missing":
+        raise ArtifactError(f"prompt file {shown!r} does not exist; check the path")
+    if kind == "folder" and (path / "adapter_config.json").is_file():
+        beside = path.parent / (path.name.removesuffix("-peft") + ".safetensors")
+        which = beside.name if path.name.endswith("-peft") and beside.is_file() else "the .safetensors file"
+        raise ArtifactError(
+            f"{shown} is a PEFT adapter folder (for peft.PeftModel.from_pretrained); give the learned-prompt file "
+            f"saved beside it instead: {which}"
+        )
+    raise ArtifactError(f"{not_a_file(shown, kind)}; give a learned-prompt file (.safetensors or .json)")
+
+
+def _read_text(path: Path, name: str, limits: PromptLimits) -> str:
     if path.stat().st_size > limits.max_manifest_bytes:
-        raise ArtifactError(f"{path.name}'s manifest is over the {limits.max_manifest_bytes} byte cap")
+        raise ArtifactError(f"{name}'s manifest is over the {limits.max_manifest_bytes} byte cap")
     return path.read_text(encoding="utf-8")
 
 
-def _read_safetensors(path: Path, limits: PromptLimits) -> tuple[str | None, dict[str, torch.Tensor]]:
-    """The manifest and tensors, after checking the header's tensor count, dtypes and sizes (nothing read yet)."""
-    name = path.name
+def _read_safetensors(path: Path, name: str, limits: PromptLimits) -> tuple[str | None, dict[str, torch.Tensor]]:
+    """The manifest and tensors, after checking the header's tensor count, dtypes and sizes (nothing read yet),
+    then that every value is finite (a NaN or infinite prompt labels every row the same, silently)."""
     with safe_open(str(path), framework="pt") as f:
         text = (f.metadata() or {}).get(MANIFEST_KEY)
         if text is not None and len(text) > limits.max_manifest_bytes:
@@ -171,7 +193,14 @@ def _read_safetensors(path: Path, limits: PromptLimits) -> tuple[str | None, dic
                     f"{name}: tensor {_short(key)} has {math.prod(shape)} values, over the cap of "
                     f"{limits.max_tensor_elements}"
                 )
-        return text, {k: f.get_tensor(k) for k in keys}
+        tensors = {k: f.get_tensor(k) for k in keys}
+    broken = next((k for k, t in tensors.items() if not torch.isfinite(t).all()), None)
+    if broken is not None:
+        raise ArtifactError(
+            f"{name}: tensor {_short(broken)} holds NaN or infinite values, so the prompt cannot score anything; "
+            "train it again (a lower learning rate keeps training from diverging)"
+        )
+    return text, tensors
 
 
 def _parse_manifest(text: str | None, name: str, limits: PromptLimits) -> object:
@@ -181,10 +210,19 @@ def _parse_manifest(text: str | None, name: str, limits: PromptLimits) -> object
     if depth > limits.max_json_depth:
         raise ArtifactError(f"{name}'s manifest nests {depth} levels deep, over the cap of {limits.max_json_depth}")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise ArtifactError(f"{name}'s manifest is not valid JSON ({type(err).__name__}); download it again") from None
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise ArtifactError(
+            f"{name}'s manifest is not valid JSON (line {err.lineno}, column {err.colno}); download it again"
+        ) from None
+    except (ValueError, RecursionError) as err:
+        raise ArtifactError(f"{name}'s manifest {one_line(err)}; download it again") from None
     return data
+
+
+def _no_constant(token: str) -> None:
+    """JSON's NaN/Infinity extension: PTune Studio never writes it, and a NaN prior or metric breaks predictions."""
+    raise ValueError(f"holds {token}, which a learned prompt never has")
 
 
 def json_depth(text: str) -> int:
@@ -243,7 +281,13 @@ def _from_manifest(
     """Check the format, every field's type, the caps and the method's own expectations, then build the prompt."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{name} has no PTune Studio manifest; it is not a learned-prompt file")
-    if data.get("format_version") not in READABLE_VERSIONS:
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(
+            f"{name}'s manifest has format_version {_short(version)}; it must be a whole number such as "
+            f"{FORMAT_VERSION}, so the file was altered — download it again"
+        )
+    if version not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{name} has format version {_short(data.get('format_version'))}, this PTune Studio reads "
             f"versions {READABLE_VERSIONS[0]} to {FORMAT_VERSION}; upgrade PTune Studio or re-export the prompt"

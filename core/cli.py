@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from core import artifacts, distributed
 from core.backbone import BackboneError, install_default, load_backbone
@@ -25,6 +26,15 @@ from core.methods import method_names
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 BAD_INPUT = (ValueError, DataError, BackboneError, OSError)  # a unit failing on these is the user's to fix
+
+
+class UsageError(ValueError):
+    """A command line argparse cannot read; said in one line with `--help` named, not argparse's usage block."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see {self.prog} --help")
 
 
 def _say(msg: str) -> None:
@@ -106,9 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     k_shots = parse_k_shots(args.k_shot)
     options = _parse_options(args.option or [])
-    stray = sorted(set(options) - set(method_names()))
-    if stray:
-        raise ValueError(f"--option names unknown method {stray[0][:40]!r}; choose from: {', '.join(method_names())}")
+    _check_options(options, methods, max_steps=args.max_steps)
     out = _writable_target(Path(args.out), folder=True)
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, text_b_col=args.text_b_col)
     for warning in dataset.warnings:
@@ -149,6 +157,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(out / "results.json")
     return 0
+
+
+def _check_options(options: dict[str, dict], methods: list[str], *, max_steps: int | None) -> None:
+    """Every --option names a known method and a field of its config, whether or not --methods runs it (a typo
+    is never silently ignored); one for a method that does not run is said to be ignored."""
+    from core.compare import method_options
+    from core.methods import method_class
+    from core.methods.base import config_from_dict
+
+    stray = sorted(set(options) - set(method_names()))
+    if stray:
+        raise ValueError(f"--option names unknown method {stray[0][:40]!r}; choose from: {', '.join(method_names())}")
+    for name, values in options.items():
+        config_from_dict(method_class(name).config_cls, method_options(name, values, max_steps=max_steps), method=name)
+    for name in sorted(set(options) - set(methods)):
+        _say(f"warning: --option {name}.{next(iter(options[name]))} is for {name}, which --methods does not run")
 
 
 def _check_units(units: list, split) -> None:
@@ -304,10 +328,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m core", description="PTune Studio: compare ways of prompting a language model on a labeled CSV."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{compare,predict,models}")
     cmp_ = sub.add_parser("compare", help="run methods side by side on one held-out split; writes results.json")
     cmp_.add_argument("--data", required=True, help="labeled CSV")
     cmp_.add_argument("--text-col", help="text column (auto-detected)")
@@ -376,7 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        if _launched_rank() == 0:
+            _say(f"error: {err}")
+        return EXIT_BAD_INPUT
     try:
         return args.func(args)
     except UnitFailed as err:

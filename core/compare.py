@@ -22,7 +22,7 @@ from core.backbone import Backbone
 from core.data import LabeledDataset, Split, few_shot_split
 from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
 from core.methods import create, method_class
-from core.methods.base import LearnedPrompt, PromptSpec, config_from_dict
+from core.methods.base import ENGINE_PATHS, LearnedPrompt, PromptSpec, config_from_dict
 from core.peft_export import export_if_expressible
 from core.progress import (
     CHOOSING,
@@ -160,8 +160,16 @@ def with_checkpoint_dir(method: str, options: Mapping[str, Any], root: Path, see
 
 
 def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps: int | None) -> dict[str, Any]:
-    """User options for a method, plus the global `max_steps` where the method's config has that field."""
+    """User options for a method, plus the global `max_steps` where the method's config has that field.
+
+    A caller may not choose where files go: a path option would let one person's run write into another's folder
+    (or outside PTUNE_HOME), so `ENGINE_PATHS` are refused here, where every caller's options come in."""
     merged = dict(options or {})
+    given = sorted(set(merged) & set(ENGINE_PATHS))
+    if given:
+        raise ValueError(
+            f"{method} option {given[0]!r} is a folder PTune Studio chooses (inside the run's own folder); leave it out"
+        )
     known = {f.name for f in fields(method_class(method).config_cls)}
     if max_steps is not None and "max_steps" in known:
         merged.setdefault("max_steps", max_steps)

@@ -22,6 +22,9 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from core.lookalike import difference, lookalike_pairs, skeleton
+from core.paths import not_a_file, path_kind
+
 LABEL_NAMES = ("label", "labels", "class", "target", "y", "sentiment", "category")
 TEXT_NAMES = ("text", "sentence", "review", "content", "document", "comment", "body", "message", "tweet", "utterance")
 DELIMITERS = (",", ";", "\t", "|")
@@ -156,7 +159,7 @@ def read_table(source: str | Path | bytes | IO[bytes], *, limits: Limits = Limit
 
 
 def _row_limit_warning(limits: Limits) -> str:
-    return f"kept the first {limits.max_rows} rows; the rest was ignored (row limit, Limits.max_rows)"
+    return f"kept the first {limits.max_rows} rows; the rest was ignored (the row limit)"
 
 
 def _read_bytes(source: str | Path | bytes | IO[bytes], limits: Limits) -> bytes:
@@ -170,24 +173,26 @@ def _read_bytes(source: str | Path | bytes | IO[bytes], limits: Limits) -> bytes
     else:
         raise TypeError(f"read_table needs a path, bytes or a binary file, not {type(source).__name__}")
     if len(data) > limits.max_bytes:
-        raise DataError(
-            f"the file is over the {_mib(limits.max_bytes)} limit; load a sample of its rows or raise Limits.max_bytes"
-        )
+        raise DataError(f"the file is over the {_mib(limits.max_bytes)} limit; load a sample of its rows")
     return data
 
 
 def _read_path(path: Path, limits: Limits) -> bytes:
-    if not path.exists():
+    """The file's bytes, after refusing what is not a regular file (a device or pipe would be read forever) and,
+    should it grow while read, never more than one byte over the limit."""
+    kind = path_kind(path)
+    if kind == "missing":
         raise DataError(f"file not found: {path}; check the path")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a file; give the path of a CSV file")
+    if kind != "file":
+        raise DataError(f"{not_a_file(path, kind)}; give the path of a CSV file")
     try:
         if path.stat().st_size > limits.max_bytes:
             raise DataError(
                 f"{path.name} is {_mib(path.stat().st_size)}, over the {_mib(limits.max_bytes)} limit; "
-                "load a sample of its rows or raise Limits.max_bytes"
+                "load a sample of its rows"
             )
-        return path.read_bytes()
+        with path.open("rb") as f:
+            return f.read(limits.max_bytes + 1)
     except OSError as err:
         raise DataError(f"cannot read {path} ({err.strerror}); check the file's permissions") from None
 
@@ -362,7 +367,7 @@ def _guess_label(df: pd.DataFrame, free: list[str]) -> str:
     if not candidates:
         raise DataError(
             f"could not tell which column holds the labels (columns: {', '.join(free)}); "
-            "choose it (label_col) or name it 'label'"
+            "choose the label column, or name it 'label'"
         )
     return min(candidates)[2]
 
@@ -371,8 +376,7 @@ def _guess_text(df: pd.DataFrame, free: list[str]) -> str:
     """A column named like text, else the one with the longest strings on average."""
     if not free:
         raise DataError(
-            "no column is left for the text once the label is chosen; add a text column or choose "
-            "another one (text_col)"
+            "no column is left for the text once the label is chosen; add a text column or choose another label column"
         )
     return _by_name(free, TEXT_NAMES) or max(free, key=lambda c: clean_text(df[c]).str.len().mean())
 
@@ -387,9 +391,14 @@ def _require_columns(df: pd.DataFrame, **given: str | None) -> None:
     for role, col in given.items():
         if col is not None and col not in columns:
             what = role.removesuffix("_col").replace("_", " ")
+            twin = next((c for c in columns if skeleton(c) == skeleton(col)), None)
+            if twin is not None:
+                raise DataError(
+                    f"no column {col!r} for the {what}; the file's column {twin!r} looks the same but "
+                    f"{difference(twin, col)} — choose that column or rename it in the file"
+                )
             raise DataError(
-                f"no column {col!r} for the {what}; the columns are: {', '.join(columns)} — choose one "
-                f"of them ({role})"
+                f"no column {col!r} for the {what}; the columns are: {', '.join(columns)} — choose one of them"
             )
 
 
@@ -495,7 +504,7 @@ def texts_from_frame(
     if not keep.all():
         warnings.append(f"dropped {int((~keep).sum())} rows with empty text")
     if not keep.any():
-        raise DataError(f"column {text_col!r} has no text in any row; choose the text column (text_col)")
+        raise DataError(f"column {text_col!r} has no text in any row; choose the text column")
     fields = {k: v[keep] for k, v in fields.items()}
     n_cut = _truncate(fields, limits.max_text_chars)
     if n_cut:
@@ -536,6 +545,12 @@ def _clean_labels(values: pd.Series) -> tuple[pd.Series, list[str]]:
     if merged:
         shown = "; ".join(" = ".join(repr(r) for r in raws[:3]) for raws in merged[:3])
         warnings.append(f"merged labels that differ only by invisible characters or Unicode look-alikes: {shown}")
+    pairs = lookalike_pairs(sorted(groups))
+    if pairs:
+        shown = "; ".join(f"{a!r} / {b!r}: {difference(a, b)}" for a, b in pairs[:3])
+        warnings.append(
+            f"labels that look alike are kept apart as different classes ({shown}); if they are one class, fix the file"
+        )
     by_case: dict[str, list[str]] = {}
     for label in groups:
         by_case.setdefault(label.casefold(), []).append(label)
@@ -563,7 +578,7 @@ def _label_names(labels: pd.Series, label_col: str) -> tuple[str, ...]:
     if len(names) < 2:
         raise DataError(
             f"column {label_col!r} has only one label ({names[0]!r}); a classifier needs at least two — "
-            "add rows of another label or choose another label column (label_col)"
+            "add rows of another label or choose another label column"
         )
     if all(_INT.fullmatch(n) for n in names):
         return tuple(sorted(names, key=int))
@@ -608,12 +623,12 @@ def split_dataset(
     if min_per_label < 1:
         raise ValueError("min_per_label must be at least 1 so every label appears in every part")
     n = len(ds)
-    n_test = _part_size(test_size, n, "test_size", allow_zero=False)
-    n_dev = _part_size(dev_size, n, "dev_size", allow_zero=True)
+    n_test = _part_size(test_size, n, "the test share", allow_zero=False)
+    n_dev = _part_size(dev_size, n, "the dev share", allow_zero=True)
     if n_test + n_dev >= n:
         raise DataError(
             f"test ({n_test} rows) and dev ({n_dev} rows) leave no training rows out of {n}; "
-            "lower test_size or add rows"
+            "lower the test share or add rows"
         )
     by_label = _indices_by_label(ds)
     counts = np.array([len(ix) for ix in by_label])
@@ -661,7 +676,7 @@ def _check_label_fits(name: str, count: int, sizes: dict[str, int], with_dev: bo
     if not short:
         return
     got = ", ".join(f"{p} {max(int(sizes[p]), 0)}" for p in parts)
-    fix = {"train": "lower test_size", "test": "raise test_size", "dev": "lower min_per_label or set dev_size=0"}
+    fix = {"train": "lower the test share", "test": "raise the test share", "dev": "set the dev share to 0"}
     raise DataError(
         f"label {name!r} has only {count} rows, too few to put {min_per_label} in each of {'/'.join(parts)} "
         f"(it would get {got}); add rows of {name!r} or {fix[short[0]]}"
@@ -687,13 +702,13 @@ def k_shot(ds: LabeledDataset, k: int, seed: int) -> LabeledDataset:
 
 def _draw_k(ds: LabeledDataset, k: int, rng: np.random.Generator) -> list[int]:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise DataError(f"K (examples per label) must be a positive integer, got {k!r}; e.g. k_shot 16")
+        raise DataError(f"K (examples per label) must be a positive integer, got {k!r}; e.g. 16")
     chosen: list[int] = []
     for name, idx in zip(ds.label_names, _indices_by_label(ds), strict=True):
         if len(idx) < k:
             raise DataError(
                 f"label {name!r} has only {len(idx)} rows to draw from, fewer than K={k}; "
-                f"lower k_shot to {len(idx)} or add rows of {name!r}"
+                f"lower K (examples per label) to {len(idx)} or add rows of {name!r}"
             )
         chosen += rng.choice(idx, size=k, replace=False).tolist()
     return sorted(chosen)

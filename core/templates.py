@@ -17,6 +17,7 @@ from enum import Enum
 import torch
 
 from core.backbone import Backbone, LMKind
+from core.lookalike import difference, skeleton
 
 SLOT_RE = re.compile(r"\{(\w+)\}|\[(MASK|P|T)(?:\*(\d+))?\]")
 MAX_SLOT_REPEAT = 64
@@ -174,6 +175,12 @@ class Verbalizer:
         words: dict[str, tuple[str, ...]] = {}
         for label in label_names:
             if label not in mapping:
+                twin = next((k for k in mapping if isinstance(k, str) and skeleton(k) == skeleton(label)), None)
+                if twin is not None:
+                    raise TemplateError(
+                        f"the verbalizer's label {twin!r} looks like the data's {label!r} but is not the same "
+                        f"({difference(twin, label)}); write the label exactly as in the data"
+                    )
                 raise TemplateError(
                     f'the verbalizer has no word for label {label!r}; add e.g. {{"{label}": ["{label}"]}}'
                 )

@@ -13,19 +13,19 @@ from streamlit.testing.v1 import AppTest
 from core.app.forms import config_fields
 from core.app.views import fmt_bytes, path_bytes
 from core.methods import REGISTRY
-from pages.gate import OWNER
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
+from ui.gate import OWNER
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 PAGES = [
-    "pages/1_Data.py",
-    "pages/2_Prompts.py",
-    "pages/3_Train.py",
-    "pages/4_Runs.py",
-    "pages/5_Compare.py",
-    "pages/6_Predict.py",
+    "ui/1_Data.py",
+    "ui/2_Prompts.py",
+    "ui/3_Train.py",
+    "ui/4_Runs.py",
+    "ui/5_Compare.py",
+    "ui/6_Predict.py",
 ]
 TIMEOUT = 120
 
@@ -75,7 +75,7 @@ def texts(elements) -> str:
 
 
 def workspace():
-    from pages.common import server_workspace  # the same st.cache_resource object the app uses
+    from ui.common import server_workspace  # the same st.cache_resource object the app uses
 
     return server_workspace()
 
@@ -115,6 +115,15 @@ def test_bad_upload_shows_a_plain_error(home: Path, name: str, content: bytes, w
     assert "Traceback" not in texts(at.error)
 
 
+def test_data_page_warns_about_look_alike_labels(home: Path) -> None:
+    labels = ["positive", "positіve", "negative"]  # the second has a Cyrillic і
+    csv = "text,label\n" + "".join(f"row number {i},{labels[i % 3]}\n" for i in range(30))
+    at = start()
+    at.file_uploader(key="data-upload").set_value(("look.csv", csv.encode(), "text/csv")).run()
+    assert not at.exception
+    assert "'positive' / 'positіve': one has 'і' (Cyrillic, U+0456)" in texts(at.warning)
+
+
 def test_sample_dataset_and_split_settings(home: Path) -> None:
     at = start()
     at.radio(key="data-source").set_value("Bundled sample").run()
@@ -128,7 +137,7 @@ def test_sample_dataset_and_split_settings(home: Path) -> None:
 
 def test_prompts_page_previews_and_validates(home: Path) -> None:
     at = load_tiny_csv(start())
-    go(at, "pages/2_Prompts.py")
+    go(at, "ui/2_Prompts.py")
     assert "It was [MASK]" in texts(at.code)  # the filled template
     at.text_area(key="templates-text").set_value("{text} It was [MASK]\n[P*2] {text} [T] [MASK]").run()
     assert not at.exception and not at.error
@@ -139,7 +148,7 @@ def test_prompts_page_previews_and_validates(home: Path) -> None:
 
 
 def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
-    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
     at.multiselect(key="methods").set_value(list(REGISTRY)).run()
     assert not at.exception
     keys = {w.key for kind in ("checkbox", "number_input", "selectbox", "text_input") for w in getattr(at, kind)}
@@ -155,7 +164,7 @@ def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
 
 
 def test_train_page_has_autoprompt_iterations_and_warns_when_steps_miss_dev(home: Path, tiny_gpt2: Path) -> None:
-    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
     at.radio(key="backbone-kind").set_value("Local folder").run()
     at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
     at.multiselect(key="methods").set_value(["autoprompt", "ptuning"]).run()
@@ -178,7 +187,7 @@ def test_train_page_has_autoprompt_iterations_and_warns_when_steps_miss_dev(home
 
 
 def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> None:
-    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
     at.radio(key="backbone-kind").set_value("Local folder").run()
     at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
     assert not at.exception and any(m.label == "Parameters" and m.value != "–" for m in at.metric)
@@ -194,15 +203,15 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     for run in runs:
         assert ws.jobs.wait(run["id"], TIMEOUT) == "succeeded"
     stranger = start()  # another browser: its own private workspace
-    go(stranger, "pages/4_Runs.py")
+    go(stranger, "ui/4_Runs.py")
     assert "No runs yet" in texts(stranger.info) and not me(stranger).groups()
 
-    go(at, "pages/4_Runs.py")
+    go(at, "ui/4_Runs.py")
     assert "4 succeeded" in texts(at.caption) and len(at.get("progress")) == 4
     assert sum(" · cpu" in m.value for m in at.markdown) == 4  # the device each run was placed on
     assert "scoring the test split" in " ".join(p.proto.text for p in at.get("progress"))  # wall, training, test
 
-    go(at, "pages/5_Compare.py")
+    go(at, "ui/5_Compare.py")
     assert not at.error
     assert any(m.label == "Best test accuracy" for m in at.metric)
     assert "is best (chosen on dev" in texts(at.success) and "Best on test:" in texts(at.caption)
@@ -212,7 +221,7 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     labels = [b.proto.label for b in at.get("download_button")]
     assert any(re.fullmatch(r"results\.json · \d+ KB", label) for label in labels), labels
 
-    go(at, "pages/6_Predict.py")
+    go(at, "ui/6_Predict.py")
     downloads = at.get("download_button")
     assert len(downloads) >= 5  # one prompt file per prompt and seed, all of them as a zip, plus results.json
     assert "test accuracy" in texts(at.markdown) and "Majority class" in texts(at.markdown)
@@ -233,7 +242,7 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
 
 
 def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tiny_gpt2: Path) -> None:
-    at = go(load_tiny_csv(start()), "pages/3_Train.py")
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
     at.radio(key="backbone-kind").set_value("Local folder").run()
     at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
     at.multiselect(key="methods").set_value(["manual", "baseline"]).run()
@@ -256,7 +265,7 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
     ]
     for run in runs:
         assert ws.jobs.wait(run["id"], TIMEOUT) == "succeeded"
-    go(at, "pages/5_Compare.py")
+    go(at, "ui/5_Compare.py")
     assert not at.exception and not at.error
     assert "Accuracy against K (learning curve)" in texts(at.subheader)
     assert "learning curve K=2,4 per label" in texts(at.caption)
@@ -270,10 +279,19 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
 
 
 def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
-    at = go(start(), "pages/6_Predict.py")
+    at = go(start(), "ui/6_Predict.py")
     at.file_uploader(key="predict-prompt").set_value(("../../evil.json", b'{"hello": 1}', "application/json")).run()
     assert "not a learned-prompt file" in texts(at.error) and not at.exception
     assert not any((home / "uploads").glob("*"))  # the upload was not kept, and never written by its own name
+
+
+def test_predict_names_an_uploaded_prompt_by_its_own_name(home: Path) -> None:
+    at = go(start(), "ui/6_Predict.py")
+    upload = ("my prompt.safetensors", b"\x80\x04not a safetensors file", "application/octet-stream")
+    at.file_uploader(key="predict-prompt").set_value(upload).run()
+    error = texts(at.error)
+    assert error.startswith("my prompt.safetensors is not a readable learned-prompt file") and not at.exception
+    assert "SafetensorError" not in error and not re.search(r"[0-9a-f]{8}-", error)  # no server temp name
 
 
 def test_runs_page_shows_a_run_whose_worker_died_and_resumes_it(home: Path, tiny_gpt2: Path) -> None:
@@ -304,7 +322,7 @@ def test_runs_page_shows_a_run_whose_worker_died_and_resumes_it(home: Path, tiny
     wait_running(ws.store, run["id"], min_step=3)
     kill_worker_of(ws.store, run["id"])
     assert ws.jobs.wait(run["id"], TIMEOUT) == "interrupted"
-    at = go(start(mine.owner), "pages/4_Runs.py")
+    at = go(start(mine.owner), "ui/4_Runs.py")
     shown = texts(at.markdown) + texts(at.warning) + " ".join(str(p.proto.text) for p in at.get("progress"))
     assert "interrupted at step" in shown and "worker process running this stopped" in shown, shown
     assert at.get("vega_lite_chart"), "the interrupted run's curves are still drawn"
@@ -347,6 +365,9 @@ def test_a_server_reachable_from_elsewhere_asks_for_its_token(home: Path) -> Non
     st_config.set_option("server.address", "0.0.0.0")
     at = start()
     assert "access token" in texts(at.markdown) and not at.sidebar.button  # nothing but the token form
+    assert not at.error  # nothing typed, no link: no complaint yet
+    linked = start(query={"token": "wrong"})  # a mistyped or stale ?token= link
+    assert "The token in this link is not right" in texts(linked.error) and not linked.sidebar.button
     at.text_input(key="token").set_value("wrong").run()
     assert "not right" in texts(at.error)
     at.text_input(key="token").set_value(access_token(home)).run()
@@ -358,24 +379,24 @@ def test_a_server_reachable_from_elsewhere_asks_for_its_token(home: Path) -> Non
 def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
     owner = "user:reload@example.org"
     at = load_tiny_csv(start(owner))
-    go(start(owner), "pages/3_Train.py")  # a new session whose draft has no training choices yet
-    go(at, "pages/2_Prompts.py")
+    go(start(owner), "ui/3_Train.py")  # a new session whose draft has no training choices yet
+    go(at, "ui/2_Prompts.py")
     at.text_area(key="templates-text").set_value("Review: {text} Verdict: [MASK]").run()
     at.text_input(key="verb-positive").set_value("great, fine").run()
     assert not at.exception and not at.error, texts(at.error)
-    go(at, "pages/3_Train.py")
+    go(at, "ui/3_Train.py")
     at.multiselect(key="methods").set_value(["manual", "baseline"]).run()
     at.text_input(key="seeds").set_value("3, 4").run()
 
     again = start(owner)  # a reload, or a second tab: a new session of the same person
     assert "tiny.csv" in texts(again.caption) and "Dataset ready" in texts(again.success)
     assert again.number_input(key="k-shot").value == 4
-    go(again, "pages/2_Prompts.py")
+    go(again, "ui/2_Prompts.py")
     assert again.text_area(key="templates-text").value == "Review: {text} Verdict: [MASK]"
     assert again.text_input(key="verb-positive").value == "great, fine"
-    go(again, "pages/3_Train.py")
+    go(again, "ui/3_Train.py")
     assert again.multiselect(key="methods").value == ["manual", "baseline"]
     assert again.text_input(key="seeds").value == "3, 4"
     drafts = list((home / "drafts").iterdir())
     assert len(drafts) == 1 and "reload" not in drafts[0].name  # folder named by a hash, not the e-mail address
-    assert "No dataset yet" in texts(go(start("user:other@example.org"), "pages/2_Prompts.py").info)
+    assert "No dataset yet" in texts(go(start("user:other@example.org"), "ui/2_Prompts.py").info)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +62,7 @@ def test_compare_then_predict_end_to_end(tiny_folder, keyword_csv, tmp_path):
     assert by_name["Majority class"]["accuracy"] == pytest.approx(0.5)
 
     new = tmp_path / "new.csv"
-    new.write_text('text\n=HYPERLINK("x")\na great movie\n', encoding="utf-8")
+    new.write_text('text\n=HYPERLINK("x")\na great movie\n@great fun\n', encoding="utf-8")
     preds = tmp_path / "preds.csv"
     assert (
         main(
@@ -77,9 +79,14 @@ def test_compare_then_predict_end_to_end(tiny_folder, keyword_csv, tmp_path):
         == 0
     )
     df = pd.read_csv(preds)
-    assert list(df.columns) == ["text", "predicted_label", "p_negative", "p_positive"]
+    assert list(df.columns) == ["input_row", "text", "predicted_label", "p_negative", "p_positive"]
     assert df["text"][0].startswith("'=") and set(df["predicted_label"]) <= {"positive", "negative"}
-    assert (df["p_negative"] + df["p_positive"]).round(3).tolist() == [1.0, 1.0]
+    assert (df["p_negative"] + df["p_positive"]).round(3).tolist() == [1.0, 1.0, 1.0]
+    # guarded texts no longer equal the input's, so rows join back by input_row (1 = the first row below the header)
+    source = pd.read_csv(new, dtype=str)
+    joined = df.merge(source, left_on=df["input_row"] - 1, right_index=True, suffixes=("", "_input"))
+    assert joined["text_input"].tolist() == ['=HYPERLINK("x")', "a great movie", "@great fun"]
+    assert df["text"].tolist() != joined["text_input"].tolist()  # the guard did alter texts
 
 
 @pytest.mark.parametrize(
@@ -179,3 +186,92 @@ def test_learning_curve_runs_every_method_and_seed_at_each_k(tiny_folder, keywor
     assert main([*common, "--methods", "baseline", "--k-shot", "4", "--out", str(single)]) == 0
     plain = json.loads((single / "results.json").read_text())
     assert "learning_curve" not in plain and plain["dataset"]["k_shot"] == 4 and "k_shots" not in plain["dataset"]
+
+
+def _predict(prompt: Path | str, data: Path | str, out: Path) -> list[str]:
+    return ["predict", "--prompt", str(prompt), "--data", str(data), "--out", str(out)]
+
+
+def test_a_prompt_path_that_is_not_a_file_says_what_it_is(tmp_path, capsys, keyword_csv):
+    """A link to a device, a broken link, a pipe, a folder and the PEFT folder written beside a prompt file: each
+    is named for what it is, with the file to give instead; nothing is opened."""
+    (tmp_path / "movie.safetensors").write_bytes(b"")
+    (tmp_path / "movie-peft").mkdir()
+    (tmp_path / "movie-peft" / "adapter_config.json").write_text("{}")
+    (tmp_path / "to-zero.safetensors").symlink_to("/dev/zero")
+    (tmp_path / "dangling.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    expected = {
+        "movie-peft": "is a PEFT adapter folder (for peft.PeftModel.from_pretrained); give the learned-prompt file "
+        "saved beside it instead: movie.safetensors",
+        "to-zero.safetensors": "(a link) is a device, not a regular file; give a learned-prompt file",
+        "dangling.safetensors": "is a link to something that does not exist",
+        "pipe.safetensors": "is a pipe, not a regular file; give a learned-prompt file",
+    }
+    for name, words in expected.items():
+        assert main(_predict(tmp_path / name, keyword_csv, tmp_path / "p.csv")) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and words in err[0] and "does not exist; check the path" not in err[0], err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def _cli_bounded(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a process with a deadline and 2 GiB of heap: reading /dev/zero, the bug these tests guard
+    against, then fails with MemoryError (or a pipe times out) instead of hanging the suite or eating the box."""
+
+    def bound() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (2 * 2**30, 2 * 2**30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=bound
+    )
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "pipe"])
+def test_a_data_path_that_is_not_a_file_is_refused_at_once(tmp_path, kind):
+    """Reading /dev/zero never ends and a pipe waits for a writer: both are refused before any read."""
+    data = tmp_path / "data.csv"
+    if kind == "pipe":
+        os.mkfifo(data)
+    else:
+        data.symlink_to("/dev/zero")
+    done = _cli_bounded("compare", "--data", str(data), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {data} (a link) is a device, not a regular file; give the path of a CSV file"
+        if kind != "pipe"
+        else f"error: {data} is a pipe, not a regular file; give the path of a CSV file"
+    ]
+
+
+def test_predict_refuses_new_rows_that_are_not_a_file(tiny_folder, keyword_csv, tmp_path):
+    out = tmp_path / "run"
+    args = ["compare", "--data", str(keyword_csv), "--methods", "manual", "--backbone", tiny_folder]
+    assert main([*args, "--out", str(out)]) == 0
+    prompt = next(p for p in out.glob("*.json") if p.name != "results.json")
+    zero = tmp_path / "rows.csv"
+    zero.symlink_to("/dev/zero")
+    done = _cli_bounded(*_predict(prompt, zero, tmp_path / "p.csv"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: {zero} (a link) is a device, not a regular file; give the path of a CSV file"
+    ]
+
+
+def test_an_option_for_a_method_not_run_is_checked_and_said_to_be_ignored(tiny_folder, keyword_csv, tmp_path, capsys):
+    args = ["compare", "--data", str(keyword_csv), "--methods", "manual", "--backbone", tiny_folder]
+    assert main([*args, "--option", "ptuning.lr=0.01", "--out", str(tmp_path / "o")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: --option ptuning.lr is for ptuning, which --methods does not run"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["compare", "--max-steps", "1e9"], ["compare", "--data", "x.csv", "--seeds"], [], ["predict"], ["fly"]],
+    ids=["max-steps-float", "missing-value", "no-command", "missing-required", "unknown-command"],
+)
+def test_usage_errors_are_one_line_naming_help(argv):
+    """argparse's own errors too: exit 2, one line, no usage block (a real process, as a person sees it)."""
+    done = subprocess.run([sys.executable, "-m", "core", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and lines[0].endswith(" --help") and "usage:" not in done.stderr

@@ -197,7 +197,7 @@ def test_too_many_rows_keeps_the_first_with_a_warning(tmp_path):
     path = write(tmp_path, csv_bytes([(f"t{i}", "ab"[i % 2]) for i in range(10)]))
     ds = load_dataset(path, limits=Limits(max_rows=4))
     assert ds.texts == ["t0", "t1", "t2", "t3"]
-    assert any("kept the first 4 rows" in w for w in ds.warnings)
+    assert any("kept the first 4 rows" in w and "Limits" not in w for w in ds.warnings)
 
 
 def test_summary_is_json_serialisable(tmp_path):
@@ -283,7 +283,7 @@ def test_no_guessable_label_column(tmp_path):
     data = b"a,b\n" + b"".join(f"text {i},other {i}\n".encode() for i in range(6))
     with pytest.raises(DataError) as err:
         load_dataset(write(tmp_path, data))
-    assert_one_line_error(err, "which column holds the labels", "label_col")
+    assert_one_line_error(err, "which column holds the labels", "choose the label column")
 
 
 def test_all_rows_empty_is_refused(tmp_path):
@@ -331,7 +331,10 @@ def test_split_accepts_a_test_row_count_and_no_dev():
 
 @pytest.mark.parametrize(
     ("sizes", "fix"),
-    [({"test_size": 0.8, "dev_size": 0}, "lower test_size"), ({"test_size": 0.5, "dev_size": 0.1}, "dev_size=0")],
+    [
+        ({"test_size": 0.8, "dev_size": 0}, "lower the test share"),
+        ({"test_size": 0.5, "dev_size": 0.1}, "set the dev share to 0"),
+    ],
 )
 def test_split_refuses_a_label_too_small_for_every_part(sizes, fix):
     with pytest.raises(DataError) as err:
@@ -343,7 +346,7 @@ def test_split_refuses_a_label_too_small_for_every_part(sizes, fix):
 def test_split_refuses_bad_test_size(test_size):
     with pytest.raises(DataError) as err:
         split_dataset(balanced({"a": 20, "b": 20}), test_size=test_size)
-    assert_one_line_error(err, "test_size")
+    assert_one_line_error(err, "the test share must be")
 
 
 def test_k_shot_counts_and_seeds():
@@ -358,7 +361,7 @@ def test_k_shot_counts_and_seeds():
 def test_k_shot_refuses_a_class_with_fewer_than_k_rows():
     with pytest.raises(DataError) as err:
         k_shot(balanced({"a": 10, "b": 3}), 5, seed=0)
-    assert_one_line_error(err, "'b'", "only 3 rows", "K=5", "k_shot")
+    assert_one_line_error(err, "'b'", "only 3 rows", "K=5", "lower K (examples per label) to 3")
 
 
 def test_few_shot_split_keeps_test_and_draws_disjoint_train_dev():
@@ -419,6 +422,53 @@ def test_labels_differing_only_by_invisible_characters_or_look_alikes_merge_with
     merged = [w for w in ds.warnings if w.startswith("merged labels")]
     assert len(merged) == 1 and "'positive\\u200b'" in merged[0] and "'ｐositive'" in merged[0]
     assert "'1.0'" not in merged[0]  # a spreadsheet's 1.0 -> 1 is folded silently, as before
+
+
+def test_look_alike_labels_from_another_script_are_kept_apart_with_one_warning_naming_each_pair():
+    """Cyrillic і and а read as Latin i and a: never merged (they may be real classes), always said, with the
+    letter that differs."""
+    labels = ["positive", "positіve", "a", "а", "negative"]
+    csv = "text,label\n" + "".join(f"row {i},{labels[i % 5]}\n" for i in range(15))
+    ds = load_dataset(csv.encode("utf-8"))
+    assert len(ds.label_names) == 5 and set(ds.label_counts().values()) == {3}
+    (warning,) = [w for w in ds.warnings if "look alike" in w]
+    assert "'positive' / 'positіve': one has 'і' (Cyrillic, U+0456) where the other has 'i'" in warning
+    assert "'a' / 'а': one has 'а' (Cyrillic, U+0430) where the other has 'a'" in warning
+    assert warning.endswith("if they are one class, fix the file") and "\n" not in warning
+
+
+def test_plain_labels_get_no_look_alike_warning():
+    csv = "text,label\n" + "".join(f"row {i},{lab}\n" for i, lab in enumerate(["I", "l", "1", "O", "0"] * 2))
+    assert not [w for w in load_dataset(csv.encode("utf-8")).warnings if "look alike" in w]
+
+
+def test_a_column_name_typed_in_another_script_is_explained(tmp_path):
+    path = write(tmp_path, csv_bytes([("a", "x"), ("b", "y")]))
+    with pytest.raises(DataError) as err:
+        load_dataset(path, label_col="lаbel")  # Cyrillic а
+    assert_one_line_error(err, "column 'label' looks the same", "'а' (Cyrillic, U+0430)")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: load_dataset(b"a,b\n" + b"".join(f"text {i},other {i}\n".encode() for i in range(6))),
+        lambda: load_dataset(b"text,label\nx,y\n", label_col="lbl"),
+        lambda: load_dataset(b"text,label\na,pos\nb,pos\n"),
+        lambda: load_texts(b"text,other\n ,a\n", text_col="text"),
+        lambda: k_shot(balanced({"a": 10, "b": 3}), 5, seed=0),
+        lambda: split_dataset(balanced({"big": 100, "tiny": 6}), test_size=0.5, dev_size=0.1),
+        lambda: split_dataset(balanced({"a": 20, "b": 20}), test_size=0.8, dev_size=0.3),
+        lambda: load_dataset(b"text,label\n" + b"x,y\n" * 200, limits=Limits(max_bytes=100)),
+    ],
+)
+def test_messages_use_the_words_on_the_page_not_parameter_names(make):
+    """The Data page says "Label column", "Test share", "K (examples per label)": a message a person reads names
+    those, never a Python parameter or constant (label_col, test_size, k_shot, Limits.max_bytes)."""
+    with pytest.raises(DataError) as err:
+        make()
+    for code in ("_col", "test_size", "dev_size", "k_shot", "min_per_label", "Limits."):
+        assert code not in str(err.value), str(err.value)
 
 
 def test_labels_differing_only_by_case_are_kept_and_reported_once():

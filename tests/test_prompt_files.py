@@ -135,3 +135,38 @@ def test_the_tiny_method_checks_are_real_on_a_trained_prompt(tmp_path):
         backbone, keyword_data(4, 0), keyword_data(4, 1), progress=lambda *a: None, should_stop=lambda: False
     )
     artifacts.check_backbone(artifacts.load(artifacts.save(learned, tmp_path, "v2")), backbone)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_prompt_tensor_that_is_not_finite_is_refused_at_load(server_backbone, tmp_path, value):
+    """A NaN or infinite soft prompt would label every row the same with empty probabilities: refused on reading,
+    naming the tensor."""
+    learned = _prompt(server_backbone, "prompt_tuning", "[P*2] {text} It was [MASK]")
+    name = sorted(learned.tensors)[0]
+    learned.tensors[name][0, 0] = value
+    path = artifacts.save(learned, tmp_path, "diverged")
+    with pytest.raises(artifacts.ArtifactError) as err:
+        artifacts.load(path)
+    assert str(err.value).startswith(f"diverged.safetensors: tensor {name!r} holds NaN or infinite values")
+
+
+def test_predict_refuses_scores_that_overflow_to_nan(server_backbone, tmp_path):
+    """Finite tensors can still overflow inside the model: prediction refuses NaN probabilities, never writes them."""
+    from core.predict import predict_records
+
+    learned = _prompt(server_backbone, "prompt_tuning", "[P*2] {text} It was [MASK]")
+    learned.tensors = {k: torch.full_like(v, 3e38) for k, v in learned.tensors.items()}
+    loaded = artifacts.load(artifacts.save(learned, tmp_path, "huge"))  # finite: loads
+    with pytest.raises(artifacts.ArtifactError, match="NaN or infinite scores"):
+        predict_records(server_backbone, loaded, [{"text": "a great movie"}, {"text": "terrible"}])
+
+
+def test_an_uploaded_prompt_is_named_by_the_name_its_owner_gave(tmp_path):
+    """The app saves an upload under a fresh server name; every message names the person's own file instead."""
+    stored = tmp_path / "116dd993-random.safetensors"
+    stored.write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(artifacts.ArtifactError) as err:
+        artifacts.load(stored, shown_as="my prompt.safetensors")
+    message = str(err.value)
+    assert message.startswith("my prompt.safetensors is not a readable learned-prompt file")
+    assert "116dd993" not in message and "SafetensorError" not in message

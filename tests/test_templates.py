@@ -107,3 +107,12 @@ def test_a_word_shared_by_two_labels_is_refused():
 def test_a_verbalizer_value_that_is_not_words_is_one_clear_error(value):
     with pytest.raises(TemplateError, match="must be a word or a list of words"):
         Verbalizer.from_mapping({"a": value, "b": ["y"]}, ["a", "b"])
+
+
+def test_a_verbalizer_label_typed_in_another_script_is_explained():
+    """The data's label has a Cyrillic і; the verbalizer's has a Latin i: "no word for label" alone would be a
+    riddle, so the message names the letter that differs."""
+    with pytest.raises(TemplateError) as err:
+        Verbalizer.from_mapping({"positive": ["great"], "negative": ["bad"]}, ["negative", "positіve"])
+    message = str(err.value)
+    assert "'positive' looks like the data's 'positіve'" in message and "(Cyrillic, U+0456)" in message

@@ -166,6 +166,8 @@ def test_context_is_rebuilt_from_the_group_folder(tmp_path: Path, tiny_gpt2: Pat
         ({"methods": {}}, ValueError, "method"),
         ({"data": b"\x89PNG\r\n\x1a\n"}, DataError, "PNG"),
         ({"backbone": "/nowhere/model"}, ValueError, "does not exist"),
+        ({"methods": {"prompt_tuning": {"checkpoint_dir": "/tmp/x"}}}, ValueError, "'checkpoint_dir' is a folder"),
+        ({"methods": {"autoprompt": {"checkpoint_dir": "../x"}}}, ValueError, "'checkpoint_dir' is a folder"),
     ],
 )
 def test_launch_validates_before_queueing(ws: Workspace, tiny_gpt2: Path, changes, error, words) -> None:
@@ -173,6 +175,21 @@ def test_launch_validates_before_queueing(ws: Workspace, tiny_gpt2: Path, change
         ws.user(ALICE).launch(request(tiny_gpt2, **changes))
     assert words in str(info.value) and "\n" not in str(info.value)
     assert ws.user(ALICE).groups() == [] and not (ws.home / "runs").exists()
+
+
+def test_a_caller_cannot_choose_where_checkpoints_go(ws: Workspace, tiny_gpt2: Path) -> None:
+    """Paths are the engine's: bob naming a folder inside alice's comparison (or outside PTUNE_HOME) is refused
+    before anything is queued, and nothing is written there."""
+    alice_group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}))
+    wait_all(ws, alice_group)
+    before = sorted(p.relative_to(ws.home) for p in ws.home.rglob("*") if "runs.db" not in p.name)
+    for target in (ws.group_dir(alice_group) / "checkpoints" / "x", ws.home.parent / "outside"):
+        options = {"checkpoint_dir": str(target), "max_steps": 2}
+        with pytest.raises(ValueError, match="'checkpoint_dir' is a folder PTune Studio chooses") as info:
+            ws.user(BOB).launch(request(tiny_gpt2, seeds=[0], methods={"prompt_tuning": options}))
+        assert "\n" not in str(info.value) and not target.exists()
+    assert ws.user(BOB).groups() == []
+    assert sorted(p.relative_to(ws.home) for p in ws.home.rglob("*") if "runs.db" not in p.name) == before
 
 
 def test_cancelled_run_resumes_as_a_new_run_and_supersedes(tmp_path: Path, tiny_gpt2: Path) -> None:

@@ -235,6 +235,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(config).items()}
 
 
+ENGINE_PATHS = ("checkpoint_dir",)  # folders the engine chooses inside a run's own folder, never a caller
+
+
 def config_from_dict(config_cls: type, values: Mapping[str, Any] | None, *, method: str = "") -> Any:
     """Build a config dataclass from user values, refusing unknown keys and wrong types with a one-line message."""
     values = dict(values or {})
@@ -243,7 +246,9 @@ def config_from_dict(config_cls: type, values: Mapping[str, Any] | None, *, meth
     owner = f"{method} " if method else ""
     if unknown:
         where = f" for {method}" if method else ""
-        raise ValueError(f"unknown option {unknown[0]!r}{where}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown option {unknown[0]!r}{where}; known: {', '.join(sorted(known - set(ENGINE_PATHS)))}"
+        )
     hints = get_type_hints(config_cls)
     checked = {k: _typed(f"{owner}option {k!r}", hints[k], v) for k, v in values.items()}
     try:

@@ -21,11 +21,11 @@ from core.app.forms import OptionField, config_fields
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, NotYours, UserWorkspace, Workspace, ptune_home
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
-from pages.gate import admit
+from ui.gate import admit
 
 PAGES_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PAGES_DIR.parent / "data" / "samples"
-NAVIGATION = {  # name -> (file in pages/, title, icon): the one place a page's file name is written
+NAVIGATION = {  # name -> (file in ui/, title, icon): the one place a page's file name is written
     "data": ("1_Data.py", "Data", ":material/table:"),
     "prompts": ("2_Prompts.py", "Prompts", ":material/edit_note:"),
     "train": ("3_Train.py", "Train", ":material/model_training:"),

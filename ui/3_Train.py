@@ -14,7 +14,7 @@ from core.compare import default_templates, eval_warnings, parse_k_shots, parse_
 from core.data import DataError
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
-from pages.common import (
+from ui.common import (
     dataset_page,
     fmt_bytes,
     fmt_count,

@@ -103,6 +103,8 @@ def _token_form() -> None:
     st.text_input("Access token", type="password", key="token", help="Paste it and press Enter.")
     if st.session_state.get("token"):
         st.error("That token is not right; copy it again from the server's log.")
+    elif st.query_params.get("token"):
+        st.error("The token in this link is not right; copy the link again from the server's log.")
     st.stop()
 
 

@@ -21,7 +21,7 @@ from core.app.views import (
     verdict,
 )
 from core.export import to_safe_csv
-from pages.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
+from ui.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

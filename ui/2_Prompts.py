@@ -6,7 +6,7 @@ from core.app.views import label_word_tokens, quick_zero_shot, slot_summary, tok
 from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
 from core.templates import Template, TemplateError, Verbalizer
-from pages.common import dataset_page, link, plain, save_draft, token_chips
+from ui.common import dataset_page, link, plain, save_draft, token_chips
 
 ws, state, ds, split = dataset_page("Prompts")
 

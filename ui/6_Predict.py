@@ -14,7 +14,7 @@ from core.data import DataError, guess_text_column
 from core.export import to_safe_csv
 from core.predict import predict_frame
 from core.templates import TemplateError
-from pages.common import (
+from ui.common import (
     SAMPLES_DIR,
     app_state,
     csv_uploader,
@@ -123,9 +123,9 @@ if prompt_file is not None:
         path = folder / f"{uuid.uuid4().hex[:8]}-{artifacts.safe_filename(Path(prompt_file.name).stem)}{suffix}"
         path.write_bytes(prompt_file.getvalue())
         try:
-            learned = artifacts.load(path)
+            learned = artifacts.load(path, shown_as=prompt_file.name)  # messages name the person's file
         except ArtifactError as err:
-            st.error(str(err))
+            st.error(plain(err))
         finally:
             path.unlink(missing_ok=True)
 if learned is not None:

@@ -5,8 +5,8 @@ import streamlit as st
 
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.data import DataError, detect_columns, split_dataset
-from pages.charts import label_bars
-from pages.common import (
+from ui.charts import label_bars
+from ui.common import (
     SAMPLES_DIR,
     app_state,
     csv_uploader,

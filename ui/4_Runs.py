@@ -18,8 +18,8 @@ from core.app.views import (
     stopped_text,
 )
 from core.methods import REGISTRY
-from pages.charts import metric_lines
-from pages.common import STATUS_ICONS, group_page, plain, workspace
+from ui.charts import metric_lines
+from ui.common import STATUS_ICONS, group_page, plain, workspace
 
 CURVES_EVERY = 3.0  # seconds between curve redraws while a run is active (the cards update every second)
 ws = workspace()
