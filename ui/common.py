@@ -46,7 +46,9 @@ STATUS_ICONS = {
 @st.cache_resource(show_spinner=False)
 def _workspace(home: str) -> Workspace:
     ws = Workspace(home)
-    atexit.register(lambda: print(ws.stop_message(), file=sys.stderr, flush=True))  # a clean stop says what goes on
+    atexit.register(
+        lambda: (msg := ws.stop_message()) and print(msg, file=sys.stderr, flush=True)
+    )  # says what goes on
     return ws
 
 

@@ -125,12 +125,12 @@ class Workspace:
         """Close the store. Runs keep going in their workers (a server stop never stops the work)."""
         self.store.close()
 
-    def stop_message(self) -> str:
-        """What the server says as it stops: the work that goes on without it, and where."""
+    def stop_message(self) -> str | None:
+        """What the server says as it stops: the work that goes on without it, and where (None: nothing does)."""
         active = self.jobs.active_runs()
         workers = self.store.workers()
         if not active:
-            return "PTune Studio: server stopped; no run was queued or running."
+            return None
         pids = ", ".join(f"{w['device']} pid {w['pid']}" for w in workers) or "none yet: the next server starts one"
         return (
             f"PTune Studio: server stopped; {len(active)} run(s) keep going in worker processes ({pids}). "
