@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from core import artifacts, distributed
+from core import artifacts, cluster, distributed
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
 from core.errors import one_line
@@ -259,8 +259,6 @@ def _run_my_units(
 def _run_units_on_ray(args: argparse.Namespace, split, spec, units: list, out: Path) -> tuple[list, dict, list]:
     """Every unit as a Ray task (`core/cluster.py`); results in `units` order, the backbone as the first unit
     describes it, and where each unit ran."""
-    from core import cluster
-
     if args.data_parallel or args.device_map:
         raise ValueError("--ray-address runs whole units on cluster nodes; leave out --data-parallel and --device-map")
     _say(f"sending {len(units)} unit(s) to the Ray cluster at {args.ray_address}")
@@ -377,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument(
         "--ray-address",
-        default=os.environ.get("PTUNE_RAY_ADDRESS") or None,
+        default=os.environ.get(cluster.RAY_ADDRESS_ENV) or None,
         help="send the units to this Ray cluster (auto, HOST:6379, ray://HOST:10001; 'local' starts one here); "
         "default: $PTUNE_RAY_ADDRESS, else run here",
     )

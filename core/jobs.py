@@ -66,6 +66,11 @@ def current_device() -> str | None:
     return getattr(_worker_device, "name", None)
 
 
+def stopping(run: Mapping) -> bool:
+    """A cancel was asked for and the run (a store row) has not stopped yet: it stops at its next step or chunk."""
+    return run["status"] in ACTIVE_STATUSES and bool(run["cancel_requested"])
+
+
 def pid_alive(pid: int, started: float | None = None) -> bool:
     """A process with this pid runs on this host (not a zombie; when `started` is given, the same process and not
     a later one that reused the pid)."""
@@ -172,11 +177,11 @@ class Worker:
         self.progress_interval, self.poll_s = progress_interval, poll_s
         self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
-    def serve(self, *, local: bool = True) -> int:
+    def serve(self) -> int:
         """Register as the device's worker and run queued runs until none has come for ``idle_exit_s``.
 
         Returns how many runs it ran; 0 at once when another live worker already serves the device here."""
-        if not self.store.register_worker(self.id, self.device, HOST, os.getpid(), local=local):
+        if not self.store.register_worker(self.id, self.device, HOST, os.getpid()):
             log.info("device %s already has a worker on %s; nothing to do", self.device, HOST)
             return 0
         ran, idle_since = 0, time.monotonic()
@@ -343,12 +348,14 @@ class JobQueue:
         self.launcher.submit(run_id, device, self.store)
         return device
 
+    def _active_rows(self) -> list[dict]:
+        return [r for s in ACTIVE_STATUSES for r in self.store.list_runs(status=s, limit=100_000)]
+
     def _load(self) -> dict[str, int]:
         load = dict.fromkeys(self.devices, 0)
-        for status in ACTIVE_STATUSES:
-            for row in self.store.list_runs(status=status, limit=100_000):
-                if row["device"] in load:
-                    load[row["device"]] += 1
+        for row in self._active_rows():
+            if row["device"] in load:
+                load[row["device"]] += 1
         return load
 
     def cancel(self, run_id: str) -> bool:
@@ -356,14 +363,12 @@ class JobQueue:
         return self.store.request_cancel(run_id)
 
     def is_stopping(self, run_id: str) -> bool:
-        """A cancel was asked for and the run has not stopped yet (it stops at its next step or chunk)."""
         run = self.store.get_run(run_id)
-        return bool(run and run["status"] in ACTIVE_STATUSES and run["cancel_requested"])
+        return run is not None and stopping(run)
 
     def active_runs(self) -> list[str]:
         """Ids of queued and running runs, oldest first."""
-        rows = [r for s in ACTIVE_STATUSES for r in self.store.list_runs(status=s, limit=100_000)]
-        return [r["id"] for r in sorted(rows, key=lambda r: r["created"])]
+        return [r["id"] for r in sorted(self._active_rows(), key=lambda r: r["created"])]
 
     def check(self, *, force: bool = False, every: float = 2.0) -> list[str]:
         """Liveness, at most every `every` seconds: runs whose worker is gone become interrupted (returned), and
@@ -392,10 +397,6 @@ class JobQueue:
                 raise TimeoutError(f"run {run_id!r} still active after {timeout} s")
             self.check()
             time.sleep(poll)
-
-    def running_workers(self) -> list[dict]:
-        """The workers serving this store now (for the server's log on stop)."""
-        return self.store.workers()
 
 
 def worker_argv(module: str, home: Path) -> list[str]:

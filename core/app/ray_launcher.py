@@ -10,7 +10,6 @@ share (checkpoints and prompt files land there too).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,22 +42,19 @@ class _RunActor:
         finally:
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
-    def ping(self) -> bool:
-        return True
-
 
 class RayLauncher:
     """A `core.jobs.Launcher` that sends every queued run to the Ray cluster at `address`."""
 
     def __init__(self, address: str, home: Path):
-        self.ray = cluster.connect(address)
+        self.ray, self.address = cluster.connect(address), address
         self.home = Path(home).resolve()
         self._actor = self.ray.remote(_RunActor)
 
     def submit(self, run_id: str, device: str, store: RunStore) -> None:
         options = {**cluster.resources(self.ray), "lifetime": "detached", "name": f"ptune-run-{run_id}"}
         self._actor.options(**options).remote(str(self.home), run_id)
-        log.info("run %s sent to the Ray cluster (%s)", run_id, os.environ.get(cluster.RAY_ADDRESS_ENV, "configured"))
+        log.info("run %s sent to the Ray cluster at %s", run_id, self.address)
 
     def check(self, store: RunStore, queued_devices: Sequence[str]) -> None:
         """Nothing to start: Ray keeps a queued run's actor pending until the cluster has room for it."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from core import cluster
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
 from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
@@ -38,7 +39,7 @@ from core.compare import (
 )
 from core.data import few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
-from core.jobs import JobQueue, Launcher, ProcessLauncher, visible_devices, worker_argv
+from core.jobs import JobQueue, Launcher, ProcessLauncher, stopping, visible_devices, worker_argv
 from core.methods import REGISTRY, method_class, method_order
 from core.methods.base import config_from_dict
 from core.store import ACTIVE_STATUSES, RunStore
@@ -46,7 +47,6 @@ from core.templates import Template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOME_ENV = "PTUNE_HOME"
-RAY_ENV = "PTUNE_RAY_ADDRESS"  # set: runs go to this Ray cluster instead of local worker processes
 UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
 RESUMABLE = ("interrupted", "cancelled", "failed")
 
@@ -105,7 +105,8 @@ class Workspace:
         self.store = RunStore(self.home / "runs.db")
         self.pool = pool or BackbonePool()
         self.runner = RunExecutor(self.home, self.store, self.pool)  # group contexts; the work runs in workers
-        ray_address = ray_address if ray_address is not None else os.environ.get(RAY_ENV, "")
+        # $PTUNE_RAY_ADDRESS set: runs go to that Ray cluster instead of local worker processes
+        ray_address = ray_address if ray_address is not None else os.environ.get(cluster.RAY_ADDRESS_ENV, "")
         if launcher is None and ray_address:
             from core.app.ray_launcher import RayLauncher  # Ray is imported only when a cluster is configured
 
@@ -257,7 +258,7 @@ class Workspace:
             seen.add(key)
             row["active"] = row["status"] in ACTIVE_STATUSES
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
-            row["stopping"] = row["active"] and bool(row["cancel_requested"])
+            row["stopping"] = stopping(row)
             row.update(self._timings(row) if row["status"] == "succeeded" else {})
         return rows
 
