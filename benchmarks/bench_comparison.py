@@ -1,25 +1,30 @@
-"""The product's main job, timed: the default comparison on a 1,000-row CSV, frozen-prefix cache on and off.
+"""The product's main job, timed as a user waits for it: the default comparison on a 1,000-row CSV, tuning on.
 
 Every method the Train page offers (manual templates, majority, linear probe, AutoPrompt, P-tuning v1, P-tuning v2,
-prompt tuning) with its default options, K = 32 per label, one seed, on the default backbone (SmolLM2-135M, CPU),
-scored on the same held-out test split — once with `core.prefix_cache` (one cache for the whole comparison, as
-the app's process has) and once with it bypassed (`nocache`), or bypassed with the training loop as it was before
-(`before`: no early stopping, no length buckets), which gives the before/after accuracy table. Prints wall seconds per method and in total, test accuracy,
-peak RSS and the cache's hit rate, side by side.
+prompt tuning) with its default options, K = 32 per label, one seed, tuning on dev on, on the default backbone
+(SmolLM2-135M, CPU), scored on the same held-out test split, in the order the app runs them (cheapest first by
+`core.estimate` where this checkout has it). Prints, for one mode or several side by side:
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_comparison.py                      # the whole job (long on 2 cores)
-    python benchmarks/bench_comparison.py --test-rows 100 --modes cache          # a quicker look
+- the time to the first provisional verdict (the first prompting method's row, manual or learned: the baselines
+  alone say nothing about prompts), counted from launch with the backbone loaded, and when each method's row lands;
+- wall seconds per method and in total, test accuracy, steps used, peak RSS and the prefix cache's hit rate;
+- the estimate made before launch (`core.estimate.estimate_comparison`) against the actual time: the ETA error.
+
+`--json` keeps the numbers, so a run of an older checkout (`--label before`) and this one can be compared by
+`--against FILE`, which prints the two side by side.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_comparison.py --json after.json        # the whole job (~15 min)
+    python benchmarks/bench_comparison.py --test-rows 100 --methods manual,baseline  # a quicker look
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,69 +36,117 @@ from core import prefix_cache  # noqa: E402
 from core.backbone import load_backbone  # noqa: E402
 from core.compare import Unit, method_options, prompt_spec, run_unit  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
-from core.methods import method_class  # noqa: E402
 
 METHODS = ("manual", "baseline", "linear_probe", "autoprompt", "ptuning", "ptuning_v2", "prompt_tuning")
+BASELINES = ("baseline", "linear_probe")  # majority class and the head-only probe: bars, not prompts
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-BEFORE = {"patience": 0, "bucket_by_length": False}  # the training loop before issue 11
+def load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
-def run_mode(backbone, split, spec, methods, args, *, mode: str) -> dict:
-    """One whole comparison; returns per-method wall seconds and accuracies, and the cache's counts.
+def plan(backbone, split, spec, methods: list[str], args) -> tuple[list[Unit], dict[str, float] | None]:
+    """The units in the order the app would run them, and the estimate before launch (None: no estimator here)."""
+    units = [
+        Unit(m, args.seed, method_options(m, {}, max_steps=args.max_steps), args.k_shot, tune=not args.no_tune)
+        for m in methods
+    ]
+    try:
+        from core import estimate  # noqa: PLC0415  (absent in checkouts before issue 24)
+    except ImportError:
+        return units, None
+    guess = estimate.estimate_comparison(backbone, split, spec, units)
+    order = estimate.cheapest_first(units, guess)
+    return order, {u.method: guess.seconds[i] for i, u in enumerate(units)} | {"total": guess.total}
 
-    cache: everything on (the defaults). nocache: the cache bypassed. before: the cache bypassed and the training
-    loop as it was before (no early stopping, no length buckets), for before/after accuracy on the same split.
-    """
-    cached = mode == "cache"
+
+def run(backbone, split, spec, units: list[Unit]) -> dict:
+    """Run the units one after another as a worker does (one process, one prefix cache); time each row's arrival."""
     prefix_cache.PREFIX_CACHE.clear()
     before = prefix_cache.stats()
-    out: dict = {"methods": {}}
+    out: dict = {"methods": {}, "order": [u.method for u in units]}
     start = time.perf_counter()
-    with contextlib.nullcontext() if cached else prefix_cache.bypass():
-        for name in methods:
-            options = method_options(name, {}, max_steps=args.max_steps)
-            if mode == "before":
-                known = {f.name for f in fields(method_class(name).config_cls)}
-                options.update({k: v for k, v in BEFORE.items() if k in known})
-            t0 = time.perf_counter()
-            unit = run_unit(backbone, split, spec, Unit(name, args.seed, options, args.k_shot))
-            rows = unit["rows"]
-            out["methods"][name] = {
-                "seconds": time.perf_counter() - t0,
-                "accuracy": next(r["accuracy"] for r in rows if r["primary"]),
-                "rows": {r["name"]: r["accuracy"] for r in rows},
-                "steps": rows[0].get("steps"),
-                "predictions": next(r["predictions"] for r in rows if r["primary"]),
-            }
-            print(
-                f"  [{'cache' if cached else 'no cache'}] {name}: {out['methods'][name]['seconds']:.1f} s", flush=True
-            )
+    for unit in units:
+        t0 = time.perf_counter()
+        rows = run_unit(backbone, split, spec, unit)["rows"]
+        primary = next(r for r in rows if r["primary"])
+        out["methods"][unit.method] = {
+            "seconds": time.perf_counter() - t0,
+            "landed_at": time.perf_counter() - start,
+            "accuracy": primary["accuracy"],
+            "dev_accuracy": primary.get("dev_accuracy"),
+            "steps": primary.get("steps"),
+            "predictions": primary["predictions"],
+            "tuning": primary.get("tuning"),  # chosen settings and every trial's steps, seconds and dev scores
+        }
+        print(
+            f"  {unit.method}: {out['methods'][unit.method]['seconds']:.1f} s, acc {primary['accuracy']:.3f}",
+            flush=True,
+        )
     out["seconds"] = time.perf_counter() - start
+    prompting = [m for name, m in out["methods"].items() if name not in BASELINES] or list(out["methods"].values())
+    out["first_verdict_s"] = min(m["landed_at"] for m in prompting)  # a verdict on prompts needs a prompt's row
     after = prefix_cache.stats()
     hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-    out.update(hits=hits, misses=misses, hit_rate=hits / max(1, hits + misses), peak_rss_mb=peak_rss_mb())
+    out.update(hit_rate=hits / max(1, hits + misses), peak_rss_mb=peak_rss_mb())
     return out
+
+
+def report(result: dict, estimate: dict | None, against: dict | None) -> None:
+    methods = result["order"]
+    old = (against or {}).get("result", {}).get("methods", {})
+    print(f"{'method':16s} {'seconds':>9s} {'landed at':>10s} {'accuracy':>9s} {'steps':>6s}", end="")
+    print(f" {'estimate':>9s}" if estimate else "", end="")
+    print(f" {'before s':>9s} {'before acc':>10s} {'ratio':>6s}" if old else "")
+    for name in methods:
+        m = result["methods"][name]
+        line = f"{name:16s} {m['seconds']:9.1f} {m['landed_at']:10.1f} {m['accuracy']:9.3f} {str(m['steps']):>6s}"
+        if estimate:
+            line += f" {estimate.get(name, float('nan')):9.1f}"
+        if name in old:
+            line += f" {old[name]['seconds']:9.1f} {old[name]['accuracy']:10.3f} {old[name]['seconds'] / m['seconds']:5.2f}x"
+        print(line)
+    print(f"{'total':16s} {result['seconds']:9.1f}", end="")
+    print(f" {'':10s} {'':9s} {'':6s} {estimate['total']:9.1f}" if estimate else "", end="")
+    print(f" {against['result']['seconds']:9.1f}" if old else "")
+    first = min(
+        (n for n in methods if n not in BASELINES), key=lambda n: result["methods"][n]["landed_at"], default="-"
+    )
+    print(
+        f"time to the first provisional verdict: {result['first_verdict_s']:.1f} s (the first prompt's row: {first})"
+    )
+    if old:
+        print(
+            f"before: first verdict {against['result']['first_verdict_s']:.1f} s, total {against['result']['seconds']:.1f} s"
+        )
+        print(f"speed-up before / now: {against['result']['seconds'] / result['seconds']:.2f}x")
+    if estimate:
+        error = (estimate["total"] - result["seconds"]) / result["seconds"]
+        print(f"ETA at launch {estimate['total']:.0f} s vs actual {result['seconds']:.0f} s: error {error:+.0%}")
+    print(f"peak RSS {result['peak_rss_mb']:.0f} MB, prefix cache hit rate {result['hit_rate']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "data/samples/movie_reviews.csv"), help="1,000 labelled rows")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--modes", default="cache,before", help="cache, nocache and/or before, in this order")
     parser.add_argument("--k-shot", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-size", type=float, default=0.5)
     parser.add_argument("--test-rows", type=int, default=0, help="score only the first N test rows (0: all)")
     parser.add_argument("--max-steps", type=int, default=None, help="override every method's steps (default: theirs)")
+    parser.add_argument("--no-tune", action="store_true", help="each method's defaults, no search on dev")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backbone", default="default", help="'default' (SmolLM2-135M) or a path")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 on a GPU that has it)")
-    parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--label", default="now", help="what this checkout is, kept in the JSON (e.g. before)")
+    parser.add_argument("--json", help="write the numbers here")
+    parser.add_argument("--against", help="a JSON this script wrote for another checkout: print both side by side")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
@@ -103,40 +156,19 @@ def main() -> None:
     spec = prompt_spec(dataset)
     backbone = load_backbone(args.backbone, device=args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    with open("/proc/loadavg") as f:
-        load_start = f.read().split()[:3]
-    results = {}
-    for mode in [m.strip() for m in args.modes.split(",")]:
-        results[mode] = run_mode(backbone, split, spec, methods, args, mode=mode)
-    with open("/proc/loadavg") as f:
-        load_end = f.read().split()[:3]
+    load_start = load_average()
+    units, estimate = plan(backbone, split, spec, methods, args)
+    result = run(backbone, split, spec, units)
     print(
         f"\n{len(dataset)} rows ({Path(args.data).name}), test {len(split.test)} rows, K = {args.k_shot} per label, "
-        f"seed {args.seed}, {backbone.name}, {backbone.device} {backbone.dtype}, {args.threads} threads; load average {' '.join(load_start)} at "
-        f"start, {' '.join(load_end)} at end"
+        f"seed {args.seed}, tuning {'off' if args.no_tune else 'on'}, {backbone.name}, {backbone.device} "
+        f"{backbone.dtype}, {args.threads} threads; load average {load_start} at start, {load_average()} at end"
     )
-    modes = list(results)
-    print(f"{'method':16s}" + "".join(f" {m + ' s':>12s} {m + ' acc':>12s}" for m in modes) + "  steps")
-    for name in methods:
-        cells = "".join(
-            f" {results[m]['methods'][name]['seconds']:12.1f} {results[m]['methods'][name]['accuracy']:12.3f}"
-            for m in modes
-        )
-        print(f"{name:16s}{cells}  {results[modes[0]]['methods'][name]['steps']}")
-    print(f"{'total':16s}" + "".join(f" {results[m]['seconds']:12.1f} {'':12s}" for m in modes))
-    for m in modes:
-        r = results[m]
-        print(
-            f"{m}: peak RSS {r['peak_rss_mb']:.0f} MB (process, so far), prefix cache {r['hits']} hits / "
-            f"{r['misses']} misses (hit rate {r['hit_rate']:.2f})"
-        )
-    if len(modes) == 2:
-        a, b = (results[m]["methods"] for m in modes)
-        same = {n: a[n]["predictions"] == b[n]["predictions"] for n in methods}
-        print(f"identical test predictions {modes[0]} vs {modes[1]}: {same}")
-        print(f"speed-up {modes[1]} / {modes[0]}: {results[modes[1]]['seconds'] / results[modes[0]]['seconds']:.2f}x")
+    against = json.loads(Path(args.against).read_text()) if args.against else None
+    report(result, estimate, against)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
+        payload = {"label": args.label, "args": vars(args), "estimate": estimate, "result": result}
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
 
 
 if __name__ == "__main__":

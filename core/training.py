@@ -6,7 +6,9 @@ nothing about prompts: a method hands it named parameter groups, a `loss_fn(reco
 - AdamW, linear warm-up then linear/cosine decay (or constant), gradient accumulation, gradient clipping.
 - bf16 autocast on CUDA; fp32 on the CPU.
 - Dev evaluation every `eval_every` steps; the best state (dev accuracy, ties broken by lower dev loss) is kept and
-  restored at the end; early stopping after `patience` evaluations without improvement.
+  restored at the end; early stopping once dev has plateaued (`patience` evaluations in a row with neither a better
+  accuracy nor a lower loss), never before `min_steps_fraction` of the budget: on a few-shot dev set accuracy moves
+  in steps of 1/len(dev), and a short run stopped on its first flat stretch lost to zero-shot (issue 24).
 - Seeded and stateless batch order (the batch of step s is a pure function of seed and s), and the torch RNG state
   is checkpointed, so a run stopped at step k and resumed produces the same loss curve as an uninterrupted one.
 - `should_stop()` is polled before every step; on stop a checkpoint is written and `core.jobs.Cancelled` raised.
@@ -82,8 +84,15 @@ class TrainConfig:
     patience: int = field(
         default=3,
         metadata={
-            "help": "Stop after this many dev evaluations in a row without improvement (0: never stop early); the "
-            "best state on dev is kept either way."
+            "help": "Stop after this many dev evaluations in a row with neither a better dev accuracy nor a lower dev "
+            "loss (0: never stop early); the best state on dev is kept either way."
+        },
+    )
+    min_steps_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "Early stopping may end a run only after this fraction of its steps (0 to 1): on a small dev "
+            "set the first flat stretch is often noise, not the end of learning."
         },
     )
     bucket_by_length: bool = field(
@@ -114,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.patience < 0 or self.eval_every < 0:
             raise ValueError("weight_decay, max_grad_norm, patience and eval_every cannot be negative")
+        if not 0 <= self.min_steps_fraction <= 1:
+            raise ValueError(f"min_steps_fraction must be between 0 and 1, not {self.min_steps_fraction}")
 
     @property
     def eval_interval(self) -> int:
@@ -186,7 +197,8 @@ class LoopState:
     best_step: int = 0
     best_dev: float | None = None
     best_dev_loss: float | None = None
-    bad_evals: int = 0
+    bad_evals: int = 0  # evaluations in a row with neither a better accuracy (the kept state) nor a lower loss
+    lowest_dev_loss: float | None = None
     losses: list[float] = field(default_factory=list)  # training loss of every step so far
     evals: list[dict] = field(default_factory=list)  # {"step", "dev_accuracy", "dev_loss"}
 
@@ -293,6 +305,13 @@ LossFn = Callable[[Sequence[Mapping[str, str]], torch.Tensor], torch.Tensor]
 EvalFn = Callable[[], tuple[float, float]]  # () -> (dev accuracy, dev loss)
 
 
+def plateaued(state: LoopState, cfg: TrainConfig) -> bool:
+    """Whether early stopping ends the run now: `patience` evaluations without progress, past the minimum steps."""
+    return (
+        bool(cfg.patience) and state.bad_evals >= cfg.patience and state.step >= cfg.min_steps_fraction * cfg.max_steps
+    )
+
+
 def _better(acc: float, loss: float, state: LoopState) -> bool:
     if state.best_dev is None:
         return True
@@ -360,12 +379,15 @@ def train(
         acc, loss = eval_fn()
         set_mode(True)
         state.evals.append({"step": state.step, "dev_accuracy": acc, "dev_loss": loss})
-        if _better(acc, loss, state):
-            state.best_dev, state.best_dev_loss, state.best_step, state.bad_evals = acc, loss, state.step, 0
+        improved = _better(acc, loss, state)
+        if improved:
+            state.best_dev, state.best_dev_loss, state.best_step = acc, loss, state.step
             best.clear()
             best.update({k: p.detach().clone() for k, p in params.items()})
-        else:
-            state.bad_evals += 1
+        lower = state.lowest_dev_loss is None or loss < state.lowest_dev_loss
+        if lower:
+            state.lowest_dev_loss = loss
+        state.bad_evals = 0 if improved or lower else state.bad_evals + 1
         return acc
 
     start = time.perf_counter()
@@ -411,8 +433,7 @@ def train(
                 metrics["dev_accuracy"] = evaluate()
                 enter_phase(progress, f"{TRAINING}, resumed from step {resumed_from}" if resumed_from else TRAINING)
                 metrics["dev_loss"] = state.evals[-1]["dev_loss"]
-                if cfg.patience and state.bad_evals >= cfg.patience:
-                    stopped_early = True
+                stopped_early = plateaued(state, cfg)
             progress(step, cfg.max_steps, metrics)
             if stopped_early:
                 break

@@ -95,10 +95,46 @@ def test_progress_events_and_best_state(tmp_path):
     assert all(math.isfinite(x) for x in result.losses)
 
 
+def run_scripted(cfg: TrainConfig, evals: list[tuple[float, float]]):
+    """The loop on a one-number model whose dev scores (accuracy, loss) are given in order: the stopping rule alone."""
+    weight = nn.Parameter(torch.zeros(1))
+    script = iter(evals)
+    return train(
+        [ParamGroup({"w": weight}, cfg.lr)],
+        lambda records, labels: (weight - 1).pow(2).sum(),
+        lambda: next(script),
+        RECORDS,
+        LABELS,
+        cfg,
+        device=torch.device("cpu"),
+        progress=no_progress,
+        should_stop=never_stop,
+    )
+
+
 def test_early_stopping_after_patience():
-    cfg = TrainConfig(lr=1e-9, max_steps=50, batch_size=4, eval_every=2, patience=2)  # too small an LR to improve
-    _, result = run_toy(cfg)
+    cfg = TrainConfig(max_steps=50, batch_size=4, eval_every=2, patience=2, min_steps_fraction=0)
+    result = run_scripted(cfg, [(0.5, 1.0), (0.5, 1.0), (0.4, 1.1), *[(0.9, 0.1)] * 30])
     assert result.stopped_early and result.steps == 6  # best at 2, no gain at 4 and 6
+    assert result.best_step == 2
+
+
+def test_a_lower_dev_loss_is_progress_too():
+    """Accuracy flat on a small dev set while the loss still falls: learning goes on, no early stop."""
+    cfg = TrainConfig(max_steps=20, batch_size=4, eval_every=2, patience=2, min_steps_fraction=0)
+    falling = [(0.5, 1.0 - 0.05 * i) for i in range(10)]
+    result = run_scripted(cfg, falling)
+    assert not result.stopped_early and result.steps == 20
+    assert result.best_step == 20  # equal accuracy, lower loss: the latest state is kept
+
+
+def test_no_early_stop_before_the_minimum_share_of_steps():
+    cfg = TrainConfig(max_steps=40, batch_size=4, eval_every=2, patience=2, min_steps_fraction=0.5)
+    result = run_scripted(cfg, [(0.6, 0.5)] + [(0.5, 0.9)] * 19)  # flat from the first evaluation
+    assert result.stopped_early and result.steps == 20  # patience ran out at step 6; stopping waited for step 20
+    assert result.best_step == 2
+    with pytest.raises(ValueError, match="min_steps_fraction must be between 0 and 1"):
+        TrainConfig(min_steps_fraction=1.5)
 
 
 def test_cancel_writes_checkpoint_and_resume_gives_the_same_loss_curve(tmp_path):

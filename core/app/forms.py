@@ -34,6 +34,7 @@ LABELS = {
     "max_grad_norm": "gradient clipping (max norm, 0 = off)",
     "eval_every": "evaluate on dev every (steps, 0 = about 10 times)",
     "patience": "early stop after (dev evaluations without gain, 0 = never)",
+    "min_steps_fraction": "early stop no sooner than (share of the steps)",
     "checkpoint_every": "checkpoint every (steps)",
     "bf16": "bf16 on a GPU",
     "tune_backbone": "also tune the backbone",
