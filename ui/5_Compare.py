@@ -186,23 +186,25 @@ TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "spread", "macro_f1", "
 CALIBRATION_COLUMNS = ["prompt", "settings", "calibration", "acc_calibrated", "acc_uncalibrated"]
 COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
 # Tables that each fit the page (one of 14 columns was clipped): how well each prompt did, calibrated or not, cost.
+# Their widths add up to at most 890 px: the page's content is 940 px wide in a 1,400 px window with the sidebar
+# open (tests/test_e2e_provisional.py checks that no table scrolls sideways there).
 
 
 def prompt_table(columns: list[str], config: dict) -> None:
     """One of the tables above: a row per prompt, the prompt column first and wide, then `columns`' own config."""
-    prompt = st.column_config.TextColumn("prompt", width=330)
+    prompt = st.column_config.TextColumn("prompt", width=260)
     st.dataframe(table[columns], hide_index=True, width="stretch", column_config={"prompt": prompt, **config})
 
 
 prompt_table(
     TABLE_COLUMNS,
     {
-        "method": st.column_config.TextColumn("method", width=130),
-        "role": st.column_config.TextColumn("role", width=130),
-        "accuracy": st.column_config.NumberColumn(format="%.3f", width=80),
-        "spread": st.column_config.TextColumn("± std", width=100, help="Over seeds; one seed has no spread."),
-        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=80),
-        "seeds": st.column_config.NumberColumn("seeds", width=60),
+        "method": st.column_config.TextColumn("method", width=120),
+        "role": st.column_config.TextColumn("role", width=110),
+        "accuracy": st.column_config.NumberColumn(format="%.3f", width=75),
+        "spread": st.column_config.TextColumn("± std", width=95, help="Over seeds; one seed has no spread."),
+        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=75),
+        "seeds": st.column_config.NumberColumn("seeds", width=55),
         "steps": st.column_config.TextColumn(
             "steps used", width=100, help="Training steps (AutoPrompt: search iterations) each seed's run took."
         ),
@@ -212,13 +214,13 @@ st.markdown("**Chosen on dev**: each method's settings (tuning) and calibration"
 prompt_table(
     CALIBRATION_COLUMNS,
     {
-        "settings": st.column_config.TextColumn("settings chosen on dev", width=220),
+        "settings": st.column_config.TextColumn("settings chosen on dev", width=210),
         "calibration": st.column_config.TextColumn(
             "calibration: chosen on dev",
             width=170,
             help="Content-free calibration tried for every prompt; the way that scores better on dev is reported.",
         ),
-        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f", width=120),
+        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f", width=110),
         "acc_uncalibrated": st.column_config.NumberColumn("acc. uncalibrated", format="%.3f", width=130),
     },
 )
