@@ -542,6 +542,7 @@ def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
         "dev_accuracy": _mean_or_none([r.get("dev_accuracy") for r in rows]),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "steps": first.get("steps"),
+        "steps_per_seed": [r.get("steps") for r in rows],  # what each seed's run used (early stopping differs)
         "calibration": _calibration_summary(rows),
         "prefix_cache_hits": sum(r.get("prefix_cache_hits", 0) for r in rows),
         "prefix_cache_misses": sum(r.get("prefix_cache_misses", 0) for r in rows),

@@ -279,6 +279,60 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
     assert table.loc[table["prompt"] == "Majority class", "calibration"].item().startswith("uncalibrated")
 
 
+def test_compare_opens_a_running_comparison_with_a_provisional_verdict(home: Path, tiny_gpt2: Path) -> None:
+    """Manual lands first, a long prompt-tuning run still trains: Compare shows the manual row and the verdict so
+    far, marked provisional, with what is still to come, and the share link; Runs says the same above its cards.
+    Once the last run ends (cancelled here: a long run), the normal verdict replaces it."""
+    from core.app.service import ComparisonRequest
+
+    mine = workspace().user("user:someone@example.org")
+    group = mine.launch(
+        ComparisonRequest(
+            data=tiny_csv(),
+            source_name="tiny.csv",
+            text_col="text",
+            label_col="label",
+            templates=["{text} It was [MASK]"],
+            verbalizer={"positive": ["good"], "negative": ["bad"]},
+            methods={"manual": {}, "prompt_tuning": {"patience": 0, "eval_every": 5}},
+            seeds=[0],
+            backbone=str(tiny_gpt2),
+            k_shot=4,
+            max_steps=100_000,
+            tune=False,
+        )
+    )
+    manual, learned = sorted(mine.runs(group), key=lambda r: r["method"] != "manual")
+    try:
+        provisional_then_final(mine, manual, learned)
+    finally:
+        mine.cancel(learned["id"])
+
+
+def provisional_then_final(mine, manual: dict, learned: dict) -> None:
+    from tests.test_worker_processes import wait_running
+
+    ws = workspace()
+    assert ws.jobs.wait(manual["id"], TIMEOUT) == "succeeded"
+    wait_running(ws.store, learned["id"])
+    at = go(start(mine.owner), "ui/5_Compare.py")
+    assert not at.error, texts(at.error)
+    shown = texts(at.info)
+    assert "Provisional — so far (1 of 2 runs scored): your template #1" in shown, shown
+    assert "Prompt tuning still training" in shown and "is best" not in texts(at.success)
+    assert "Under way: Prompt tuning · seed 0 — training · step" in texts(at.caption)
+    assert any("?share=" in c.value for c in at.code)  # the owner's share link, while it runs
+    table = at.dataframe[0].value
+    assert set(table["method"]) == {"Manual prompt"}  # the finished run's rows only
+    assert set(table["spread"]) == {"n/a (1 seed)"} and set(table["steps"]) == {"–"}
+    go(at, "ui/4_Runs.py")
+    assert "Provisional — so far (1 of 2 runs scored)" in texts(at.info)
+
+    assert mine.cancel(learned["id"]) and ws.jobs.wait(learned["id"], TIMEOUT) == "cancelled"
+    go(at, "ui/5_Compare.py")
+    assert "Provisional" not in texts(at.info) and "is best (chosen on dev" in texts(at.success)
+
+
 def test_predict_refuses_a_file_that_is_not_a_prompt(home: Path) -> None:
     at = go(start(), "ui/6_Predict.py")
     at.file_uploader(key="predict-prompt").set_value(("../../evil.json", b'{"hello": 1}', "application/json")).run()

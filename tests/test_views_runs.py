@@ -14,7 +14,10 @@ from core.app.views import (
     fmt_bytes,
     path_bytes,
     phase_progress,
+    provisional_verdict,
     queue_eta,
+    spread_text,
+    steps_text,
     verdict,
 )
 
@@ -120,6 +123,43 @@ def test_the_verdict_names_the_prompt_chosen_on_dev_and_the_p_value() -> None:
     words = verdict(summary(winner_dev=0.80, p=0.01))
     assert words["headline"].startswith("Prompt tuning is best (chosen on dev: dev 0.800, test 0.640); +0.040")
     assert "significantly (p = 0.010)" in words["headline"] and "not significantly" not in words["headline"]
+
+
+def test_a_provisional_verdict_while_runs_are_active_then_none() -> None:
+    manual = run("succeeded", method="manual", started=0.0, finished=90.0)
+    training = run("running", method="prompt_tuning", started=100.0, eta_seconds=250.0)
+    queued = run("queued", method="ptuning")
+    partial = summary(winner_dev=0.65, p=0.21)
+    partial["methods"] = partial["methods"][:2]  # only the manual run has landed: no significance test yet
+    partial["significance"] = []
+    words = provisional_verdict(partial, [manual, training, queued], now=130.0)
+    assert words == (
+        "Provisional — so far (1 of 3 runs scored): your template #2 “{text} Overall [MASK]” 0.600 on test "
+        "(dev-chosen, dev 0.700); no other method beats the manual prompt chosen on dev (your template #2 “{text} "
+        "Overall [MASK]”) on test; Prompt tuning still training; P-tuning queued, about 6 min."
+    )  # 250 s left for prompt tuning (its phase ETA), 90 s for P-tuning (the mean of finished runs): 340 s
+    # the learned method landed first, the manual reference is still to come: no significance is claimed
+    learned_only = {**partial, "methods": summary(0.65, 0.21)["methods"][2:], "reference": None}
+    done = run("succeeded", method="prompt_tuning", started=0.0, finished=60.0)
+    words = provisional_verdict(learned_only, [done, run("running", method="manual", started=70.0)], now=80.0)
+    assert words.startswith("Provisional — so far (1 of 2 runs scored): Prompt tuning 0.640 on test (dev-chosen")
+    assert "no significance test until the manual reference is scored; Manual prompt still scoring" in words
+    assert words.endswith("under a minute.")  # 60 s estimate, 10 s elapsed
+    nothing = provisional_verdict(None, [run("queued", method="manual"), run("queued", method="ptuning")], 0.0)
+    assert nothing == (
+        "Provisional — nothing scored yet; Manual prompt, P-tuning queued, time left not known yet (no finished run to "
+        "estimate it from)."
+    )
+    assert provisional_verdict(summary(0.65, 0.21), [manual, {**training, "status": "succeeded"}], 500.0) is None
+
+
+def test_one_seed_has_no_spread_and_each_seed_says_its_steps() -> None:
+    assert spread_text(0.0, 1) == "n/a (1 seed)" and spread_text(0.0123, 3) == "± 0.012"
+    assert steps_text({"steps_per_seed": [None], "n_seeds": 1}) == "–"  # a manual prompt takes no steps
+    assert steps_text({"steps_per_seed": [60], "n_seeds": 1}) == "60"
+    assert steps_text({"steps_per_seed": [48, 60, 60], "n_seeds": 3}) == "48, 60, 60"
+    assert steps_text({"steps_per_seed": [10, 20, 30, 40, 50, 60], "n_seeds": 6}) == "mean 35 (10–60)"
+    assert steps_text({"steps": 24, "n_seeds": 3}) == "24 (first seed)"  # a summary stored before per-seed steps
 
 
 def test_curves_are_thinned_per_series_and_labelled_by_run() -> None:

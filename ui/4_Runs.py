@@ -14,8 +14,10 @@ from core.app.views import (
     finished_text,
     fmt_seconds,
     phase_progress,
+    provisional_verdict,
     queue_eta,
     stopped_text,
+    verdict,
 )
 from core.methods import REGISTRY
 from ui.charts import metric_lines
@@ -140,6 +142,16 @@ def draw(part, title: str, y: str, runs: list[str], *, dash: bool = False, heigh
     st.vega_lite_chart(part[columns], spec, width="stretch", height=height)
 
 
+def verdict_header(group_id: str, runs: list[dict]) -> None:
+    """What the comparison says so far (provisional while a run is active), then its verdict; details on Compare."""
+    summary = ws.summary(group_id)  # cached per set of succeeded runs: cheap on every refresh
+    words = provisional_verdict(summary, runs, time.time())
+    if words is not None and summary is not None:
+        st.info(plain(words), icon=":material/hourglass_top:")
+    elif words is None and summary is not None:
+        st.success(plain(verdict(summary)["headline"]), icon=":material/emoji_events:")
+
+
 @st.fragment(run_every=1.0 if initially_active else None)
 def live(group_id: str) -> None:
     every = ws.runs(group_id)
@@ -155,6 +167,7 @@ def live(group_id: str) -> None:
         line += f" ({unknown} without an estimate yet)" if unknown and eta is not None else ""
         line += " · updating every second"
     st.caption(line)
+    verdict_header(group_id, every)
     for run in card_order(runs):
         run_card(run)
     if statuses(every) != statuses(initial):

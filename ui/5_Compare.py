@@ -2,6 +2,7 @@
 against the best manual template, the prompts themselves, rows where prompts disagree, confusion matrices."""
 
 import json
+import time
 
 import altair as alt
 import pandas as pd
@@ -14,6 +15,8 @@ from core.app.views import (
     fmt_bytes,
     fmt_seconds,
     learning_curve_frames,
+    phase_progress,
+    provisional_verdict,
     settings_note,
     significance_table,
     soft_prompt_readings,
@@ -35,15 +38,16 @@ def accuracy_spec(plot: pd.DataFrame, order: list[str]) -> dict:
             "prompt",
             "method",
             alt.Tooltip("accuracy:Q", format=".3f"),
-            alt.Tooltip("accuracy_std:Q", format=".3f"),
+            alt.Tooltip("spread:N", title="± std over seeds"),
             alt.Tooltip("macro_f1:Q", format=".3f"),
             "seeds",
         ],
     )
+    # error bars only where there is a spread to show: one seed's low/high are null, and null marks are not drawn
     errors = base.mark_errorbar(ticks=True).encode(
         x=alt.X("low:Q", title="accuracy (mean ± std over seeds)"), x2="high:Q"
     )
-    labels = base.mark_text(align="left", dx=4).encode(x="high:Q", text=alt.Text("accuracy:Q", format=".3f"))
+    labels = base.mark_text(align="left", dx=4).encode(x="end:Q", text=alt.Text("accuracy:Q", format=".3f"))
     return (bars + errors + labels).properties(height=34 * len(plot) + 30).to_dict()
 
 
@@ -62,40 +66,83 @@ def confusion_spec(conf: pd.DataFrame, labels_order: list[str], picked: list[str
     return (cells + text).properties(width=200, height=200).facet(facet=facet, columns=3).to_dict()
 
 
+VERDICT_EVERY = 2.0  # seconds between verdict refreshes while runs are active (the rows below redraw when one lands)
 ws = workspace()
 group = group_page(
     "Compare",
     key="compare-group",
     need_success=True,
-    empty="No finished runs yet: launch a comparison on **Train** and watch it on **Runs**.",
-    go_to="runs",
-    label="Go to Runs",
+    or_active=True,
+    empty="No comparison yet: launch one on **Train**; it shows here as soon as its runs are queued.",
+    go_to="train",
+    label="Go to Train",
 )
+initial = ws.runs(group)
+initially_active = any(r["active"] for r in initial)
 summary = ws.summary(group)
-runs = ws.runs(group)
-active = sum(r["active"] for r in runs)
-if active:
-    st.info(
-        f"{active} runs of this comparison are still queued or running; their rows appear when they finish "
-        "(reload or revisit this page)."
+
+
+def landed(runs: list[dict]) -> tuple:
+    """What changes the page below the verdict: a run that succeeded (a new row) or the last run ending."""
+    return tuple(sorted(r["id"] for r in runs if r["status"] == "succeeded")), any(r["active"] for r in runs)
+
+
+def dataset_caption() -> None:
+    """The comparison's data, split, K, seeds and backbone: from its results, else from what was launched."""
+    if summary is not None:
+        data, backbone_name = summary["dataset"], summary["backbone"].get("name", "?")
+    else:
+        ctx = ws.context(group)
+        data = {**ctx.dataset.summary(), "source": ctx.settings.get("source_name", ""), "split": ctx.split.summary()}
+        data.update({k: ctx.settings.get(k) for k in ("k_shot", "k_shots", "seeds")})
+        backbone_name = ctx.settings.get("backbone", "?")
+    split = data["split"]
+    st.caption(
+        f"**{plain(data.get('source', ''))}** · {data['rows']:,} rows, labels {plain(', '.join(data['labels']))} · "
+        f"test {split['test']:,} rows (split seed {split['seed']}) · "
+        f"{k_words(data)} · "
+        f"seeds {', '.join(map(str, data['seeds']))} · backbone {plain(backbone_name)}"
     )
-data, backbone = summary["dataset"], summary["backbone"]
-split = data["split"]
-st.caption(
-    f"**{plain(data.get('source', ''))}** · {data['rows']:,} rows, labels {plain(', '.join(data['labels']))} · "
-    f"test {split['test']:,} rows (split seed {split['seed']}) · "
-    f"{k_words(data)} · "
-    f"seeds {', '.join(map(str, data['seeds']))} · backbone {plain(backbone.get('name', '?'))}"
-)
+
+
+@st.fragment(run_every=VERDICT_EVERY if initially_active else None)
+def live_verdict(group_id: str) -> None:
+    """The verdict: provisional (what the finished runs say so far, what is still to come) while runs are active,
+    refreshed on its own clock; the final one after the last run. A landed run reruns the whole page for its row."""
+    runs = ws.runs(group_id)
+    now_summary = ws.summary(group_id)
+    words = provisional_verdict(now_summary, runs, time.time())
+    if words is not None:
+        st.info(plain(words), icon=":material/hourglass_top:")
+        st.caption(
+            "Under way: "
+            + "; ".join(
+                f"{plain(r['label'])} — {plain(phase_progress(r)[1] or r['status'])}" for r in runs if r["active"]
+            )
+            + ". The rows below are the finished runs; they change as runs land, so does this verdict."
+        )
+    elif now_summary is not None:
+        final = verdict(now_summary)
+        st.success(plain(final["headline"]), icon=":material/emoji_events:")
+        st.caption(plain(final["test_best"]) + " The headline prompt is chosen on dev, as a user would choose.")
+    if landed(runs) != landed(initial):
+        st.rerun()
+
+
+dataset_caption()
 if ws.is_owner(group):
     with st.popover("Share read-only", icon=":material/share:"):
         st.caption("Whoever opens this link sees this comparison (results, runs, files) but cannot change it.")
         st.code(share_link(ws, group), language=None)
+live_verdict(group)
+if summary is None:
+    if not initially_active:
+        st.info("No run of this comparison succeeded: see why on **Runs**.")
+    link("runs", "Watch the runs")
+    st.stop()
 
+data, backbone = summary["dataset"], summary["backbone"]
 table = comparison_table(summary)
-words = verdict(summary)
-st.success(plain(words["headline"]), icon=":material/emoji_events:")
-st.caption(plain(words["test_best"]) + " The headline prompt is chosen on the dev split, as a user would choose.")
 best = table.loc[table["accuracy"].idxmax()]
 c1, c2, c3 = st.columns(3)
 c1.metric("Best test accuracy", f"{best['accuracy']:.3f}", help=best["prompt"])
@@ -125,48 +172,55 @@ if not points.empty or not references.empty:
     )
 
 st.subheader("Accuracy on the test split")
+several = table["seeds"] > 1
 plot = table.assign(
-    low=table["accuracy"] - table["accuracy_std"],
-    high=table["accuracy"] + table["accuracy_std"],
+    low=(table["accuracy"] - table["accuracy_std"]).where(several),
+    high=(table["accuracy"] + table["accuracy_std"]).where(several),
+    end=table["accuracy"] + table["accuracy_std"].where(several, 0.0),
     label=[p if len(p) <= 60 else p[:57] + "…" for p in table["prompt"]],
 )
 order = list(plot.sort_values("accuracy", ascending=False)["label"])
 st.vega_lite_chart(spec=accuracy_spec(plot, order), width="stretch")
 
-TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "accuracy_std", "macro_f1", "seeds"]
+TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "spread", "macro_f1", "seeds", "steps"]
 CALIBRATION_COLUMNS = ["prompt", "settings", "calibration", "acc_calibrated", "acc_uncalibrated"]
 COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
 # Tables that each fit the page (one of 14 columns was clipped): how well each prompt did, calibrated or not, cost.
+# Their widths add up to at most 890 px: the page's content is 940 px wide in a 1,400 px window with the sidebar
+# open (tests/test_e2e_provisional.py checks that no table scrolls sideways there).
 
 
 def prompt_table(columns: list[str], config: dict) -> None:
     """One of the tables above: a row per prompt, the prompt column first and wide, then `columns`' own config."""
-    prompt = st.column_config.TextColumn("prompt", width=330)
+    prompt = st.column_config.TextColumn("prompt", width=260)
     st.dataframe(table[columns], hide_index=True, width="stretch", column_config={"prompt": prompt, **config})
 
 
 prompt_table(
     TABLE_COLUMNS,
     {
-        "method": st.column_config.TextColumn("method", width=130),
-        "role": st.column_config.TextColumn("role", width=130),
-        "accuracy": st.column_config.NumberColumn(format="%.3f", width=80),
-        "accuracy_std": st.column_config.NumberColumn("± std", format="%.3f", width=70),
-        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=80),
-        "seeds": st.column_config.NumberColumn("seeds", width=60),
+        "method": st.column_config.TextColumn("method", width=120),
+        "role": st.column_config.TextColumn("role", width=110),
+        "accuracy": st.column_config.NumberColumn(format="%.3f", width=75),
+        "spread": st.column_config.TextColumn("± std", width=95, help="Over seeds; one seed has no spread."),
+        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=75),
+        "seeds": st.column_config.NumberColumn("seeds", width=55),
+        "steps": st.column_config.TextColumn(
+            "steps used", width=100, help="Training steps (AutoPrompt: search iterations) each seed's run took."
+        ),
     },
 )
 st.markdown("**Chosen on dev**: each method's settings (tuning) and calibration")
 prompt_table(
     CALIBRATION_COLUMNS,
     {
-        "settings": st.column_config.TextColumn("settings chosen on dev", width=220),
+        "settings": st.column_config.TextColumn("settings chosen on dev", width=210),
         "calibration": st.column_config.TextColumn(
             "calibration: chosen on dev",
             width=170,
             help="Content-free calibration tried for every prompt; the way that scores better on dev is reported.",
         ),
-        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f", width=120),
+        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f", width=110),
         "acc_uncalibrated": st.column_config.NumberColumn("acc. uncalibrated", format="%.3f", width=130),
     },
 )
@@ -261,7 +315,8 @@ if picked:
 st.subheader("Download")
 c1, c2 = st.columns(2)
 results_json = json.dumps(summary, indent=2)
-table_csv = to_safe_csv(table[[*TABLE_COLUMNS, *COST_COLUMNS[1:]]])
+csv_columns = [*TABLE_COLUMNS[:4], "accuracy_std", *TABLE_COLUMNS[5:], *COST_COLUMNS[1:]]
+table_csv = to_safe_csv(table.assign(accuracy_std=table["accuracy_std"].where(several))[csv_columns])
 c1.download_button(
     f"results.json · {fmt_bytes(len(results_json.encode()))}",
     results_json,

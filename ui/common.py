@@ -96,10 +96,12 @@ def dataset_page(title: str) -> tuple[UserWorkspace, dict[str, Any], LabeledData
     return workspace(), app_state(), *loaded
 
 
-def group_page(title: str, *, key: str, need_success: bool, empty: str, go_to: str, label: str) -> str:
+def group_page(
+    title: str, *, key: str, need_success: bool, empty: str, go_to: str, label: str, or_active: bool = False
+) -> str:
     """The preamble of a page about one comparison; stops the page (with a link) when there is none yet."""
     st.title(title)
-    group = pick_group(workspace(), key=key, need_success=need_success)
+    group = pick_group(workspace(), key=key, need_success=need_success, or_active=or_active)
     if group is None:
         st.info(empty)
         link(go_to, label)
@@ -329,13 +331,16 @@ def group_label(group: dict) -> str:
     return f"{group['group_id']} · {group['n_runs']} {runs} ({counts})"
 
 
-def pick_group(ws: UserWorkspace, *, key: str, need_success: bool = False) -> str | None:
+def pick_group(ws: UserWorkspace, *, key: str, need_success: bool = False, or_active: bool = False) -> str | None:
     """A selectbox of comparison groups, newest first, showing the one chosen last (launched, opened from a share
     link, or picked on any page). Only a person's own pick changes that choice: a page whose list leaves it out
-    (Compare lists only comparisons with finished runs) shows its newest one without forgetting it."""
+    (Predict lists only comparisons with finished runs) shows its newest one without forgetting it. `need_success`
+    lists only comparisons with a succeeded run, and with `or_active` also those with runs queued or running
+    (Compare shows a comparison as its runs land)."""
     groups = ws.groups()
     if need_success:
-        groups = [g for g in groups if g["statuses"].get("succeeded")]
+        wanted = ("succeeded", "queued", "running") if or_active else ("succeeded",)
+        groups = [g for g in groups if any(g["statuses"].get(s) for s in wanted)]
     if not groups:
         return None
     ids = [g["group_id"] for g in groups]

@@ -8,6 +8,7 @@ unit-tested on plain inputs.
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,8 +37,10 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "method_id": m["method"],
                 "accuracy": m["accuracy"],
                 "accuracy_std": m["accuracy_std"],
+                "spread": spread_text(m["accuracy_std"], m["n_seeds"]),
                 "macro_f1": m["macro_f1"],
                 "seeds": m["n_seeds"],
+                "steps": steps_text(m),
                 "trainable_params": m["trainable_params"],
                 "train_seconds": m["train_seconds"],
                 "test_seconds": m.get("test_seconds"),
@@ -57,6 +60,31 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             df.loc[part["accuracy"].idxmax(), "role"] = "best on test"
             df.loc[part["accuracy"].idxmin(), "role"] = "worst on test"
     return df
+
+
+def spread_text(std: float | None, n_seeds: int) -> str:
+    """The ± cell: the standard deviation of accuracy over seeds, or why there is none (one seed has no spread,
+    and "± 0.000" would claim a measured stability)."""
+    if n_seeds < 2 or std is None:
+        return f"n/a ({n_seeds} seed)" if n_seeds == 1 else "n/a"
+    return f"± {std:.3f}"
+
+
+def steps_text(row: Mapping[str, Any]) -> str:
+    """The steps (or search iterations) each seed's run actually used, as early stopping left them: '60', or per
+    seed '48, 60, 60' (with the mean beyond 5 seeds); '–' for a method that takes no steps."""
+    per_seed = row.get("steps_per_seed")
+    if per_seed is None:  # a summary stored before per-seed steps: the first seed's only
+        first = row.get("steps")
+        return "–" if first is None else str(first) if row.get("n_seeds", 1) == 1 else f"{first} (first seed)"
+    steps = [s for s in per_seed if s is not None]
+    if not steps:
+        return "–"
+    if len(steps) == 1:
+        return str(steps[0])
+    if len(steps) > 5:
+        return f"mean {sum(steps) / len(steps):.0f} ({min(steps)}–{max(steps)})"
+    return ", ".join(map(str, steps))
 
 
 def settings_note(row: Mapping[str, Any]) -> str:
@@ -161,41 +189,115 @@ def verdict(summary: Mapping[str, Any]) -> dict[str, str]:
     """The comparison in words: ``headline`` (the winner chosen on dev and whether it beats the reference
     significantly, with the McNemar p-value of the significance table) and ``test_best`` (the best on test, labelled
     as such: picking by test accuracy is not a fair choice)."""
-    rows = [m for m in summary["methods"] if m["primary"]]
-    templates = list(summary.get("templates") or [])
-    on_dev = [m for m in rows if m.get("dev_accuracy") is not None]
-    if on_dev:
-        winner, how = max(on_dev, key=lambda m: (m["dev_accuracy"], m["accuracy"])), "chosen on dev"
-        score = f"dev {winner['dev_accuracy']:.3f}, test {winner['accuracy']:.3f}"
-    else:
-        winner, how = max(rows, key=lambda m: m["accuracy"]), "best on test (no dev scores to choose with)"
-        score = f"test {winner['accuracy']:.3f}"
-    who = _prompt_words(winner, templates)
-    headline = f"{who[0].upper()}{who[1:]} is best ({how}: {score})"
-    sig = {s["method"]: s for s in summary.get("significance", [])}
-    reference = next((m for m in summary["methods"] if m["name"] == summary.get("reference")), None)
-    if reference is not None:
-        ref_words = f"the manual prompt chosen on dev ({_prompt_words(reference, templates)})"
-        if winner["name"] == reference["name"]:
-            better = [s for s in sig.values() if s["bootstrap"]["diff"] > 0]
-            best = min(better, key=lambda s: s["mcnemar"]["p_value"], default=None)
-            if best is None:
-                headline += f"; no other method beats {ref_words} on test"
-            elif best["mcnemar"]["p_value"] < 0.05:
-                headline += f"; but {best['method']} beats it on test (p = {best['mcnemar']['p_value']:.3f})"
-            else:
-                headline += (
-                    f"; no method is significantly better than {ref_words} "
-                    f"(smallest p = {best['mcnemar']['p_value']:.3f}, {best['method']})"
-                )
-        elif winner["name"] in sig:
-            s = sig[winner["name"]]
-            p, diff = s["mcnemar"]["p_value"], s["bootstrap"]["diff"]
-            word = "significantly" if p < 0.05 else "not significantly"
-            headline += f"; {diff:+.3f} on test against {ref_words}, {word} (p = {p:.3f})"
+    winner, how, score = _winner(summary)
+    who = _prompt_words(winner, list(summary.get("templates") or []))
+    headline = f"{who[0].upper()}{who[1:]} is best ({how}: {score})" + _against_reference(summary, winner)
     top = max(summary["methods"], key=lambda m: m["accuracy"])
     test_best = f"Best on test: {top['name']} ({top['accuracy']:.3f}), picked after seeing the test split"
     return {"headline": headline + ".", "test_best": test_best + "."}
+
+
+def _winner(summary: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str]:
+    """(the row a user would pick: best on dev among each method's primary prompt, how it was picked, its scores)."""
+    rows = [m for m in summary["methods"] if m["primary"]]
+    on_dev = [m for m in rows if m.get("dev_accuracy") is not None]
+    if on_dev:
+        winner = max(on_dev, key=lambda m: (m["dev_accuracy"], m["accuracy"]))
+        return winner, "chosen on dev", f"dev {winner['dev_accuracy']:.3f}, test {winner['accuracy']:.3f}"
+    winner = max(rows, key=lambda m: m["accuracy"])
+    return winner, "best on test (no dev scores to choose with)", f"test {winner['accuracy']:.3f}"
+
+
+def _against_reference(summary: Mapping[str, Any], winner: Mapping[str, Any]) -> str:
+    """The headline's clause on significance against the manual prompt chosen on dev ('' without that reference)."""
+    templates = list(summary.get("templates") or [])
+    sig = {s["method"]: s for s in summary.get("significance", [])}
+    reference = next((m for m in summary["methods"] if m["name"] == summary.get("reference")), None)
+    if reference is None:
+        return ""
+    ref_words = f"the manual prompt chosen on dev ({_prompt_words(reference, templates)})"
+    if winner["name"] == reference["name"]:
+        better = [s for s in sig.values() if s["bootstrap"]["diff"] > 0]
+        best = min(better, key=lambda s: s["mcnemar"]["p_value"], default=None)
+        if best is None:
+            return f"; no other method beats {ref_words} on test"
+        if best["mcnemar"]["p_value"] < 0.05:
+            return f"; but {best['method']} beats it on test (p = {best['mcnemar']['p_value']:.3f})"
+        return (
+            f"; no method is significantly better than {ref_words} "
+            f"(smallest p = {best['mcnemar']['p_value']:.3f}, {best['method']})"
+        )
+    if winner["name"] in sig:
+        s = sig[winner["name"]]
+        p, diff = s["mcnemar"]["p_value"], s["bootstrap"]["diff"]
+        word = "significantly" if p < 0.05 else "not significantly"
+        return f"; {diff:+.3f} on test against {ref_words}, {word} (p = {p:.3f})"
+    return ""
+
+
+ACTIVE = ("queued", "running")
+
+
+def provisional_verdict(
+    summary: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]], now: float
+) -> str | None:
+    """While any run of the comparison is queued or running, what its finished runs say so far, marked provisional,
+    with what is still to come and about how long it takes (`queue_eta`); None once the last run has ended (the
+    normal verdict then). `summary` is built from succeeded runs only, so its significance is among those alone."""
+    waiting = [r for r in runs if r["status"] in ACTIVE]
+    if not waiting:
+        return None
+    current = [r for r in runs if not r.get("superseded")]
+    to_come = f"{_waiting_words(waiting)}, {_time_left_words(*queue_eta(runs, now))}"
+    if not summary or not summary.get("methods"):
+        return f"Provisional — nothing scored yet; {to_come}."
+    winner, _, _ = _winner(summary)
+    who = _prompt_words(winner, list(summary.get("templates") or []))
+    dev = winner.get("dev_accuracy")
+    how = f"dev-chosen, dev {dev:.3f}" if dev is not None else "best on test: no dev scores to choose with"
+    done = sum(r["status"] == "succeeded" for r in current)
+    among = _against_reference(summary, winner)
+    if summary.get("reference") is None and any(
+        r["method"] == "manual" for r in current
+    ):  # the reference is part of it, not scored yet
+        among = "; no significance test until the manual reference is scored"
+    return (
+        f"Provisional — so far ({done} of {len(current)} runs scored): {who} {winner['accuracy']:.3f} on test "
+        f"({how}){among}; {to_come}."
+    )
+
+
+def _waiting_words(waiting: Sequence[Mapping[str, Any]]) -> str:
+    """'P-tuning still training; Prompt tuning (2 runs), P-tuning v2 queued': the methods still to come."""
+
+    def names(rows: Sequence[Mapping[str, Any]]) -> str:
+        count: dict[str, int] = {}
+        for r in rows:
+            cls = REGISTRY.get(r["method"])
+            label = cls.label if cls else r["method"]
+            count[label] = count.get(label, 0) + 1
+        return ", ".join(f"{label} ({n} runs)" if n > 1 else label for label, n in count.items())
+
+    running = [r for r in waiting if r["status"] == "running"]
+    queued = [r for r in waiting if r["status"] == "queued"]
+    parts = []
+    training = [r for r in running if r["method"] in REGISTRY and REGISTRY[r["method"]].trains]
+    scoring = [r for r in running if r not in training]
+    if training:
+        parts.append(f"{names(training)} still training")
+    if scoring:
+        parts.append(f"{names(scoring)} still scoring")
+    if queued:
+        parts.append(f"{names(queued)} queued")
+    return "; ".join(parts)
+
+
+def _time_left_words(eta: float | None, unknown: int) -> str:
+    """'about 6 min' (rounded up), 'under a minute', or that there is no estimate yet (never a made-up number)."""
+    if eta is None:
+        return "time left not known yet (no finished run to estimate it from)"
+    words = "under a minute" if eta < 60 else f"about {math.ceil(eta / 60)} min"
+    return words + (f" (and {unknown} run{'s' if unknown > 1 else ''} not estimated yet)" if unknown else "")
 
 
 def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
