@@ -81,6 +81,13 @@ class TrainConfig:
     eval_every: int = field(
         default=0, metadata={"help": "Score dev every N steps and at the end (0: about 10 times per run)."}
     )
+    eval_from: int = field(
+        default=0,
+        metadata={
+            "help": "No dev evaluation before this step, and one at it (0: from the first interval). Tuning's trials "
+            "use it to be scored once, at their rung, instead of at every interval before it."
+        },
+    )
     patience: int = field(
         default=3,
         metadata={
@@ -123,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.patience < 0 or self.eval_every < 0:
             raise ValueError("weight_decay, max_grad_norm, patience and eval_every cannot be negative")
+        if self.eval_from < 0:
+            raise ValueError(f"eval_from cannot be negative, not {self.eval_from}")
         if not 0 <= self.min_steps_fraction <= 1:
             raise ValueError(f"min_steps_fraction must be between 0 and 1, not {self.min_steps_fraction}")
 
@@ -130,6 +139,13 @@ class TrainConfig:
     def eval_interval(self) -> int:
         """Steps between dev evaluations: `eval_every`, or (0) a tenth of the run so every curve has ~10 points."""
         return int(self.eval_every) or max(1, self.max_steps // 10)
+
+    def evaluates_at(self, step: int) -> bool:
+        """Whether dev is scored after optimizer step `step`: every `eval_interval` steps from `eval_from` on, at
+        `eval_from` itself, and at the last step."""
+        if step == self.max_steps or step == self.eval_from:
+            return True
+        return step > self.eval_from and step % self.eval_interval == 0
 
 
 # 1. learning-rate schedule ------------------------------------------------------------------------------------
@@ -428,7 +444,7 @@ def train(
                 "lr": base_lrs[0] * factor,
                 "examples_per_second": seen / elapsed if elapsed > 0 else 0.0,
             }
-            if eval_fn is not None and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
+            if eval_fn is not None and cfg.evaluates_at(step):
                 enter_phase(progress, EVALUATING)
                 metrics["dev_accuracy"] = evaluate()
                 enter_phase(progress, f"{TRAINING}, resumed from step {resumed_from}" if resumed_from else TRAINING)

@@ -8,9 +8,12 @@ order tried. Only train and dev rows ever reach it: the test split is scored aft
 set are never searched over. A log grid whose edge wins is extended one step past it (`Dimension.beyond`, at most
 twice for a learning rate), so a short budget's preference for a larger rate is followed, not cut off at the grid.
 
-Successive halving, one rung: a trial runs only to its *rung*, about `RUNG_FRACTION` of its own step budget
-(rounded up to its next dev evaluation, so the trials of a dimension are compared on dev scores measured at the
-same step), and pauses there; only the winner is continued to its full budget. Complete trials cost the search
+Successive halving, one rung: a trial runs only to its *rung*, `RUNG_FRACTION` of its own step budget, and
+pauses there; only the winner is continued to its full budget. A trial of the training loop is scored on dev once,
+at its rung (`TrainConfig.eval_from`), not at every interval before it: the trials of a dimension are compared on
+dev scores measured at the same step, and a trial pays for one dev pass instead of four (issue 24: a fifth of
+prompt tuning's tuned run was dev scoring). A search with its own evaluation schedule (AutoPrompt's `eval_every`)
+is compared at its first evaluation at or past the rung. Complete trials cost the search
 as many fits as trials (3-5x one fit); paused ones cost about 1.5-3x. The pause is exact because it is the
 loops' own cancel: the training loop and AutoPrompt's search poll `should_stop()` before every step, write a
 checkpoint and raise `Cancelled`, and a fit given the same config and checkpoint folder resumes where it stopped.
@@ -157,8 +160,11 @@ def fit(
     chosen, learned = won.method, won.learned
     assert learned is not None
     if root is not None:  # the prompt and the method read as a plain fit's: the method's own checkpoint folder
-        chosen.config = dataclasses.replace(chosen.config, checkpoint_dir=method.config.checkpoint_dir)
-        learned.config["checkpoint_dir"] = method.config.checkpoint_dir
+        plain = {"checkpoint_dir": method.config.checkpoint_dir}
+        if _scores_at_rung(method.config):
+            plain["eval_from"] = method.config.eval_from  # and its own evaluation schedule
+        chosen.config = dataclasses.replace(chosen.config, **plain)
+        learned.config.update(plain)
     trials = [r.trial for r in tried.values()]
     return Tuned(chosen, learned, report(won.trial, trials, len(dev)), trials)
 
@@ -175,12 +181,19 @@ def _trial_root(method: PromptMethod, scratch: Path) -> Path | None:
 
 
 def rung(config: Any) -> int:
-    """The step a trial of `config` is compared at: `RUNG_FRACTION` of its budget (`max_steps`), rounded up to its
-    next dev evaluation (every `eval_interval` steps of the training loop, `eval_every` iterations of a search);
-    `max_steps` when that is no earlier than the end."""
-    interval = max(1, int(getattr(config, "eval_interval", 0) or getattr(config, "eval_every", 0) or 1))
-    at = math.ceil(math.ceil(config.max_steps * RUNG_FRACTION - 1e-9) / interval) * interval
+    """The step a trial of `config` is compared at: `RUNG_FRACTION` of its budget (`max_steps`), where the training
+    loop scores dev once (`eval_from`); for a search with its own schedule, rounded up to its next evaluation
+    (every `eval_every` iterations); `max_steps` when that is no earlier than the end."""
+    at = math.ceil(config.max_steps * RUNG_FRACTION - 1e-9)
+    if not _scores_at_rung(config):
+        interval = max(1, int(getattr(config, "eval_every", 0) or 1))
+        at = math.ceil(at / interval) * interval
     return min(config.max_steps, at)
+
+
+def _scores_at_rung(config: Any) -> bool:
+    """Whether the method's loop can be told to score dev at the rung itself (the training loop's `eval_from`)."""
+    return "eval_from" in {f.name for f in dataclasses.fields(config)}
 
 
 def _settings(method: PromptMethod, options: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -205,6 +218,8 @@ def _trial(
     at = rung(config) if folder is not None else config.max_steps
     if folder is not None:
         config = dataclasses.replace(config, checkpoint_dir=str(folder))
+    if at < config.max_steps and _scores_at_rung(config):
+        config = dataclasses.replace(config, eval_from=at)  # one dev score, at the rung (the winner goes on from it)
     variant = type(method)(method.spec, config)
     key = _trial_key(variant, backbone, train, dev, at)
     paused = _load_paused(folder, key, options)

@@ -113,6 +113,17 @@ class StepCount:
         self.steps += bool(metrics)
 
 
+class DevScores:
+    """A progress callback that records the steps at which dev was scored."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def __call__(self, step, total, metrics):
+        if "dev_accuracy" in metrics:
+            self.steps.append(step)
+
+
 @pytest.mark.parametrize(
     ("name", "options", "fixed", "state_key"),
     [
@@ -157,6 +168,39 @@ def test_the_continued_winner_is_exactly_an_untuned_fit_of_its_configuration(
     # every trial's folder is gone (and the method's, left empty); the prompt names the method's folder, not a trial's
     assert not folder.exists()
     assert got.config["checkpoint_dir"] == str(folder) == tuned.method.config.checkpoint_dir
+
+
+def test_trials_are_scored_once_at_a_third_of_their_budget_and_the_winner_trains_as_a_plain_fit(backbone, tmp_path):
+    """Off the evaluation grid (9 steps, dev every 2): each trial is scored on dev once, at step 3 (a third), not at
+    step 2 and again at 4; the continued winner takes the very steps of a plain fit (the same losses) and evaluates
+    from its rung on, on the plain fit's schedule after it."""
+    spec = spec_for(backbone)
+    options = {**SHORT, "max_steps": 9, "checkpoint_dir": str(tmp_path / "checkpoints")}
+    evals = DevScores()
+    tuned = tuning.fit(
+        create("prompt_tuning", spec, options),
+        backbone,
+        TRAIN,
+        DEV,
+        fixed=set(SHORT),
+        progress=evals,
+        should_stop=never_stop,
+    )
+    won = next(t for t in tuned.trials if t.continued)
+    assert (
+        [t.rung for t in tuned.trials]
+        == [3] * len(tuned.trials)
+        == [tuning.rung(create("prompt_tuning", spec, options).config)] * len(tuned.trials)
+    )
+    got = tuned.learned
+    assert [e["step"] for e in got.state["evals"]] == [3, 4, 6, 8, 9]  # the rung's score, then the usual schedule
+    assert evals.steps == [3] * len(tuned.trials) + [4, 6, 8, 9]  # one dev score per trial, then the winner's
+    plain = create("prompt_tuning", spec, {**SHORT, "max_steps": 9, **won.options}).fit(
+        backbone, TRAIN, DEV, progress=no_progress, should_stop=never_stop
+    )
+    assert [e["step"] for e in plain.state["evals"]] == [2, 4, 6, 8, 9]
+    assert got.state["losses"] == plain.state["losses"]  # step for step the same training
+    assert got.config["eval_from"] == 0 == tuned.method.config.eval_from  # the prompt reads as a plain fit's
 
 
 def test_a_cancel_mid_tuning_is_the_users_and_keeps_the_paused_trials(backbone, tmp_path):
