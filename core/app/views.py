@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -593,20 +593,39 @@ def slot_summary(template: str) -> dict[str, int]:
     }
 
 
-def quick_zero_shot(backbone: Backbone, spec: PromptSpec, rows: LabeledDataset) -> pd.DataFrame:
-    """Each manual template scored zero-shot (calibrated) on a few rows: accuracy and the answers."""
+QUICK_CHECK_ROWS = 200  # dev rows the Prompts page's zero-shot check scores at most: enough to rank templates
+
+
+def quick_zero_shot(
+    backbone: Backbone,
+    spec: PromptSpec,
+    rows: LabeledDataset,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = 32,
+) -> pd.DataFrame:
+    """Each manual template scored zero-shot (calibrated) on `rows` (dev, up to `QUICK_CHECK_ROWS`): its accuracy
+    on them, how many were scored, and the first answers. `progress(done, total)` after every chunk of rows, over
+    all templates, so the page can show a bar while a few hundred rows are scored."""
     method = create("manual", spec, {"calibrate": True})
+    total, done = len(spec.templates) * len(rows), 0
     out = []
     for template in spec.templates:
         Template.parse(template).validate(rows.columns, backbone.kind)
         prompt = method.prompt_for(backbone, template, rows.columns)
-        pred = method.scores(backbone, prompt, rows.records).argmax(1).tolist()
+        pred: list[int] = []
+        for lo in range(0, len(rows), chunk):
+            pred += method.scores(backbone, prompt, rows.records[lo : lo + chunk]).argmax(1).tolist()
+            done += min(chunk, len(rows) - lo)
+            if progress is not None:
+                progress(done, total)
         right = sum(int(p == y) for p, y in zip(pred, rows.labels, strict=True))
         out.append(
             {
                 "template": template,
                 "accuracy": right / max(len(rows), 1),
-                "answers": ", ".join(spec.label_names[p] for p in pred),
+                "rows": len(rows),
+                "answers": ", ".join(spec.label_names[p] for p in pred[:8]) + (" …" if len(pred) > 8 else ""),
             }
         )
     return pd.DataFrame(out)
