@@ -24,7 +24,7 @@ Public API (the Train page, the service's launch order, the Runs page's ETA and 
     estimate_comparison(units, spec, split, rates) -> ComparisonEstimate   # .units[i].seconds, .total, .source
     rates_for(methods, remembered=..., probed=..., parameters=..., device=...) -> dict[method, Throughput]
     probe(backbone, records, template) -> Probe                            # cached per backbone and device
-    measured(result, options, tune) -> dict | None                         # a finished unit's own rates
+    measured(result, options, resumed=False) -> dict | None                # a finished unit's own rates
     cheapest_first(units, estimate) -> list[Unit]
     progress_fraction(stages, phase, step, total) -> float | None          # how far a running unit is
 """
@@ -84,6 +84,7 @@ DEFAULT_PRIOR = MethodPrior(work=1.5, example=1.3)  # a method added later, unti
 CPU_SECONDS_PER_GPARAM = {"work": 0.093, "example": 0.35}  # per 1e9 parameters, per work unit / scored row
 GPU_SPEEDUP = 25.0
 CHOOSE, TRIAL, CONTINUE, TRAIN, TEST = "choose", "trial", "continue", "train", "test"  # a unit's stages
+PROBE_FIT_S = 0.2  # the linear probe's L-BFGS on the features: small and independent of the backbone's speed
 UNIT_OVERHEAD_S = 1.5  # claiming, reading the group's data, saving prompt files: measured ~1-2 s per run
 CONTENT_FREE_ROWS = 3  # a calibrated prompt's prior scores a few content-free inputs ("N/A", "", "[MASK]")
 REMEMBER_WEIGHT = 0.5  # a new measurement's weight against the remembered one (a loaded machine does not stick)
@@ -212,7 +213,7 @@ def estimate_unit(
         stages.append(Stage(CHOOSE, n * (n_dev + CONTENT_FREE_ROWS) * per_row, 0, n))
         stages.append(Stage(TEST, n * n_test * per_row, 0, n * max(n_test, 1)))
     elif "max_steps" not in _fields(cls):
-        stages.append(Stage(TRAIN, (n_train + n_dev) * e + 1.0, 0, 2))  # the probe: features, then a fast L-BFGS
+        stages.append(Stage(TRAIN, (n_train + n_dev) * e + PROBE_FIT_S, 0, 2))  # features, then a fast L-BFGS
         stages.append(Stage(TEST, n_test * e, 0, max(n_test, 1)))
     else:
         method = create(unit.method, spec, unit.options)
@@ -334,12 +335,13 @@ def _probe_or_prior(probed: Probe | None, parameters: int | None, device: str) -
     return CPU_SECONDS_PER_GPARAM["work"] * size / speed, CPU_SECONDS_PER_GPARAM["example"] * size / speed
 
 
-def measured(result: Mapping[str, Any], options: Mapping[str, Any], spec: PromptSpec | None = None) -> dict | None:
+def measured(result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: bool = False) -> dict | None:
     """A finished unit's own rates (`work_seconds` None for methods that train nothing), from its result: test
     seconds per test row of its first prompt, and training seconds less its dev evaluations per unit of work.
-    None when the result cannot say (no rows, nothing scored, or a resumed run whose time covers only part)."""
+    None when the result cannot say: no rows or nothing scored, or `resumed` (a run started again after a stop,
+    whose time covers only part of its steps; a tuned winner continued from its rung is not that)."""
     rows = result.get("rows") or []
-    if not rows or result.get("resumed_from_step"):
+    if not rows or resumed:
         return None
     first = rows[0]
     n_test, test_s = first.get("n_test") or 0, first.get("test_seconds")

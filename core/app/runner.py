@@ -105,6 +105,6 @@ class RunExecutor:
     def remember_speed(self, config: dict, device: str, result: dict) -> None:
         """Keep the finished unit's measured rates for its backbone, device and method: the next estimate of any
         comparison on them starts from this machine's own speed (core.estimate)."""
-        rates = estimate.measured(result, config["options"])
+        rates = estimate.measured(result, config["options"], resumed=bool(config.get("resumes")))
         if rates is not None:
             self.store.record_throughput(config["backbone"], device, config["method"], **rates)
