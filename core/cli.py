@@ -129,6 +129,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for k in k_shots:  # every K asked for, even one only zero-shot methods would skip
         few_shot_split(split, k, seeds[0])
     _check_units(units, split)
+    units = _cheapest_first(units, spec, split)
     for warning in eval_warnings({m: options.get(m) for m in methods}, max_steps=args.max_steps):
         _say(f"warning: {warning}")
     if args.ray_address:  # a Ray cluster runs the units; this process only sends them and writes the files
@@ -157,6 +158,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(out / "results.json")
     return 0
+
+
+def _cheapest_first(units: list, spec, split) -> list:
+    """The units in order of expected cost, as the app queues them (core.estimate; the methods' size priors are
+    enough to order them): majority, probe and manual answers come before the learned methods train."""
+    from core import estimate
+
+    rates = estimate.rates_for(sorted({u.method for u in units}))
+    return estimate.cheapest_first(units, estimate.estimate_comparison(units, spec, split, rates))
 
 
 def _check_options(options: dict[str, dict], methods: list[str], *, max_steps: int | None) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -115,8 +115,23 @@ CREATE TABLE workers (
 )
 """
 
+# v6: how fast each method ran on a backbone and device (core.estimate's two rates, blended over finished runs), so
+# the Train page's estimate, the launch order and the queue ETA come from this machine's own measured speed.
+_SCHEMA_V6 = """
+CREATE TABLE throughput (
+    backbone TEXT NOT NULL,
+    device TEXT NOT NULL,
+    method TEXT NOT NULL,
+    work_seconds REAL,
+    example_seconds REAL NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 1,
+    updated REAL NOT NULL,
+    PRIMARY KEY (backbone, device, method)
+)
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6)
 
 # One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
 MetricRecord = tuple[int, float, Mapping[str, float]]
@@ -314,6 +329,53 @@ class RunStore:
                 "INSERT INTO artifacts (run_id, kind, path, created) VALUES (?,?,?,?)",
                 (run_id, kind, str(path), time.time()),
             )
+
+    def record_throughput(
+        self,
+        backbone: str,
+        device: str,
+        method: str,
+        *,
+        work_seconds: float | None,
+        example_seconds: float,
+        weight: float = 0.5,
+    ) -> None:
+        """Blend a finished run's rates into the remembered ones (`weight`: the new run's share), so one run on a
+        loaded machine moves the estimate without fixing it there. A rate the run could not measure stays."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT work_seconds, example_seconds, runs FROM throughput WHERE backbone = ? AND device = ?"
+                " AND method = ?",
+                (backbone, device, method),
+            ).fetchone()
+            if row is not None:
+                old_work = row["work_seconds"]
+                if work_seconds is None:
+                    work_seconds = old_work
+                elif old_work is not None:
+                    work_seconds = weight * work_seconds + (1 - weight) * old_work
+                example_seconds = weight * example_seconds + (1 - weight) * row["example_seconds"]
+            conn.execute(
+                "INSERT OR REPLACE INTO throughput (backbone, device, method, work_seconds, example_seconds, runs,"
+                " updated) VALUES (?,?,?,?,?,?,?)",
+                (
+                    backbone,
+                    device,
+                    method,
+                    _metric_value(work_seconds) if work_seconds is not None else None,
+                    _metric_value(example_seconds),
+                    1 + (row["runs"] if row is not None else 0),
+                    time.time(),
+                ),
+            )
+
+    def throughput(self, backbone: str, device: str) -> dict[str, dict[str, Any]]:
+        """Method -> {work_seconds, example_seconds, runs} remembered for this backbone and device."""
+        rows = self._query(
+            "SELECT method, work_seconds, example_seconds, runs FROM throughput WHERE backbone = ? AND device = ?",
+            (backbone, device),
+        )
+        return {r.pop("method"): r for r in rows if r["example_seconds"] is not None}
 
     # -- workers: claims, heartbeats, cancel, liveness ------------------------------------------------------------
 

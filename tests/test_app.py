@@ -147,6 +147,23 @@ def test_prompts_page_previews_and_validates(home: Path) -> None:
     assert "[MASK]" in texts(at.error) and not at.exception
 
 
+def test_prompts_quick_check_scores_dev_up_to_the_cap_and_ranks_templates(home: Path, tiny_gpt2: Path) -> None:
+    at = start()
+    at.file_uploader(key="data-upload").set_value(("big.csv", tiny_csv(1100), "text/csv")).run()  # dev: 220 rows
+    go(at, "ui/3_Train.py")
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    assert "Expected time: about" in texts(at.info)  # before launch, from the backbone's size here (nothing ran)
+    go(at, "ui/2_Prompts.py")
+    at.text_area(key="templates-text").set_value("{text} It was [MASK]\n{text} All in all [MASK]").run()
+    assert "on 200 dev rows (the first 200 of 220)" in texts(at.caption)
+    at.button(key="zero-shot").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[-1].value
+    assert list(table["rows"]) == [200, 200] and len(table) == 2  # both templates on the same 200 rows
+    assert table["accuracy"].between(0, 1).all()
+
+
 def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
     at = go(load_tiny_csv(start()), "ui/3_Train.py")
     at.multiselect(key="methods").set_value(list(REGISTRY)).run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from core.app.views import (
     card_order,
@@ -198,3 +199,86 @@ def test_file_sizes_read_as_a_download_list_shows_them(tmp_path: Path) -> None:
     (peft / "sub" / "more.bin").write_bytes(b"z" * 50)
     assert path_bytes(tmp_path / "prompt.safetensors") == 1234 and path_bytes(peft) == 150  # a folder: every file
     assert path_bytes(tmp_path / "gone.safetensors") == 0  # deleted meanwhile: the page still draws
+
+
+def estimated(seconds: float, stages: list[tuple[str, float, int, int]]) -> dict:
+    return {
+        "seconds": seconds,
+        "stages": [dict(zip(("kind", "seconds", "start", "end"), s, strict=True)) for s in stages],
+    }
+
+
+def simulate(slowdown: float, report_every: float = 5.0) -> list[tuple[float, float]]:
+    """(time, queue ETA) each second of a comparison run one unit after another: manual (estimated 60 s), then a
+    tuned learned method (estimated 300 s: 3 trials to step 10, continued to 30, test), each `slowdown` times
+    slower than estimated, progress written every `report_every` seconds as a worker writes it."""
+    plans = [
+        (
+            "manual",
+            estimated(60, [("choose", 20, 0, 2), ("test", 40, 0, 200)]),
+            [("choosing on dev", 2), ("scoring the test split", 200)],
+        ),
+        (
+            "ptuning",
+            estimated(300, [("trial", 50, 0, 10)] * 3 + [("continue", 100, 10, 30), ("test", 50, 0, 100)]),
+            [(f"tuning on dev, trial {i}/3: lr 0.003 · training", 10) for i in (1, 2, 3)]
+            + [
+                ("tuning on dev: continuing lr 0.003 to the full budget · training", 30),
+                ("scoring the test split", 100),
+            ],
+        ),
+    ]
+    rows = [run("queued", method=m, estimate=e, created=float(i)) for i, (m, e, _) in enumerate(plans)]
+    out, t = [], 0.0
+    for index, (_, est, phases) in enumerate(plans):
+        started = t
+        rows[index] = {**rows[index], "status": "running", "started": started, "updated": started}
+        length = est["seconds"] * slowdown
+
+        while t < started + length:
+            t += 1.0
+            if (t - started) % report_every == 0:
+                phase, step, total = phase_at(t - started, phases, est["stages"], slowdown)
+                rows[index] = {
+                    **rows[index],
+                    "phase": phase,
+                    "progress_step": step,
+                    "progress_total": total,
+                    "updated": t,
+                }
+            if t < started + length:
+                out.append((t, queue_eta(rows, t)[0]))
+        rows[index] = {**rows[index], "status": "succeeded", "finished": t}
+    return out
+
+
+def phase_at(x: float, phases: list, stages: list[dict], slowdown: float) -> tuple[str, int, int]:
+    """The phase, step and total a run reports `x` seconds in: each stage's steps spread evenly over its time."""
+    for (phase, end), stage in zip(phases, stages, strict=True):
+        secs = stage["seconds"] * slowdown
+        if x < secs:
+            return phase, stage["start"] + int((stage["end"] - stage["start"]) * x / secs), end
+        x -= secs
+    return phases[-1][0], phases[-1][1], phases[-1][1]
+
+
+@pytest.mark.parametrize("slowdown", [0.6, 1.0, 1.8])
+def test_queue_eta_moves_down_with_time_and_never_jumps_past_2x(slowdown: float) -> None:
+    """A comparison whose runs are slower or faster than estimated: the ETA is there from the first second, never
+    stands still while time passes, and never changes by more than 2x from one second to the next."""
+    seq = simulate(slowdown)
+    etas = [eta for _, eta in seq]
+    assert all(eta is not None and eta > 0 for eta in etas)
+    for (t0, a), (t1, b) in zip(seq, seq[1:], strict=False):
+        assert a != b, f"the ETA stood still at {a:.1f} s from t={t0} to t={t1}"
+        assert 0.5 <= b / a <= 2.0, f"the ETA jumped from {a:.1f} s to {b:.1f} s at t={t1}"
+    actual = seq[-1][0] + 1.0
+    assert etas[0] == pytest.approx(359.0)  # one second in: the estimates (360 s), less the second gone
+    late = [eta + t for t, eta in seq if t > actual / 2]  # past half-way, the projected end is near the true one
+    assert all(abs(end - actual) / actual < 0.3 for end in late), (actual, late[:3])
+
+
+def test_queue_eta_uses_the_launch_estimate_before_any_run_finished() -> None:
+    rows = [run("queued", method="manual", estimate=estimated(40, [("choose", 40, 0, 3)])), run("queued", method="b")]
+    eta, unknown = queue_eta(rows, now=0.0)
+    assert eta == 40.0 and unknown == 1  # the old run without an estimate is said to be unknown

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.app.views import label_word_tokens, quick_zero_shot, slot_summary, token_preview
+from core.app.views import QUICK_CHECK_ROWS, label_word_tokens, quick_zero_shot, slot_summary, token_preview
 from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
 from core.templates import Template, TemplateError, Verbalizer
@@ -94,21 +94,41 @@ else:
             st.error(str(err))
 
 st.subheader("Quick zero-shot check")
-n_rows = min(8, len(pool_source))
+n_rows = min(QUICK_CHECK_ROWS, len(pool_source))
+which = "dev" if len(split.dev) else "training"
+capped = f" (the first {n_rows} of {len(pool_source):,})" if n_rows < len(pool_source) else ""
 st.caption(
-    f"Scores every template zero-shot (calibrated) on {n_rows} dev rows with the chosen backbone — a "
-    "sanity check of wording and label words before training, not a result."
+    f"Scores every template zero-shot (calibrated) on {n_rows} {which} rows{capped} with the chosen backbone, "
+    "enough to rank the templates before training — a check of wording and label words, not a result."
 )
-if st.button(f"Check on {n_rows} dev rows", key="zero-shot"):
-    with st.spinner("Loading the backbone and scoring…"):
+if st.button(f"Check on {n_rows} {which} rows", key="zero-shot"):
+    with st.spinner("Loading the backbone…"):
         try:
             backbone = ws.pool.get(spec_name)
-            state["zero_shot"] = quick_zero_shot(backbone, spec, pool_source.subset(range(n_rows)))
-        except (BackboneError, TemplateError) as err:
+        except BackboneError as err:
             st.error(str(err))
+            backbone = None
+    if backbone is not None:
+        bar = st.progress(0.0, text="Scoring…")
+        try:
+            state["zero_shot"] = quick_zero_shot(
+                backbone,
+                spec,
+                pool_source.subset(range(n_rows)),
+                progress=lambda done, total: bar.progress(done / total, text=f"Scored {done:,}/{total:,} rows"),
+            )
+        except TemplateError as err:
+            st.error(str(err))
+        bar.empty()
 if state.get("zero_shot") is not None:
     st.dataframe(
-        state["zero_shot"], hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f")}
+        state["zero_shot"],
+        hide_index=True,
+        column_config={
+            "accuracy": st.column_config.NumberColumn(format="%.2f"),
+            "rows": st.column_config.NumberColumn("rows scored"),
+            "answers": st.column_config.TextColumn("first answers"),
+        },
     )
 link("train", "Next: Train")
 save_draft()

@@ -10,7 +10,7 @@ from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
 from core.app.views import small_dev_warning
 from core.backbone import BackboneError
-from core.compare import default_templates, eval_warnings, parse_k_shots, parse_seeds, plan_units
+from core.compare import default_templates, eval_warnings, parse_k_shots, parse_seeds, plan_units, prompt_spec
 from core.data import DataError
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
@@ -187,26 +187,39 @@ if queued and any(r["active"] for r in ws.runs(queued)):
 else:
     queued = None
 
+request = ComparisonRequest(
+    data=data["bytes"],
+    source_name=data["name"],
+    text_col=data["text_col"],
+    label_col=data["label_col"],
+    text_b_col=data["text_b_col"],
+    templates=prompts["templates"],
+    verbalizer=prompts["verbalizer"],
+    methods=chosen_options,
+    seeds=seeds,
+    backbone=spec,
+    test_size=settings["test_size"],
+    dev_size=settings["dev_size"],
+    split_seed=settings["split_seed"],
+    k_shot=k_shot,
+    max_steps=max_steps,
+    tune=tune,
+    k_shots=k_curve,
+)
+if not errors:
+    try:  # remembered speed, else a probe of a backbone already loaded here (cached), else a size prior
+        with st.spinner("Timing the backbone on this device (a second or two, once)…"):
+            expected = ws.estimate(request, split, prompt_spec(ds, prompts["templates"], prompts["verbalizer"]))
+    except (TemplateError, BackboneError, ValueError, KeyError) as err:
+        st.caption(f"No time estimate: {plain(err)}")
+    else:
+        st.info(
+            f"Expected time: {expected.words(ws.estimate_device())}. Runs start cheapest first (majority, probe, "
+            "manual templates, then the learned methods), so the first answers come early.",
+            icon=":material/schedule:",
+        )
+
 if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(errors) or bool(queued), key="launch"):
-    request = ComparisonRequest(
-        data=data["bytes"],
-        source_name=data["name"],
-        text_col=data["text_col"],
-        label_col=data["label_col"],
-        text_b_col=data["text_b_col"],
-        templates=prompts["templates"],
-        verbalizer=prompts["verbalizer"],
-        methods=chosen_options,
-        seeds=seeds,
-        backbone=spec,
-        test_size=settings["test_size"],
-        dev_size=settings["dev_size"],
-        split_seed=settings["split_seed"],
-        k_shot=k_shot,
-        max_steps=max_steps,
-        tune=tune,
-        k_shots=k_curve,
-    )
     try:
         group = ws.launch(request)
     except (DataError, TemplateError, BackboneError, ValueError) as err:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import artifacts
+from core import artifacts, estimate
 from core.app.backbones import BackbonePool
 from core.compare import Unit, prompt_spec, run_unit
 from core.data import LabeledDataset, Limits, Split, load_dataset, split_dataset
@@ -97,6 +97,14 @@ class RunExecutor:
                 if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
                     self.store.add_artifact(run_id, "peft", row["peft_export"])
             result["backbone"] = backbone.describe()
+            self.remember_speed(config, current_device() or run.get("device") or "cpu", result)
             return result
 
         return fn
+
+    def remember_speed(self, config: dict, device: str, result: dict) -> None:
+        """Keep the finished unit's measured rates for its backbone, device and method: the next estimate of any
+        comparison on them starts from this machine's own speed (core.estimate)."""
+        rates = estimate.measured(result, config["options"], resumed=bool(config.get("resumes")))
+        if rates is not None:
+            self.store.record_throughput(config["backbone"], device, config["method"], **rates)

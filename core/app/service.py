@@ -22,13 +22,14 @@ from typing import Any
 
 import pandas as pd
 
-from core import cluster
+from core import cluster, estimate
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
 from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
 from core.app.views import unit_key
 from core.backbone import BackboneError, LMKind
 from core.compare import (
+    Unit,
     method_options,
     parse_k_shots,
     parse_seeds,
@@ -37,11 +38,11 @@ from core.compare import (
     summarize,
     with_checkpoint_dir,
 )
-from core.data import few_shot_split, load_dataset, split_dataset
+from core.data import Split, few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
-from core.jobs import JobQueue, Launcher, ProcessLauncher, stopping, visible_devices, worker_argv
+from core.jobs import JobQueue, Launcher, ProcessLauncher, place, stopping, visible_devices, worker_argv
 from core.methods import REGISTRY, method_class, method_order
-from core.methods.base import config_from_dict
+from core.methods.base import PromptSpec, config_from_dict
 from core.store import ACTIVE_STATUSES, RunStore
 from core.templates import Template
 
@@ -121,6 +122,7 @@ class Workspace:
         self._lock = threading.Lock()
         self._summaries: dict[str, tuple[tuple, dict]] = {}
         self._run_timings: dict[str, dict[str, float | None]] = {}
+        self._run_estimates: dict[str, dict | None] = {}
 
     def close(self) -> None:
         """Close the store. Runs keep going in their workers (a server stop never stops the work)."""
@@ -185,13 +187,10 @@ class Workspace:
         ctx.settings = settings
         self.runner.remember(group_id, ctx)
         ks = req.k_values()
-        units = plan_units(
-            method_order(req.methods),
-            req.seeds,
-            lambda m: method_options(m, req.methods[m], max_steps=req.max_steps),
-            ks,
-        )
-        for unit in units:
+        units = self.plan(req)
+        expected = self.estimate(units, ctx.spec, ctx.split, settings["backbone"])
+        by_unit = {id(u): e for u, e in zip(units, expected.units, strict=True)}
+        for unit in estimate.cheapest_first(units, expected):  # claimed oldest first: the cheap answers land first
             where = folder / f"k{unit.k_shot}" if len(ks) > 1 else folder  # one checkpoint folder per K on a curve
             config = {
                 "group": group_id,
@@ -201,6 +200,7 @@ class Workspace:
                 "k_shot": unit.k_shot,
                 "tune": req.tune,
                 "backbone": settings["backbone"],
+                "estimate": by_unit[id(unit)].to_json(),  # the Runs page's ETA uses what the Train page showed
             }
             at_k = f" · K={unit.k_shot}" if len(ks) > 1 else ""
             run_id = self.store.create_run(
@@ -214,6 +214,45 @@ class Workspace:
             )
             self.jobs.submit(run_id)
         return group_id
+
+    @staticmethod
+    def plan(req: ComparisonRequest) -> list[Unit]:
+        """The comparison's units (method, seed, K, options, tuning), in the methods' usual order."""
+        units = plan_units(
+            method_order(req.methods),
+            req.seeds,
+            lambda m: method_options(m, req.methods[m], max_steps=req.max_steps),
+            req.k_values(),
+        )
+        for unit in units:
+            unit.tune = req.tune
+        return units
+
+    def estimate_device(self) -> str:
+        """Where a new run would go (an accelerator if there is one): the device its estimate is for."""
+        return place(self.jobs.devices, {})
+
+    def estimate(
+        self, units: Sequence[Unit], spec: PromptSpec, split: Split, backbone: str, *, probe: bool = True
+    ) -> estimate.ComparisonEstimate:
+        """Every unit's expected seconds on this app's device, from remembered speed (runs that finished here on
+        this backbone), else a short probe when the backbone is already loaded in this process (never loaded for
+        it; the probe is cached per backbone and device), else a prior from the backbone's size."""
+        name, device = normalize_spec(backbone), self.estimate_device()
+        remembered = self.store.throughput(name, device)
+        methods = sorted({u.method for u in units})
+        probed = parameters = None
+        if not set(methods) <= set(remembered):
+            loaded = self.pool.peek(name)
+            if loaded is not None and str(loaded.device) == device:
+                probed = estimate.cached_probe(loaded)
+                if probed is None and probe and spec.templates:
+                    rows = split.dev.records or split.train.records
+                    probed = estimate.probe(loaded, rows, spec.templates[0])
+            if probed is None:
+                parameters = inspect_backbone(name).parameters
+        rates = estimate.rates_for(methods, remembered=remembered, probed=probed, parameters=parameters, device=device)
+        return estimate.estimate_comparison(units, spec, split, rates)
 
     def _context(self, group_id: str) -> GroupContext:
         """The group's dataset, split and prompt spec, rebuilt from its folder once per process."""
@@ -260,7 +299,15 @@ class Workspace:
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
             row["stopping"] = stopping(row)
             row.update(self._timings(row) if row["status"] == "succeeded" else {})
+            row["estimate"] = self._estimate_of(row)
         return rows
+
+    def _estimate_of(self, row: dict) -> dict | None:
+        """The estimate stored with the run at launch (None for runs launched before estimates), read once."""
+        if row["id"] not in self._run_estimates:
+            config = (self.store.get_run(row["id"]) or {}).get("config") or {}
+            self._run_estimates[row["id"]] = config.get("estimate")
+        return self._run_estimates[row["id"]]
 
     def _timings(self, row: dict) -> dict[str, float | None]:
         """A finished run's training and test-scoring seconds and where it resumed (read once from its result,
@@ -346,6 +393,13 @@ class UserWorkspace:
 
     def launch(self, req: ComparisonRequest) -> str:
         return self._ws._launch(req, self.owner)
+
+    def estimate(self, req: ComparisonRequest, split: Split, spec: PromptSpec) -> estimate.ComparisonEstimate:
+        """What the comparison `req` would cost here, before launch (see `Workspace.estimate`)."""
+        return self._ws.estimate(self._ws.plan(req), spec, split, req.backbone)
+
+    def estimate_device(self) -> str:
+        return self._ws.estimate_device()
 
     def cancel(self, run_id: str) -> bool:
         self._own_run(run_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pandas as pd
 from core import artifacts
 from core.backbone import Backbone, LMKind
 from core.data import LabeledDataset
+from core.estimate import progress_fraction
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
 from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
@@ -450,20 +451,32 @@ def finished_text(run: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+SPEED_FACTOR_RANGE = (0.5, 2.0)  # how far finished runs may rescale the others' estimates (no jump beyond 2x)
+OWN_RATE_AFTER = 0.1  # share of a run's work after which its own measured rate alone projects its end
+TAIL = 0.05  # a run past its projected end: this share of its estimate, shrinking as it runs on (never "0 s")
+
+
 def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | None, int]:
     """(seconds until every unfinished run is done, how many of them have no estimate yet), one worker assumed.
 
-    A run's length is estimated from finished runs of the same method in the comparison (else of any method);
-    a running one has its estimate minus its elapsed time (at least its current phase's ETA), and counts as
-    unknown once it has outrun its estimate with no phase ETA to go by."""
+    A run launched with an estimate (`estimate`: core.estimate's seconds and stages, the Train page's number) is
+    expected to take that, times how much slower or faster the comparison's finished runs were than theirs
+    (`speed_factor`). A running one projects its end from its own measured rate as its progress comes in
+    (`run_remaining`), so the total moves down while time passes and never jumps by more than 2x once the run has
+    measured its speed. Runs without an estimate (launched before estimates) fall back to the mean wall time of
+    finished runs of the same method (else of any method)."""
     done: dict[str, list[float]] = {}
     for r in runs:
         if r["status"] == "succeeded" and (w := wall_seconds(r)) is not None:
             done.setdefault(r["method"], []).append(w)
     every = [w for ws in done.values() for w in ws]
+    factor = speed_factor(runs)
     total, unknown = 0.0, 0
     for r in runs:
         if r["status"] not in ("queued", "running"):
+            continue
+        if (r.get("estimate") or {}).get("seconds") is not None:
+            total += run_remaining(r, now, factor)
             continue
         same = done.get(r["method"]) or every
         estimate = sum(same) / len(same) if same else None
@@ -480,6 +493,42 @@ def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | No
         else:
             total += estimate
     return (total if unknown < sum(r["status"] in ("queued", "running") for r in runs) else None), unknown
+
+
+def speed_factor(runs: Sequence[Mapping[str, Any]]) -> float:
+    """Finished runs' wall time over their estimates (1 with none), within `SPEED_FACTOR_RANGE`: a loaded machine
+    or a mis-estimated device rescales every estimate still waiting."""
+    actual = expected = 0.0
+    for r in runs:
+        est = (r.get("estimate") or {}).get("seconds")
+        if r["status"] == "succeeded" and est and (w := wall_seconds(r)) is not None:
+            actual, expected = actual + w, expected + est
+    if not expected:
+        return 1.0
+    low, high = SPEED_FACTOR_RANGE
+    return min(max(actual / expected, low), high)
+
+
+def run_remaining(run: Mapping[str, Any], now: float, factor: float = 1.0) -> float:
+    """Seconds left of one run with an estimate: a queued run, its estimate (times `factor`); a running one, its
+    projected total less its elapsed time. The projection blends the estimate with the run's own rate — elapsed
+    time at its last progress report over the share of its work done then (core.estimate.progress_fraction) —
+    the own rate taking over entirely once `OWN_RATE_AFTER` of the work is done. Past its projected end, a small
+    tail that shrinks as time passes: the number always moves, and never reads "0 s" for a run still going."""
+    expected = run["estimate"]["seconds"] * factor
+    started = run.get("started")
+    if run["status"] != "running" or started is None:
+        return expected
+    elapsed = max(now - started, 0.0)
+    projected = expected
+    share = progress_fraction(
+        run["estimate"].get("stages") or [], run.get("phase") or "", run["progress_step"], run["progress_total"]
+    )
+    if share:
+        measured_at = min(max((run.get("updated") or now) - started, 0.0), elapsed)
+        weight = min(share / OWN_RATE_AFTER, 1.0)
+        projected = weight * measured_at / share + (1 - weight) * expected
+    return max(projected - elapsed, TAIL * expected * expected / (expected + elapsed))
 
 
 def card_order(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -646,20 +695,39 @@ def slot_summary(template: str) -> dict[str, int]:
     }
 
 
-def quick_zero_shot(backbone: Backbone, spec: PromptSpec, rows: LabeledDataset) -> pd.DataFrame:
-    """Each manual template scored zero-shot (calibrated) on a few rows: accuracy and the answers."""
+QUICK_CHECK_ROWS = 200  # dev rows the Prompts page's zero-shot check scores at most: enough to rank templates
+
+
+def quick_zero_shot(
+    backbone: Backbone,
+    spec: PromptSpec,
+    rows: LabeledDataset,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = 32,
+) -> pd.DataFrame:
+    """Each manual template scored zero-shot (calibrated) on `rows` (dev, up to `QUICK_CHECK_ROWS`): its accuracy
+    on them, how many were scored, and the first answers. `progress(done, total)` after every chunk of rows, over
+    all templates, so the page can show a bar while a few hundred rows are scored."""
     method = create("manual", spec, {"calibrate": True})
+    total, done = len(spec.templates) * len(rows), 0
     out = []
     for template in spec.templates:
         Template.parse(template).validate(rows.columns, backbone.kind)
         prompt = method.prompt_for(backbone, template, rows.columns)
-        pred = method.scores(backbone, prompt, rows.records).argmax(1).tolist()
+        pred: list[int] = []
+        for lo in range(0, len(rows), chunk):
+            pred += method.scores(backbone, prompt, rows.records[lo : lo + chunk]).argmax(1).tolist()
+            done += min(chunk, len(rows) - lo)
+            if progress is not None:
+                progress(done, total)
         right = sum(int(p == y) for p, y in zip(pred, rows.labels, strict=True))
         out.append(
             {
                 "template": template,
                 "accuracy": right / max(len(rows), 1),
-                "answers": ", ".join(spec.label_names[p] for p in pred),
+                "rows": len(rows),
+                "answers": ", ".join(spec.label_names[p] for p in pred[:8]) + (" …" if len(pred) > 8 else ""),
             }
         )
     return pd.DataFrame(out)

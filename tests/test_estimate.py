@@ -1,0 +1,163 @@
+"""The expected-cost model (core/estimate.py): units costed as the engine runs them, rates remembered in the real
+store after real runs, the probe on a tiny real model, cheapest-first launch, and progress placed in the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import estimate, tuning
+from core.app.runner import RunExecutor
+from core.app.service import Workspace
+from core.compare import Unit, method_options, prompt_spec, run_unit
+from core.data import load_dataset, split_dataset
+from core.methods import create
+from core.store import RunStore
+from tests.test_workspace import ALICE, request, tiny_csv, wait_all
+from tests.tiny_models import save_tiny, tiny_backbone
+from tests.worker_threads import ThreadLauncher
+
+METHODS = ["manual", "baseline", "linear_probe", "autoprompt", "ptuning", "ptuning_v2", "prompt_tuning"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return save_tiny("gpt2", tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def data():
+    dataset = load_dataset(tiny_csv(30), text_col="text", label_col="label")
+    split = split_dataset(dataset, test_size=0.5, dev_size=0.2, seed=0)
+    spec = prompt_spec(dataset, ["{text} It was [MASK]", "{text} overall [MASK]"], None)
+    return split, spec
+
+
+def units(methods=METHODS, *, tune: bool = True, max_steps: int = 30, k_shot: int | None = 4) -> list[Unit]:
+    return [Unit(m, 0, method_options(m, {}, max_steps=max_steps), k_shot, tune) for m in methods]
+
+
+def test_a_unit_costs_what_its_phases_do_and_tuning_counts_the_tuners_trials(data) -> None:
+    split, spec = data
+    rates = estimate.rates_for(METHODS)
+    tuned = estimate.estimate_comparison(units(), spec, split, rates)
+    plain = estimate.estimate_comparison(units(tune=False), spec, split, rates)
+    assert tuned.total == pytest.approx(sum(u.seconds for u in tuned.units)) and tuned.source == estimate.PRIOR
+    by = {u.method: u for u in tuned.units}
+    # P-tuning searches the learning rate (3 values) then the encoder (2 more): 5 trials to their rung, then one
+    ptuning = create("ptuning", spec, units(["ptuning"])[0].options)
+    trials = [s for s in by["ptuning"].stages if s.kind == estimate.TRIAL]
+    assert len(trials) == 1 + sum(len(d.choices) - 1 for d in ptuning.search_space({})) == 5
+    assert {s.end for s in trials} == {tuning.rung(ptuning.config)}
+    (cont,) = [s for s in by["ptuning"].stages if s.kind == estimate.CONTINUE]
+    assert (cont.start, cont.end) == (tuning.rung(ptuning.config), 30)
+    untuned = {u.method: u for u in plain.units}
+    for m in ("autoprompt", "ptuning", "ptuning_v2", "prompt_tuning"):
+        assert by[m].seconds > untuned[m].seconds  # tuning costs more than one fit, never less
+    for m in ("manual", "baseline", "linear_probe"):  # nothing to tune
+        assert by[m].seconds == pytest.approx(untuned[m].seconds)
+    # manual scores every template on dev and test; the majority class costs next to nothing
+    (test,) = [s for s in by["manual"].stages if s.kind == estimate.TEST]
+    assert test.end == len(spec.templates) * len(split.test)
+    assert by["baseline"].seconds < by["linear_probe"].seconds < by["manual"].seconds
+    more_steps = estimate.estimate_comparison(units(["ptuning"], max_steps=90), spec, split, rates)
+    assert more_steps.total > 2 * by["ptuning"].seconds  # steps cost in proportion
+
+
+def test_cheapest_first_puts_the_quick_answers_before_the_learned_methods(data) -> None:
+    split, spec = data
+    plan = units()
+    expected = estimate.estimate_comparison(plan, spec, split, estimate.rates_for(METHODS))
+    order = [u.method for u in estimate.cheapest_first(plan, expected)]
+    assert order[:3] == ["baseline", "linear_probe", "manual"]
+    seconds = {u.method: u.seconds for u in expected.units}
+    assert [seconds[m] for m in order] == sorted(seconds.values())
+
+
+def test_store_remembers_and_blends_throughput(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.db") as store:
+        assert store.throughput("default", "cpu") == {}
+        store.record_throughput("default", "cpu", "ptuning", work_seconds=0.02, example_seconds=0.01)
+        store.record_throughput("default", "cpu", "ptuning", work_seconds=0.04, example_seconds=0.03)
+        store.record_throughput("default", "cpu", "manual", work_seconds=None, example_seconds=0.05)
+        store.record_throughput("default", "cuda:0", "manual", work_seconds=None, example_seconds=0.001)
+        got = store.throughput("default", "cpu")
+    assert got["ptuning"] == {"work_seconds": pytest.approx(0.03), "example_seconds": pytest.approx(0.02), "runs": 2}
+    assert got["manual"]["work_seconds"] is None and set(got) == {"ptuning", "manual"}
+    rates = estimate.rates_for(["ptuning", "manual", "prompt_tuning"], remembered=got)
+    assert rates["ptuning"].source == rates["manual"].source == estimate.MEASURED
+    assert rates["ptuning"].work_seconds == pytest.approx(0.03)
+    assert rates["prompt_tuning"].source == estimate.DERIVED  # scaled from the measured methods by the priors
+    assert rates["prompt_tuning"].work_seconds > rates["ptuning"].work_seconds
+
+
+def test_the_probe_times_a_real_model_once_per_backbone_and_device(data) -> None:
+    split, spec = data
+    backbone = tiny_backbone("gpt2")
+    first = estimate.probe(backbone, split.dev.records, spec.templates[0])
+    assert first.example_seconds > 0 and first.work_seconds > 0
+    assert estimate.probe(backbone, split.dev.records, spec.templates[0]) is first  # cached: no second timing
+    assert estimate.cached_probe(backbone) is first
+    rates = estimate.rates_for(["manual", "ptuning"], probed=first)
+    assert rates["manual"].source == estimate.PROBED
+    assert rates["manual"].example_seconds == pytest.approx(first.example_seconds)
+    words = estimate.estimate_comparison(units(["manual"]), spec, split, rates).words("cpu")
+    assert words.startswith("about ") and "on this CPU, from a short probe" in words
+
+
+def test_a_finished_unit_measures_its_own_rates(data) -> None:
+    split, spec = data
+    backbone = tiny_backbone("gpt2")
+    unit = Unit("prompt_tuning", 0, method_options("prompt_tuning", {"n_tokens": 2}, max_steps=6), 4, True)
+    result = run_unit(backbone, split, spec, unit)
+    rates = estimate.measured(result, unit.options)
+    assert rates["work_seconds"] > 0 and rates["example_seconds"] > 0
+    manual = run_unit(backbone, split, spec, Unit("manual", 0, {}, 4))
+    assert estimate.measured(manual, {})["work_seconds"] is None  # nothing trained: scoring only
+    assert estimate.measured(result, unit.options, resumed=True) is None  # a resumed run's time covers part only
+
+
+def test_launch_queues_cheapest_first_with_estimates_and_remembers_speed(tmp_path: Path, tiny_gpt2: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    executor = RunExecutor(home, RunStore(home / "runs.db"))
+    ws = Workspace(home, launcher=ThreadLauncher(home / "runs.db", executor.job), devices=["cpu"])
+    methods = {"prompt_tuning": {"n_tokens": 2}, "manual": {}, "linear_probe": {}, "baseline": {}}
+    req = request(tiny_gpt2, methods=methods, seeds=[0], max_steps=4)
+    group = ws.user(ALICE).launch(req)
+    runs = sorted(wait_all(ws, group), key=lambda r: r["created"])
+    assert all(r["status"] == "succeeded" for r in runs)
+    seconds = [r["estimate"]["seconds"] for r in runs]
+    assert seconds == sorted(seconds)  # created, so claimed, in order of expected cost
+    assert runs[0]["method"] == "baseline"  # (a tiny model: the probe's fixed L-BFGS may outweigh 4 steps)
+    assert [r["started"] for r in runs] == sorted(r["started"] for r in runs)  # claimed in that order
+    assert all(r["estimate"]["seconds"] > 0 and r["estimate"]["stages"] for r in runs)
+    remembered = ws.store.throughput(str(tiny_gpt2), "cpu")
+    assert {"manual", "linear_probe", "prompt_tuning"} <= set(remembered)
+    ctx = ws.user(ALICE).context(group)
+    again = ws.user(ALICE).estimate(req, ctx.split, ctx.spec)
+    assert {u.method: u.source for u in again.units}["prompt_tuning"] == estimate.MEASURED
+    ws.close()
+    executor.store.close()
+
+
+def test_progress_is_placed_in_the_plan_and_only_moves_forward(data) -> None:
+    split, spec = data
+    (unit,) = estimate.estimate_comparison(
+        units(["ptuning"], max_steps=30), spec, split, estimate.rates_for(["ptuning"])
+    ).units
+    stages = unit.to_json()["stages"]
+    at = tuning.rung(create("ptuning", spec, {"max_steps": 30}).config)
+    seen = [("tuning on dev, trial 1/5: lr 0.003 · training", 0, 30)]
+    for trial in range(1, 6):
+        label = f"tuning on dev, trial {trial}/5: lr 0.003"
+        seen += [(f"{label} · training", s, 30) for s in range(1, at + 1)]
+        seen.append((f"{label} · evaluating on dev", at, 30))
+    seen += [("tuning on dev: continuing lr 0.003 to the full budget · training", s, 30) for s in range(at, 31)]
+    seen += [("scoring the test split", n, 60) for n in range(0, 61, 15)]
+    seen.append(("saving the prompt files", 60, 60))
+    shares = [estimate.progress_fraction(stages, *row) for row in seen]
+    assert all(s is not None for s in shares)
+    assert shares == sorted(shares) and shares[0] == 0.0 and shares[-1] == pytest.approx(1.0)
+    assert estimate.progress_fraction(stages, "", 0, 0) is None
