@@ -60,9 +60,11 @@ def plan(backbone, split, spec, methods: list[str], args) -> tuple[list[Unit], d
         from core import estimate  # noqa: PLC0415  (absent in checkouts before issue 24)
     except ImportError:
         return units, None
-    guess = estimate.estimate_comparison(backbone, split, spec, units)
-    order = estimate.cheapest_first(units, guess)
-    return order, {u.method: guess.seconds[i] for i, u in enumerate(units)} | {"total": guess.total}
+    probed = estimate.probe(backbone, split.train.records, spec.templates[0])  # a first launch on this device
+    rates = estimate.rates_for(methods, probed=probed)
+    guess = estimate.estimate_comparison(units, spec, split, rates)
+    by_method = {u.method: e.seconds for u, e in zip(units, guess.units, strict=True)}
+    return estimate.cheapest_first(units, guess), {**by_method, "total": guess.total, "source": guess.source}
 
 
 def run(backbone, split, spec, units: list[Unit]) -> dict:
@@ -127,7 +129,10 @@ def report(result: dict, estimate: dict | None, against: dict | None) -> None:
         print(f"speed-up before / now: {against['result']['seconds'] / result['seconds']:.2f}x")
     if estimate:
         error = (estimate["total"] - result["seconds"]) / result["seconds"]
-        print(f"ETA at launch {estimate['total']:.0f} s vs actual {result['seconds']:.0f} s: error {error:+.0%}")
+        print(
+            f"ETA at launch {estimate['total']:.0f} s ({estimate['source']}) vs actual {result['seconds']:.0f} s: "
+            f"error {error:+.0%}"
+        )
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB, prefix cache hit rate {result['hit_rate']:.2f}")
 
 

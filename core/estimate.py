@@ -181,10 +181,20 @@ def _eval_interval(config: Any) -> int:
     return max(1, int(getattr(config, "eval_interval", 0) or getattr(config, "eval_every", 0) or 1))
 
 
-def _evals(config: Any, steps: int) -> int:
-    """Dev evaluations in `steps` steps: every interval, plus the last step."""
+def _evals(config: Any, steps: int, start: int = 0) -> int:
+    """Dev evaluations after steps start+1 .. `steps`: the training loop's own schedule (`evaluates_at`), else every
+    `eval_every` iterations plus the last."""
+    if hasattr(config, "evaluates_at"):
+        return sum(config.evaluates_at(s) for s in range(start + 1, steps + 1))
     every = _eval_interval(config)
-    return steps // every + (1 if steps % every else 0)
+    return steps // every + (1 if steps % every else 0) - (start // every)
+
+
+def _as_trial(config: Any, at: int) -> Any:
+    """`config` as tuning runs it to its rung `at`: scored on dev once, there (`core.tuning`)."""
+    if at < config.max_steps and hasattr(config, "eval_from"):
+        return dataclasses.replace(config, eval_from=at)
+    return config
 
 
 def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Any]:
@@ -225,10 +235,10 @@ def estimate_unit(
         else:
             for c in configs:
                 at = tuning.rung(c)
-                stages.append(Stage(TRIAL, at * step_work(c) * w + _evals(c, at) * n_dev * e, 0, at))
+                stages.append(Stage(TRIAL, at * step_work(c) * w + _evals(_as_trial(c, at), at) * n_dev * e, 0, at))
             at = tuning.rung(cfg)
             rest = cfg.max_steps - at
-            more = _evals(cfg, cfg.max_steps) - _evals(cfg, at)
+            more = _evals(_as_trial(cfg, at), cfg.max_steps, at)
             stages.append(Stage(CONTINUE, rest * step_work(cfg) * w + more * n_dev * e, at, cfg.max_steps))
         calibration = CONTENT_FREE_ROWS * e if cls.calibratable else 0.0
         stages.append(Stage(TEST, n_test * e + calibration, 0, max(n_test, 1)))
@@ -357,9 +367,9 @@ def measured(result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: 
     known = {k: v for k, v in options.items() if k in fields and k != "checkpoint_dir"}
     base = cls.config_cls(**{k: v for k, v in known.items()})
     trials = (first.get("tuning") or {}).get("trials") or []
-    runs = [(dataclasses.replace(base, **t["options"]), t.get("steps") or 0) for t in trials] or [
-        (base, first.get("steps") or 0)
-    ]
+    runs = [
+        (_as_trial(dataclasses.replace(base, **t["options"]), t.get("rung") or 0), t.get("steps") or 0) for t in trials
+    ] or [(base, first.get("steps") or 0)]
     work = sum(steps * step_work(c) for c, steps in runs)
     evals = sum(_evals(c, steps) for c, steps in runs)
     train = result.get("train_seconds") or 0.0
