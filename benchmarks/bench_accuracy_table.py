@@ -97,6 +97,7 @@ def table_for(results: dict) -> dict:
             continue
         mean, std = mean_std(r["per_seed"])
         entry = {"name": r["name"], "accuracy": mean, "std": std, "per_seed": r["per_seed"]}
+        entry["steps"] = r.get("steps_per_seed") or [r.get("steps")]  # older results keep the first seed's only
         entry["versus_best"] = paired(r, best, gold)
         entry["tuning"] = [t.get("summary") if t else None for t in r.get("tuning") or []]
         family, _, _ = r["method"].partition("@")
@@ -112,9 +113,9 @@ def table_for(results: dict) -> dict:
 
 def markdown(summary: dict) -> str:
     lines = [
-        "| dataset | K | best template | median | manual on dev | method | accuracy | vs best template: diff "
-        "(95% CI), p | target |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | K | best template | median | manual on dev | method | accuracy | steps used | vs best template: "
+        "diff (95% CI), bootstrap p, McNemar p | target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, t in summary.items():
         dataset, k = key.rsplit("-k", 1)
@@ -124,8 +125,9 @@ def markdown(summary: dict) -> str:
             target = "–" if "target" not in e else f"{'met' if e['met'] else 'NOT met'} (≥ {e['target']})"
             lines.append(
                 f"| {dataset} | {k} | {b['best']:.3f} | {b['median']:.3f} | {b['on_dev']:.3f} | {m} | "
-                f"{e['accuracy']:.3f} ± {e['std']:.3f} | {boot['diff']:+.3f} ({boot['ci_low']:+.3f}, "
-                f"{boot['ci_high']:+.3f}), p={boot['p_value']:.3f} | {target} |"
+                f"{e['accuracy']:.3f} ± {e['std']:.3f} | {', '.join(map(str, e.get('steps') or []))} | "
+                f"{boot['diff']:+.3f} ({boot['ci_low']:+.3f}, {boot['ci_high']:+.3f}), p={boot['p_value']:.3f}, "
+                f"{e['versus_best']['mcnemar']['p_value']:.3f} | {target} |"
             )
     versions = [
         f"{key} {m}: {e['accuracy'] - t['methods'][m.partition('@')[0]]['accuracy']:+.3f} against "

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from core.backbone import Backbone, LMKind
-from core.scoring import ScoringPlan, target_logits
+from core.scoring import ScoringPlan, map_batches, target_logits
 from core.templates import Template, encode_batch
 from core.trigger_search import candidate_filter
 
@@ -35,32 +35,21 @@ def slot_features(
         raise ValueError(f"{backbone.name} has no output embedding layer; label-word search needs an LM head")
     fill = [backbone.mask_id] if backbone.kind is LMKind.MASKED else []
     captured: list[torch.Tensor] = []
+
+    def features(chunk: list[Mapping[str, str]]) -> torch.Tensor:
+        enc = encode_batch(backbone, template, chunk, fill, 1, trigger_ids=trigger_ids, max_length=max_length)
+        captured.clear()
+        target_logits(backbone, enc)
+        h = captured[-1]
+        if h.shape[1] != 1:  # families whose full logits were computed: pick the label position
+            return h[torch.arange(h.shape[0], device=h.device), enc.target_pos[:, 0].to(h.device)]
+        return h[:, 0]
+
     handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    out = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(records), batch_size):
-                enc = encode_batch(
-                    backbone,
-                    template,
-                    records[start : start + batch_size],
-                    fill,
-                    1,
-                    trigger_ids=trigger_ids,
-                    max_length=max_length,
-                )
-                captured.clear()
-                target_logits(backbone, enc)
-                h = captured[-1]
-                if h.shape[1] != 1:  # families whose full logits were computed: pick the label position
-                    rows = torch.arange(h.shape[0], device=h.device)
-                    h = h[rows, enc.target_pos[:, 0].to(h.device)]
-                else:
-                    h = h[:, 0]
-                out.append(h.float().cpu())
+    try:  # batches of similar length, as every scorer's (little padding: a probe run first pays the text's states)
+        return map_batches(records, batch_size, features, backbone.hidden_size)
     finally:
         handle.remove()
-    return torch.cat(out)
 
 
 def train_probe(
