@@ -1,0 +1,52 @@
+"""The estimate a first launch gets (no speed measured yet: the size prior) against a comparison that ran.
+
+Reads a finished `core compare` folder (results.json) of the airline tweets at K = 16, 50 steps, tuning on, seeds
+0-2 (as `bench_accuracy_table.py --datasets airline_tweets --k-shots 16 --max-steps 50` writes it), estimates the same
+comparison with `core.estimate` and prints each method's error and the total's: an out-of-sample check of the
+priors, which were calibrated on the movie-review comparison (benchmarks/RESULTS.md, issue 24).
+
+    python benchmarks/eta_against_run.py /tmp/acc/airline_tweets-k16
+"""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from core import estimate  # noqa: E402
+from core.compare import method_options, plan_units, prompt_spec  # noqa: E402
+from core.data import load_dataset, split_dataset  # noqa: E402
+
+METHODS = ("manual", "ptuning", "ptuning_v2", "prompt_tuning")
+PARAMETERS = 134_515_008  # SmolLM2-135M
+
+
+def main() -> None:
+    results = json.loads((Path(sys.argv[1]) / "results.json").read_text())
+    dataset = load_dataset(ROOT / "data/samples/airline_tweets.csv")
+    split, spec = split_dataset(dataset, test_size=0.5, seed=0), prompt_spec(dataset)
+    units = plan_units(METHODS, [0, 1, 2], lambda m: method_options(m, {}, max_steps=50), [16])
+    for unit in units:
+        unit.tune = True
+    rates = estimate.rates_for(METHODS, parameters=PARAMETERS, device="cpu")
+    guess = estimate.estimate_comparison(units, spec, split, rates)
+    expected: dict[str, float] = {}
+    for unit, est in zip(units, guess.units, strict=True):
+        expected[unit.method] = expected.get(unit.method, 0.0) + est.seconds
+    actual = {  # training and test scoring, per seed on average, times the seeds
+        m["method"]: (m["train_seconds"] + m["test_seconds"]) * m["n_seeds"]
+        for m in results["methods"]
+        if m["primary"]
+    }
+    for m in METHODS:
+        error = (expected[m] - actual[m]) / actual[m]
+        print(f"{m:14s} estimate {expected[m]:7.0f} s  actual {actual[m]:7.0f} s  error {error:+.0%}")
+    total_e, total_a = sum(expected.values()), sum(actual.values())
+    print(
+        f"total: estimate {total_e:.0f} s ({guess.source}) vs actual {total_a:.0f} s: {(total_e - total_a) / total_a:+.0%}"
+    )
+
+
+if __name__ == "__main__":
+    main()
