@@ -79,7 +79,7 @@ tables)
         > "$OUT/accuracy_table.log" 2>&1
     $PY benchmarks/bench_accuracy_table.py --table-only --out /tmp/acc ${TABLE_ARGS:-} > /dev/null 2>&1
     cat "$OUT/accuracy_table.log" /tmp/acc/table.md
-    timeout "${COMPARISON_S:-150}" $PY benchmarks/bench_comparison.py --device cuda --modes cache,nocache \
+    timeout "${COMPARISON_S:-150}" $PY benchmarks/bench_comparison.py --device cuda \
         --threads 2 --json "$OUT/comparison_gpu.json" 2>&1 | grep -v "Loading weights" | tail -n 16
     cp /tmp/acc/summary.json "$OUT/accuracy_summary.json"
     tar czf "$OUT/accuracy_runs.tgz" --exclude='*.safetensors' --exclude=checkpoints -C /tmp acc  # no weights
