@@ -106,7 +106,7 @@ def test_progress_is_throttled_but_loses_no_step(tmp_path: Path) -> None:
 
 def test_cancel_running_job_ends_cancelled_within_a_step(jobs: Jobs) -> None:
     store = jobs.store
-    run_id, started = new_run(store), threading.Event()
+    run_id, started, looked = new_run(store), threading.Event(), threading.Event()
 
     def job(progress: ProgressFn, should_stop: StopFn) -> dict:
         started.set()
@@ -114,16 +114,17 @@ def test_cancel_running_job_ends_cancelled_within_a_step(jobs: Jobs) -> None:
         while True:
             step += 1
             progress(step, 10**9, {"loss": 1.0})
-            if should_stop():
+            if looked.is_set() and should_stop():  # the test reads the card's state first: no race with the stop
                 raise Cancelled
             time.sleep(0.001)
 
     jobs.submit(run_id, job)
     assert started.wait(TIMEOUT)
     assert store.get_run(run_id)["status"] == "running"
-    t0 = time.monotonic()
     assert jobs.queue.cancel(run_id)
     assert jobs.queue.is_stopping(run_id)  # what the card shows until the job sees should_stop()
+    t0 = time.monotonic()
+    looked.set()
     assert jobs.queue.wait(run_id, TIMEOUT) == "cancelled"
     assert time.monotonic() - t0 < 1.0
     assert store.get_run(run_id)["result"] is None
