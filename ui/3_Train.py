@@ -214,8 +214,8 @@ if not errors:
         st.caption(f"No time estimate: {plain(err)}")
     else:
         st.info(
-            f"Expected time: {expected.words(ws.estimate_device())}. Runs start cheapest first (majority, probe, "
-            "manual templates, then the learned methods), so the first answers come early.",
+            f"Expected time: {expected.words(ws.estimate_device())}. Runs start with what trains nothing (majority, "
+            "manual templates), then the rest cheapest first (probe, learned methods), so the first answers come early.",
             icon=":material/schedule:",
         )
 

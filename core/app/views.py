@@ -22,6 +22,7 @@ from core.data import LabeledDataset
 from core.estimate import progress_fraction
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
+from core.store import ACTIVE_STATUSES
 from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
 from core.tuning import SMALL_DEV
 
@@ -236,16 +237,13 @@ def _against_reference(summary: Mapping[str, Any], winner: Mapping[str, Any]) ->
     return ""
 
 
-ACTIVE = ("queued", "running")
-
-
 def provisional_verdict(
     summary: Mapping[str, Any] | None, runs: Sequence[Mapping[str, Any]], now: float
 ) -> str | None:
     """While any run of the comparison is queued or running, what its finished runs say so far, marked provisional,
     with what is still to come and about how long it takes (`queue_eta`); None once the last run has ended (the
     normal verdict then). `summary` is built from succeeded runs only, so its significance is among those alone."""
-    waiting = [r for r in runs if r["status"] in ACTIVE]
+    waiting = [r for r in runs if r["status"] in ACTIVE_STATUSES]
     if not waiting:
         return None
     current = [r for r in runs if not r.get("superseded")]
