@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 TRAINED_PREFERENCE = ("prompt_tuning", "ptuning")  # fast on a tiny model, and both save soft-prompt files
-E2E_STEPS = 300  # enough for the progress bar to be seen moving on a tiny model
+E2E_STEPS = 600  # enough for the progress bar to be seen moving on a tiny model
 PATIENCE_LABEL = LABELS["patience"]  # early stopping off in the test, so a run takes all its steps
 
 
@@ -334,8 +334,10 @@ class Driver:
     def watch_progress(self, timings: Timings, total: int, timeout: float = 90) -> None:
         """Record what the live fragment shows, and time page responses, until training ends."""
         self.nav("Runs")
-        deadline = time.monotonic() + timeout
         pattern = re.compile(rf"step (\d+)/{total}")
+        # The trained run is queued after the cheap ones (cheapest first), so the watch starts when it does.
+        self.see(pattern, timeout=240)
+        deadline = time.monotonic() + timeout
         finished = False
         while time.monotonic() < deadline and not finished:
             self.record_phases(timings)
@@ -343,7 +345,8 @@ class Driver:
                 if m := pattern.search(text):
                     timings.progress_updates.append((time.monotonic(), int(m.group(1))))
                     finished = int(m.group(1)) >= total
-            if not finished and len(timings.toggle_rerun) < 3 and timings.progress_updates:
+            moved = len({s for _, s in timings.progress_updates}) >= 2  # see it move before timing other clicks
+            if not finished and len(timings.toggle_rerun) < 3 and moved:
                 toggle = self.page.get_by_text("Show superseded attempts", exact=True)
                 start = time.perf_counter()
                 toggle.click()
