@@ -1,13 +1,17 @@
-"""The estimate a first launch gets (no speed measured yet: the size prior) against a comparison that ran.
+"""The estimate a first launch gets (no speed measured yet) against a comparison that ran.
 
 Reads a finished `core compare` folder (results.json) of the airline tweets at K = 16, 50 steps, tuning on, seeds
 0-2 (as `bench_accuracy_table.py --datasets airline_tweets --k-shots 16 --max-steps 50` writes it), estimates the same
 comparison with `core.estimate` and prints each method's error and the total's: an out-of-sample check of the
-priors, which were calibrated on the movie-review comparison (benchmarks/RESULTS.md, issue 24).
+priors, which were calibrated on the movie-review comparison (benchmarks/RESULTS.md, issue 24). Two first launches:
+the size prior (no backbone loaded yet), and `--probe`, a short probe of the loaded backbone on this data (what the
+Train page uses when the backbone is loaded in the server), so the machine's own speed is measured and only the
+per-method ratios carry over.
 
-    python benchmarks/eta_against_run.py /tmp/acc/airline_tweets-k16
+    python benchmarks/eta_against_run.py /tmp/acc/airline_tweets-k16 [--probe]
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,13 +27,22 @@ PARAMETERS = 134_515_008  # SmolLM2-135M
 
 
 def main() -> None:
-    results = json.loads((Path(sys.argv[1]) / "results.json").read_text())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="the compare output folder holding results.json")
+    parser.add_argument("--probe", action="store_true", help="probe the default backbone here instead of the prior")
+    args = parser.parse_args()
+    results = json.loads((Path(args.run) / "results.json").read_text())
     dataset = load_dataset(ROOT / "data/samples/airline_tweets.csv")
     split, spec = split_dataset(dataset, test_size=0.5, seed=0), prompt_spec(dataset)
     units = plan_units(METHODS, [0, 1, 2], lambda m: method_options(m, {}, max_steps=50), [16])
     for unit in units:
         unit.tune = True
-    rates = estimate.rates_for(METHODS, parameters=PARAMETERS, device="cpu")
+    probed = None
+    if args.probe:
+        from core.backbone import load_backbone  # noqa: PLC0415  (only when asked: loading takes seconds)
+
+        probed = estimate.probe(load_backbone("default", device="cpu"), split.train.records, spec.templates[0])
+    rates = estimate.rates_for(METHODS, probed=probed, parameters=PARAMETERS, device="cpu")
     guess = estimate.estimate_comparison(units, spec, split, rates)
     expected: dict[str, float] = {}
     for unit, est in zip(units, guess.units, strict=True):
