@@ -8,7 +8,9 @@ prompt tuning) with its default options, K = 32 per label, one seed, tuning on d
 - the time to the first provisional verdict (the first prompting method's row, manual or learned: the baselines
   alone say nothing about prompts), counted from launch with the backbone loaded, and when each method's row lands;
 - wall seconds per method and in total, test accuracy, steps used, peak RSS and the prefix cache's hit rate;
-- the estimate made before launch (`core.estimate.estimate_comparison`) against the actual time: the ETA error.
+- the estimate made before launch (`core.estimate.estimate_comparison`) against the actual time: the ETA error;
+- with `--against`, each method's McNemar p against the other checkout's predictions on the same test rows, so a
+  speed-up that cost accuracy shows as a significant difference, not as noise in the accuracy column.
 
 `--json` keeps the numbers, so a run of an older checkout (`--label before`) and this one can be compared by
 `--against FILE`, which prints the two side by side.
@@ -36,6 +38,7 @@ from core import prefix_cache  # noqa: E402
 from core.backbone import load_backbone  # noqa: E402
 from core.compare import Unit, method_options, prompt_spec, run_unit  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
+from core.evaluate import mcnemar_test  # noqa: E402
 
 METHODS = ("manual", "baseline", "linear_probe", "autoprompt", "ptuning", "ptuning_v2", "prompt_tuning")
 BASELINES = ("baseline", "linear_probe")  # majority class and the head-only probe: bars, not prompts
@@ -99,12 +102,19 @@ def run(backbone, split, spec, units: list[Unit]) -> dict:
     return out
 
 
-def report(result: dict, estimate: dict | None, against: dict | None) -> None:
+def paired_p(new: dict, old: dict, gold: list[int]) -> str:
+    """McNemar p of a method's test predictions now against the other checkout's ('same' when they agree)."""
+    if new["predictions"] == old["predictions"]:
+        return "same"
+    return f"{mcnemar_test(new['predictions'], old['predictions'], gold)['p_value']:.3f}"
+
+
+def report(result: dict, estimate: dict | None, against: dict | None, gold: list[int]) -> None:
     methods = result["order"]
     old = (against or {}).get("result", {}).get("methods", {})
     print(f"{'method':16s} {'seconds':>9s} {'landed at':>10s} {'accuracy':>9s} {'steps':>6s}", end="")
     print(f" {'estimate':>9s}" if estimate else "", end="")
-    print(f" {'before s':>9s} {'before acc':>10s} {'ratio':>6s}" if old else "")
+    print(f" {'before s':>9s} {'before acc':>10s} {'ratio':>6s} {'McNemar p':>9s}" if old else "")
     for name in methods:
         m = result["methods"][name]
         line = f"{name:16s} {m['seconds']:9.1f} {m['landed_at']:10.1f} {m['accuracy']:9.3f} {str(m['steps']):>6s}"
@@ -112,6 +122,7 @@ def report(result: dict, estimate: dict | None, against: dict | None) -> None:
             line += f" {estimate.get(name, float('nan')):9.1f}"
         if name in old:
             line += f" {old[name]['seconds']:9.1f} {old[name]['accuracy']:10.3f} {old[name]['seconds'] / m['seconds']:5.2f}x"
+            line += f" {paired_p(m, old[name], gold):>9s}"
         print(line)
     print(f"{'total':16s} {result['seconds']:9.1f}", end="")
     print(f" {'':10s} {'':9s} {'':6s} {estimate['total']:9.1f}" if estimate else "", end="")
@@ -152,6 +163,7 @@ def main() -> None:
     parser.add_argument("--label", default="now", help="what this checkout is, kept in the JSON (e.g. before)")
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--against", help="a JSON this script wrote for another checkout: print both side by side")
+    parser.add_argument("--report", help="a JSON this script wrote: print its report (with --against) without running")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
@@ -159,6 +171,10 @@ def main() -> None:
     if args.test_rows:
         split = replace(split, test=split.test.subset(list(range(min(args.test_rows, len(split.test))))))
     spec = prompt_spec(dataset)
+    against = json.loads(Path(args.against).read_text()) if args.against else None
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        return report(saved["result"], saved["estimate"], against, list(split.test.labels))
     backbone = load_backbone(args.backbone, device=args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     load_start = load_average()
@@ -169,8 +185,7 @@ def main() -> None:
         f"seed {args.seed}, tuning {'off' if args.no_tune else 'on'}, {backbone.name}, {backbone.device} "
         f"{backbone.dtype}, {args.threads} threads; load average {load_start} at start, {load_average()} at end"
     )
-    against = json.loads(Path(args.against).read_text()) if args.against else None
-    report(result, estimate, against)
+    report(result, estimate, against, list(split.test.labels))
     if args.json:
         payload = {"label": args.label, "args": vars(args), "estimate": estimate, "result": result}
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
