@@ -296,29 +296,34 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
     assert table.loc[table["prompt"] == "Majority class", "calibration"].item().startswith("uncalibrated")
 
 
+def long_request(tiny_gpt2: Path, *, manual: bool = False):
+    """A comparison on the tiny CSV whose prompt-tuning run trains far longer than any test looks (100,000 steps),
+    with a manual run queued first when `manual`: a run that is still active whenever the page is read."""
+    from core.app.service import ComparisonRequest
+
+    methods = {"manual": {}} if manual else {}
+    return ComparisonRequest(
+        data=tiny_csv(),
+        source_name="tiny.csv",
+        text_col="text",
+        label_col="label",
+        templates=["{text} It was [MASK]"],
+        verbalizer={"positive": ["good"], "negative": ["bad"]},
+        methods={**methods, "prompt_tuning": {"patience": 0, "eval_every": 5}},
+        seeds=[0],
+        backbone=str(tiny_gpt2),
+        k_shot=4,
+        max_steps=100_000,
+        tune=False,
+    )
+
+
 def test_compare_opens_a_running_comparison_with_a_provisional_verdict(home: Path, tiny_gpt2: Path) -> None:
     """Manual lands first, a long prompt-tuning run still trains: Compare shows the manual row and the verdict so
     far, marked provisional, with what is still to come, and the share link; Runs says the same above its cards.
     Once the last run ends (cancelled here: a long run), the normal verdict replaces it."""
-    from core.app.service import ComparisonRequest
-
     mine = workspace().user("user:someone@example.org")
-    group = mine.launch(
-        ComparisonRequest(
-            data=tiny_csv(),
-            source_name="tiny.csv",
-            text_col="text",
-            label_col="label",
-            templates=["{text} It was [MASK]"],
-            verbalizer={"positive": ["good"], "negative": ["bad"]},
-            methods={"manual": {}, "prompt_tuning": {"patience": 0, "eval_every": 5}},
-            seeds=[0],
-            backbone=str(tiny_gpt2),
-            k_shot=4,
-            max_steps=100_000,
-            tune=False,
-        )
-    )
+    group = mine.launch(long_request(tiny_gpt2, manual=True))
     manual, learned = sorted(mine.runs(group), key=lambda r: r["method"] != "manual")
     try:
         provisional_then_final(mine, manual, learned)
@@ -337,7 +342,8 @@ def provisional_then_final(mine, manual: dict, learned: dict) -> None:
     shown = texts(at.info)
     assert "Provisional — so far (1 of 2 runs scored): your template #1" in shown, shown
     assert "Prompt tuning still training" in shown and "is best" not in texts(at.success)
-    assert "Under way: Prompt tuning · seed 0 — training · step" in texts(at.caption)
+    under_way = r"Under way: Prompt tuning · seed 0 — (training · step|evaluating on dev after step) \d"
+    assert re.search(under_way, texts(at.caption)), texts(at.caption)  # it evaluates on dev every 5 steps
     assert any("?share=" in c.value for c in at.code)  # the owner's share link, while it runs
     table = at.dataframe[0].value
     assert set(table["method"]) == {"Manual prompt"}  # the finished run's rows only
@@ -369,27 +375,11 @@ def test_predict_names_an_uploaded_prompt_by_its_own_name(home: Path) -> None:
 def test_runs_page_shows_a_run_whose_worker_died_and_resumes_it(home: Path, tiny_gpt2: Path) -> None:
     """SIGKILL the worker process mid-run: the card says interrupted (with its last step and no finish time
     error), keeps its curve and offers Resume, which queues a new attempt (cancelled here: it is a long run)."""
-    from core.app.service import ComparisonRequest
     from tests.test_worker_processes import kill_worker_of, wait_running
 
     ws = workspace()
     mine = ws.user("user:someone@example.org")
-    group = mine.launch(
-        ComparisonRequest(
-            data=tiny_csv(),
-            source_name="tiny.csv",
-            text_col="text",
-            label_col="label",
-            templates=["{text} It was [MASK]"],
-            verbalizer={"positive": ["good"], "negative": ["bad"]},
-            methods={"prompt_tuning": {"patience": 0, "eval_every": 5}},
-            seeds=[0],
-            backbone=str(tiny_gpt2),
-            k_shot=4,
-            max_steps=100_000,
-            tune=False,
-        )
-    )
+    group = mine.launch(long_request(tiny_gpt2))
     (run,) = mine.runs(group)
     wait_running(ws.store, run["id"], min_step=3)
     kill_worker_of(ws.store, run["id"])
