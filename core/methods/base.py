@@ -145,6 +145,7 @@ class MethodBase:
     data_parallel: ClassVar[bool] = False  # fit can split its batches across processes (core.distributed)
     calibratable: ClassVar[bool] = True  # its scores depend on the input, so content-free calibration means something
     zero_shot: ClassVar[bool] = False  # learns nothing from train rows: one K stands for all on a learning curve
+    fine_tunes: ClassVar[bool] = False  # a fine-tuning reference (changes the backbone): prompts are read against it
 
     def __init__(self, spec: PromptSpec, config: Any = None):
         self.spec = spec
