@@ -4,9 +4,10 @@
         --seeds 0,1,2 --max-steps 50 --out /tmp/vs_ft            # runs what is missing, then the table
     python benchmarks/bench_versus_finetuning.py --table-only --out /tmp/vs_ft --datasets ... --k-shots ...
 
-Each (dataset, K) is two `python -m core compare` processes on the same split (split seed 0), tuning on dev on:
-the fine-tuning rows (finetune, prompt_finetune, lora), then the prompt methods. A finished process's folder is
-kept and not run again, so a long benchmark can be stopped and continued. The table gives each row's accuracy
+Each (dataset, K, seed) is two `python -m core compare` processes on the same split (split seed 0), tuning on dev
+on: the fine-tuning rows (finetune, prompt_finetune, lora), then the prompt methods; seed by seed, so the table
+holds every seed finished so far. A finished process's folder is kept and not run again: a long benchmark can be
+stopped and continued. The table gives each row's accuracy
 (mean ± std over seeds), trainable parameters, train seconds, peak memory, and for every other row its share of the
 best fine-tuning row's accuracy (that row chosen on dev, never on test), its parameter share and time ratio, and the
 paired tests of the difference (bootstrap and McNemar over each seed's test rows, `core.evaluate`).
@@ -34,20 +35,49 @@ PROMPTS = "manual,baseline,linear_probe,autoprompt,ptuning,ptuning_v2,prompt_tun
 FINE_TUNES = "manual,baseline,finetune,prompt_finetune,lora"  # manual again: each run's own reference row
 
 
-def run(dataset: str, k: int, family: str, methods: str, args: argparse.Namespace) -> Path:
-    """One compare process into `out/<dataset>-k<K>/<family>` unless its results.json is already there."""
-    out = Path(args.out) / f"{dataset}-k{k}" / family
+def run(dataset: str, k: int, seed: int, family: str, methods: str, args: argparse.Namespace) -> Path:
+    """One compare process into `out/<dataset>-k<K>/<family>-seed<seed>` unless its results.json is there."""
+    out = Path(args.out) / f"{dataset}-k{k}" / f"{family}-seed{seed}"
     if (out / "results.json").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "core", "compare", "--data", str(ROOT / "data/samples" / f"{dataset}.csv")]
-    cmd += ["--k-shot", str(k), "--seeds", args.seeds, "--methods", methods, "--max-steps", str(args.max_steps)]
+    cmd += ["--k-shot", str(k), "--seeds", str(seed), "--methods", methods, "--max-steps", str(args.max_steps)]
     cmd += ["--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     start = time.perf_counter()
     with open(out / "log.txt", "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    print(f"{dataset} K={k} {family}: exit {rc} in {time.perf_counter() - start:.0f} s, load {os.getloadavg()}")
+    print(
+        f"{dataset} K={k} seed {seed} {family}: exit {rc} in {time.perf_counter() - start:.0f} s, load {os.getloadavg()}"
+    )
+    return out
+
+
+def merge_seeds(parts: list[dict]) -> dict:
+    """One family's results from runs of one seed each, as one run of all of them: per prompt, the seeds' rows."""
+    out = {**parts[0], "methods": []}
+    by_name: dict[str, list[dict]] = {}
+    for part in parts:
+        if part["test_labels"] != parts[0]["test_labels"]:
+            raise SystemExit("the seeds' runs scored different test rows; only one split can be merged")
+        for row in part["methods"]:
+            by_name.setdefault(row["name"], []).append(row)
+    for rows in by_name.values():
+        per_seed = [a for r in rows for a in r["per_seed"]]
+        dev = [r["dev_accuracy"] for r in rows if r.get("dev_accuracy") is not None]
+        out["methods"].append(
+            {
+                **rows[0],
+                "per_seed": per_seed,
+                "accuracy": sum(per_seed) / len(per_seed),
+                "seeds": [s for r in rows for s in r["seeds"]],
+                "predictions": [p for r in rows for p in r["predictions"]],
+                "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
+                "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+                "dev_accuracy": sum(dev) / len(dev) if dev else None,
+            }
+        )
     return out
 
 
@@ -119,18 +149,26 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="only read finished runs")
     args = parser.parse_args()
     pairs = [(d, int(k)) for d in args.datasets.split(",") for k in args.k_shots.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    families = (("finetuning", FINE_TUNES), ("prompts", PROMPTS))
+    if not args.table_only:
+        for seed in seeds:  # every (dataset, K) at a seed before the next seed: the table covers them all soonest
+            for dataset, k in pairs:
+                for family, methods in families:
+                    run(dataset, k, seed, family, methods, args)
     texts, tables = [], {}
     for dataset, k in pairs:
-        folders = []
-        for family, methods in (("finetuning", FINE_TUNES), ("prompts", PROMPTS)):
-            folder = Path(args.out) / f"{dataset}-k{k}" / family
-            folders.append(folder if args.table_only else run(dataset, k, family, methods, args))
-        found = [f for f in folders if (f / "results.json").is_file()]
-        if not found:
-            print(f"{dataset} K={k}: nothing finished yet")
-            continue
-        results = merged([json.loads((f / "results.json").read_text()) for f in found], [f.name for f in found])
         key = f"{dataset}-k{k}"
+        found = []
+        for family, _ in families:
+            paths = [Path(args.out) / key / f"{family}-seed{s}" / "results.json" for s in seeds]
+            done = [json.loads(p.read_text()) for p in paths if p.is_file()]
+            if done:
+                found.append((family, merge_seeds(done)))
+        if not found:
+            print(f"{key}: nothing finished yet")
+            continue
+        results = merged([r for _, r in found], [f for f, _ in found])
         tables[key] = table(results)
         ref = best_fine_tune([r for r in results["methods"] if r["primary"]])
         texts.append(markdown(key, tables[key], ref["method"] if ref else "none finished"))
