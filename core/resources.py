@@ -1,4 +1,5 @@
-"""Peak memory of a block of work: CUDA allocator peak on a GPU, sampled process RSS on the CPU."""
+"""Memory: the peak of a block of work (CUDA allocator peak on a GPU, sampled process RSS on the CPU), and what is
+free on a device before work starts."""
 
 from __future__ import annotations
 
@@ -43,3 +44,10 @@ def measure_peak(device: torch.device, interval_s: float = 0.02) -> Iterator[Pea
         done.set()
         sampler.join()
         result.mb = max(peak[0], proc.memory_info().rss) / 2**20
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on `device`: the CUDA allocator's view of a GPU, else the memory the OS can give this process."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)

@@ -170,3 +170,31 @@ def test_the_cli_gives_the_in_process_accuracies(tmp_path, keyword_csv):
         local = run_unit(backbone, split, spec, Unit(name, 0, {"max_steps": 3, "seed": 0}, 4))["rows"][0]
         cli = next(m for m in results["methods"] if m["method"] == name)
         assert cli["accuracy"] == local["accuracy"] and cli["predictions"] == [local["predictions"]]
+
+
+def test_the_app_refuses_a_fine_tune_too_big_for_this_machine_before_launch(tmp_path):
+    """A 70B Llama (its config, a stub weights file: sized without loading) cannot be fully fine-tuned in this box's
+    memory; the Train page's launch is refused in one line naming LoRA, and nothing is queued or written."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    from core.app.service import Workspace
+    from tests.test_workspace import ALICE, request
+
+    folder = tmp_path / "huge-llama"
+    LlamaConfig(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+        num_key_value_heads=8, vocab_size=128256,
+    ).save_pretrained(folder)  # fmt: skip
+    save_file({"stub": torch.zeros(1)}, str(folder / "model.safetensors"))
+    ws = Workspace(tmp_path / "home")
+    try:
+        me = ws.user(ALICE)
+        with pytest.raises(
+            ValueError, match=r"Fine-tuning \(full, head\): finetune needs about [\d.]+ GiB free on cpu .*run lora"
+        ):
+            me.launch(request(folder, methods={"manual": {}, "finetune": {}}))
+        assert me.groups() == [] and not list((tmp_path / "home").rglob("data.csv"))
+        ws.validate(request(folder, methods={"manual": {}, "lora": {}}))  # LoRA's few weights are not refused
+    finally:
+        ws.close()

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from core import cluster, estimate
-from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.app.backbones import BackboneInfo, BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
 from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
 from core.app.views import unit_key
@@ -41,8 +42,9 @@ from core.compare import (
 from core.data import Split, few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
 from core.jobs import JobQueue, Launcher, ProcessLauncher, place, stopping, visible_devices, worker_argv
-from core.methods import REGISTRY, method_class, method_order
+from core.methods import REGISTRY, create, method_class, method_order
 from core.methods.base import PromptSpec, config_from_dict
+from core.resources import free_memory
 from core.store import ACTIVE_STATUSES, RunStore
 from core.templates import Template
 
@@ -169,7 +171,26 @@ class Workspace:
                 config_from_dict(cls.config_cls, method_options(name, options, max_steps=req.max_steps))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{cls.label}: {one_line(err)}") from None
+        self._check_device_fits(req, spec, info)
         return GroupContext(dataset, split, spec, req.settings())
+
+    def _check_device_fits(self, req: ComparisonRequest, spec: PromptSpec, info: BackboneInfo) -> None:
+        """What the methods need of the backbone and its device, before launch where this server can tell: every
+        method's own check on the backbone when this process has it loaded; else a full fine-tune's memory from
+        the backbone's size, on the CPU (a GPU's free memory is the worker's to read: it checks before training)."""
+        loaded = self.pool.peek(req.backbone)
+        cpu = self.estimate_device() == "cpu"
+        for name, options in req.methods.items():
+            cls = method_class(name)
+            try:
+                method = create(name, spec, method_options(name, options, max_steps=req.max_steps))
+                if loaded is not None:
+                    method.check_backbone(loaded)
+                elif info.parameters and cpu:
+                    size = torch.empty((), dtype=getattr(torch, info.dtype, torch.float32)).element_size()
+                    method.check_memory(info.parameters, size, "cpu", free_memory(torch.device("cpu")))
+            except ValueError as err:
+                raise ValueError(f"{cls.label}: {one_line(err)}") from None
 
     def user(self, owner: str) -> UserWorkspace:
         """The workspace as one person sees it: every call checked against `owner` (see core/app/access.py)."""

@@ -167,6 +167,11 @@ class MethodBase:
         """Refuse (ValueError, one line) a backbone or device this method's config cannot train on, before anything
         trains: a LoRA layer it lacks, memory a full fine-tune would not find. Nothing to check by default."""
 
+    def check_memory(self, n_params: int, param_bytes: int, device: str, available: int) -> None:
+        """Refuse (ValueError, one line) a backbone of `n_params` weights whose training by this method would not fit
+        `available` bytes on `device`: what can be checked before the backbone loads. Nothing by default (a prompt
+        method's few weights always fit beside the backbone that scoring needs anyway)."""
+
     def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Name -> (shape, dtype) of exactly the tensors a prompt of this method carries on `backbone`."""
         return {}

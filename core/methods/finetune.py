@@ -19,7 +19,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-import psutil
 import torch
 
 from core.backbone import Backbone, LMKind
@@ -34,6 +33,7 @@ from core.methods.continuous import (
 )
 from core.methods.manual import best_manual
 from core.progress import StopFn, never_stop
+from core.resources import free_memory
 from core.scoring import ScoringPlan, prompt_hidden
 from core.templates import Template, encode_batch, without_soft_slots
 from core.training import ParamGroup
@@ -89,25 +89,23 @@ def memory_needed(n_params: int, param_bytes: int) -> int:
     return int(n_params * (param_bytes + GRAD_BYTES_PER_PARAM + ADAMW_BYTES_PER_PARAM) * HEADROOM)
 
 
-def free_memory(device: torch.device) -> int:
-    """Bytes free on `device`: the CUDA allocator's view of a GPU, else the memory the OS can give this process."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return int(psutil.virtual_memory().available)
-
-
 def check_fits(method: str, backbone: Backbone, available: int | None = None) -> None:
     """Refuse (one line) a full fine-tune whose copy, gradients and optimizer state would not fit the device."""
     params = list(backbone.model.parameters())
     n = sum(p.numel() for p in params)
-    need = memory_needed(n, params[0].element_size() if params else 4)
     have = free_memory(backbone.device) if available is None else available
-    if need > have:
+    check_size(method, n, params[0].element_size() if params else 4, str(backbone.device), have)
+
+
+def check_size(method: str, n_params: int, param_bytes: int, device: str, available: int) -> None:
+    """Refuse (one line) a full fine-tune of `n_params` weights that `available` bytes on `device` cannot hold."""
+    need = memory_needed(n_params, param_bytes)
+    if need > available:
         gib = 2**30
         raise ValueError(
-            f"{method} needs about {need / gib:.1f} GiB free on {backbone.device} for the backbone's "
-            f"{n / 1e6:.0f}M weights, their gradients and AdamW's state, and {have / gib:.1f} GiB is free; "
-            "run lora instead (a few adapter matrices), or a prompt method"
+            f"{method} needs about {need / gib:.1f} GiB free on {device} for the backbone's "
+            f"{n_params / 1e6:.0f}M weights, their gradients and AdamW's state, and {available / gib:.1f} GiB is "
+            "free; run lora instead (a few adapter matrices), or a prompt method"
         )
 
 
@@ -119,6 +117,9 @@ class FineTuneBase(ContinuousMethod):
 
     def check_backbone(self, backbone: Backbone) -> None:
         check_fits(self.name, backbone)
+
+    def check_memory(self, n_params: int, param_bytes: int, device: str, available: int) -> None:
+        check_size(self.name, n_params, param_bytes, device, available)
 
     def search_space(self, fixed: Collection[str]) -> list[Dimension]:
         """The backbone's learning rate, on a log grid around the config's, unless the user set it."""
