@@ -90,6 +90,7 @@ def test_summary_has_contract_fields_and_significance(tiny, setup, tmp_path):
             assert key in row
         assert row["n_seeds"] == 2 and row["peak_memory_mb"] > 0
     assert {s["method"] for s in summary["significance"]} == set(names) - {summary["reference"]}
+    assert "versus_finetuning" not in summary  # no fine-tuning row ran: nothing to read the prompts against
     for s in summary["significance"]:
         assert 0 <= s["mcnemar"]["p_value"] <= 1
     saved = artifacts.load(summary["methods"][0]["artifact"])
