@@ -95,7 +95,7 @@ st.subheader("Methods")
 names = [n for n in method_order(REGISTRY) if not REGISTRY[n].fine_tunes]
 references = [n for n in method_order(REGISTRY) if REGISTRY[n].fine_tunes]
 device = ws.estimate_device()
-chosen = state.get("methods") or default_methods() + (references if device != "cpu" else [])
+chosen = state.get("methods") or default_methods(device)
 methods = st.multiselect(
     "Methods to compare",
     names,
