@@ -202,6 +202,15 @@ def _check_units(units: list, split) -> None:
         few_shot_split(split, unit.k_shot, unit.seed)
 
 
+def _check_backbone(units: list, spec, backbone) -> None:
+    """What each method needs of the loaded backbone and its device (LoRA's layers, a full fine-tune's memory),
+    checked for every method before the first unit trains, so a late unit cannot fail after hours of work."""
+    from core.methods import create
+
+    for unit in {u.method: u for u in units}.values():
+        create(unit.method, spec, unit.options).check_backbone(backbone)
+
+
 def _run_my_units(
     args: argparse.Namespace, group: distributed.Group, split, spec, units: list, out: Path
 ) -> tuple[list[dict], dict, list[dict]] | None:
@@ -221,6 +230,7 @@ def _run_my_units(
         device=None if args.device_map else str(group.device),
         device_map=args.device_map,
     )
+    _check_backbone(units, spec, backbone)
     results, ran = [], []
     for unit, shared in assign(units, group.rank, group.size, data_parallel=args.data_parallel):
         who = "all processes" if shared else f"process {group.rank}"

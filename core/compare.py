@@ -233,6 +233,7 @@ def run_unit(
     for template in spec.templates:  # the columns from train/dev: the test split is read only when scored, last
         Template.parse(template).validate(_columns(train, dev), backbone.kind)
     method = create(unit.method, spec, options)
+    method.check_backbone(backbone)  # a device too small for a full fine-tune, a LoRA layer it lacks: before training
     enter_phase(progress, TRAINING if method.trains else CHOOSING)
     start = time.perf_counter()
     cache_before = prefix_cache.stats()

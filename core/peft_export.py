@@ -38,13 +38,13 @@ def peft_type(learned: LearnedPrompt, backbone: Backbone) -> str:
 def export_peft(backbone: Backbone, learned: LearnedPrompt, folder: str | Path) -> Path:
     """Write the PEFT folder (adapter_config.json + adapter_model.safetensors + our manifest) atomically."""
     method = method_for(learned)
-    config, weights = method.peft_adapter(backbone, learned)
+    config, tensors = method.peft_adapter(backbone, learned)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-peft-"))
     try:
         config.save_pretrained(str(staging))
-        save_file({"prompt_embeddings": weights.contiguous()}, str(staging / PEFT_WEIGHTS))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / PEFT_WEIGHTS))
         readme = {
             "method": learned.method,
             "template": learned.template,

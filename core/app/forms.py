@@ -13,6 +13,7 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from core.methods import REGISTRY
+from core.methods.base import FIXED
 
 HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir", "eval_from")  # set by the app (or tuning), not per method
 # ... unless a config marks the field `metadata={"per_method": True}`: then it is the method's own setting (AutoPrompt's
@@ -85,7 +86,7 @@ def config_fields(config_cls: type) -> list[OptionField]:
     out = []
     for f in fields(config_cls):
         per_method = bool(f.metadata.get(PER_METHOD))
-        if (f.name in HIDDEN_OPTIONS and not per_method) or not f.init:
+        if (f.name in HIDDEN_OPTIONS and not per_method) or not f.init or f.metadata.get(FIXED):
             continue
         typ, optional = hints.get(f.name, str), False
         if get_origin(typ) in (Union, UnionType):

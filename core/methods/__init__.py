@@ -11,6 +11,8 @@ from typing import Any
 from core.methods.autoprompt import AutoPrompt
 from core.methods.base import LearnedPrompt, PromptMethod, PromptSpec, config_from_dict
 from core.methods.baseline import MajorityBaseline
+from core.methods.finetune import FineTune, PromptFineTune
+from core.methods.lora import LoRA
 from core.methods.manual import ManualPrompts
 from core.methods.probe import LinearProbe
 from core.methods.prompt_tuning import PromptTuning
@@ -19,7 +21,18 @@ from core.methods.ptuning_v2 import PTuningV2
 
 REGISTRY: dict[str, type] = {
     cls.name: cls
-    for cls in (ManualPrompts, AutoPrompt, MajorityBaseline, LinearProbe, PTuning, PTuningV2, PromptTuning)
+    for cls in (
+        ManualPrompts,
+        AutoPrompt,
+        MajorityBaseline,
+        LinearProbe,
+        PTuning,
+        PTuningV2,
+        PromptTuning,
+        FineTune,
+        PromptFineTune,
+        LoRA,
+    )
 }
 
 

@@ -27,8 +27,8 @@ from core.config import choice
 from core.data import LabeledDataset
 from core.label_search import propose_label_words
 from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
-from core.methods.manual import ManualConfig, ManualPrompts, discrete_scores, select_template
-from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, no_progress
+from core.methods.manual import best_manual, discrete_scores, plain_templates
+from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase
 from core.scoring import Reduce, ScoringPlan, build_plan, content_free_log_prior, reduce_field
 from core.templates import MAX_SLOT_REPEAT, SlotKind, Template, TemplateError, Verbalizer, source_of
 from core.trigger_search import (
@@ -279,20 +279,12 @@ class AutoPrompt(MethodBase):
 
     def manual_templates(self) -> list[str]:
         """The user's templates without [T] or [P] slots: the ones manual prompting can score as they are."""
-        return [t for t in self.spec.templates if not (p := Template.parse(t)).n_trigger and not p.n_soft]
+        return plain_templates(self.spec)
 
     def best_manual(self, backbone: Backbone, dev: LabeledDataset, should_stop: StopFn) -> LearnedPrompt | None:
         """Template selection: the manual template best on dev (None without one, or without dev rows). It is
         both where the search may start and the honest baseline a searched prompt must beat."""
-        templates = self.manual_templates()
-        if not templates or not len(dev):
-            return None
-        manual = ManualPrompts(
-            PromptSpec(tuple(templates), self.spec.verbalizer, self.spec.label_names),
-            ManualConfig(reduce=self.config.reduce),
-        )
-        best, _ = select_template(manual, backbone, templates, dev, progress=no_progress, should_stop=should_stop)
-        return best
+        return best_manual(self.spec, backbone, dev, should_stop, reduce=self.config.reduce)
 
     def starts_from_template(self, backbone: Backbone, columns: Sequence[str]) -> bool:
         """Whether the search starts from a manual template (`init_from_template`) rather than the default one."""

@@ -96,12 +96,12 @@ class Dimension:
         return None
 
 
-def lr_grid(lr: float, factors: Sequence[float], extend: int = 2) -> Dimension:
-    """A learning-rate dimension: `lr` times each factor (a log grid), in the factors' order, extending past
-    whichever edge wins by the grid's own step (at most `extend` more points)."""
+def lr_grid(lr: float, factors: Sequence[float], extend: int = 2, name: str = "lr") -> Dimension:
+    """A learning-rate dimension of option `name`: `lr` times each factor (a log grid), in the factors' order,
+    extending past whichever edge wins by the grid's own step (at most `extend` more points)."""
     points = sorted(factors)
     ratio = points[1] / points[0] if len(points) > 1 else 1.0
-    return Dimension("lr", tuple({"lr": float(f"{lr * f:.3g}")} for f in factors), extend, ratio)
+    return Dimension(name, tuple({name: float(f"{lr * f:.3g}")} for f in factors), extend, ratio)
 
 
 class PeftExportError(ValueError):
@@ -129,7 +129,7 @@ class PromptMethod(Protocol):
         self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]
     ) -> torch.Tensor: ...
 
-    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]: ...
+    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, dict[str, torch.Tensor]]: ...
 
     def run_key(self, backbone: Backbone, template: str, train_set: LabeledDataset) -> str: ...
 
@@ -151,8 +151,9 @@ class MethodBase:
         self.spec = spec
         self.config = config or self.config_cls()
 
-    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]:
-        """(PEFT config, `prompt_embeddings`) expressing the prompt in PEFT, or PeftExportError naming why not."""
+    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, dict[str, torch.Tensor]]:
+        """(PEFT config, the tensors PEFT saves: `prompt_embeddings`, LoRA's matrices) expressing the prompt in PEFT,
+        or PeftExportError naming why not."""
         raise PeftExportError(f"method {self.name!r} has no PEFT equivalent")
 
     needs_dev: ClassVar[bool] = False  # chooses among candidates on dev, so an empty dev makes its answer arbitrary
@@ -161,6 +162,10 @@ class MethodBase:
         """The settings worth tuning on dev (core.tuning), searched one after another; `fixed` names the options
         the user set, which stay as set. Nothing by default."""
         return []
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        """Refuse (ValueError, one line) a backbone or device this method's config cannot train on, before anything
+        trains: a LoRA layer it lacks, memory a full fine-tune would not find. Nothing to check by default."""
 
     def expected_tensors(self, backbone: Backbone, learned: LearnedPrompt) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Name -> (shape, dtype) of exactly the tensors a prompt of this method carries on `backbone`."""
@@ -237,6 +242,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 ENGINE_PATHS = ("checkpoint_dir",)  # folders the engine chooses inside a run's own folder, never a caller
+FIXED = "fixed"  # a config field's metadata flag: the method sets it itself (forms hide it, another value is refused)
 
 
 def config_from_dict(config_cls: type, values: Mapping[str, Any] | None, *, method: str = "") -> Any:
@@ -252,6 +258,9 @@ def config_from_dict(config_cls: type, values: Mapping[str, Any] | None, *, meth
         )
     hints = get_type_hints(config_cls)
     checked = {k: _typed(f"{owner}option {k!r}", hints[k], v) for k, v in values.items()}
+    for f in fields(config_cls):
+        if f.metadata.get(FIXED) and f.name in checked and checked[f.name] != f.default:
+            raise ValueError(f"{owner}option {f.name!r} is fixed at {f.default!r} ({f.metadata.get('help', '')})")
     try:
         return config_cls(**checked)
     except (TypeError, ValueError) as err:

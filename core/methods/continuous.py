@@ -12,7 +12,8 @@ import contextlib
 import copy
 import dataclasses
 import threading
-from collections.abc import Collection, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -202,7 +203,7 @@ class ContinuousMethod(MethodBase):
 
     # -- shared -------------------------------------------------------------------------------------------------
 
-    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, torch.Tensor]:
+    def peft_adapter(self, backbone: Backbone, learned: LearnedPrompt) -> tuple[Any, dict[str, torch.Tensor]]:
         if self.peft_type is None:
             raise PeftExportError(f"method {self.name!r} has no PEFT equivalent")
         if any(k.startswith(BACKBONE_PREFIX) for k in learned.tensors):
@@ -216,7 +217,7 @@ class ContinuousMethod(MethodBase):
             "base_model_name_or_path": backbone.spec,
             "inference_mode": True,
         }
-        return self.peft_config(backbone, learned, common), weights
+        return self.peft_config(backbone, learned, common), {"prompt_embeddings": weights}
 
     def template_for(self, backbone: Backbone) -> str:
         """The config's template, else the user's first template with [P] slots, else one derived from it."""
@@ -251,8 +252,7 @@ class ContinuousMethod(MethodBase):
         should_stop: StopFn,
     ) -> LearnedPrompt:
         cfg = self.config
-        if cfg.tune_backbone:
-            backbone = private_backbone(backbone)  # the shared backbone is never changed, not even for a moment
+        backbone, weights = self.training_backbone(backbone)  # a private copy when weights of it train
         source = self.template_for(backbone)
         template = Template.parse(source)
         template.validate(train_set.columns, backbone.kind)
@@ -275,20 +275,17 @@ class ContinuousMethod(MethodBase):
             return float((scores.argmax(1) == dev_labels).float().mean()), float(F.cross_entropy(scores, dev_labels))
 
         tuned: dict[str, torch.Tensor] = {}
-        tuning = prefix_cache.bypass() if cfg.tune_backbone else contextlib.nullcontext()  # weights change per step
+        tuning = prefix_cache.bypass() if weights else contextlib.nullcontext()  # weights change per step
         try:
             for p in model.parameters():
-                p.requires_grad_(cfg.tune_backbone)
+                p.requires_grad_(False)
             modules: list[nn.Module] = [module]
-            if cfg.tune_backbone:
-                groups.append(
-                    ParamGroup(
-                        {BACKBONE_PREFIX + k: p for k, p in model.named_parameters()},
-                        cfg.backbone_lr,
-                        cfg.weight_decay,
-                    )
-                )
+            if weights:
+                for p in weights.params.values():
+                    p.requires_grad_(True)
+                groups.append(weights)
                 modules.append(model)
+            groups = [g for g in groups if g.params]  # a prompt with no weights of its own (prompt-based fine-tuning)
             with tuning:
                 result = train(
                     groups,
@@ -304,8 +301,8 @@ class ContinuousMethod(MethodBase):
                     should_stop=should_stop,
                     lengths=[record_length(r) for r in train_set.records],
                 )
-            if cfg.tune_backbone:
-                tuned = {BACKBONE_PREFIX + k: p.detach().clone() for k, p in model.named_parameters()}
+            if weights:  # the private copy is dropped after this fit: its tensors need no second copy
+                tuned = {k: p.detach() for k, p in weights.params.items()}
         finally:
             for k, p in model.named_parameters():
                 p.requires_grad_(flags[k])
@@ -395,13 +392,65 @@ class ContinuousMethod(MethodBase):
     def scores(self, backbone: Backbone, learned: LearnedPrompt, records: Sequence[Mapping[str, str]]) -> torch.Tensor:
         module = self.module_for(backbone, learned)
         plan = self._plan(backbone, Template.parse(learned.template), learned.verbalizer_obj(), learned.label_names)
+        changed = self.scoring_backbone(backbone, learned)
+        if changed is None:
+            return self._score(backbone, module, plan, records)
+        with prefix_cache.bypass():  # other weights than the shared backbone's: its cached states do not apply
+            return self._score(changed, module, plan, records)
+
+    # -- the backbone's own weights: frozen (the default), every one (`tune_backbone`), or adapters (LoRA) -------
+
+    def training_backbone(self, backbone: Backbone) -> tuple[Backbone, ParamGroup | None]:
+        """The backbone a fit trains on and the group of its weights that train with the prompt (None: frozen, the
+        shared backbone itself). Weights that train belong to a private copy: the shared backbone never changes."""
+        if not self.config.tune_backbone:
+            return backbone, None
+        private = private_backbone(backbone)
+        weights = {BACKBONE_PREFIX + k: p for k, p in private.model.named_parameters()}
+        return private, ParamGroup(weights, self.config.backbone_lr, self.config.weight_decay)
+
+    def scoring_backbone(self, backbone: Backbone, learned: LearnedPrompt) -> Backbone | None:
+        """The backbone a learned prompt is scored on when it changed the backbone's weights (None: the shared one).
+        One copy is kept for the prompt scored last, so scoring a split in chunks copies the weights once."""
         tuned = {
             k.removeprefix(BACKBONE_PREFIX): v for k, v in learned.tensors.items() if k.startswith(BACKBONE_PREFIX)
         }
         if not tuned:
-            return self._score(backbone, module, plan, records)
-        with prefix_cache.bypass():  # a one-off copy with other weights: nothing worth caching
-            return self._score(private_backbone(backbone, tuned), module, plan, records)
+            return None
+        return scoring_copy(backbone, learned, lambda: private_backbone(backbone, tuned))
+
+
+class _LastCopy:
+    """The private backbone of the prompt scored last, for as long as that prompt lives (a one-entry cache): test
+    scoring calls `scores` chunk by chunk, and a fine-tuned prompt would otherwise copy the whole backbone for every
+    chunk. Keyed by the shared backbone and the prompt object; dropped with the prompt (a weak reference)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._prompt: weakref.ref | None = None
+        self._copy: Backbone | None = None
+
+    def get(self, backbone: Backbone, learned: LearnedPrompt, make: Callable[[], Backbone]) -> Backbone:
+        key = (id(backbone.model), backbone.fingerprint, id(learned))
+        with self._lock:
+            alive = self._prompt is not None and self._prompt() is learned
+            if key != self._key or not alive or self._copy is None:
+                self._drop()  # the old copy goes before the new one is made (memory)
+                self._copy, self._key = make(), key
+                self._prompt = weakref.ref(learned, lambda _ref: self._drop())
+            return self._copy
+
+    def _drop(self) -> None:
+        self._key, self._prompt, self._copy = None, None, None
+
+
+_LAST_COPY = _LastCopy()
+
+
+def scoring_copy(backbone: Backbone, learned: LearnedPrompt, make: Callable[[], Backbone]) -> Backbone:
+    """The backbone copy `make` builds for `learned`, built once while `learned` is the prompt being scored."""
+    return _LAST_COPY.get(backbone, learned, make)
 
 
 def kept_scores(result: TrainResult, scores: Sequence[torch.Tensor]) -> torch.Tensor | None:

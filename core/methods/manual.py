@@ -16,8 +16,8 @@ from core.backbone import Backbone
 from core.config import choice
 from core.data import LabeledDataset
 from core.evaluate import accuracy
-from core.methods.base import LearnedPrompt, MethodBase
-from core.progress import Cancelled, ProgressFn, StopFn
+from core.methods.base import LearnedPrompt, MethodBase, PromptSpec
+from core.progress import Cancelled, ProgressFn, StopFn, no_progress
 from core.scoring import Reduce, build_plan, calibrate, content_free_log_prior, reduce_field, score_records
 from core.templates import Template
 
@@ -133,3 +133,23 @@ def select_template(
         raise Cancelled("cancelled before any template was scored")
     best = max(candidates, key=lambda p: p.metrics["dev_accuracy"])  # first wins ties: the user's order
     return best, candidates
+
+
+def plain_templates(spec: PromptSpec) -> list[str]:
+    """The user's templates without [T] or [P] slots: the ones manual prompting can score as they are."""
+    return [t for t in spec.templates if not (p := Template.parse(t)).n_trigger and not p.n_soft]
+
+
+def best_manual(
+    spec: PromptSpec, backbone: Backbone, dev: LabeledDataset, should_stop: StopFn, *, reduce: Reduce = Reduce.SUM
+) -> LearnedPrompt | None:
+    """The user's manual template best on dev, scored zero-shot and calibrated as the manual row is (None without a
+    plain template or dev rows): where AutoPrompt's search starts, and the prompt prompt-based fine-tuning trains."""
+    templates = plain_templates(spec)
+    if not templates or not len(dev):
+        return None
+    manual = ManualPrompts(
+        PromptSpec(tuple(templates), spec.verbalizer, spec.label_names), ManualConfig(reduce=reduce)
+    )
+    best, _ = select_template(manual, backbone, templates, dev, progress=no_progress, should_stop=should_stop)
+    return best
