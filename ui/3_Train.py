@@ -42,10 +42,10 @@ def request_fingerprint(*parts) -> str:
 
 def reference_cost(expected, references: list[str], methods: list[str]) -> str:
     """What the fine-tuning references add to the comparison, each and together, chosen or not."""
-    each = ", ".join(f"{method_label(m)} {fmt_minutes(expected.only([m]).total)}" for m in references)
+    each = ", ".join(f"{REGISTRY[m].label} {fmt_minutes(expected.only([m]).total)}" for m in references)
     total = fmt_minutes(expected.only(references).total)
-    picked = [m for m in references if m in methods]
-    included = f" ({', '.join(method_label(m) for m in picked)} included above)" if picked else ""
+    picked = [REGISTRY[m].label for m in references if m in methods]
+    included = f" ({', '.join(picked)} included above)" if picked else ""
     return f"Fine-tuning references, all seeds: {each}; about {total} for all {len(references)}{included}."
 
 
