@@ -56,8 +56,9 @@ def test_the_cli_sends_units_to_ray_with_the_local_results(ray_cluster: str, tin
     data = tmp_path / "reviews.csv"
     data.write_bytes(tiny_csv(20))
     args = [
-        "--data", str(data), "--backbone", str(tiny_gpt2), "--methods", "manual,prompt_tuning,baseline",
+        "--data", str(data), "--backbone", str(tiny_gpt2), "--methods", "manual,prompt_tuning,baseline,finetune",
         "--seeds", "0,1", "--max-steps", "4", "--option", "prompt_tuning.eval_every=2", "--no-tune", "--k-shot", "4",
+        "--option", "finetune.eval_every=2",
         "--template", "{text} it was [MASK]", "--verbalizer", '{"positive": ["good"], "negative": ["bad"]}',
     ]  # fmt: skip
     local = _compare(args, tmp_path / "local")
@@ -68,7 +69,7 @@ def test_the_cli_sends_units_to_ray_with_the_local_results(ray_cluster: str, tin
     ray_results = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert ray_results["processes"]["ray"] == ray_cluster
     assert {u["process"] for u in ray_results["processes"]["units"]} == {"ray"}
-    assert f"sending 6 unit(s) to the Ray cluster at {ray_cluster}" in on_ray.stderr
+    assert f"sending 8 unit(s) to the Ray cluster at {ray_cluster}" in on_ray.stderr
     assert _comparable(ray_results) == _comparable(one)  # accuracies, predictions, significance, artifact names
     for row in ray_results["methods"]:  # the prompt files land in --out, written by the cluster's workers
         assert all(Path(a).is_file() and Path(a).is_relative_to(tmp_path / "ray") for a in row["artifacts"])
@@ -77,14 +78,15 @@ def test_the_cli_sends_units_to_ray_with_the_local_results(ray_cluster: str, tin
 def test_the_app_sends_runs_to_ray_and_gets_the_local_results(ray_cluster: str, tiny_gpt2: Path, tmp_path: Path):
     from core.app.service import Workspace
 
-    req = dict(seeds=[0], methods={"manual": {}, "prompt_tuning": {"eval_every": 2}, "baseline": {}}, max_steps=4)
+    methods = {"manual": {}, "prompt_tuning": {"eval_every": 2}, "baseline": {}, "finetune": {"eval_every": 2}}
+    req = dict(seeds=[0], methods=methods, max_steps=4)
     summaries = {}
     for name, address in (("local", ""), ("ray", ray_cluster)):
         ws = Workspace(tmp_path / name, ray_address=address)
         try:
             group = ws.user(ALICE).launch(request(tiny_gpt2, tune=False, **req))
             runs = ws.user(ALICE).runs(group)
-            assert [ws.jobs.wait(r["id"], TIMEOUT) for r in runs] == ["succeeded"] * 3
+            assert [ws.jobs.wait(r["id"], TIMEOUT) for r in runs] == ["succeeded"] * 4
             if address:
                 assert {r["device"] for r in ws.user(ALICE).runs(group)} == {"ray"}
                 assert all(ws.store.metrics(r["id"]) for r in runs if r["method"] == "prompt_tuning")  # progress
@@ -97,6 +99,11 @@ def test_the_app_sends_runs_to_ray_and_gets_the_local_results(ray_cluster: str, 
         return [(m["name"], m["accuracy"], m["macro_f1"], m.get("predictions")) for m in summary["methods"]]
 
     assert same(summaries["ray"]) == same(summaries["local"])
+    shares = {
+        name: [(r["name"], r["accuracy_share"]) for r in s["versus_finetuning"]["rows"]]
+        for name, s in summaries.items()
+    }
+    assert shares["ray"] == shares["local"] and shares["ray"]  # the prompts read against the fine-tune alike
 
 
 def test_without_a_ray_address_nothing_of_ray_is_imported(tiny_gpt2: Path, tmp_path: Path):

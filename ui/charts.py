@@ -67,7 +67,7 @@ def cost_accuracy(x: str, x_title: str) -> Spec:
     """Accuracy against a cost on a log axis (columns prompt, method, kind, accuracy, low, high, spread,
     trainable_params, train_seconds and the plotted `x`): a point per method, filled squares for fine-tuning rows,
     an error bar of ± one std over seeds where there are several (one seed's low/high are null: not drawn)."""
-    x_enc = field(x, "quantitative", title=x_title, scale={"type": "log"})
+    x_enc = field(x, "quantitative", title=x_title, scale={"type": "log", "padding": 24})  # no point on an edge
     y_title = "test accuracy (mean ± std over seeds)"
     tooltip = [
         field("prompt", "nominal"),
@@ -81,7 +81,7 @@ def cost_accuracy(x: str, x_title: str) -> Spec:
         "mark": {"type": "point", "filled": True, "size": 140},
         "encoding": {
             "x": x_enc,
-            "y": field("accuracy", "quantitative", title=y_title, scale={"zero": False}),
+            "y": field("accuracy", "quantitative", title=y_title, scale={"zero": False, "padding": 24}),
             "color": field("method", "nominal", title="method", legend=legend_below()),
             "shape": field(
                 "kind",
