@@ -13,6 +13,7 @@ from core.app.views import (
     finetuning_table,
     finetuning_verdict,
     percent_text,
+    provisional_verdict,
     times_text,
     verdict,
 )
@@ -144,3 +145,21 @@ def test_the_scatter_has_a_point_per_method_on_a_log_axis(n_seeds: int) -> None:
         assert points["low"].isna().all() and set(points["spread"]) == {"n/a (1 seed)"}
     else:
         assert math.isclose(points["high"][0] - points["low"][0], 0.04)
+
+
+def test_the_provisional_verdict_reads_the_prompts_while_fine_tuning_is_queued() -> None:
+    """Fine-tuning runs last: until it lands the provisional verdict is about the prompts, says the references are
+    still to come, and has no line on fine-tuning; a landed fine-tune is a reference, never the winner."""
+    landed = summary()
+    landed["methods"][1].update(dev_accuracy=0.9, accuracy=0.9)  # LoRA is better on dev and test: still no winner
+    prompts_only = {**landed, "methods": landed["methods"][:1]}
+    del prompts_only["versus_finetuning"]
+    runs = [
+        {"status": "succeeded", "method": "manual", "seed": 0, "started": 0.0, "finished": 10.0},
+        {"status": "queued", "method": "lora", "seed": 0, "estimate": {"seconds": 600.0, "stages": []}},
+    ]
+    words = provisional_verdict(prompts_only, runs, now=20.0)
+    assert words.startswith("Provisional — so far (1 of 2 runs scored): your template #1")
+    assert words.endswith("LoRA (prompt-based) queued, about 10 min.")
+    assert "finetuning" not in verdict(prompts_only)
+    assert verdict(landed)["headline"].startswith("Your template #1")

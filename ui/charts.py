@@ -88,6 +88,7 @@ def cost_accuracy(x: str, x_title: str) -> Spec:
                 "nominal",
                 title=None,
                 scale={"domain": ["prompt", "fine-tuning"], "range": ["circle", "square"]},
+                legend={"orient": "bottom"},  # the right edge is for the points' labels
             ),
             "tooltip": tooltip,
         },
