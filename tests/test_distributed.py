@@ -63,9 +63,11 @@ def runs(tmp_path_factory) -> dict:
     rows = [(f"{w}{s}", "positive" if "great" in w else "negative") for w in words for s in ("", " indeed", " !", ".")]
     data = write_csv(tmp / "reviews.csv", rows * 2)
     args = [
-        "--data", str(data), "--backbone", str(folder), "--methods", "manual,prompt_tuning,finetune", "--seeds", "0,1",
-        "--max-steps", "6", "--option", "prompt_tuning.eval_every=3", "--option", "prompt_tuning.batch_size=5",
-        "--option", "finetune.eval_every=3", "--option", "finetune.batch_size=5", "--no-tune", "--template", "{text} it was [MASK]", "--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}',
+        "--data", str(data), "--backbone", str(folder), "--methods", "manual,prompt_tuning,finetune",
+        "--seeds", "0,1", "--max-steps", "6", "--option", "prompt_tuning.eval_every=3",
+        "--option", "prompt_tuning.batch_size=5", "--option", "finetune.eval_every=3",
+        "--option", "finetune.batch_size=5", "--no-tune", "--template", "{text} it was [MASK]",
+        "--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}',
     ]  # fmt: skip
     done = {
         "one": _compare(args, tmp / "one"),
@@ -96,7 +98,9 @@ def _comparable(results: dict) -> dict:
         return {"reference": {k: v for k, v in section["reference"].items() if k not in TIMING}, "rows": rows}
 
     out = {**{k: v for k, v in results.items() if k != "processes"}, "methods": [row(r) for r in results["methods"]]}
-    return {**out, "versus_finetuning": against(results["versus_finetuning"])} if "versus_finetuning" in out else out
+    if "versus_finetuning" in out:
+        out["versus_finetuning"] = against(out["versus_finetuning"])
+    return out
 
 
 def test_two_processes_split_the_units_and_merge_to_the_one_process_results(runs):

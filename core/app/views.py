@@ -352,12 +352,20 @@ def significance_words(row: Mapping[str, Any]) -> str:
 def finetuning_phrase(row: Mapping[str, Any]) -> str:
     """One row against the best fine-tuning row, in words: "P-tuning v2: 97 % of fine-tuning's accuracy with
     0.6 % of its trainable parameters, 0.4× its training time; −0.012, not significant (p = 0.41)"."""
-    p = row["mcnemar"]["p_value"]
     return (
-        f"{row['name']}: {percent_text(row['accuracy_share'])} of fine-tuning's accuracy with "
-        f"{percent_text(row['params_share'])} of its trainable parameters, {times_text(row['time_ratio'])} its "
-        f"training time; {_diff_text(row['bootstrap']['diff'])}, {significance_words(row)} (p = {p:.2g})"
+        f"{row['name']}: {percent_text(row['accuracy_share'])} of fine-tuning's accuracy with {_cost_words(row)}; "
+        f"{_diff_text(row['bootstrap']['diff'])}, {significance_words(row)} ({_p_text(row)})"
     )
+
+
+def _cost_words(row: Mapping[str, Any]) -> str:
+    """ "0.6 % of its trainable parameters, 0.4× its training time": a row's cost against the fine-tuning row's."""
+    params, time = percent_text(row["params_share"]), times_text(row["time_ratio"])
+    return f"{params} of its trainable parameters, {time} its training time"
+
+
+def _p_text(row: Mapping[str, Any]) -> str:
+    return f"p = {row['mcnemar']['p_value']:.2g}"
 
 
 def finetuning_table(summary: Mapping[str, Any]) -> pd.DataFrame:
@@ -428,31 +436,19 @@ def finetuning_verdict(summary: Mapping[str, Any]) -> str | None:
         close = max(candidates, key=lambda r: r["accuracy"])
         return lead + (
             f"every prompt method falls significantly short; the closest, {close['name']}, by "
-            f"{-close['bootstrap']['diff']:.3f} (p = {close['mcnemar']['p_value']:.2g})."
+            f"{-close['bootstrap']['diff']:.3f} ({_p_text(close)})."
         )
     as_good = [r for r in candidates if r not in worse]
     cheaper = [r for r in as_good if _cheaper(r)]
     if cheaper:
-        return (
-            lead
-            + "; ".join(
-                f"{r['name']} is as good ({_diff_text(r['bootstrap']['diff'])}, not significantly worse, "
-                f"p = {r['mcnemar']['p_value']:.2g}) and cheaper ({percent_text(r['params_share'])} of its trainable "
-                f"parameters, {times_text(r['time_ratio'])} its training time)"
-                for r in cheaper
-            )
-            + "."
-        )
-    return (
-        lead
-        + "no prompt method is both as good and cheaper; "
-        + "; ".join(
-            f"{r['name']} is not significantly worse (p = {r['mcnemar']['p_value']:.2g}) but takes "
-            f"{percent_text(r['params_share'])} of its trainable parameters, {times_text(r['time_ratio'])} its training time"
-            for r in as_good
-        )
-        + "."
-    )
+        said = [
+            f"{r['name']} is as good ({_diff_text(r['bootstrap']['diff'])}, not significantly worse, {_p_text(r)}) "
+            f"and cheaper ({_cost_words(r)})"
+            for r in cheaper
+        ]
+        return lead + "; ".join(said) + "."
+    said = [f"{r['name']} is not significantly worse ({_p_text(r)}) but takes {_cost_words(r)}" for r in as_good]
+    return lead + "no prompt method is both as good and cheaper; " + "; ".join(said) + "."
 
 
 def _cheaper(row: Mapping[str, Any]) -> bool:
