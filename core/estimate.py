@@ -79,6 +79,12 @@ PRIORS: dict[str, MethodPrior] = {
     "ptuning": MethodPrior(work=0.27, example=0.125),
     "ptuning_v2": MethodPrior(work=0.60, example=0.19),
     "prompt_tuning": MethodPrior(work=0.80, example=0.27),
+    # The fine-tuning rows (issue 30) train every weight (or LoRA's adapters) of a private copy with the prefix cache
+    # off: a step is a full forward and backward with weight gradients plus AdamW over every trained weight, and
+    # scoring runs the whole prompt. From `bench_versus_finetuning.py` on this 2-core CPU (benchmarks/RESULTS.md).
+    "finetune": MethodPrior(work=3.0, example=0.6),
+    "prompt_finetune": MethodPrior(work=3.0, example=0.6),
+    "lora": MethodPrior(work=1.6, example=0.6),
 }
 DEFAULT_PRIOR = MethodPrior(work=0.8, example=0.3)  # a method added later, until it is measured
 CPU_SECONDS_PER_GPARAM = {"work": 0.41, "example": 0.40}  # per 1e9 parameters, per work unit / scored row

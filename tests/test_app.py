@@ -273,16 +273,22 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
         path = Path(art["path"])
         assert f"`{path.name}` · {fmt_bytes(path_bytes(path))} · " in texts(at.markdown)
     prompt = next(a for a in mine.artifacts(group) if a["method"] == "manual")
+    new_rows = b"text\n=1+1 a great movie\nthe worst film\n"
+    at.file_uploader(key="predict-data").set_value(("new.csv", new_rows, "text/csv")).run()
+    at.selectbox(key="predict-own-prompt").set_value(prompt["path"]).run()  # no upload: the comparison's own file
+    at.button(key="predict").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    own = at.dataframe[-1].value
+    at.radio(key="predict-prompt-source").set_value("Upload a prompt file").run()
     at.file_uploader(key="predict-prompt").set_value(
         (Path(prompt["path"]).name, Path(prompt["path"]).read_bytes(), "application/json")
     ).run()
-    new_rows = b"text\n=1+1 a great movie\nthe worst film\n"
-    at.file_uploader(key="predict-data").set_value(("new.csv", new_rows, "text/csv")).run()
     at.button(key="predict").click().run()
     assert not at.exception and not at.error, texts(at.error)
     preds = at.dataframe[-1].value
     assert list(preds["predicted_label"].isin(["positive", "negative"])) == [True, True]
     assert {"p_positive", "p_negative"} <= set(preds.columns)
+    assert preds.equals(own)  # the same file, uploaded or picked, predicts the same
 
 
 def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tiny_gpt2: Path) -> None:

@@ -464,6 +464,8 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
             info.value.save_as(prompt_file)
             assert prompt_file.suffix == suffix and prompt_file.stat().st_size > 0
 
+            page.get_by_text("Upload a prompt file").click()
+            app.wait_idle()
             app.upload("Learned prompt file", prompt_file)
             app.see("learned on")
             app.upload("CSV with a text column", new_rows)

@@ -58,7 +58,6 @@ def test_the_cli_sends_units_to_ray_with_the_local_results(ray_cluster: str, tin
     args = [
         "--data", str(data), "--backbone", str(tiny_gpt2), "--methods", "manual,prompt_tuning,baseline,finetune",
         "--seeds", "0,1", "--max-steps", "4", "--option", "prompt_tuning.eval_every=2", "--no-tune", "--k-shot", "4",
-        "--option", "finetune.eval_every=2",
         "--template", "{text} it was [MASK]", "--verbalizer", '{"positive": ["good"], "negative": ["bad"]}',
     ]  # fmt: skip
     local = _compare(args, tmp_path / "local")
@@ -70,6 +69,7 @@ def test_the_cli_sends_units_to_ray_with_the_local_results(ray_cluster: str, tin
     assert ray_results["processes"]["ray"] == ray_cluster
     assert {u["process"] for u in ray_results["processes"]["units"]} == {"ray"}
     assert f"sending 8 unit(s) to the Ray cluster at {ray_cluster}" in on_ray.stderr
+    assert "finetune" in {row["method"] for row in ray_results["methods"]}  # a fine-tuning row runs there like any
     assert _comparable(ray_results) == _comparable(one)  # accuracies, predictions, significance, artifact names
     for row in ray_results["methods"]:  # the prompt files land in --out, written by the cluster's workers
         assert all(Path(a).is_file() and Path(a).is_relative_to(tmp_path / "ray") for a in row["artifacts"])

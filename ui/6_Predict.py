@@ -7,7 +7,15 @@ import streamlit as st
 
 from core import artifacts
 from core.app.service import UPLOAD_LIMITS
-from core.app.views import artifact_scores, fmt_bytes, path_bytes, zip_folder, zip_paths
+from core.app.views import (
+    ZIP_ALL_MAX_BYTES,
+    artifact_scores,
+    fmt_bytes,
+    path_bytes,
+    zip_folder,
+    zip_paths,
+    zippable,
+)
 from core.artifacts import ArtifactError
 from core.backbone import BackboneError
 from core.data import DataError, guess_text_column
@@ -40,16 +48,24 @@ else:
         "One file per prompt and seed: `.safetensors` (learned tensors plus a JSON manifest in its header) "
         "or `.json` (discrete prompts). Upload one below, or use it with `python -m core predict`."
     )
-    if files:
-        total = fmt_bytes(sum(path_bytes(Path(a["path"])) for a in files))
+    small, large = zippable([Path(a["path"]) for a in files])
+    if small:
+        total = fmt_bytes(sum(path_bytes(p) for p in small))
         st.download_button(
-            f"Download all {len(files)} files (zip of {total})",
-            lambda: zip_paths([Path(a["path"]) for a in files]),  # built on click, not on every rerun
+            f"Download all {len(small)} files (zip of {total})"
+            if not large
+            else f"Download {len(small)} files (zip of {total})",
+            lambda: zip_paths(small),  # built on click, not on every rerun
             file_name=f"prompts-{group}.zip",
             mime="application/zip",
             key="dl-all",
             on_click="ignore",
             icon=":material/folder_zip:",
+        )
+    if large:
+        st.caption(
+            f"{len(large)} file(s) over {fmt_bytes(ZIP_ALL_MAX_BYTES)} (a full fine-tune carries the whole backbone) "
+            "download on their own below."
         )
     for i, art in enumerate(files):
         path = Path(art["path"])
@@ -91,9 +107,27 @@ else:
         )
 
 st.header("Predict with a learned prompt")
-prompt_file = st.file_uploader(
-    "Learned prompt file (.safetensors or .json)", type=["safetensors", "json"], key="predict-prompt"
+own = [a for a in (ws.artifacts(group) if group is not None else []) if a["kind"] != "peft"]
+prompt_source = st.radio(
+    "Prompt",
+    [*(["One of this comparison's prompts"] if own else []), "Upload a prompt file"],
+    horizontal=True,
+    key="predict-prompt-source",
+    help="A prompt of your own comparison needs no upload (a full fine-tune's file is the whole backbone, larger "
+    "than an upload may be).",
 )
+prompt_file = own_prompt = None
+if prompt_source == "Upload a prompt file":
+    prompt_file = st.file_uploader(
+        "Learned prompt file (.safetensors or .json)", type=["safetensors", "json"], key="predict-prompt"
+    )
+else:
+    own_prompt = st.selectbox(
+        "Learned prompt",
+        [a["path"] for a in own],
+        format_func=lambda p: f"{Path(p).name} · {fmt_bytes(path_bytes(Path(p)))}",
+        key="predict-own-prompt",
+    )
 samples = sorted(SAMPLES_DIR.glob("*_new.csv"))
 source = st.radio(
     "New rows",
@@ -111,6 +145,11 @@ else:
     raw = samples[0].read_bytes()
 
 learned = None
+if own_prompt is not None:
+    try:
+        learned = artifacts.load(own_prompt, shown_as=Path(own_prompt).name)
+    except ArtifactError as err:
+        st.error(plain(err))
 if prompt_file is not None:
     st.caption(f"Prompt file: **{plain(prompt_file.name)}** ({len(prompt_file.getvalue()):,} bytes)")
     suffix = Path(prompt_file.name).suffix.lower()

@@ -757,6 +757,16 @@ def path_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
 
+ZIP_ALL_MAX_BYTES = 200 * 2**20  # a file above this (a full fine-tune: the whole backbone) downloads on its own
+
+
+def zippable(paths: Sequence[Path], limit: int = ZIP_ALL_MAX_BYTES) -> tuple[list[Path], list[Path]]:
+    """(paths a "download all" zip takes, paths it leaves to their own button): the zip is built in memory, and a
+    fine-tuned backbone's file (540 MB on SmolLM2-135M, more on larger ones) per seed would not fit it."""
+    small = [p for p in paths if path_bytes(p) <= limit]
+    return small, [p for p in paths if p not in small]
+
+
 def zip_paths(paths: Sequence[Path]) -> bytes:
     """Files and folders (PEFT exports) in one zip, each under its own name."""
     buf = io.BytesIO()

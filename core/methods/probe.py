@@ -3,8 +3,8 @@
 It answers "how much of the task is already linearly readable from the backbone", the classic fine-tuning floor,
 with no prompt learning at all: the features are the LM head's input at [MASK] (masked LM) or at the last prompt
 position (causal LM), under the user's first template; the classifier is fit by full-batch L-BFGS (the same probe
-AutoPrompt's label-word search trains). A full fine-tune is not offered: on the backbones this tool targets it
-needs a GPU and its own memory budget.
+AutoPrompt's label-word search trains). The fine-tuning rows (`core/methods/finetune.py`, `lora.py`) train the
+backbone as well; this one never changes it.
 """
 
 from __future__ import annotations
