@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,17 @@ class ComparisonEstimate:
     units: list[UnitEstimate]
     total: float
     source: str  # the least trusted source among the units
+
+    @classmethod
+    def of(cls, units: Sequence[UnitEstimate]) -> ComparisonEstimate:
+        """Units run one after another: their total, and the least trusted source among them."""
+        source = max((u.source for u in units), key=SOURCE_RANK.__getitem__, default=MEASURED)
+        return cls(list(units), sum(u.seconds for u in units), source)
+
+    def only(self, methods: Collection[str]) -> ComparisonEstimate:
+        """The part of this estimate spent on `methods`' units: what choosing them adds (the Train page's line on
+        the fine-tuning references)."""
+        return ComparisonEstimate.of([u for u in self.units if u.method in methods])
 
     def words(self, device: str) -> str:
         """ "about 14 min on this CPU, from measured speed": the Train page's line."""
@@ -269,15 +280,15 @@ def estimate_comparison(
 
     `units`: `core.compare.Unit`s (method, seed, options with `max_steps`, k_shot, tune) as `plan_units` makes them;
     `rates`: per method, from `rates_for`."""
-    out = [estimate_unit(u, spec, *unit_sizes(split, u), rates[u.method]) for u in units]
-    source = max((u.source for u in out), key=SOURCE_RANK.__getitem__, default=MEASURED)
-    return ComparisonEstimate(out, sum(u.seconds for u in out), source)
+    return ComparisonEstimate.of([estimate_unit(u, spec, *unit_sizes(split, u), rates[u.method]) for u in units])
 
 
 def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[Any]:
     """The order to run the units in, so a provisional verdict lands early: methods that train nothing first
     (majority, the manual templates: the reference every verdict is read against), then the rest by expected cost
-    (the probe, then the learned methods), ties in the methods' usual order, then as given.
+    (the probe, then the learned methods), ties in the methods' usual order, then as given; the fine-tuning
+    references last of all, whatever their estimate: prompts are the question and fine-tuning the yardstick, so a
+    mis-estimated fine-tune never holds back the provisional verdict (they are the slowest units anyway).
 
     Why manual before the cheaper-looking probe: whichever runs first pays for the test texts' key/values, which
     the other then reuses (`core.prefix_cache`); run first, the probe took 35 s and manual 37 s after it, while
@@ -287,6 +298,7 @@ def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[A
         range(len(units)),
         key=lambda i: (
             REGISTRY[units[i].method].trains,
+            REGISTRY[units[i].method].fine_tunes,
             estimate.units[i].seconds,
             order.get(units[i].method, len(order)),
             i,

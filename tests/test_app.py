@@ -166,7 +166,9 @@ def test_prompts_quick_check_scores_dev_up_to_the_cap_and_ranks_templates(home: 
 
 def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
     at = go(load_tiny_csv(start()), "ui/3_Train.py")
-    at.multiselect(key="methods").set_value(list(REGISTRY)).run()
+    references = [n for n, cls in REGISTRY.items() if cls.fine_tunes]
+    at.multiselect(key="methods").set_value([n for n in REGISTRY if n not in references]).run()
+    at.multiselect(key="finetune-methods").set_value(references).run()
     assert not at.exception
     keys = {w.key for kind in ("checkbox", "number_input", "selectbox", "text_input") for w in getattr(at, kind)}
     for name, cls in REGISTRY.items():
@@ -176,8 +178,32 @@ def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
     assert all(any(cls.label in label for label in labels) for cls in REGISTRY.values())
     assert "Launch 6 runs" in [b.label for b in at.button] or len(REGISTRY) != 6
     at.multiselect(key="methods").set_value(["manual"]).run()
+    at.multiselect(key="finetune-methods").set_value([]).run()
     assert at.button(key="launch").label == "Launch 1 run"
     assert at.number_input(key="opt-manual-batch_size").label == "batch size (examples)"  # words, with units
+
+
+def test_train_page_offers_the_fine_tuning_references_off_on_a_cpu_with_what_they_add(
+    home: Path, tiny_gpt2: Path
+) -> None:
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    references = at.multiselect(key="finetune-methods")
+    assert references.options == [REGISTRY[n].label + f" ({n})" for n in ("finetune", "prompt_finetune", "lora")]
+    assert references.value == []  # this machine runs on its CPU: off by default
+    launch = at.button(key="launch").label
+    added = next(c.value for c in at.caption if c.value.startswith("Fine-tuning references, all seeds:"))
+    assert re.fullmatch(
+        r"Fine-tuning references, all seeds: Fine-tuning \(full, head\) \d+ (s|min), Fine-tuning \(full, "
+        r"prompt-based\) \d+ (s|min), LoRA \(prompt-based\) \d+ (s|min); about \d+ (s|min) for all 3\.",
+        added,
+    ), added
+    at.multiselect(key="finetune-methods").set_value(["lora"]).run()
+    assert not at.exception and not at.error, texts(at.error)
+    n = int(re.search(r"\d+", launch).group())
+    assert at.button(key="launch").label == f"Launch {n + 1} runs"  # one seed: one more run
+    assert any("(LoRA (prompt-based) included above)" in c.value for c in at.caption)
 
 
 def test_train_page_has_autoprompt_iterations_and_warns_when_steps_miss_dev(home: Path, tiny_gpt2: Path) -> None:
@@ -300,6 +326,55 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
     table = at.dataframe[1].value  # results, calibration, cost
     assert {"calibration", "acc_calibrated", "acc_uncalibrated"} <= set(table.columns)
     assert table.loc[table["prompt"] == "Majority class", "calibration"].item().startswith("uncalibrated")
+
+
+def test_compare_reads_prompts_against_a_fine_tune_the_worker_ran_as_in_process(home: Path, tiny_gpt2: Path) -> None:
+    """`finetune` chosen on Train, run by the app's real worker, read out on Compare against the manual prompt:
+    the phrase, the table (every cell filled), the verdict's line and the cost/accuracy scatter; and the stored
+    accuracy is the one an in-process `run_unit` gets on the same split and seed."""
+    from core.backbone import load_backbone
+    from core.compare import Unit, run_unit
+
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    at.multiselect(key="methods").set_value(["manual"]).run()
+    at.multiselect(key="finetune-methods").set_value(["finetune"]).run()
+    at.number_input(key="max-steps").set_value(4).run()
+    at.checkbox(key="train-tune").set_value(False).run()
+    at.button(key="launch").click().run()
+    assert not at.exception and "Queued 2 runs" in texts(at.success), texts(at.error)
+    ws, mine = workspace(), me(at)
+    (group,) = [g["group_id"] for g in mine.groups()]
+    runs = mine.runs(group)
+    assert [r["method"] for r in sorted(runs, key=lambda r: r["created"])] == ["manual", "finetune"]  # last
+    for run in runs:
+        assert ws.jobs.wait(run["id"], TIMEOUT) == "succeeded"
+
+    go(at, "ui/5_Compare.py")
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Prompts against fine-tuning" in texts(at.subheader)
+    assert "Against fine-tuning (Fine-tuning (full, head), chosen on dev; test " in texts(at.success)
+    assert re.search(
+        r"Manual \(best on dev\): [\d.<]+ % of fine-tuning's accuracy with 0 % of its trainable parameters, "
+        r"[\d.<]+× its training time; [+−]\d\.\d{3}, (not significant|significantly (worse|better)) \(p = ",
+        texts(at.markdown),
+    ), texts(at.markdown)
+    table = next(d.value for d in at.dataframe if "accuracy_share" in d.value.columns)
+    ctx = mine.context(group)
+    assert list(table["prompt"])[0] == "Manual (best on dev)" and len(table) == 1 + len(ctx.spec.templates)
+    assert not table.isna().any().any() and not table.astype(str).isin(["None", "nan"]).any().any()
+    chart = next(c.proto.spec for c in at.get("vega_lite_chart") if "params_x" in c.proto.spec)
+    assert '"log"' in chart and '"errorbar"' in chart and '"fine-tuning"' in chart
+    at.radio(key="cost-axis").set_value("training seconds").run()
+    assert any("seconds_x" in c.proto.spec for c in at.get("vega_lite_chart"))
+
+    tuned = next(r for r in runs if r["method"] == "finetune")
+    config = mine.run(tuned["id"])["config"]
+    unit = Unit("finetune", config["seed"], dict(config["options"]), config["k_shot"], config.get("tune", False))
+    here = run_unit(load_backbone(str(tiny_gpt2), device="cpu"), ctx.split, ctx.spec, unit)["rows"][0]
+    stored = next(m for m in mine.summary(group)["methods"] if m["method"] == "finetune")
+    assert stored["per_seed"] == [here["accuracy"]] and stored["predictions"] == [here["predictions"]]
 
 
 def long_request(tiny_gpt2: Path, *, manual: bool = False, eval_every: int = 5):

@@ -8,6 +8,7 @@ import torch
 from core import artifacts, calibration
 from core.compare import Unit, prompt_spec, run_unit, summarize
 from core.data import load_dataset, split_dataset
+from core.evaluate import mcnemar_test, paired_bootstrap
 from core.methods import UnknownMethodError, create, method_names
 from core.progress import Cancelled, never_stop
 from core.templates import TemplateError
@@ -90,6 +91,7 @@ def test_summary_has_contract_fields_and_significance(tiny, setup, tmp_path):
             assert key in row
         assert row["n_seeds"] == 2 and row["peak_memory_mb"] > 0
     assert {s["method"] for s in summary["significance"]} == set(names) - {summary["reference"]}
+    assert "versus_finetuning" not in summary  # no fine-tuning row ran: nothing to read the prompts against
     for s in summary["significance"]:
         assert 0 <= s["mcnemar"]["p_value"] <= 1
     saved = artifacts.load(summary["methods"][0]["artifact"])
@@ -123,3 +125,58 @@ def test_linear_probe_reads_the_label_from_frozen_features(tiny, setup, family, 
     method = create("linear_probe", spec, loaded.config)
     again = calibration.scores(method, bb, loaded, split.test.records)  # the file carries the calibration chosen
     assert again.argmax(1).tolist() == row["predictions"]
+
+
+FEW_STEPS = {"max_steps": 4, "eval_every": 2}  # a tiny model, a few steps: the shape of the answer, not its quality
+
+
+def test_prompts_are_read_against_the_fine_tuning_row_chosen_on_dev(tiny, setup):
+    """`versus_finetuning` on real units: the fine-tuning row best on dev (ties: shorter training) is the reference,
+    every other row its shares, ratio and paired significance — never picked by test accuracy."""
+    ds, split, spec = setup
+    bb = tiny("gpt2")
+    units = [
+        run_unit(bb, split, spec, Unit(m, s, FEW_STEPS if m != "manual" else {}))
+        for m in ("manual", "prompt_tuning", "finetune", "lora")
+        for s in (0, 1)
+    ]
+    summary = summarize(units, dataset=ds.summary(), split=split, backbone=bb.describe())
+    against = summary["versus_finetuning"]
+    tuned = {m["name"]: m for m in summary["methods"] if m["method"] in ("finetune", "lora")}
+    best = max(tuned.values(), key=lambda m: (m["dev_accuracy"], -m["train_seconds"]))
+    ref = against["reference"]
+    assert ref["name"] == best["name"] and ref["accuracy"] == best["accuracy"]
+    rows = {r["name"]: r for r in against["rows"]}
+    assert set(rows) == {m["name"] for m in summary["methods"]} - {best["name"]}
+    other = next(n for n in tuned if n != best["name"])
+    assert rows[other]["fine_tunes"] and not rows["Prompt tuning"]["fine_tunes"]
+    for m in summary["methods"]:
+        if m["name"] in rows:
+            row = rows[m["name"]]
+            assert row["accuracy_share"] == pytest.approx(m["accuracy"] / best["accuracy"])
+            assert row["params_share"] == pytest.approx(m["trainable_params"] / best["trainable_params"])
+            assert row["time_ratio"] == pytest.approx(m["train_seconds"] / best["train_seconds"])
+    # paired by seed and test row: both seeds' predictions against the reference's at the same seed
+    pt = next(m for m in summary["methods"] if m["name"] == "Prompt tuning")
+    pairs = {s: p for s, p in zip(best["seeds"], best["predictions"], strict=True)}
+    mine = [p for s, preds in zip(pt["seeds"], pt["predictions"], strict=True) for p in preds]
+    theirs = [p for s in pt["seeds"] for p in pairs[s]]
+    gold = list(split.test.labels) * 2
+    assert rows["Prompt tuning"]["mcnemar"] == mcnemar_test(mine, theirs, gold)
+    assert rows["Prompt tuning"]["bootstrap"] == paired_bootstrap(mine, theirs, gold)
+    assert summary["significance"] and summary["reference"] == "Manual (best on dev)"  # unchanged beside it
+
+    def reference_when(dev: dict[str, float], seconds: dict[str, float]) -> str:
+        """The reference after setting each fine-tuning unit's dev accuracy and training time."""
+        for unit in units:
+            for row in unit["rows"]:
+                if row["method"] in dev:
+                    row.update(dev_accuracy=dev[row["method"]], train_seconds=seconds[row["method"]])
+        again = summarize(units, dataset=ds.summary(), split=split, backbone=bb.describe())
+        return again["versus_finetuning"]["reference"]["method"]
+
+    worse_on_test = min(tuned.values(), key=lambda m: m["accuracy"])["method"]
+    better_on_test = "lora" if worse_on_test == "finetune" else "finetune"
+    assert reference_when({worse_on_test: 0.9, better_on_test: 0.5}, {"finetune": 1.0, "lora": 1.0}) == worse_on_test
+    assert reference_when({"finetune": 0.7, "lora": 0.7}, {"finetune": 9.0, "lora": 3.0}) == "lora"  # tie: faster
+    assert reference_when({"finetune": 0.7, "lora": 0.7}, {"finetune": 2.0, "lora": 3.0}) == "finetune"

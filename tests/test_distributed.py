@@ -63,9 +63,11 @@ def runs(tmp_path_factory) -> dict:
     rows = [(f"{w}{s}", "positive" if "great" in w else "negative") for w in words for s in ("", " indeed", " !", ".")]
     data = write_csv(tmp / "reviews.csv", rows * 2)
     args = [
-        "--data", str(data), "--backbone", str(folder), "--methods", "manual,prompt_tuning", "--seeds", "0,1",
-        "--max-steps", "6", "--option", "prompt_tuning.eval_every=3", "--option", "prompt_tuning.batch_size=5",
-        "--no-tune", "--template", "{text} it was [MASK]", "--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}',
+        "--data", str(data), "--backbone", str(folder), "--methods", "manual,prompt_tuning,finetune",
+        "--seeds", "0,1", "--max-steps", "6", "--option", "prompt_tuning.eval_every=3",
+        "--option", "prompt_tuning.batch_size=5", "--option", "finetune.eval_every=3",
+        "--option", "finetune.batch_size=5", "--no-tune", "--template", "{text} it was [MASK]",
+        "--verbalizer", '{"positive": ["great"], "negative": ["terrible"]}',
     ]  # fmt: skip
     done = {
         "one": _compare(args, tmp / "one"),
@@ -91,7 +93,14 @@ def _comparable(results: dict) -> dict:
         out = {k: v for k, v in r.items() if k not in TIMING | {"artifact", "artifacts"}}
         return {**out, "artifact_files": [Path(a).name for a in r["artifacts"]]}
 
-    return {**{k: v for k, v in results.items() if k != "processes"}, "methods": [row(r) for r in results["methods"]]}
+    def against(section: dict) -> dict:  # the fine-tuning comparison less its training-time ratios
+        rows = [{k: v for k, v in r.items() if k != "time_ratio"} for r in section["rows"]]
+        return {"reference": {k: v for k, v in section["reference"].items() if k not in TIMING}, "rows": rows}
+
+    out = {**{k: v for k, v in results.items() if k != "processes"}, "methods": [row(r) for r in results["methods"]]}
+    if "versus_finetuning" in out:
+        out["versus_finetuning"] = against(out["versus_finetuning"])
+    return out
 
 
 def test_two_processes_split_the_units_and_merge_to_the_one_process_results(runs):
@@ -101,7 +110,7 @@ def test_two_processes_split_the_units_and_merge_to_the_one_process_results(runs
     units = two["processes"]["units"]
     assert two["processes"]["count"] == 2
     assert sorted((u["method"], u["seed"]) for u in units) == [
-        (m, s) for m in ("manual", "prompt_tuning") for s in (0, 1)
+        (m, s) for m in ("finetune", "manual", "prompt_tuning") for s in (0, 1)
     ]
     assert {u["process"] for u in units} == {0, 1}  # both processes ran units; each unit once (above)
     assert "[process 1/2] running manual (seed 1)" in stderr and "[process 0/2] running manual (seed 0)" in stderr
@@ -113,7 +122,9 @@ def test_data_parallel_training_matches_the_one_process_loss_curve(runs):
     one, _ = runs["one"]
     dp, stderr = runs["dp"]
     shared = [u for u in dp["processes"]["units"] if u["process"] == "all"]
-    assert [(u["method"], u["seed"]) for u in shared] == [("prompt_tuning", 0), ("prompt_tuning", 1)]
+    assert sorted((u["method"], u["seed"]) for u in shared) == [
+        (m, s) for m in ("finetune", "prompt_tuning") for s in (0, 1)
+    ]
     assert "[prompt_tuning seed 0, process 1] 6/6" in stderr and "[prompt_tuning seed 0, process 0] 6/6" in stderr
     for seed in (0, 1):
         ref = _prompt(one, seed)

@@ -249,6 +249,7 @@ class Driver:
         seeds: str = "0",
         patience: int | None = None,
         k_curve: str = "",
+        references: list[str] | None = None,
     ) -> str:
         self.nav("Train")
         if backbone:
@@ -258,6 +259,8 @@ class Driver:
         self.see(re.compile(r"Parameters"))
         self.page.get_by_role("button", name=re.compile(r"^Launch \d+ runs?$")).wait_for()
         self.choose_methods(methods)
+        if references is not None:  # the fine-tuning references have a box of their own
+            self.choose_methods(references, box="Fine-tuning references")
         if patience is not None:  # set in each trained method's own tab of options
             for name in methods:
                 if REGISTRY[name].trains:
@@ -306,9 +309,9 @@ class Driver:
         )
         assert f"{group_id} · " in shown, shown
 
-    def choose_methods(self, methods: list[str]) -> None:
-        """Make the methods multiselect hold exactly `methods` (registry names), one change per rerun."""
-        box = self.page.get_by_test_id("stMultiSelect").filter(has_text="Methods to compare")
+    def choose_methods(self, methods: list[str], box: str = "Methods to compare") -> None:
+        """Make the multiselect labelled `box` hold exactly `methods` (registry names), one change per rerun."""
+        box = self.page.get_by_test_id("stMultiSelect").filter(has_text=box)
 
         def selected() -> dict[str, str]:
             labels = box.get_by_role("button", name=re.compile("^Remove ")).evaluate_all(

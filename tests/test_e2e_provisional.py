@@ -64,3 +64,28 @@ def provisional_then_final(app: Driver, store: RunStore, group: str, learned: st
     # the open page follows without a reload: the final verdict replaces the provisional one
     app.see(re.compile(r"is best \(chosen on dev"), timeout=60)
     assert page.get_by_text(re.compile("^Provisional")).count() == 0
+
+
+def test_prompts_against_fine_tuning_fit_the_window(tmp_path: Path) -> None:
+    """A manual prompt and a fine-tune chosen in the browser, run by the app's workers: Compare's section on
+    fine-tuning (its table, the scatter) shows, and no table scrolls sideways in a 1,400 px window."""
+    require_chromium()
+    model = save_tiny("gpt2", tmp_path / "tiny-gpt2")
+    data = tmp_path / "reviews.csv"
+    data.write_bytes(tiny_csv(30))
+    with streamlit_server(tmp_path / "home", log=tmp_path / "streamlit.log") as url, chromium((1400, 1000)) as ctx:
+        page = ctx.new_page()
+        app = Driver(page, url)
+        app.load_data(data, k=4)
+        group = app.launch(str(model), ["manual"], steps=4, references=["finetune"])
+        app.nav("Compare")
+        app.shows_group(group)
+        app.see(re.compile(r"^Against fine-tuning \(Fine-tuning \(full, head\), chosen on dev"), timeout=180)
+        app.see("Prompts against fine-tuning")
+        page.get_by_test_id("stVegaLiteChart").last.wait_for()
+        page.get_by_test_id("stDataFrame").first.wait_for()
+        try:
+            assert clipped_tables(page) == []
+        finally:
+            app.shoot(tmp_path / "compare-finetuning.png")
+            print(f"screenshot: {tmp_path / 'compare-finetuning.png'}")

@@ -76,6 +76,23 @@ def test_cheapest_first_puts_the_quick_answers_before_the_learned_methods(data) 
     assert [seconds[m] for m in order[2:]] == sorted(seconds[m] for m in order[2:])
 
 
+def test_fine_tuning_references_run_after_every_prompt_method(data) -> None:
+    """However cheap a fine-tune is estimated (3 steps, against the prompt methods' 60), it runs last: the
+    provisional verdict on the prompts never waits for the yardstick. What each reference adds is its units' part."""
+    split, spec = data
+    references = ["finetune", "prompt_finetune", "lora"]
+    plan = units(references, max_steps=3) + units(METHODS, max_steps=60)
+    expected = estimate.estimate_comparison(plan, spec, split, estimate.rates_for(METHODS + references))
+    seconds = {u.method: u.seconds for u in expected.units}
+    assert min(seconds[m] for m in references) < max(seconds[m] for m in METHODS)  # estimated cheaper than some
+    order = [u.method for u in estimate.cheapest_first(plan, expected)]
+    assert order[:2] == ["baseline", "manual"] and sorted(order[-3:]) == sorted(references)
+    assert [seconds[m] for m in order[-3:]] == sorted(seconds[m] for m in references)  # cheapest first among them
+    added = expected.only(references)
+    assert added.total == pytest.approx(sum(seconds[m] for m in references)) and len(added.units) == 3
+    assert expected.only(METHODS).total + added.total == pytest.approx(expected.total)
+
+
 def test_store_remembers_and_blends_throughput(tmp_path: Path) -> None:
     with RunStore(tmp_path / "runs.db") as store:
         assert store.throughput("default", "cpu") == {}

@@ -78,14 +78,15 @@ def test_the_cli_sends_units_to_ray_with_the_local_results(ray_cluster: str, tin
 def test_the_app_sends_runs_to_ray_and_gets_the_local_results(ray_cluster: str, tiny_gpt2: Path, tmp_path: Path):
     from core.app.service import Workspace
 
-    req = dict(seeds=[0], methods={"manual": {}, "prompt_tuning": {"eval_every": 2}, "baseline": {}}, max_steps=4)
+    methods = {"manual": {}, "prompt_tuning": {"eval_every": 2}, "baseline": {}, "finetune": {"eval_every": 2}}
+    req = dict(seeds=[0], methods=methods, max_steps=4)
     summaries = {}
     for name, address in (("local", ""), ("ray", ray_cluster)):
         ws = Workspace(tmp_path / name, ray_address=address)
         try:
             group = ws.user(ALICE).launch(request(tiny_gpt2, tune=False, **req))
             runs = ws.user(ALICE).runs(group)
-            assert [ws.jobs.wait(r["id"], TIMEOUT) for r in runs] == ["succeeded"] * 3
+            assert [ws.jobs.wait(r["id"], TIMEOUT) for r in runs] == ["succeeded"] * 4
             if address:
                 assert {r["device"] for r in ws.user(ALICE).runs(group)} == {"ray"}
                 assert all(ws.store.metrics(r["id"]) for r in runs if r["method"] == "prompt_tuning")  # progress
@@ -98,6 +99,11 @@ def test_the_app_sends_runs_to_ray_and_gets_the_local_results(ray_cluster: str, 
         return [(m["name"], m["accuracy"], m["macro_f1"], m.get("predictions")) for m in summary["methods"]]
 
     assert same(summaries["ray"]) == same(summaries["local"])
+    shares = {
+        name: [(r["name"], r["accuracy_share"]) for r in s["versus_finetuning"]["rows"]]
+        for name, s in summaries.items()
+    }
+    assert shares["ray"] == shares["local"] and shares["ray"]  # the prompts read against the fine-tune alike
 
 
 def test_without_a_ray_address_nothing_of_ray_is_imported(tiny_gpt2: Path, tmp_path: Path):

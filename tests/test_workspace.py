@@ -327,6 +327,9 @@ def test_default_methods_put_untrained_first() -> None:
     assert trains == sorted(trains) and order[0] == "manual"
     chosen = default_methods()
     assert {"manual", "baseline"} <= set(chosen) and sum(getattr(REGISTRY[n], "trains", False) for n in chosen) <= 1
+    references = [n for n, cls in REGISTRY.items() if cls.fine_tunes]
+    assert references and not set(references) & set(chosen)  # on a CPU the fine-tuning references are off
+    assert default_methods("cuda:0") == chosen + references  # on a GPU they are on
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from dataclasses import replace
 
 import streamlit as st
 
@@ -12,6 +13,7 @@ from core.app.views import small_dev_warning
 from core.backbone import BackboneError
 from core.compare import default_templates, eval_warnings, parse_k_shots, parse_seeds, plan_units, prompt_spec
 from core.data import DataError
+from core.estimate import fmt_minutes
 from core.methods import REGISTRY, method_order
 from core.templates import TemplateError, Verbalizer
 from ui.common import (
@@ -36,6 +38,15 @@ prompts = state["prompts"] or {
 def request_fingerprint(*parts) -> str:
     """The same choices give the same fingerprint: a second click on Launch does not queue the same work twice."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reference_cost(expected, references: list[str], methods: list[str]) -> str:
+    """What the fine-tuning references add to the comparison, each and together, chosen or not."""
+    each = ", ".join(f"{REGISTRY[m].label} {fmt_minutes(expected.only([m]).total)}" for m in references)
+    total = fmt_minutes(expected.only(references).total)
+    picked = [REGISTRY[m].label for m in references if m in methods]
+    included = f" ({', '.join(picked)} included above)" if picked else ""
+    return f"Fine-tuning references, all seeds: {each}; about {total} for all {len(references)}{included}."
 
 
 @st.cache_data(ttl=60, show_spinner="Reading the backbone's config…")
@@ -81,8 +92,10 @@ if ws.pool.peek(spec) is not None:
     st.caption("Already loaded in this app: runs start at once.")
 
 st.subheader("Methods")
-names = method_order(REGISTRY)
-chosen = state.get("methods") or default_methods()
+names = [n for n in method_order(REGISTRY) if not REGISTRY[n].fine_tunes]
+references = [n for n in method_order(REGISTRY) if REGISTRY[n].fine_tunes]
+device = ws.estimate_device()
+chosen = state.get("methods") or default_methods(device)
 methods = st.multiselect(
     "Methods to compare",
     names,
@@ -90,6 +103,17 @@ methods = st.multiselect(
     format_func=method_label,
     key="methods",
 )
+if references:
+    methods += st.multiselect(
+        "Fine-tuning references",
+        references,
+        default=[m for m in chosen if m in references],
+        format_func=method_label,
+        key="finetune-methods",
+        help="Rows that train the backbone itself, which Compare reads every prompt against (the best of them on "
+        "dev): its accuracy share, trainable-parameter share and training-time ratio. The slowest rows, run after "
+        "every prompt method; off by default on a CPU, on by default on a GPU.",
+    )
 state["methods"] = methods
 if methods:
     st.caption("Advanced options, one tab per method (the defaults are sensible; hover a field for its meaning).")
@@ -207,17 +231,23 @@ request = ComparisonRequest(
     k_shots=k_curve,
 )
 if not errors:
+    # every fine-tuning reference is estimated, chosen or not: the page says what each adds before it is chosen
+    with_references = {m: changed_options(REGISTRY[m].config_cls, state["options"].get(m, {})) for m in references}
     try:  # remembered speed, else a probe of a backbone already loaded here (cached), else a size prior
         with st.spinner("Timing the backbone on this device (a second or two, once)…"):
-            expected = ws.estimate(request, split, prompt_spec(ds, prompts["templates"], prompts["verbalizer"]))
+            spec_now = prompt_spec(ds, prompts["templates"], prompts["verbalizer"])
+            everything = ws.estimate(replace(request, methods={**with_references, **chosen_options}), split, spec_now)
     except (TemplateError, BackboneError, ValueError, KeyError) as err:
         st.caption(f"No time estimate: {plain(err)}")
     else:
         st.info(
-            f"Expected time: {expected.words(ws.estimate_device())}. Runs start with what trains nothing (majority, "
-            "manual templates), then the rest cheapest first (probe, learned methods), so the first answers come early.",
+            f"Expected time: {everything.only(methods).words(device)}. Runs start with what trains nothing (majority, "
+            "manual templates), then the rest cheapest first (probe, learned methods), so the first answers come "
+            "early; fine-tuning references last.",
             icon=":material/schedule:",
         )
+        if references:
+            st.caption(reference_cost(everything, references, methods))
 
 if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(errors) or bool(queued), key="launch"):
     try:

@@ -11,7 +11,10 @@ import streamlit as st
 from core.app.views import (
     comparison_table,
     confusion_frame,
+    cost_points,
     disagreements,
+    finetuning_phrase,
+    finetuning_table,
     fmt_bytes,
     fmt_seconds,
     learning_curve_frames,
@@ -24,6 +27,7 @@ from core.app.views import (
     verdict,
 )
 from core.export import to_safe_csv
+from ui.charts import cost_accuracy
 from ui.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
 
 
@@ -124,6 +128,8 @@ def live_verdict(group_id: str) -> None:
     elif now_summary is not None:
         final = verdict(now_summary)
         st.success(plain(final["headline"]), icon=":material/emoji_events:")
+        if "finetuning" in final:
+            st.success(plain(final["finetuning"]), icon=":material/balance:")
         st.caption(plain(final["test_best"]) + " The headline prompt is chosen on dev, as a user would choose.")
     if landed(runs) != landed(initial):
         st.rerun()
@@ -258,6 +264,54 @@ else:
         "Paired on the same test rows (and seeds): McNemar's test and a paired bootstrap of the accuracy "
         "difference with its 95% interval."
     )
+
+
+def against_finetuning() -> None:
+    """The papers' question: each prompt's accuracy as a share of the best fine-tuning row's, at what cost, with the
+    paired significance of the difference; and the same as a cost/accuracy scatter."""
+    against = summary.get("versus_finetuning")
+    if not against:
+        return
+    ref = against["reference"]
+    st.subheader("Prompts against fine-tuning")
+    st.caption(
+        f"Against **{plain(ref['name'])}** (test {ref['accuracy']:.3f}, {fmt_count(ref['trainable_params'])} "
+        f"trainable parameters, {fmt_seconds(ref['train_seconds'])} training per seed): the fine-tuning row with the "
+        "best dev accuracy, never chosen on test. Paired on the same test rows and seeds (McNemar's test; the paired "
+        "bootstrap is in results.json)."
+    )
+    for row in against["rows"]:
+        if row["primary"] and not row["fine_tunes"]:
+            st.markdown(f"- {plain(finetuning_phrase(row))}")
+    st.dataframe(
+        finetuning_table(summary),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "prompt": st.column_config.TextColumn("prompt", width=200),
+            "accuracy": st.column_config.NumberColumn(format="%.3f", width=70),
+            "accuracy_share": st.column_config.TextColumn("of its accuracy", width=95),
+            "params_share": st.column_config.TextColumn("of its params", width=90),
+            "time_ratio": st.column_config.TextColumn("train time", width=80),
+            "difference": st.column_config.TextColumn("difference", width=80),
+            "mcnemar_p": st.column_config.NumberColumn("p (McNemar)", format="%.3f", width=95),
+            "significance": st.column_config.TextColumn("p < 0.05?", width=140),
+        },
+    )
+    axes = {
+        "trainable parameters": ("params_x", "trainable parameters (log)"),
+        "training seconds": ("seconds_x", "training seconds per seed (log)"),
+    }
+    pick = st.radio("Cost axis", list(axes), horizontal=True, key="cost-axis")
+    st.vega_lite_chart(cost_points(summary), cost_accuracy(*axes[pick]), width="stretch")
+    st.caption(
+        "One point per method (its prompt chosen on dev); squares are fine-tuning rows; bars ± one std over seeds. "
+        "Up and to the left is better. A row that trains nothing is drawn at 1 parameter (0.01 s); the tooltip "
+        "gives its true cost."
+    )
+
+
+against_finetuning()
 
 st.subheader("The prompts")
 for m in summary["methods"]:

@@ -61,3 +61,44 @@ def label_bars() -> Spec:
             "tooltip": [field("label", "nominal"), field("rows", "quantitative")],
         },
     }
+
+
+def cost_accuracy(x: str, x_title: str) -> Spec:
+    """Accuracy against a cost on a log axis (columns prompt, method, kind, accuracy, low, high, spread,
+    trainable_params, train_seconds and the plotted `x`): a point per method, filled squares for fine-tuning rows,
+    an error bar of ± one std over seeds where there are several (one seed's low/high are null: not drawn)."""
+    x_enc = field(x, "quantitative", title=x_title, scale={"type": "log", "padding": 24})  # no point on an edge
+    y_title = "test accuracy (mean ± std over seeds)"
+    tooltip = [
+        field("prompt", "nominal"),
+        field("kind", "nominal"),
+        field("accuracy", "quantitative", format=".3f"),
+        field("spread", "nominal", title="± std over seeds"),
+        field("trainable_params", "quantitative", title="trainable params", format=","),
+        field("train_seconds", "quantitative", title="train s", format=".1f"),
+    ]
+    points = {
+        "mark": {"type": "point", "filled": True, "size": 140},
+        "encoding": {
+            "x": x_enc,
+            "y": field("accuracy", "quantitative", title=y_title, scale={"zero": False, "padding": 24}),
+            "color": field("method", "nominal", title="method", legend=legend_below()),
+            "shape": field(
+                "kind",
+                "nominal",
+                title=None,
+                scale={"domain": ["prompt", "fine-tuning"], "range": ["circle", "square"]},
+                legend={"orient": "bottom"},  # the right edge is for the points' labels
+            ),
+            "tooltip": tooltip,
+        },
+    }
+    errors = {
+        "mark": {"type": "errorbar", "ticks": True},
+        "encoding": {"x": x_enc, "y": field("low", "quantitative", title=y_title), "y2": {"field": "high"}},
+    }
+    labels = {
+        "mark": {"type": "text", "align": "left", "dx": 9, "fontSize": 11},
+        "encoding": {"x": x_enc, "y": field("accuracy", "quantitative"), "text": field("method", "nominal")},
+    }
+    return {"height": 360, "layer": [errors, points, labels]}

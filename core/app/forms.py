@@ -125,9 +125,11 @@ def changed_options(config_cls: type, values: Mapping[str, Any]) -> dict[str, An
     return {k: v for k, v in values.items() if k in fields_ and (fields_[k].per_method or v != fields_[k].default)}
 
 
-def default_methods() -> list[str]:
-    """What the Train page preselects: every method that trains nothing, plus one trained method."""
+def default_methods(device: str = "cpu") -> list[str]:
+    """What the Train page preselects: every method that trains nothing, plus one trained prompt method, plus the
+    fine-tuning references where runs go to an accelerator (on a CPU they are the slowest rows by far: off)."""
     untrained = [n for n, cls in REGISTRY.items() if not cls.trains]
-    trained = [n for n, cls in REGISTRY.items() if cls.trains]
+    trained = [n for n, cls in REGISTRY.items() if cls.trains and not cls.fine_tunes]
     preferred = [n for n in PREFERRED_TRAINED if n in trained] or trained
-    return untrained + preferred[:1]
+    references = [n for n, cls in REGISTRY.items() if cls.fine_tunes] if device != "cpu" else []
+    return untrained + preferred[:1] + references
