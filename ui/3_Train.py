@@ -218,6 +218,7 @@ if not errors:
             "manual templates), then the rest cheapest first (probe, learned methods), so the first answers come early.",
             icon=":material/schedule:",
         )
+        st.caption(f"What each method adds: {expected.added_words()}.")
 
 if st.button(f"Launch {n_runs} {runs_word}", type="primary", disabled=bool(errors) or bool(queued), key="launch"):
     try:
