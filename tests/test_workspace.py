@@ -234,7 +234,9 @@ def test_a_cancelled_autoprompt_run_resumes_from_its_iteration(ws: Workspace, ti
     steps = [m["step"] for m in ws.store.metrics(new_id) if m["name"] == "train_loss"]
     assert steps[0] == stopped_at + 1 and steps[-1] == 160  # iterations after the stop only
     card = next(r for r in ws.user(ALICE).runs(group) if r["id"] == new_id)
-    assert card["resumed_from_step"] == stopped_at and f"resumed from step {stopped_at}" in finished_text(card)
+    assert card[
+        "resumed_from_step"
+    ] == stopped_at and f"resumed after an interruption, from step {stopped_at}" in finished_text(card)
 
 
 def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspace, tiny_gpt2: Path) -> None:
