@@ -17,17 +17,19 @@ from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone,
 from core.app.forms import HIDDEN_OPTIONS, changed_options, config_fields, default_methods
 from core.app.service import ComparisonRequest, NotYours, Workspace, ptune_home
 from core.app.views import (
+    comparison_dev,
     comparison_table,
     confusion_frame,
     disagreements,
     finished_text,
+    quick_zero_shot,
     significance_table,
     soft_prompt_readings,
     token_preview,
 )
 from core.backbone import load_backbone
-from core.compare import method_options
-from core.data import DataError
+from core.compare import Unit, method_options, prompt_spec, run_unit
+from core.data import DataError, load_dataset, split_dataset
 from core.methods import REGISTRY, method_order
 from core.methods.continuous import ContinuousMethod
 from core.templates import TemplateError
@@ -329,6 +331,25 @@ def test_default_methods_put_untrained_first() -> None:
     assert trains == sorted(trains) and order[0] == "manual"
     # the design card's comparison: manual prompts (and the majority class), a discrete search and a continuous prompt
     assert default_methods() == ["manual", "baseline", "autoprompt", "ptuning"]
+
+
+def test_the_quick_check_scores_the_dev_the_comparison_chooses_on() -> None:
+    """The Prompts page's check on the comparison's dev (K per label, its first seed) measures each template's
+    calibrated dev accuracy exactly as the comparison's manual run does: the two pages cannot disagree."""
+    ds = load_dataset(tiny_csv(200), text_col="text", label_col="label")
+    split = split_dataset(ds, test_size=0.5, dev_size=0.1)  # a dev share of 20 rows; the comparison's dev is 16
+    spec = prompt_spec(
+        ds, ["{text} It was [MASK]", "{text} All in all [MASK]"], {"positive": ["good"], "negative": ["bad"]}
+    )
+    backbone = tiny_backbone("gpt2")
+    dev, name = comparison_dev(split, 8, 3)
+    assert name == "the comparison's dev (K=8 per label, seed 3)" and len(dev) == 16 != len(split.dev)
+    check = quick_zero_shot(backbone, spec, dev)
+    result = run_unit(backbone, split, spec, Unit("manual", 3, {}, 8))
+    measured = {r["template"]: r["calibration"]["dev_accuracy"]["calibrated"] for r in result["rows"]}
+    assert result["n_dev"] == 16 and dict(zip(check["template"], check["accuracy"], strict=True)) == {
+        t: measured[t] for t in spec.templates
+    }
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
