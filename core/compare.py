@@ -286,7 +286,7 @@ def run_unit(
         "test_seconds": test_seconds,
         "calibration_seconds": calibration_seconds,  # the content-free prior and dev scores of both ways
         "resumed_from_step": int(learned.metrics.get("resumed_from_step") or 0),  # 0: not resumed after a stop
-        "continued_from_step": int(learned.metrics.get("continued_from_step") or 0),  # tuning's winner went on from
+        "continued_from_step": int(learned.metrics.get("continued_from_step") or 0),  # where tuning went on (0: no)
     }
 
 

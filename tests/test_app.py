@@ -198,7 +198,8 @@ def test_train_page_preselects_the_design_cards_triple_and_queues_it_cheapest_fi
     assert at.multiselect(key="methods").value == ["manual", "baseline", "autoprompt", "ptuning"]
     at.radio(key="backbone-kind").set_value("Local folder").run()
     at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
-    assert re.search(r"What each method adds: .*AutoPrompt about \d+ (s|min)[,.]", texts(at.caption)), texts(at.caption)
+    shown = texts(at.caption)
+    assert re.search(r"What each method adds: .*AutoPrompt about \d+ (s|min)[,.]", shown), shown
     at.button(key="launch").click().run()
     assert not at.exception and "Queued 4 runs" in texts(at.success), texts(at.error)
     (group,) = [g["group_id"] for g in me(at).groups()]
