@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -528,24 +529,9 @@ def test_runs_page_draws_one_line_per_tuning_trial_and_says_the_winner_was_conti
     goes on past the rung, dev scores are points, and the card says the best trial was continued (no resume)."""
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-    from core.app.service import ComparisonRequest
-
     mine = workspace().user("user:someone@example.org")
-    request = ComparisonRequest(
-        data=tiny_csv(),
-        source_name="tiny.csv",
-        text_col="text",
-        label_col="label",
-        templates=["{text} It was [MASK]"],
-        verbalizer={"positive": ["good"], "negative": ["bad"]},
-        methods={"ptuning": {"eval_every": 2}},
-        seeds=[0],
-        backbone=str(tiny_gpt2),
-        k_shot=4,
-        max_steps=6,
-        tune=True,
-    )
-    group = mine.launch(request)
+    short = {"methods": {"ptuning": {"eval_every": 2}}, "max_steps": 6, "tune": True}  # trials pause at step 2
+    group = mine.launch(dataclasses.replace(long_request(tiny_gpt2), **short))
     (run,) = mine.runs(group)
     assert workspace().jobs.wait(run["id"], TIMEOUT) == "succeeded"
     trials = mine.run(run["id"])["result"]["rows"][0]["tuning"]["trials"]
