@@ -285,7 +285,8 @@ def run_unit(
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
         "calibration_seconds": calibration_seconds,  # the content-free prior and dev scores of both ways
-        "resumed_from_step": int(learned.metrics.get("resumed_from_step") or 0),  # 0: not resumed
+        "resumed_from_step": int(learned.metrics.get("resumed_from_step") or 0),  # 0: not resumed after a stop
+        "continued_from_step": int(learned.metrics.get("continued_from_step") or 0),  # where tuning went on (0: no)
     }
 
 

@@ -173,6 +173,15 @@ class ComparisonEstimate:
         }[self.source]
         return f"about {fmt_minutes(self.total)} on {where}, {how}"
 
+    def added_words(self) -> str:
+        """ "Manual prompt about 40 s, AutoPrompt about 3 min, P-tuning about 5 min": what each method adds to the
+        total (all its seeds and K together), in the order the queue runs them, so a user sees what a method costs
+        before choosing it."""
+        seconds: dict[str, float] = {}
+        for unit in sorted(self.units, key=lambda u: (REGISTRY[u.method].trains, u.seconds)):
+            seconds[unit.method] = seconds.get(unit.method, 0.0) + unit.seconds
+        return ", ".join(f"{REGISTRY[m].label} about {fmt_minutes(s)}" for m, s in seconds.items())
+
 
 def fmt_minutes(seconds: float) -> str:
     """Rounded as an estimate deserves: '40 s', '3 min', '1 h 10 min'."""
@@ -483,7 +492,7 @@ def _locate(kinds: Sequence[str], phase: str, step: int) -> tuple[int | None, bo
         trials = [i for i, k in enumerate(kinds) if k == TRIAL]
         if ", trial " in outer:
             try:
-                number = int(outer.split(", trial ", 1)[1].split("/", 1)[0])
+                number = int(outer.split(", trial ", 1)[1].split()[0])  # "trial 2 of 5: lr 0.01"
             except ValueError:
                 return None, False
             if trials:

@@ -23,6 +23,17 @@ EVALUATING = "evaluating on dev"
 SCORING = "scoring the test split"
 SAVING = "saving the prompt files"
 
+# What a tuning trial adds to every metrics dict it reports (core.tuning), so a chart draws one line per trial: each
+# trial counts its steps from 1 again, and the winner goes on from its rung.
+TRIAL_METRIC = "tuning_trial"  # the trial's number, from 1
+CONTINUED_METRIC = "tuning_continued"  # 1 on the winner's steps past its rung
+TAG_METRICS = (TRIAL_METRIC, CONTINUED_METRIC)  # tags, not measurements: never drawn as curves of their own
+
+
+def resumed_phase(step: int, unit: str = "step") -> str:
+    """The phase of a loop that started again from a checkpoint: 'training, resumed from step 17'."""
+    return f"{TRAINING}, resumed from {unit} {step}"
+
 
 class Cancelled(Exception):
     """Raised by work that saw ``should_stop()``; the run is recorded as cancelled, not failed."""

@@ -37,7 +37,7 @@ from torch import nn
 
 from core import distributed
 from core.config import choice
-from core.progress import EVALUATING, TRAINING, Cancelled, ProgressFn, StopFn, enter_phase
+from core.progress import EVALUATING, TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, resumed_phase
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_KEY = "ptune_checkpoint"
@@ -376,7 +376,7 @@ def train(
         tensors, _meta, state = loaded
         best = _restore(tensors, params, optimizer)
         progress(state.step, cfg.max_steps, {})  # the card shows where it resumed at once
-        enter_phase(progress, f"{TRAINING}, resumed from step {state.step}")
+        enter_phase(progress, resumed_phase(state.step))
     else:
         torch.manual_seed(cfg.seed)
     resumed_from = state.step
@@ -447,7 +447,7 @@ def train(
             if eval_fn is not None and cfg.evaluates_at(step):
                 enter_phase(progress, EVALUATING)
                 metrics["dev_accuracy"] = evaluate()
-                enter_phase(progress, f"{TRAINING}, resumed from step {resumed_from}" if resumed_from else TRAINING)
+                enter_phase(progress, resumed_phase(resumed_from) if resumed_from else TRAINING)
                 metrics["dev_loss"] = state.evals[-1]["dev_loss"]
                 stopped_early = plateaued(state, cfg)
             progress(step, cfg.max_steps, metrics)

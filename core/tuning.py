@@ -48,7 +48,17 @@ from core import distributed
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.methods.base import Dimension, LearnedPrompt, PromptMethod, data_hash
-from core.progress import TRAINING, TUNING, Cancelled, ProgressFn, StopFn, enter_phase
+from core.progress import (
+    CONTINUED_METRIC,
+    TRAINING,
+    TRIAL_METRIC,
+    TUNING,
+    Cancelled,
+    ProgressFn,
+    StopFn,
+    enter_phase,
+    resumed_phase,
+)
 
 SMALL_DEV = 16  # dev rows below which a choice among configurations is mostly noise
 RUNG_FRACTION = 1 / 3  # of a trial's step budget it runs before the trials are compared (then rounded up)
@@ -91,12 +101,14 @@ class Tuned:
 
 @dataclass
 class _Run:
-    """A trial and where it stands: `learned` is None while it is paused at its rung (its state in `folder`)."""
+    """A trial and where it stands: `learned` is None while it is paused at its rung (its state in `folder`);
+    `number` is its place in the order tried, from 1, as the Runs page names it ("trial 2")."""
 
     trial: Trial
     method: PromptMethod
     learned: LearnedPrompt | None
     folder: Path | None
+    number: int = 0
 
 
 def fit(
@@ -121,7 +133,8 @@ def fit(
     keys = list(dict.fromkeys(k for d in dims for c in d.choices for k in c))
     tried: dict[str, _Run] = {}  # by the configuration a trial ran with
     best: dict[str, Any] = {}
-    total = 1 + sum(len(d.choices) - 1 for d in dims)  # each dimension adds its non-current choices (+ extensions)
+    planned = 1 + sum(len(d.choices) - 1 for d in dims)  # each dimension adds its non-current choices
+    extra = 0  # trials past a grid's edge (`Dimension.beyond`), counted apart so "trial 2 of 5" never becomes "/6"
     with tempfile.TemporaryDirectory(prefix="ptune-tuning-") as scratch:
         root = _trial_root(method, Path(scratch))
 
@@ -130,9 +143,12 @@ def fit(
             options = _settings(method, {**best, **choice}, keys)
             sig = _signature(options)
             if sig not in tried:
-                label = f"{TUNING}, trial {len(tried) + 1}/{total}: {describe(options)}"
+                number = len(tried) + 1
+                label = f"{TUNING}, {trial_words(number, planned, extra)}: {describe(options)}"
                 folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
-                tried[sig] = _trial(method, options, folder, backbone, train, dev, label, progress, should_stop)
+                tried[sig] = _trial(
+                    method, options, folder, backbone, train, dev, (number, label), progress, should_stop
+                )
             return tried[sig].trial
 
         for dim in dims:
@@ -144,7 +160,7 @@ def fit(
                 if further is None:
                     break
                 choices.append(further)
-                total += 1
+                extra += 1
             best = ranked[won_at].options
         won = tried[_signature(best)]
         if won.learned is None:
@@ -209,11 +225,13 @@ def _trial(
     backbone: Backbone,
     train: LabeledDataset,
     dev: LabeledDataset,
-    label: str,
+    named: tuple[int, str],
     progress: ProgressFn,
     should_stop: StopFn,
 ) -> _Run:
-    """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end."""
+    """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end.
+    `named`: the trial's number and its phase label."""
+    number, label = named
     config = dataclasses.replace(method.config, **options)
     at = rung(config) if folder is not None else config.max_steps
     if folder is not None:
@@ -224,8 +242,8 @@ def _trial(
     key = _trial_key(variant, backbone, train, dev, at)
     paused = _load_paused(folder, key, options)
     if paused is not None:  # scored at its rung before a cancel: its checkpoint waits there, nothing to re-train
-        return _Run(paused, variant, None, folder)
-    watch = _InTrial(progress, label, at if at < config.max_steps else None, should_stop)
+        return _Run(paused, variant, None, folder, number)
+    watch = _InTrial(progress, label, {TRIAL_METRIC: number}, at if at < config.max_steps else None, should_stop)
     enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()
     try:
@@ -237,12 +255,12 @@ def _trial(
         seconds = time.perf_counter() - start
         trial = Trial(dict(options), acc, loss, watch.step, seconds, rung=watch.step)
         _save_paused(folder, key, trial)
-        return _Run(trial, variant, None, folder)
+        return _Run(trial, variant, None, folder, number)
     m = learned.metrics
     steps = m.get("steps", m.get("iterations"))
     trial = Trial(dict(options), m.get("dev_accuracy"), m.get("dev_loss"), steps, time.perf_counter() - start)
     trial.rung = steps  # complete before its rung: compared on its whole run
-    return _Run(trial, variant, learned, folder)
+    return _Run(trial, variant, learned, folder, number)
 
 
 def _continue(
@@ -253,12 +271,22 @@ def _continue(
     progress: ProgressFn,
     should_stop: StopFn,
 ) -> None:
-    """Continue the paused winner from its rung to its full budget (the fit resumes from its checkpoint)."""
-    label = f"{TUNING}: continuing {describe(run.trial.options)} to the full budget"
+    """Continue the paused winner from its rung to its full budget (the fit resumes from its checkpoint).
+
+    Its loop reads the checkpoint as a resume; this is tuning going on, not a restart, so the phase says
+    "continuing its best trial" and the result `continued_from_step`, keeping `resumed_from_step` for a real resume
+    (a run stopped during the continuation and started again, past the rung)."""
+    at = run.trial.rung or 0
+    label = f"{TUNING}: {continuing_words(run.number, at, describe(run.trial.options))}"
     enter_phase(progress, f"{label} · {TRAINING}")
     start = time.perf_counter()
-    run.learned = run.method.fit(backbone, train, dev, progress=_InTrial(progress, label), should_stop=should_stop)
+    tags = {TRIAL_METRIC: run.number, CONTINUED_METRIC: 1}
+    watch = _InTrial(progress, label, tags, continued_from=at)
+    run.learned = run.method.fit(backbone, train, dev, progress=watch, should_stop=should_stop)
     m = run.learned.metrics
+    m["continued_from_step"] = at
+    if m.get("resumed_from_step") == at:
+        m["resumed_from_step"] = 0
     run.trial.steps = m.get("steps", m.get("iterations"))
     run.trial.seconds += time.perf_counter() - start
     run.trial.continued = True
@@ -299,15 +327,28 @@ def _load_paused(folder: Path | None, key: str, options: Mapping[str, Any]) -> T
 
 
 class _InTrial:
-    """A progress callback whose phases read as parts of the trial ("tuning on dev, trial 2/5: lr 0.01 · training").
+    """A progress callback whose phases read as parts of the trial ("tuning on dev, trial 2 of 5: lr 0.01 ·
+    training") and whose metrics carry `tags` (the trial's number: a chart draws one line per trial).
 
     With a `rung`, it also watches the trial: the best dev score reported so far (accuracy, then lower loss, as the
     training loop keeps its best), and `should_stop` turns true once a dev score at or past the rung is in (so a
     trial resumed from an earlier pause is scored at its next evaluation), or when the user's `stop` is.
+    `continued_from`: the winner's rung, where its loop picks up its checkpoint; that is no resume, so the loop's
+    "resumed from step N" at that step reads as plain training.
     """
 
-    def __init__(self, progress: ProgressFn, label: str, rung: int | None = None, stop: StopFn | None = None):
-        self.progress, self.label, self.rung, self.stop = progress, label, rung, stop
+    def __init__(
+        self,
+        progress: ProgressFn,
+        label: str,
+        tags: Mapping[str, int],
+        rung: int | None = None,
+        stop: StopFn | None = None,
+        *,
+        continued_from: int | None = None,
+    ):
+        self.progress, self.label, self.tags, self.rung, self.stop = progress, label, dict(tags), rung, stop
+        self.continued = {resumed_phase(continued_from, u) for u in ("step", "iteration")} if continued_from else set()
         self.step = 0
         self.best: tuple[float, float | None] | None = None
         self.reached = self.user_stopped = False
@@ -320,7 +361,7 @@ class _InTrial:
             if self.best is None or _key(acc, loss) > _key(*self.best):
                 self.best = (acc, loss)
             self.reached = self.reached or (self.rung is not None and step >= self.rung)
-        self.progress(step, total, metrics)
+        self.progress(step, total, {**metrics, **self.tags} if metrics else metrics)  # tags go with measurements
 
     def should_stop(self) -> bool:
         if self.stop is not None and self.stop():
@@ -329,7 +370,7 @@ class _InTrial:
         return self.reached
 
     def phase(self, name: str) -> None:
-        enter_phase(self.progress, f"{self.label} · {name}")
+        enter_phase(self.progress, f"{self.label} · {TRAINING if name in self.continued else name}")
 
 
 def _key(acc: float, loss: float | None) -> tuple[float, float]:
@@ -346,6 +387,17 @@ def report(chosen: Trial, trials: list[Trial], n_dev: int) -> dict[str, Any]:
         "dev_too_small": n_dev < SMALL_DEV,
         "rung_fraction": RUNG_FRACTION,
     }
+
+
+def trial_words(number: int, planned: int, extra: int = 0) -> str:
+    """ "trial 2 of 5", or "trial 6 of 5 + 1 extra" once a grid's edge won and was extended: the planned count
+    never changes under the user's eyes; the Runs page's chart names the same trial "trial 2"."""
+    return f"trial {number} of {planned}" + (f" + {extra} extra" if extra else "")
+
+
+def continuing_words(number: int, step: int, settings: str) -> str:
+    """ "continuing its best trial (trial 3: lr 0.01) from step 17": the winner going on to its full budget."""
+    return f"continuing its best trial (trial {number}: {settings}) from step {step}"
 
 
 def describe(options: Mapping[str, Any]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +137,19 @@ def test_sample_dataset_and_split_settings(home: Path) -> None:
     assert "K=400" in texts(at.error) and not at.exception
 
 
+def test_data_page_shows_the_dev_rows_the_comparison_uses_at_the_chosen_k(home: Path) -> None:
+    """With K, the comparison's dev is K per label drawn for its first seed, not the dev share: the page says so."""
+    at = load_tiny_csv(start())  # 40 rows, 2 labels, K = 4: the dev share is 4 rows, the comparison's dev 8
+    (dev,) = [m for m in at.metric if m.label.startswith("Dev")]
+    assert (dev.label, dev.value) == ("Dev (K=4 per label)", "8")
+    assert "Dev: the comparison's dev (K=4 per label, seed 0), 8 rows, drawn per seed from the dev share (4 rows)" in (
+        texts(at.caption)
+    )
+    at.toggle(key="use-k").set_value(False).run()
+    (dev,) = [m for m in at.metric if m.label.startswith("Dev")]
+    assert (dev.label, dev.value) == ("Dev", "4")  # without K the comparison's dev is the dev share
+
+
 def test_prompts_page_previews_and_validates(home: Path) -> None:
     at = load_tiny_csv(start())
     go(at, "ui/2_Prompts.py")
@@ -147,21 +162,57 @@ def test_prompts_page_previews_and_validates(home: Path) -> None:
     assert "[MASK]" in texts(at.error) and not at.exception
 
 
-def test_prompts_quick_check_scores_dev_up_to_the_cap_and_ranks_templates(home: Path, tiny_gpt2: Path) -> None:
+def test_prompts_quick_check_scores_the_comparisons_dev_up_to_the_cap(home: Path, tiny_gpt2: Path) -> None:
+    """The check scores the dev rows the comparison chooses its template on (K per label for its first seed), so
+    Prompts and Compare agree; without K, the dev share, up to the cap."""
     at = start()
     at.file_uploader(key="data-upload").set_value(("big.csv", tiny_csv(1100), "text/csv")).run()  # dev: 220 rows
     go(at, "ui/3_Train.py")
     at.radio(key="backbone-kind").set_value("Local folder").run()
     at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
     assert "Expected time: about" in texts(at.info)  # before launch, from the backbone's size here (nothing ran)
+    at.text_input(key="seeds").set_value("3, 4").run()
     go(at, "ui/2_Prompts.py")
     at.text_area(key="templates-text").set_value("{text} It was [MASK]\n{text} All in all [MASK]").run()
-    assert "on 200 dev rows (the first 200 of 220)" in texts(at.caption)
+    assert "on 32 rows of the comparison's dev (K=16 per label, seed 3)" in texts(at.caption)
     at.button(key="zero-shot").click().run()
     assert not at.exception and not at.error, texts(at.error)
     table = at.dataframe[-1].value
-    assert list(table["rows"]) == [200, 200] and len(table) == 2  # both templates on the same 200 rows
+    assert list(table["rows"]) == [32, 32] and len(table) == 2  # both templates on the comparison's 32 dev rows
     assert table["accuracy"].between(0, 1).all()
+    assert "Scored on the comparison's dev (K=16 per label, seed 3)." in texts(at.caption)
+    go(at, "ui/1_Data.py")
+    at.toggle(key="use-k").set_value(False).run()
+    go(at, "ui/2_Prompts.py")
+    assert "on 200 rows of the comparison's dev (the dev share) (the first 200 of 220)" in texts(at.caption)
+    assert "Scored on" not in texts(at.caption)  # the table scored on other rows is gone, not shown as this one's
+    at.button(key="zero-shot").click().run()
+    assert list(at.dataframe[-1].value["rows"]) == [200, 200]
+
+
+def test_train_page_preselects_the_design_cards_triple_and_queues_it_cheapest_first(
+    home: Path, tiny_gpt2: Path
+) -> None:
+    """Manual, AutoPrompt and P-tuning (and the majority class) by default; the estimate says what each adds; the
+    queue runs what trains nothing first, then the learned methods by expected cost."""
+    at = go(load_tiny_csv(start()), "ui/3_Train.py")
+    assert at.multiselect(key="methods").value == ["manual", "baseline", "autoprompt", "ptuning"]
+    at.radio(key="backbone-kind").set_value("Local folder").run()
+    at.text_input(key="backbone-spec").set_value(str(tiny_gpt2)).run()
+    shown = texts(at.caption)
+    assert re.search(r"What each method adds: .*AutoPrompt about \d+ (s|min)[,.]", shown), shown
+    at.button(key="launch").click().run()
+    assert not at.exception and "Queued 4 runs" in texts(at.success), texts(at.error)
+    (group,) = [g["group_id"] for g in me(at).groups()]
+    runs = sorted(me(at).runs(group), key=lambda r: r["created"])
+    for run in runs:
+        me(at).cancel(run["id"])
+    assert [r["method"] for r in runs[:2]] == ["baseline", "manual"]  # the reference first
+    assert {r["method"] for r in runs[2:]} == {"autoprompt", "ptuning"}
+    seconds = [r["estimate"]["seconds"] for r in runs[2:]]
+    assert seconds == sorted(seconds)  # then cheapest first
+    for run in runs:
+        workspace().jobs.wait(run["id"], TIMEOUT)
 
 
 def test_train_page_generates_a_form_for_every_method(home: Path) -> None:
@@ -544,3 +595,34 @@ def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
     drafts = list((home / "drafts").iterdir())
     assert len(drafts) == 1 and "reload" not in drafts[0].name  # folder named by a hash, not the e-mail address
     assert "No dataset yet" in texts(go(start("user:other@example.org"), "ui/2_Prompts.py").info)
+
+
+def test_runs_page_draws_one_line_per_tuning_trial_and_says_the_winner_was_continued(
+    home: Path, tiny_gpt2: Path
+) -> None:
+    """A tuned P-tuning run: its curves have one line per trial (each counts its steps from 1), the winner's line
+    goes on past the rung, dev scores are points, and the card says the best trial was continued (no resume)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    mine = workspace().user("user:someone@example.org")
+    short = {"methods": {"ptuning": {"eval_every": 2}}, "max_steps": 6, "tune": True}  # trials pause at step 2
+    group = mine.launch(dataclasses.replace(long_request(tiny_gpt2), **short))
+    (run,) = mine.runs(group)
+    assert workspace().jobs.wait(run["id"], TIMEOUT) == "succeeded"
+    trials = mine.run(run["id"])["result"]["rows"][0]["tuning"]["trials"]
+    won = next(i for i, t in enumerate(trials, 1) if t["continued"])
+    at = go(start(mine.owner), "ui/4_Runs.py")
+    card = " ".join(p.proto.text for p in at.get("progress"))
+    assert "continued from its best trial at step 2" in card and "resumed" not in card, card
+    frames = {}
+    for chart in at.get("vega_lite_chart"):
+        frame = convert_arrow_bytes_to_pandas_df(chart.proto.data.data)
+        frames[json.loads(chart.proto.spec)["title"]] = frame
+    lines = {f"trial {i}" for i in range(1, len(trials) + 1)} - {f"trial {won}"} | {f"trial {won}, continued"}
+    loss = frames["P-tuning: loss"]
+    assert set(loss["part"]) == lines  # one line per trial, the winner's named as continued
+    steps = loss[loss["series"] == "train loss"].groupby("part")["step"].max()
+    assert steps.pop(f"trial {won}, continued") == 6 and set(steps) == {2}  # trials stop at their rung (2 of 6)
+    dev = frames["dev accuracy"]
+    assert dev["point"].all() and set(dev["part"]) == lines  # each trial's dev score, drawn as a point
+    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"][1]["mark"]["type"] == "point"

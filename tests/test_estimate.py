@@ -167,12 +167,13 @@ def test_progress_is_placed_in_the_plan_and_only_moves_forward(data) -> None:
     ).units
     stages = unit.to_json()["stages"]
     at = tuning.rung(create("ptuning", spec, {"max_steps": 30}).config)
-    seen = [("tuning on dev, trial 1/5: lr 0.003 · training", 0, 30)]
+    seen = [("tuning on dev, trial 1 of 5: lr 0.003 · training", 0, 30)]
     for trial in range(1, 6):
-        label = f"tuning on dev, trial {trial}/5: lr 0.003"
+        label = f"tuning on dev, {tuning.trial_words(trial, 5)}: lr 0.003"
         seen += [(f"{label} · training", s, 30) for s in range(1, at + 1)]
         seen.append((f"{label} · evaluating on dev", at, 30))
-    seen += [("tuning on dev: continuing lr 0.003 to the full budget · training", s, 30) for s in range(at, 31)]
+    going_on = f"tuning on dev: {tuning.continuing_words(5, at, 'lr 0.003')} · training"
+    seen += [(going_on, s, 30) for s in range(at, 31)]
     seen += [("scoring the test split", n, 60) for n in range(0, 61, 15)]
     seen.append(("saving the prompt files", 60, 60))
     shares = [estimate.progress_fraction(stages, *row) for row in seen]

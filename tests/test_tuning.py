@@ -15,7 +15,7 @@ from core.compare import Unit, run_unit, summarize
 from core.data import LabeledDataset, Split
 from core.methods import REGISTRY, create
 from core.methods.base import lr_grid
-from core.progress import TUNING, Cancelled, never_stop, no_progress
+from core.progress import CONTINUED_METRIC, TRIAL_METRIC, TUNING, Cancelled, never_stop, no_progress
 from core.scoring import CONTENT_FREE_INPUTS
 from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
 
@@ -29,13 +29,16 @@ def backbone():
 
 
 class Phases:
-    """A progress callback that records the phases it is told about, as the job runner's does."""
+    """A progress callback that records the phases it is told about, as the job runner's does, and the tuning
+    tags its metrics carry (trial number, continued)."""
 
     def __init__(self):
         self.phases: list[str] = []
+        self.tags: list[tuple[int, int]] = []
 
     def __call__(self, step, total, metrics):
-        pass
+        if metrics:
+            self.tags.append((metrics.get(TRIAL_METRIC), metrics.get(CONTINUED_METRIC, 0)))
 
     def phase(self, name: str) -> None:
         self.phases.append(name)
@@ -61,16 +64,27 @@ def test_ptuning_searches_lr_then_encoder_and_keeps_the_best_trial_on_dev(backbo
     assert [t.rung for t in trials] == [2] * len(trials) and report["rung_fraction"] == tuning.RUNG_FRACTION
     assert [t.continued for t in trials] == [t is best for t in trials]
     assert [t.steps for t in trials] == [4 if t is best else 2 for t in trials]
-    assert tuned.learned.metrics["steps"] == 4 and tuned.learned.metrics["resumed_from_step"] == 2
+    assert tuned.learned.metrics["steps"] == 4 and tuned.learned.metrics["continued_from_step"] == 2
+    assert tuned.learned.metrics["resumed_from_step"] == 0  # tuning went on; nothing was interrupted
     assert tuned.learned.metrics["dev_accuracy"] >= best.dev_accuracy  # the best up to step 2 is still a candidate
     assert report["summary"] == tuning.describe(best.options) and report["summary"].startswith("lr ")
     assert report["n_dev"] == len(DEV) and report["dev_too_small"] is False
     # each trial starts in its training phase, so a run card counts the trial's steps from its first one
     starts = [p for p in progress.phases if p.startswith(f"{TUNING}, trial ") and p.endswith(" · training")]
-    assert len(starts) >= len(trials) and starts[0] == f"{TUNING}, trial 1/5: lr 0.003, encoder lstm · training"
-    assert starts[-1].startswith(f"{TUNING}, trial {len(trials)}/{len(trials)}: ")  # extensions counted as they come
-    summary = report["summary"]
-    assert progress.phases[-1].startswith(f"{TUNING}: continuing {summary} to the full budget · training")
+    assert len(starts) >= len(trials) and starts[0] == f"{TUNING}, trial 1 of 5: lr 0.003, encoder lstm · training"
+    extra = len(trials) - 5  # extensions counted apart: the planned 5 never changes under the user's eyes
+    assert starts[-1].startswith(f"{TUNING}, {tuning.trial_words(len(trials), 5, extra)}: ")
+    assert all(" of 5" in p for p in starts)
+    summary, number = report["summary"], trials.index(best) + 1
+    assert (
+        progress.phases[-1]
+        == f"{TUNING}: continuing its best trial (trial {number}: {summary}) from step 2 · training"
+    )
+    assert not any("resumed" in p for p in progress.phases)
+    # every measurement names its trial (a chart draws one line per trial), then the winner's go on, tagged continued
+    tried = [t for t, c in progress.tags if not c]
+    assert tried == sorted(tried) and set(tried) == set(range(1, len(trials) + 1))
+    assert progress.tags[len(tried) :] == [(number, 1)] * (len(progress.tags) - len(tried)) != []
 
 
 def assert_extended_only_past_a_winning_edge(trials: list[tuning.Trial], ratio: float, extend: int) -> None:
@@ -161,7 +175,7 @@ def test_the_continued_winner_is_exactly_an_untuned_fit_of_its_configuration(
         assert got.state[state_key] == plain.state[state_key] and got.state["history"] == plain.state["history"]
     else:
         assert got.state["losses"] == plain.state["losses"] and got.state["evals"] == plain.state["evals"]
-    assert got.metrics["resumed_from_step"] == won.rung
+    assert got.metrics["continued_from_step"] == won.rung and got.metrics["resumed_from_step"] == 0
     # the saving is real: every trial's rung plus the winner's rest, less than a full fit per trial
     full = sum(create(name, spec, {**options, **t.options}).config.max_steps for t in tuned.trials)
     assert count.steps == sum(t.rung for t in tuned.trials) + won.steps - won.rung < full
@@ -236,6 +250,37 @@ def test_a_rerun_after_a_cancel_reuses_the_paused_trials_scores_and_ends_as_an_u
     assert not (tmp_path / "a").exists()
 
 
+def test_a_stop_while_the_winner_continues_is_a_real_resume_and_said_apart_from_the_continuation(backbone, tmp_path):
+    """Continuing the best trial from its rung is tuning going on, not a resume; stopped during that continuation
+    and started again, the run did resume, past the rung, and says both."""
+    spec, options = spec_for(backbone), {**SHORT, "max_steps": 6, "checkpoint_dir": str(tmp_path)}
+    first = Phases()
+    with pytest.raises(Cancelled):
+        tuning.fit(
+            create("prompt_tuning", spec, options),
+            backbone,
+            TRAIN,
+            DEV,
+            fixed=set(SHORT),
+            progress=first,
+            should_stop=lambda: any(c for _, c in first.tags),  # after the continuation's first step
+        )
+    again = Phases()
+    tuned = tuning.fit(
+        create("prompt_tuning", spec, options),
+        backbone,
+        TRAIN,
+        DEV,
+        fixed=set(SHORT),
+        progress=again,
+        should_stop=never_stop,
+    )
+    won = next(t for t in tuned.trials if t.continued)
+    assert tuned.learned.metrics["continued_from_step"] == won.rung == 2
+    assert tuned.learned.metrics["resumed_from_step"] == won.rung + 1  # where the stop left it
+    assert again.phases[-1].endswith("from step 2 · training, resumed from step 3")
+
+
 def test_options_the_user_set_are_never_tuned(backbone):
     fixed_lr = create("ptuning", spec_for(backbone), {**SHORT, "lr": 0.02})
     tuned = tuning.fit(fixed_lr, backbone, TRAIN, DEV, fixed={"lr"}, progress=no_progress, should_stop=never_stop)
@@ -263,7 +308,7 @@ def test_every_trained_method_declares_what_it_tunes_and_untrained_ones_nothing(
     for name, cls in REGISTRY.items():
         dims = create(name, spec, {}).search_space(set())
         names = {k for d in dims for c in d.choices for k in c}
-        assert (name in ("ptuning", "ptuning_v2", "prompt_tuning", "autoprompt")) == bool(dims), name
+        assert (cls.trains and name != "linear_probe") == bool(dims), name  # the probe's L-BFGS has nothing to tune
         for d in dims:  # the method's current setting comes first, so ties keep the defaults
             config = create(name, spec, {}).config
             assert all(getattr(getattr(config, k), "value", getattr(config, k)) == v for k, v in d.choices[0].items())

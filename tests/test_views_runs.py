@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core import tuning
 from core.app.views import (
     card_order,
     curve_frame,
@@ -21,6 +22,7 @@ from core.app.views import (
     steps_text,
     verdict,
 )
+from core.progress import CONTINUED_METRIC, TRIAL_METRIC
 
 
 def run(status: str, **kw) -> dict:
@@ -40,7 +42,7 @@ def test_a_card_says_which_phase_a_run_is_in_with_its_own_count() -> None:
     assert text.startswith("training, resumed from step 40 · step 41/50")
     _, text = phase_progress(run("running", phase="evaluating on dev", progress_step=30, progress_total=30))
     assert text == "evaluating on dev after step 30/30"  # not a bar sitting at 100 % without saying why
-    trial = "tuning on dev, trial 2/5: lr 0.01, encoder lstm"  # core.tuning: each trial's own phases
+    trial = "tuning on dev, trial 2 of 5: lr 0.01, encoder lstm"  # core.tuning: each trial's own phases
     frac, text = phase_progress(run("running", phase=f"{trial} · training", progress_step=6, progress_total=60))
     assert frac == 0.1 and text == f"{trial} · training · step 6/60"
     _, text = phase_progress(run("running", phase=f"{trial} · evaluating on dev", progress_step=9, progress_total=60))
@@ -53,7 +55,61 @@ def test_a_finished_card_reports_wall_training_and_scoring_time_apart() -> None:
     done = run("succeeded", started=100.0, finished=790.0, train_seconds=93.1, test_seconds=590.0)
     assert finished_text(done) == "took 11 min 30 s · training 1 min 33 s · scoring the test split 9 min 50 s"
     resumed = {**done, "resumed_from_step": 12}
-    assert finished_text(resumed).endswith(" · resumed from step 12")  # where the resumed run took over
+    assert finished_text(resumed).endswith(" · resumed after an interruption, from step 12")  # a real resume
+    tuned = {**done, "continued_from_step": 17, "resumed_from_step": 0}  # tuning went on with its best trial
+    assert finished_text(tuned).endswith(" · continued from its best trial at step 17")
+    assert "resumed" not in finished_text(tuned)
+
+
+def test_while_tuning_the_bar_moves_on_across_trials_and_the_verdict_names_the_trial_as_the_card_does() -> None:
+    """Each trial counts its steps from 1 again; the bar shows the whole unit's plan, so it never restarts."""
+    stages = [{"kind": "trial", "seconds": 10.0, "start": 0, "end": 10}] * 3 + [
+        {"kind": "continue", "seconds": 20.0, "start": 10, "end": 30},
+        {"kind": "test", "seconds": 10.0, "start": 0, "end": 100},
+    ]
+    fills, texts = [], []
+    phases = [(f"tuning on dev, {tuning.trial_words(n, 3)}: lr 0.01 · training", s) for n in (1, 2, 3) for s in (1, 9)]
+    phases += [(f"tuning on dev: {tuning.continuing_words(2, 10, 'lr 0.01')} · training", s) for s in (11, 29)]
+    for phase, step in phases:
+        total = 30 if "continuing" in phase else 10
+        card = run("running", phase=phase, progress_step=step, progress_total=total, estimate={"stages": stages})
+        fill, text = phase_progress(card)
+        fills.append(fill)
+        texts.append(text)
+    assert fills == sorted(fills) and fills[0] < 0.05 and fills[-1] > 0.8  # one bar over every trial
+    assert texts[2] == "tuning on dev, trial 2 of 3: lr 0.01 · training · step 1/10"  # the trial's own count
+    assert (
+        texts[-1] == "tuning on dev: continuing its best trial (trial 2: lr 0.01) from step 10 · training · step 29/30"
+    )
+    busy = run("running", method="ptuning", phase=phases[2][0], started=0.0)
+    words = provisional_verdict(None, [busy], 10.0)
+    assert "P-tuning still tuning on dev (trial 2 of 3)" in words  # the card's words
+    going_on = {**busy, "phase": phases[-1][0]}
+    assert "P-tuning still tuning on dev (continuing its best trial)" in provisional_verdict(None, [going_on], 10.0)
+    assert "P-tuning still training" in provisional_verdict(None, [{**busy, "phase": "training"}], 10.0)
+
+
+def test_curves_draw_one_line_per_tuning_trial_and_the_continued_winner() -> None:
+    """Metric rows as the store keeps them (run, step, t, name, value): a trial's tags share its measurements'
+    step and time, so each measurement is named by its trial; the tags themselves are not curves."""
+    rows = []
+    for t, (trial, step, continued) in enumerate([(1, 1, 0), (1, 2, 0), (2, 1, 0), (2, 2, 0), (2, 3, 1), (2, 4, 1)]):
+        rows += [("r1", step, float(t), "loss", 1.0 / (t + 1)), ("r1", step, float(t), TRIAL_METRIC, trial)]
+        rows += [("r1", step, float(t), CONTINUED_METRIC, 1)] if continued else []
+    rows += [("r1", 2, 1.0, "dev_accuracy", 0.5), ("r1", 2, 3.0, "dev_accuracy", 0.75)]  # one dev score per trial
+    rows += [("r2", 1, 9.0, "loss", 0.3)]  # an untuned run: one line, no trial
+    metrics = pd.DataFrame(rows, columns=["run", "step", "t", "name", "value"])
+    runs = {"r1": {"label": "P-tuning · seed 0"}, "r2": {"label": "Prompt tuning · seed 0"}}
+    frame = curve_frame(metrics, runs)
+    assert set(frame["name"]) == {"loss", "dev_accuracy"}
+    loss = frame[(frame["name"] == "loss") & (frame["run"] == "P-tuning · seed 0")]
+    assert loss.groupby("part")["step"].apply(list).to_dict() == {
+        "trial 1": [1, 2],
+        "trial 2, continued": [1, 2, 3, 4],
+    }
+    dev = frame[frame["name"] == "dev_accuracy"]
+    assert list(dev["part"]) == ["trial 1", "trial 2, continued"] and dev["point"].all()  # points, not a bar
+    assert list(frame[frame["run"] == "Prompt tuning · seed 0"]["part"]) == [""] and not loss["point"].any()
 
 
 def test_queue_eta_uses_finished_runs_of_the_same_method() -> None:

@@ -17,17 +17,19 @@ from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone,
 from core.app.forms import HIDDEN_OPTIONS, changed_options, config_fields, default_methods
 from core.app.service import ComparisonRequest, NotYours, Workspace, ptune_home
 from core.app.views import (
+    comparison_dev,
     comparison_table,
     confusion_frame,
     disagreements,
     finished_text,
+    quick_zero_shot,
     significance_table,
     soft_prompt_readings,
     token_preview,
 )
 from core.backbone import load_backbone
-from core.compare import method_options
-from core.data import DataError
+from core.compare import Unit, method_options, prompt_spec, run_unit
+from core.data import DataError, load_dataset, split_dataset
 from core.methods import REGISTRY, method_order
 from core.methods.continuous import ContinuousMethod
 from core.templates import TemplateError
@@ -234,7 +236,9 @@ def test_a_cancelled_autoprompt_run_resumes_from_its_iteration(ws: Workspace, ti
     steps = [m["step"] for m in ws.store.metrics(new_id) if m["name"] == "train_loss"]
     assert steps[0] == stopped_at + 1 and steps[-1] == 160  # iterations after the stop only
     card = next(r for r in ws.user(ALICE).runs(group) if r["id"] == new_id)
-    assert card["resumed_from_step"] == stopped_at and f"resumed from step {stopped_at}" in finished_text(card)
+    assert card[
+        "resumed_from_step"
+    ] == stopped_at and f"resumed after an interruption, from step {stopped_at}" in finished_text(card)
 
 
 def test_trained_methods_get_a_checkpoint_folder_per_method_and_seed(ws: Workspace, tiny_gpt2: Path) -> None:
@@ -325,11 +329,31 @@ def test_default_methods_put_untrained_first() -> None:
     order = method_order(REGISTRY)
     trains = [bool(getattr(REGISTRY[n], "trains", False)) for n in order]
     assert trains == sorted(trains) and order[0] == "manual"
+    # the design card's comparison: manual prompts (and the majority class), a discrete search and a continuous prompt
     chosen = default_methods()
-    assert {"manual", "baseline"} <= set(chosen) and sum(getattr(REGISTRY[n], "trains", False) for n in chosen) <= 1
+    assert chosen == ["manual", "baseline", "autoprompt", "ptuning"]
     references = [n for n, cls in REGISTRY.items() if cls.fine_tunes]
     assert references and not set(references) & set(chosen)  # on a CPU the fine-tuning references are off
     assert default_methods("cuda:0") == chosen + references  # on a GPU they are on
+
+
+def test_the_quick_check_scores_the_dev_the_comparison_chooses_on() -> None:
+    """The Prompts page's check on the comparison's dev (K per label, its first seed) measures each template's
+    calibrated dev accuracy exactly as the comparison's manual run does: the two pages cannot disagree."""
+    ds = load_dataset(tiny_csv(200), text_col="text", label_col="label")
+    split = split_dataset(ds, test_size=0.5, dev_size=0.1)  # a dev share of 20 rows; the comparison's dev is 16
+    spec = prompt_spec(
+        ds, ["{text} It was [MASK]", "{text} All in all [MASK]"], {"positive": ["good"], "negative": ["bad"]}
+    )
+    backbone = tiny_backbone("gpt2")
+    dev, name = comparison_dev(split, 8, 3)
+    assert name == "the comparison's dev (K=8 per label, seed 3)" and len(dev) == 16 != len(split.dev)
+    check = quick_zero_shot(backbone, spec, dev)
+    result = run_unit(backbone, split, spec, Unit("manual", 3, {}, 8))
+    measured = {r["template"]: r["calibration"]["dev_accuracy"]["calibrated"] for r in result["rows"]}
+    assert result["n_dev"] == 16 and dict(zip(check["template"], check["accuracy"], strict=True)) == {
+        t: measured[t] for t in spec.templates
+    }
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
+from core.app.views import comparison_dev
 from core.data import DataError, detect_columns, split_dataset
 from ui.charts import label_bars
 from ui.common import (
@@ -12,6 +13,7 @@ from ui.common import (
     csv_uploader,
     dataset,
     digest,
+    first_seed,
     k_shot_problem,
     link,
     plain,
@@ -171,8 +173,19 @@ if k_shot:
     )
 else:
     m2.metric("Train", f"{len(split.train):,}")
-m3.metric("Dev", f"{len(split.dev):,}")
+dev, dev_name = comparison_dev(split, k_shot, first_seed(state))
+m3.metric(
+    "Dev" if k_shot is None else f"Dev (K={k_shot} per label)",
+    f"{len(dev):,}",
+    help=f"{dev_name[0].upper()}{dev_name[1:]}: where templates are chosen, methods tuned and the Prompts page's "
+    "quick check is scored.",
+)
 m4.metric("Test", f"{len(split.test):,}")
+if k_shot is not None:
+    st.caption(
+        f"Dev: {dev_name}, {len(dev):,} rows, drawn per seed from the dev share ({len(split.dev):,} rows) and the "
+        "training rows its K-shot sample leaves; the comparison chooses and tunes on these, never on the whole share."
+    )
 st.success(
     f"Dataset ready: **{name}** — {len(ds.label_names)} labels ({', '.join(ds.label_names)}). Next: write prompts."
 )

@@ -2,11 +2,18 @@
 
 import streamlit as st
 
-from core.app.views import QUICK_CHECK_ROWS, label_word_tokens, quick_zero_shot, slot_summary, token_preview
+from core.app.views import (
+    QUICK_CHECK_ROWS,
+    comparison_dev,
+    label_word_tokens,
+    quick_zero_shot,
+    slot_summary,
+    token_preview,
+)
 from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
 from core.templates import Template, TemplateError, Verbalizer
-from ui.common import dataset_page, link, plain, save_draft, token_chips
+from ui.common import dataset_page, first_seed, link, plain, save_draft, token_chips
 
 ws, state, ds, split = dataset_page("Prompts")
 
@@ -61,10 +68,11 @@ if st.button("Reset to the default templates and label words", key="reset-prompt
 st.subheader("Live preview")
 c1, c2 = st.columns([3, 1])
 template = c1.selectbox("Template", spec.templates, key="preview-template")
+dev, dev_name = comparison_dev(split, state["settings"]["k_shot"], first_seed(state))  # the rows Compare's dev is
+pool_source = dev if len(dev) else split.train
 row = c2.number_input(
-    "Dev example #", min_value=0, max_value=max(len(split.dev) - 1, 0), value=0, step=1, key="preview-row"
+    "Dev example #", min_value=0, max_value=max(len(pool_source) - 1, 0), value=0, step=1, key="preview-row"
 )
-pool_source = split.dev if len(split.dev) else split.train
 record = pool_source.records[int(row)]
 st.markdown(
     f"Gold label: **{ds.label_names[pool_source.labels[int(row)]]}** · slots: "
@@ -95,13 +103,16 @@ else:
 
 st.subheader("Quick zero-shot check")
 n_rows = min(QUICK_CHECK_ROWS, len(pool_source))
-which = "dev" if len(split.dev) else "training"
+which = dev_name if len(dev) else "the training rows (no dev split)"
 capped = f" (the first {n_rows} of {len(pool_source):,})" if n_rows < len(pool_source) else ""
 st.caption(
-    f"Scores every template zero-shot (calibrated) on {n_rows} {which} rows{capped} with the chosen backbone, "
-    "enough to rank the templates before training — a check of wording and label words, not a result."
+    f"Scores every template zero-shot (calibrated) on {n_rows} rows of {which}{capped} with the chosen backbone, "
+    "the rows the comparison chooses its manual template on, enough to rank the templates before training — a "
+    "check of wording and label words, not a result."
 )
-if st.button(f"Check on {n_rows} {which} rows", key="zero-shot"):
+if state.get("zero_shot_on") != which:  # scored on other rows (K or the seed changed since): not this check's
+    state["zero_shot"] = None
+if st.button(f"Check on {n_rows} {'dev' if len(dev) else 'training'} rows", key="zero-shot"):
     with st.spinner("Loading the backbone…"):
         try:
             backbone = ws.pool.get(spec_name)
@@ -117,10 +128,12 @@ if st.button(f"Check on {n_rows} {which} rows", key="zero-shot"):
                 pool_source.subset(range(n_rows)),
                 progress=lambda done, total: bar.progress(done / total, text=f"Scored {done:,}/{total:,} rows"),
             )
+            state["zero_shot_on"] = which
         except TemplateError as err:
             st.error(str(err))
         bar.empty()
 if state.get("zero_shot") is not None:
+    st.caption(f"Scored on {which}.")
     st.dataframe(
         state["zero_shot"],
         hide_index=True,

@@ -246,6 +246,7 @@ if not errors:
             "early; fine-tuning references last.",
             icon=":material/schedule:",
         )
+        st.caption(f"What each method adds: {everything.only(methods).added_words()}.")
         if references:
             st.caption(reference_cost(everything, references, methods))
 

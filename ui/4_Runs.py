@@ -20,7 +20,7 @@ from core.app.views import (
     verdict,
 )
 from core.methods import REGISTRY
-from ui.charts import metric_lines
+from ui.charts import trial_curves
 from ui.common import STATUS_ICONS, group_page, plain, workspace
 
 CURVES_EVERY = 3.0  # seconds between curve redraws while a run is active (the cards update every second)
@@ -136,9 +136,10 @@ def curves(runs: list[dict]) -> None:
 
 
 def draw(part, title: str, y: str, runs: list[str], *, dash: bool = False, height: int = 260) -> None:
-    """One metric over steps, one colour per run (the same in every chart), a y scale of its own."""
-    spec = metric_lines(title, y, runs, dash=dash, points=part["step"].nunique() < 40)
-    columns = ["run", "series", "step", "value", "attempt"]
+    """One metric over steps, one colour per run (the same in every chart), a y scale of its own, one line per
+    tuning trial, dev evaluations as points."""
+    spec = trial_curves(title, y, runs, dash=dash)
+    columns = ["run", "series", "step", "value", "attempt", "part", "point"]
     st.vega_lite_chart(part[columns], spec, width="stretch", height=height)
 
 

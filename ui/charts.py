@@ -50,6 +50,28 @@ def metric_lines(title: str, y_title: str, runs: list[str], *, dash: bool, point
     return {"title": title, "mark": {"type": "line", "point": points and not dash}, "encoding": encoding}
 
 
+def trial_curves(title: str, y_title: str, runs: list[str], *, dash: bool) -> Spec:
+    """`metric_lines` (columns run, series, step, value, attempt) with one line per tuning trial (column `part`:
+    "trial 2", "trial 3, continued", "" outside tuning) and every dev evaluation (column `point` true) drawn as a
+    point. Each trial counts its steps from 1 again and is scored on dev once, at its rung: one line per run
+    would saw-tooth back over the steps and join the trials' dev scores into a vertical bar."""
+    lines = metric_lines(title, y_title, runs, dash=dash, points=False)
+    encoding = {**lines["encoding"], "detail": field("part", "nominal")}
+    encoding["tooltip"] = [*encoding["tooltip"], field("part", "nominal", title="trial")]
+    dots = {k: v for k, v in encoding.items() if k != "strokeDash"}  # a dash legend drawn from lines only
+    return {
+        "title": title,
+        "layer": [
+            {"mark": lines["mark"], "encoding": encoding},
+            {
+                "mark": {"type": "point", "filled": True, "size": 36},
+                "transform": [{"filter": "datum.point"}],
+                "encoding": dots,
+            },
+        ],
+    }
+
+
 def label_bars() -> Spec:
     """Rows per label (columns label, rows), the most frequent first, one 32-pixel band per label."""
     return {

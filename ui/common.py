@@ -19,6 +19,7 @@ import streamlit as st
 
 from core.app.forms import OptionField, config_fields
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, NotYours, UserWorkspace, Workspace, ptune_home
+from core.compare import parse_seeds
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
 from ui.gate import admit
@@ -213,6 +214,15 @@ def k_words(dataset: dict) -> str:
     if dataset.get("k_shots"):
         return f"learning curve K={','.join(map(str, dataset['k_shots']))} per label"
     return f"K={dataset['k_shot']} per label" if dataset.get("k_shot") else "all training rows"
+
+
+def first_seed(state: dict[str, Any]) -> int:
+    """The first of the seeds typed on the Train page (0 until some are): the seed whose K-shot dev a comparison's
+    dev is, as the Data and Prompts pages show it."""
+    try:
+        return parse_seeds(state.get("seeds") or "0")[0]
+    except ValueError:
+        return 0
 
 
 def k_shot_problem(split: Split, k: int | None, seed: int = 0) -> str | None:

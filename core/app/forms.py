@@ -19,7 +19,9 @@ HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir", "eval_from")  # set by 
 # ... unless a config marks the field `metadata={"per_method": True}`: then it is the method's own setting (AutoPrompt's
 # search iterations are not the soft prompts' training steps), shown in its form and always sent with the request.
 PER_METHOD = "per_method"
-PREFERRED_TRAINED = ("ptuning", "prompt_tuning")  # the trained method the Train page preselects, if registered
+# The trained methods the Train page preselects beside what trains nothing: the design card's comparison of a manual,
+# a discrete-searched and a continuous prompt (the first registered of each group; the queue runs them cheapest first).
+PREFERRED_TRAINED = (("autoprompt",), ("ptuning", "prompt_tuning"))
 
 
 # Option labels in words, with their units; a field not listed reads as its name with spaces.
@@ -126,10 +128,12 @@ def changed_options(config_cls: type, values: Mapping[str, Any]) -> dict[str, An
 
 
 def default_methods(device: str = "cpu") -> list[str]:
-    """What the Train page preselects: every method that trains nothing, plus one trained prompt method, plus the
-    fine-tuning references where runs go to an accelerator (on a CPU they are the slowest rows by far: off)."""
+    """What the Train page preselects: every method that trains nothing (manual prompts, the majority class), then
+    a discrete search and a continuous prompt (`PREFERRED_TRAINED`), so a newcomer sees all three kinds side by side
+    (one trained prompt method when none of those is registered), plus the fine-tuning references where runs go to
+    an accelerator (on a CPU they are the slowest rows by far: off)."""
     untrained = [n for n, cls in REGISTRY.items() if not cls.trains]
     trained = [n for n, cls in REGISTRY.items() if cls.trains and not cls.fine_tunes]
-    preferred = [n for n in PREFERRED_TRAINED if n in trained] or trained
+    preferred = [next(n for n in group if n in trained) for group in PREFERRED_TRAINED if set(group) & set(trained)]
     references = [n for n, cls in REGISTRY.items() if cls.fine_tunes] if device != "cpu" else []
-    return untrained + preferred[:1] + references
+    return untrained + (preferred or trained[:1]) + references

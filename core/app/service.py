@@ -331,12 +331,13 @@ class Workspace:
         return self._run_estimates[row["id"]]
 
     def _timings(self, row: dict) -> dict[str, float | None]:
-        """A finished run's training and test-scoring seconds and where it resumed (read once from its result,
-        then remembered)."""
+        """A finished run's training and test-scoring seconds, where it resumed and where tuning continued its best
+        trial (read once from its result, then remembered)."""
         cached = self._run_timings.get(row["id"])  # a dict read/write is atomic; _resume holds _lock while here
         if cached is None:
             result = (self.store.get_run(row["id"]) or {}).get("result") or {}
-            cached = {k: result.get(k) for k in ("train_seconds", "test_seconds", "resumed_from_step")}
+            keys = ("train_seconds", "test_seconds", "resumed_from_step", "continued_from_step")
+            cached = {k: result.get(k) for k in keys}
             self._run_timings[row["id"]] = cached
         return cached
 

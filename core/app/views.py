@@ -18,10 +18,11 @@ import pandas as pd
 
 from core import artifacts
 from core.backbone import Backbone, LMKind
-from core.data import LabeledDataset
+from core.data import LabeledDataset, Split, few_shot_split
 from core.estimate import progress_fraction
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
+from core.progress import CONTINUED_METRIC, TAG_METRICS, TRIAL_METRIC, TUNING
 from core.store import ACTIVE_STATUSES
 from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
 from core.tuning import SMALL_DEV
@@ -288,6 +289,10 @@ def _waiting_words(waiting: Sequence[Mapping[str, Any]]) -> str:
     parts = []
     training = [r for r in running if r["method"] in REGISTRY and REGISTRY[r["method"]].trains]
     scoring = [r for r in running if r not in training]
+    tuning = [r for r in training if tuning_stage(r.get("phase") or "")]
+    training = [r for r in training if r not in tuning]
+    for r in tuning:  # named as its card names it
+        parts.append(f"{names([r])} still {TUNING} ({tuning_stage(r['phase'])})")
     if training:
         parts.append(f"{names(training)} still training")
     if scoring:
@@ -566,14 +571,35 @@ def phase_progress(run: Mapping[str, Any]) -> tuple[float | None, str]:
         return (min(step / total, 1.0) if total else None), "stopping after this step…"
     if not phase or not total:
         return None, phase or "starting (loading the backbone)"
-    inner = phase.rsplit(" · ", 1)[-1]  # a tuning trial's phase: "tuning on dev, trial 2/5: lr 0.01 · training"
+    inner = phase.rsplit(" · ", 1)[-1]  # a tuning trial's phase: "tuning on dev, trial 2 of 5: lr 0.01 · training"
     unit = next((u for p, u in PHASE_UNITS.items() if inner.startswith(p)), None)
     if inner == "evaluating on dev":
-        return step / total, f"{phase} after step {step}/{total}"
+        return _bar(run, phase, step, total), f"{phase} after step {step}/{total}"
     if unit is None:
         return None, phase
     eta = f" · ETA {fmt_seconds(run['eta_seconds'])}" if run.get("eta_seconds") else ""
-    return min(step / total, 1.0), f"{phase} · {unit} {step:,}/{total:,}{eta}"
+    return _bar(run, phase, step, total), f"{phase} · {unit} {step:,}/{total:,}{eta}"
+
+
+def _bar(run: Mapping[str, Any], phase: str, step: int, total: int) -> float:
+    """The bar's fill: the phase's own share, except while tuning, where each trial counts its steps from 1 again:
+    there the share of the whole unit's plan (the estimate's stages), so the bar moves on across trials."""
+    stages = (run.get("estimate") or {}).get("stages")
+    if phase.startswith(TUNING) and stages:
+        share = progress_fraction(stages, phase, step, total)
+        if share is not None:
+            return share
+    return min(step / total, 1.0)
+
+
+def tuning_stage(phase: str) -> str | None:
+    """Where a tuning run is, in the card's words: "trial 2 of 5" or "continuing its best trial"; None when the
+    phase is not tuning's."""
+    head = phase.split(" · ", 1)[0]
+    if not head.startswith(TUNING):
+        return None
+    rest = head.removeprefix(TUNING).lstrip(",: ")
+    return rest.split(":", 1)[0] if rest.startswith("trial") else rest.split(" (", 1)[0]
 
 
 def wall_seconds(run: Mapping[str, Any]) -> float | None:
@@ -602,8 +628,10 @@ def finished_text(run: Mapping[str, Any]) -> str:
         parts.append(f"training {fmt_seconds(run['train_seconds'])}")
     if run.get("test_seconds") is not None:
         parts.append(f"scoring the test split {fmt_seconds(run['test_seconds'])}")
+    if run.get("continued_from_step"):  # tuning going on, not a restart
+        parts.append(f"continued from its best trial at step {run['continued_from_step']}")
     if run.get("resumed_from_step"):
-        parts.append(f"resumed from step {run['resumed_from_step']}")
+        parts.append(f"resumed after an interruption, from step {run['resumed_from_step']}")
     return " · ".join(parts)
 
 
@@ -707,12 +735,14 @@ CURVE_POINTS = 300  # per run and metric: enough for a curve's shape, little to 
 def curve_frame(
     metrics: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]], *, max_points: int = CURVE_POINTS
 ) -> pd.DataFrame:
-    """The Runs page's chart data: each series (run, metric) thinned to about `max_points` evenly spaced steps
-    (its last step kept), labelled with its run's label, method and attempt (current or superseded)."""
+    """The Runs page's chart data: each series (run, metric, tuning trial) thinned to about `max_points` evenly
+    spaced steps (its last step kept), labelled with its run's label, method and attempt (current or superseded),
+    its trial (`part`, see `trial_parts`) and whether it is a dev evaluation (`point`: drawn as points)."""
     frame = metrics[metrics["value"].notna() & metrics["run"].isin(list(runs))]
     if frame.empty:
-        return frame.assign(method=[], attempt=[])
-    groups = frame.groupby(["run", "name"], sort=False)["step"]
+        return frame.assign(method=[], attempt=[], part=[], point=[])
+    frame = trial_parts(frame)
+    groups = frame.groupby(["run", "name", "part"], sort=False)["step"]
     size, rank = groups.transform("size"), groups.cumcount()
     stride = -(-size // max_points)  # ceil: 1 until a series is longer than max_points
     frame = frame[(rank % stride == 0) | (rank == size - 1)]
@@ -722,7 +752,28 @@ def curve_frame(
         run=frame["run"].map(labels),
         method=frame["run"].map(labels).str.split(" · ").str[0],
         attempt=frame["run"].map(attempts),
+        point=frame["name"].str.startswith("dev_"),
     )
+
+
+def trial_parts(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (run, step, t, name, value) without the tuning tags, each row named by the trial that reported it
+    (`part`: "trial 2", the continued winner's whole line "trial 3, continued"; "" outside tuning). A tuning
+    trial's tags are reported with its metrics (`core.tuning`), so they share the row's run, step and time."""
+    is_tag = frame["name"].isin(TAG_METRICS)
+    rows, tags = frame[~is_tag], frame[is_tag]
+    if tags.empty:
+        return rows.assign(part="")
+    keys = ["run", "step", "t"]
+    wide = tags.pivot_table(index=keys, columns="name", values="value", aggfunc="last").reset_index()
+    wide = wide.reindex(columns=[*keys, *TAG_METRICS])
+    number = wide[TRIAL_METRIC].astype(int)
+    won = set(zip(wide["run"][wide[CONTINUED_METRIC] == 1], number[wide[CONTINUED_METRIC] == 1], strict=True))
+    wide["part"] = [
+        f"trial {n}, continued" if (r, n) in won else f"trial {n}" for r, n in zip(wide["run"], number, strict=True)
+    ]
+    out = rows.merge(wide[[*keys, "part"]], on=keys, how="left")
+    return out.assign(part=out["part"].fillna(""))
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -862,6 +913,17 @@ def slot_summary(template: str) -> dict[str, int]:
 
 
 QUICK_CHECK_ROWS = 200  # dev rows the Prompts page's zero-shot check scores at most: enough to rank templates
+
+
+def comparison_dev(split: Split, k_shot: int | None, seed: int) -> tuple[LabeledDataset, str]:
+    """The dev rows a comparison launched with these settings chooses templates, calibrates and tunes on (its first
+    seed's, `few_shot_split`), and their name as the Data and Prompts pages say it. With K that is not the dev
+    share: K per label drawn from it and the training rows the K-shot sample leaves, so a check scored on the dev
+    share would disagree with what Compare reports."""
+    _, dev = few_shot_split(split, k_shot, seed)
+    if k_shot is None:
+        return dev, "the comparison's dev (the dev share)"
+    return dev, f"the comparison's dev (K={k_shot} per label, seed {seed})"
 
 
 def quick_zero_shot(
