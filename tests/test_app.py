@@ -254,7 +254,7 @@ def test_train_page_offers_the_fine_tuning_references_off_on_a_cpu_with_what_the
     assert not at.exception and not at.error, texts(at.error)
     n = int(re.search(r"\d+", launch).group())
     assert at.button(key="launch").label == f"Launch {n + 1} runs"  # one seed: one more run
-    assert any("(LoRA (prompt-based) included above)" in c.value for c in at.caption)
+    assert any("(LoRA included above)" in c.value for c in at.caption)
 
 
 def test_train_page_has_autoprompt_iterations_and_warns_when_steps_miss_dev(home: Path, tiny_gpt2: Path) -> None:
@@ -405,7 +405,7 @@ def test_compare_reads_prompts_against_a_fine_tune_the_worker_ran_as_in_process(
     go(at, "ui/5_Compare.py")
     assert not at.exception and not at.error, texts(at.error)
     assert "Prompts against fine-tuning" in texts(at.subheader)
-    assert "Against fine-tuning (Fine-tuning (full, head), chosen on dev; test " in texts(at.success)
+    assert "Against fine-tuning (Fine-tuning, chosen on dev; test " in texts(at.success)
     assert re.search(
         r"Manual \(best on dev\): [\d.<]+ % of fine-tuning's accuracy with 0 % of its trainable parameters, "
         r"[\d.<]+× its training time; [+−]\d\.\d{3}, (not significant|significantly (worse|better)) \(p = ",

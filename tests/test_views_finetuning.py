@@ -160,6 +160,6 @@ def test_the_provisional_verdict_reads_the_prompts_while_fine_tuning_is_queued()
     ]
     words = provisional_verdict(prompts_only, runs, now=20.0)
     assert words.startswith("Provisional — so far (1 of 2 runs scored): your template #1")
-    assert words.endswith("LoRA (prompt-based) queued, about 10 min.")
+    assert words.endswith("LoRA queued, about 10 min.")
     assert "finetuning" not in verdict(prompts_only)
     assert verdict(landed)["headline"].startswith("Your template #1")

@@ -135,7 +135,7 @@ class FineTuneBase(ContinuousMethod):
 
 class FineTune(FineTuneBase):
     name: ClassVar[str] = "finetune"
-    label: ClassVar[str] = "Fine-tuning (full, head)"
+    label: ClassVar[str] = "Fine-tuning"
     config_cls: ClassVar[type] = FineTuneConfig
 
     def template_for(self, backbone: Backbone) -> str:
@@ -180,5 +180,5 @@ def chosen_template(method: ContinuousMethod, backbone: Backbone, dev: LabeledDa
 
 class PromptFineTune(ThroughTemplate, FineTuneBase):
     name: ClassVar[str] = "prompt_finetune"
-    label: ClassVar[str] = "Fine-tuning (full, prompt-based)"
+    label: ClassVar[str] = "Prompt fine-tuning"
     config_cls: ClassVar[type] = PromptFineTuneConfig

@@ -113,7 +113,7 @@ def adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
 
 class LoRA(ThroughTemplate):
     name: ClassVar[str] = "lora"
-    label: ClassVar[str] = "LoRA (prompt-based)"
+    label: ClassVar[str] = "LoRA"
     config_cls: ClassVar[type] = LoraOptions
     fine_tunes: ClassVar[bool] = True
     peft_type: ClassVar[str | None] = "LORA"
