@@ -246,8 +246,8 @@ def test_train_page_offers_the_fine_tuning_references_off_on_a_cpu_with_what_the
     launch = at.button(key="launch").label
     added = next(c.value for c in at.caption if c.value.startswith("Fine-tuning references, all seeds:"))
     assert re.fullmatch(
-        r"Fine-tuning references, all seeds: Fine-tuning \(full, head\) \d+ (s|min), Fine-tuning \(full, "
-        r"prompt-based\) \d+ (s|min), LoRA \(prompt-based\) \d+ (s|min); about \d+ (s|min) for all 3\.",
+        r"Fine-tuning references, all seeds: Fine-tuning \d+ (s|min), Prompt fine-tuning \d+ (s|min), "
+        r"LoRA \d+ (s|min); about \d+ (s|min) for all 3\.",
         added,
     ), added
     at.multiselect(key="finetune-methods").set_value(["lora"]).run()
