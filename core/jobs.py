@@ -7,7 +7,7 @@ Ray actor — claims runs in a transaction, trains in a background thread while 
 and polls the cancel flag, and reports progress into the store, which pages poll. A run is interrupted only when
 its worker is gone (dead pid on this host, or a stale heartbeat): never because some process opened the store.
 One worker per device and host, registered in the store, keeps one run at a time per GPU across servers; a plain
-CLI comparison on a GPU registers the same way (``DeviceClaim``). Every write a worker makes for its run is fenced
+CLI comparison on a GPU registers the same way (``core.device_claim``). Every write a worker makes for its run is fenced
 by its claim (``core.store.Claim``): one written off as gone stops at its next write and exits, whatever its clock.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,26 +28,19 @@ from typing import Protocol
 
 from core.errors import one_line
 from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
-from core.store import ACTIVE_STATUSES, Claim, MetricRecord, RunStore
+from core.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
 
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[ProgressFn, StopFn], dict]  # returns the result dict saved into the store
 JobFactory = Callable[[dict], JobFn]  # a stored run (row + config) -> the work it stands for
 HEARTBEAT_S = 1.0  # how often a worker says it is alive (and reads its cancel flag)
+BACKUP_EVERY_S = 600.0  # the server refreshes the store's last good copy this often (and as each run ends)
 STALE_AFTER_S = float(os.environ.get("PTUNE_HEARTBEAT_STALE_S", "60"))  # silent this long: the worker is gone
 IDLE_EXIT_S = float(os.environ.get("PTUNE_WORKER_IDLE_S", "300"))  # a worker with nothing queued stops after this
 
-HOST = socket.gethostname()
-HOME_ENV = "PTUNE_HOME"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LOST = "lost"  # a run's outcome as its worker sees it when its claim was taken away (the store keeps its own)
 _worker_device = threading.local()  # set in a run's own thread: the device its worker serves
-
-
-def ptune_home() -> Path:
-    """Where runs, uploads and artifacts live: $PTUNE_HOME, else ``.ptune/`` in the repository root."""
-    return Path(os.environ.get(HOME_ENV) or REPO_ROOT / ".ptune").expanduser().resolve()
 
 
 def visible_devices() -> list[str]:
@@ -306,77 +298,16 @@ class Worker:
             raise
         except Exception:  # the run was deleted meanwhile; keep serving the queue
             log.exception("run %s: could not record %s", claim.run_id, status)
-        self._keep_a_copy()
+        keep_a_copy(self.store)  # a run's end is a clean point
         return status
 
-    def _keep_a_copy(self) -> None:
-        """A run's end is a clean point: the store's last good copy is refreshed (never from a damaged store)."""
-        try:
-            self.store.backup()
-        except Exception:  # a damaged or busy store: the last good copy stays as it is
-            log.warning("the run store's copy was not refreshed", exc_info=True)
 
-
-class DeviceClaim:
-    """A process outside the app's workers (a plain CLI comparison) holding `device` in the store, as the app's
-    worker for it would: the app's worker then waits, and this one refuses to start while a run trains there.
-
-    An idle app worker gives the device up at once (it exits at its next heartbeat). Heartbeats come from a
-    background thread; if this process is written off (paused past the heartbeat limit), `lost` is set and
-    `check()` raises `ClaimLost`, so it stops rather than train beside whoever got the device next."""
-
-    def __init__(self, store: RunStore, device: str, *, heartbeat_s: float = HEARTBEAT_S):
-        self.store, self.device, self.heartbeat_s = store, device, heartbeat_s
-        self.id = f"{HOST}:{os.getpid()}:cli-{uuid.uuid4().hex[:6]}"
-        self.lost = threading.Event()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> DeviceClaim:
-        if not self.store.register_worker(self.id, self.device, HOST, os.getpid(), evict_idle=True):
-            raise DeviceBusy(self.busy_message())
-        self._thread = threading.Thread(target=self._beat, name=f"claim-{self.device}", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.store.retire_worker(self.id)
-
-    def busy_message(self) -> str:
-        holder = self.store.holder(self.device, HOST)
-        if holder is None:
-            return f"{self.device} was taken by another process just now; run the command again"
-        run = holder["run"]
-        what = f"run {run['id']} ({run['label']}, comparison {run['group_id']})" if run else "a comparison"
-        return (
-            f"{self.device} is busy: PTune Studio's worker (pid {holder['pid']}) is training {what} on it; wait for "
-            f"it to finish or cancel it on the Runs page, or use another device (CUDA_VISIBLE_DEVICES)"
-        )
-
-    def check(self) -> None:
-        """Raise `ClaimLost` if the device was taken from this process (its registration was written off)."""
-        if self.lost.is_set():
-            raise ClaimLost(
-                f"{self.device} was handed to another worker while this process was paused past the heartbeat "
-                "limit; run the command again"
-            )
-
-    def _beat(self) -> None:
-        while not self._done.wait(self.heartbeat_s):
-            try:
-                self.store.heartbeat(self.id)
-            except ClaimLost:
-                self.lost.set()
-                return
-            except Exception:  # a busy store: the next beat retries
-                log.warning("device claim %s: heartbeat not written", self.id, exc_info=True)
-
-
-class DeviceBusy(RuntimeError):
-    """The device is held by another process's run; one line naming the run and what to do."""
+def keep_a_copy(store: RunStore) -> None:
+    """Refresh the store's last good copy (`RunStore.backup`); a damaged or busy store leaves the copy as it is."""
+    try:
+        store.backup()
+    except Exception as err:
+        log.warning("the run store's copy was not refreshed: %s", one_line(err))
 
 
 class ProcessLauncher:
@@ -446,6 +377,8 @@ class JobQueue:
     the same store changes nothing that is alive.
     """
 
+    _last_backup = -math.inf  # when this queue last refreshed the store's copy (monotonic)
+
     def __init__(
         self,
         store: RunStore,
@@ -509,6 +442,9 @@ class JobQueue:
             log.warning("run %s: its worker is gone; marked interrupted", run_id)
         queued = {r["device"] for r in self.store.list_runs(status="queued", limit=100_000)}
         self.launcher.check(self.store, sorted(queued & set(self.devices)))
+        if now - self._last_backup >= BACKUP_EVERY_S:
+            self._last_backup = now
+            keep_a_copy(self.store)
         return interrupted
 
     def wait(self, run_id: str, timeout: float | None = None, *, poll: float = 0.1) -> str:

@@ -16,6 +16,7 @@ import numbers
 import os
 import secrets
 import shutil
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -30,6 +31,9 @@ from core.progress import ClaimLost
 
 log = logging.getLogger(__name__)
 
+HOST = socket.gethostname()  # this machine, as worker rows name it
+HOME_ENV = "PTUNE_HOME"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
@@ -164,6 +168,11 @@ class Claim(NamedTuple):
 
 class StoreDamaged(RuntimeError):
     """The store's file is damaged (truncated, overwritten): one line naming the file and how to restore it."""
+
+
+def ptune_home() -> Path:
+    """Where runs, uploads and artifacts live: $PTUNE_HOME, else ``.ptune/`` in the repository root."""
+    return Path(os.environ.get(HOME_ENV) or REPO_ROOT / ".ptune").expanduser().resolve()
 
 
 def backup_path(path: Path) -> Path:

@@ -1,6 +1,8 @@
 """The store-backed job queue with real `Worker`s (in threads here; as processes in test_worker_processes.py) and
 a real SQLite store."""
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -8,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from core import cli
+from core.device_claim import DeviceBusy, DeviceClaim
 from core.jobs import HOST, JobFn, JobQueue, Worker, current_device
 from core.progress import Cancelled, ProgressFn, StopFn
-from core.store import RunStore
+from core.store import RunStore, backup_path
 from tests.worker_threads import ThreadLauncher
 
 TIMEOUT = 10.0  # generous upper bound; the jobs below finish in milliseconds
@@ -347,8 +351,6 @@ def test_a_worker_written_off_mid_run_writes_nothing_more_and_exits(tmp_path: Pa
 def test_an_idle_worker_gives_its_device_to_a_cli_claim_at_once(tmp_path: Path) -> None:
     """A plain CLI run claiming a GPU the app's worker holds while idle takes it at once (no wait for the worker's
     idle exit); the idle worker exits at its next heartbeat and claims nothing queued meanwhile."""
-    from core.jobs import DeviceClaim
-
     store = RunStore(tmp_path / "runs.db")
     worker = Worker(RunStore(store.path), "cuda:0", lambda run: lambda p, s: {}, idle_exit_s=600.0, poll_s=0.01)
     thread = threading.Thread(target=worker.serve)
@@ -368,8 +370,6 @@ def test_an_idle_worker_gives_its_device_to_a_cli_claim_at_once(tmp_path: Path) 
 
 
 def test_a_cli_claim_on_a_busy_device_names_the_run_there(tmp_path: Path) -> None:
-    from core.jobs import DeviceBusy, DeviceClaim
-
     with RunStore(tmp_path / "runs.db") as store:
         run_id = store.create_run(method="m", label="P-tuning · seed 0", config={}, group_id="g1")
         store.set_device(run_id, "cuda:0")
@@ -382,3 +382,35 @@ def test_a_cli_claim_on_a_busy_device_names_the_run_there(tmp_path: Path) -> Non
         assert [w["id"] for w in store.workers()] == ["app-worker"]  # the running worker keeps its device
         with DeviceClaim(store, "cuda:1"):  # another GPU is free
             assert len(store.workers()) == 2
+
+
+def test_a_plain_cli_comparison_claims_its_gpu_in_the_apps_store(tmp_path: Path, monkeypatch) -> None:
+    """`python -m core compare` on a GPU holds it in $PTUNE_HOME's store for its whole run (refused, naming the run,
+    while the app trains there); on the CPU it claims nothing, as before (the CPU is shared)."""
+    monkeypatch.setenv("PTUNE_HOME", str(tmp_path))
+    with RunStore(tmp_path / "runs.db") as store:
+        run_id = store.create_run(method="m", label="prompt tuning · seed 0", config={})
+        store.set_device(run_id, "cuda:0")
+        assert store.register_worker("app-worker", "cuda:0", HOST, 4242)
+        assert store.claim("app-worker", device="cuda:0") is not None
+        with pytest.raises(DeviceBusy, match=run_id), cli._device_claim("cuda"):  # "cuda" is cuda:0
+            pass
+        with cli._device_claim("cuda:1") as claim:
+            assert claim is not None and {w["device"] for w in store.workers()} == {"cuda:0", "cuda:1"}
+        with cli._device_claim("cpu") as claim:
+            assert claim is None
+        assert [w["id"] for w in store.workers()] == ["app-worker"]
+
+
+def test_a_run_that_ends_refreshes_the_stores_last_good_copy(jobs: Jobs) -> None:
+    def in_copy() -> tuple | None:
+        uri = f"file:{backup_path(jobs.store.path)}?immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as copy:
+            row = copy.execute("SELECT status, json FROM runs JOIN results ON run_id = id WHERE id = ?", (run_id,))
+            return row.fetchone()
+
+    run_id = new_run(jobs.store)
+    assert in_copy() is None  # the copy the queue took as it started
+    jobs.submit(run_id, lambda p, s: {"accuracy": 0.5})
+    assert jobs.queue.wait(run_id, TIMEOUT) == "succeeded"
+    wait_for(lambda: in_copy() == ("succeeded", '{"accuracy": 0.5}'))

@@ -45,14 +45,13 @@ from core.jobs import (
     Launcher,
     ProcessLauncher,
     place,
-    ptune_home,
     stopping,
     visible_devices,
     worker_argv,
 )
 from core.methods import REGISTRY, method_class, method_order
 from core.methods.base import PromptSpec, config_from_dict
-from core.store import ACTIVE_STATUSES, RunStore
+from core.store import ACTIVE_STATUSES, RunStore, ptune_home
 from core.templates import Template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
