@@ -463,3 +463,12 @@ def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
     drafts = list((home / "drafts").iterdir())
     assert len(drafts) == 1 and "reload" not in drafts[0].name  # folder named by a hash, not the e-mail address
     assert "No dataset yet" in texts(go(start("user:other@example.org"), "ui/2_Prompts.py").info)
+
+
+def test_a_damaged_store_is_named_on_the_page_with_the_way_back(home: Path) -> None:
+    """runs.db overwritten with other bytes: the page says, in one line, which file is damaged and what to do."""
+    home.mkdir(parents=True)
+    (home / "runs.db").write_bytes(b"not a database" * 100)
+    at = start()
+    message = texts(at.error)
+    assert "is damaged" in message and str(home / "runs.db") in message and "move it aside" in message
