@@ -330,15 +330,14 @@ class RunStore:
 
     def backup(self) -> Path:
         """Keep a copy of the store beside it (``runs.db.bak``), taken with SQLite's online backup (a consistent
-        snapshot while others write). The store is checked first and the copy after (``PRAGMA quick_check``), and
-        the copy replaces the old one atomically: a damaged store raises `StoreDamaged` and never overwrites the
-        last good copy. Returns the copy's path."""
+        snapshot while others write). The copy is checked (``PRAGMA quick_check``; pages are copied as they are, so
+        a damaged store gives a damaged copy) before it replaces the old one atomically: a damaged store raises
+        `StoreDamaged` and never overwrites the last good copy. Returns the copy's path."""
         target = backup_path(self.path)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-backup-", suffix=".db")
         os.close(fd)
         try:
             with self._lock, self._damage_said():
-                _quick_check(self._conn, self.path)
                 with sqlite3.connect(tmp) as copy:
                     self._conn.backup(copy)
                     _quick_check(copy, self.path)
