@@ -7,8 +7,9 @@ Ray actor — claims runs in a transaction, trains in a background thread while 
 and polls the cancel flag, and reports progress into the store, which pages poll. A run is interrupted only when
 its worker is gone (dead pid on this host, or a stale heartbeat): never because some process opened the store.
 One worker per device and host, registered in the store, keeps one run at a time per GPU across servers; a plain
-CLI comparison on a GPU registers the same way (``core.device_claim``). Every write a worker makes for its run is fenced
-by its claim (``core.store.Claim``): one written off as gone stops at its next write and exits, whatever its clock.
+CLI comparison on a GPU registers the same way (``core.device_claim``). Every write a worker makes for its run is
+fenced by its claim (``core.store.Claim``): one written off as gone stops at its next write and exits, whatever its
+clock says.
 """
 
 from __future__ import annotations
