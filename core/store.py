@@ -396,13 +396,15 @@ class RunStore:
         if cursor.rowcount == 0:
             raise KeyError(f"no run {run_id!r} in {self.path}")
 
-    def _fence(self, conn: sqlite3.Connection, claim: Claim | None) -> None:
+    def _fence(self, conn: sqlite3.Connection, claim: Claim | None, *, running: bool = True) -> None:
         """Inside a write transaction: raise `ClaimLost` unless `claim` still holds its run (None: no claim to
-        check, as for the server's own writes)."""
+        check, as for the server's own writes). `running=False` also accepts the run ended by its own worker
+        (its epoch unchanged): a heartbeat between the outcome and the worker noticing it is not a loss."""
         if claim is None:
             return
+        still = " AND status = 'running'" if running else ""
         held = conn.execute(
-            "SELECT 1 FROM runs WHERE id = ? AND worker = ? AND claim_epoch = ? AND status = 'running'", claim
+            f"SELECT 1 FROM runs WHERE id = ? AND worker = ? AND claim_epoch = ?{still}", claim
         ).fetchone()
         if held is None:
             raise ClaimLost(f"run {claim.run_id} is no longer held by worker {claim.worker}; it writes nothing more")
@@ -640,7 +642,7 @@ class RunStore:
                 raise ClaimLost(f"worker {worker_id} was written off as gone; it takes and writes nothing more")
             if claim is None:
                 return False
-            self._fence(conn, claim)
+            self._fence(conn, claim, running=False)
             conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, claim.run_id))
             row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (claim.run_id,)).fetchone()
         return bool(row and row["cancel_requested"])

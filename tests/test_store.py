@@ -273,3 +273,16 @@ def test_a_store_deleted_while_in_use_comes_back_from_its_copy(tmp_path: Path) -
         assert [r["label"] for r in reopened.list_runs()] == ["kept"] and len(reopened.metrics(run_id)) == 1
     with RunStore(path) as again:
         assert not again.restored  # restored once; a store that exists is opened as it is
+
+
+def test_a_heartbeat_after_the_runs_own_outcome_is_not_a_lost_claim(store: RunStore) -> None:
+    """The worker records its run's outcome, then beats once more before it notices the run ended: that beat is
+    not a lost claim (the worker would exit and leave the queue behind it unserved)."""
+    run_id = store.create_run(method="m", label="r", config={})
+    store.set_device(run_id, "cpu")
+    assert store.register_worker("w", "cpu", "host", 1)
+    claim = store.claim("w", device="cpu")
+    store.set_status(run_id, "succeeded", claim=claim)
+    assert store.heartbeat("w", claim) is False
+    with pytest.raises(ClaimLost):  # but nothing more is written to the ended run
+        store.record_progress(run_id, 9, 9, {"loss": 0.0}, claim=claim)
