@@ -443,6 +443,20 @@ def app_worker_waits_while_the_cli_holds_the_gpu(tmp: Path) -> Result:
 
 
 @probe
+def second_cli_does_not_take_a_held_gpu(tmp: Path) -> Result:
+    """A second CLI comparison on a GPU another CLI run holds is refused (it holds no run in the store, yet it is
+    not idle)."""
+    with store_at(tmp) as store, DeviceClaim(store, "cuda:0"):
+        try:
+            with DeviceClaim(store, "cuda:0"):
+                return False, "took the GPU from the first CLI run"
+        except DeviceBusy as err:
+            msg = str(err)
+        held = len(store.workers())
+    return "another `python -m core compare`" in msg and held == 1, msg[:160]
+
+
+@probe
 def cli_claim_released_even_on_error(tmp: Path) -> Result:
     """A CLI run that fails mid-way still gives the GPU back."""
     with store_at(tmp) as store:

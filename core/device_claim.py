@@ -18,6 +18,7 @@ from core.store import HOST, RunStore
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # as the app's workers beat (core.jobs.HEARTBEAT_S)
+KIND = "cli"  # the store's `workers.kind` of a device held by a CLI comparison
 
 
 class DeviceClaim:
@@ -30,13 +31,13 @@ class DeviceClaim:
 
     def __init__(self, store: RunStore, device: str, *, heartbeat_s: float = HEARTBEAT_S):
         self.store, self.device, self.heartbeat_s = store, device, heartbeat_s
-        self.id = f"{HOST}:{os.getpid()}:cli-{uuid.uuid4().hex[:6]}"
+        self.id = f"{HOST}:{os.getpid()}:{KIND}-{uuid.uuid4().hex[:6]}"
         self.lost = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> DeviceClaim:
-        if not self.store.register_worker(self.id, self.device, HOST, os.getpid(), evict_idle=True):
+        if not self.store.register_worker(self.id, self.device, HOST, os.getpid(), evict_idle=True, kind=KIND):
             raise DeviceBusy(self.busy_message())
         self._thread = threading.Thread(target=self._beat, name=f"claim-{self.device}", daemon=True)
         self._thread.start()
@@ -49,9 +50,15 @@ class DeviceClaim:
         self.store.retire_worker(self.id)
 
     def busy_message(self) -> str:
+        """One line: who holds the device (the app's worker and its run, or another CLI comparison) and what to do."""
         holder = self.store.holder(self.device, HOST)
         if holder is None:
             return f"{self.device} was taken by another process just now; run the command again"
+        if holder["kind"] == KIND:
+            return (
+                f"{self.device} is busy: another `python -m core compare` (pid {holder['pid']}) trains on it; wait "
+                "for it to finish, then run this again"
+            )
         run = holder["run"]
         what = f"run {run['id']} ({run['label']}, comparison {run['group_id']})" if run else "a comparison"
         return (

@@ -147,8 +147,10 @@ CREATE TABLE throughput (
 # v7: a run's claim carries an epoch, bumped at every claim and interruption. Every write a worker makes for its run
 # (progress, metrics, result, artifacts, outcome) checks, in its own transaction, that the run is still running
 # under the epoch it claimed: a worker written off as gone (paused past the heartbeat limit) writes nothing more.
+# A device is held by an app worker ('worker') or by a plain CLI comparison ('cli', core/device_claim.py).
 _SCHEMA_V7 = """
-ALTER TABLE runs ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0
+ALTER TABLE runs ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'worker'
 """
 
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
@@ -537,32 +539,41 @@ class RunStore:
     # -- workers: claims, heartbeats, cancel, liveness ------------------------------------------------------------
 
     def register_worker(
-        self, worker_id: str, device: str, host: str, pid: int, *, local: bool = True, evict_idle: bool = False
+        self,
+        worker_id: str,
+        device: str,
+        host: str,
+        pid: int,
+        *,
+        local: bool = True,
+        evict_idle: bool = False,
+        kind: str = "worker",
     ) -> bool:
         """Make `worker_id` the worker of `device` on `host`; False if a worker already serves it there.
 
         `local`: one worker per (device, host) — the rule that keeps one run at a time per GPU across servers and
         CLIs sharing this store. Ray actors register with ``local=False`` (Ray's resources place them).
-        `evict_idle`: a holder running nothing (an app worker waiting out its idle time) gives the device up at
-        once; it notices at its next heartbeat and exits, and it can claim nothing more (see `claim`)."""
+        `evict_idle`: an app worker running nothing (waiting out its idle time) gives the device up at once; it
+        notices at its next heartbeat and exits, and it can claim nothing more (see `claim`). `kind`: 'worker' (the
+        app's) or 'cli' (a CLI comparison's hold, never evicted: its runs are not in the store)."""
         now = time.time()
         with self._tx() as conn:
             if local:
-                holders = conn.execute("SELECT id FROM workers WHERE device = ? AND host = ?", (device, host))
+                holders = conn.execute("SELECT id, kind FROM workers WHERE device = ? AND host = ?", (device, host))
                 busy = False
                 for row in holders.fetchall():
                     running = conn.execute(
                         "SELECT 1 FROM runs WHERE worker = ? AND status = 'running' LIMIT 1", (row["id"],)
                     ).fetchone()
-                    if running or not evict_idle:
+                    if running or not evict_idle or row["kind"] != "worker":
                         busy = True
                     else:
                         conn.execute("DELETE FROM workers WHERE id = ?", (row["id"],))
                 if busy:
                     return False
             conn.execute(
-                "INSERT INTO workers (id, device, host, pid, started, heartbeat) VALUES (?,?,?,?,?,?)",
-                (worker_id, device, host, pid, now, now),
+                "INSERT INTO workers (id, device, host, pid, started, heartbeat, kind) VALUES (?,?,?,?,?,?,?)",
+                (worker_id, device, host, pid, now, now, kind),
             )
         return True
 

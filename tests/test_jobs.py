@@ -414,3 +414,10 @@ def test_a_run_that_ends_refreshes_the_stores_last_good_copy(jobs: Jobs) -> None
     jobs.submit(run_id, lambda p, s: {"accuracy": 0.5})
     assert jobs.queue.wait(run_id, TIMEOUT) == "succeeded"
     wait_for(lambda: in_copy() == ("succeeded", '{"accuracy": 0.5}'))
+
+
+def test_a_second_cli_comparison_on_a_held_gpu_is_told_another_one_runs(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.db") as store, DeviceClaim(store, "cuda:0"):
+        with pytest.raises(DeviceBusy, match="another `python -m core compare`"):
+            DeviceClaim(store, "cuda:0").__enter__()
+        assert len(store.workers()) == 1

@@ -226,10 +226,14 @@ def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
         conn.execute(
             "INSERT INTO runs (id, created, updated, method, label, status) VALUES ('old', 0, 0, 'm', 'l', 'running')"
         )
+        conn.execute(
+            "INSERT INTO workers (id, device, host, pid, started, heartbeat) VALUES ('w', 'cpu', 'h', 1, 0, 0)"
+        )
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     with RunStore(path) as store:
         run = store.get_run("old")
         assert run["status"] == "running" and run["claim_epoch"] == 0
+        assert [(w["id"], w["kind"]) for w in store.workers()] == [("w", "worker")]
 
 
 def test_a_damaged_store_names_its_file_and_the_copy_to_restore(tmp_path: Path) -> None:
