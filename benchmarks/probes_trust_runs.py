@@ -32,7 +32,8 @@ from core import cli, training  # noqa: E402
 from core.device_claim import DeviceBusy, DeviceClaim  # noqa: E402
 from core.jobs import HOST, ProcessLauncher, Worker  # noqa: E402
 from core.progress import ClaimLost, claim_held  # noqa: E402
-from core.store import _MIGRATIONS, SCHEMA_VERSION, RunStore, StoreDamaged, backup_path  # noqa: E402
+from core.store import RunStore, StoreDamaged, backup_path  # noqa: E402
+from tests.test_worker_processes import pause_between_writes  # noqa: E402
 
 Result = tuple[bool, str]
 PROBES: list[Callable[[Path], Result]] = []
@@ -241,16 +242,7 @@ def paused_process_wakes_and_writes_nothing(tmp: Path) -> Result:
         deadline = time.monotonic() + 30
         while store.get_run(run_id)["progress_step"] < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        while True:  # paused outside a write transaction
-            os.kill(proc.pid, signal.SIGSTOP)
-            try:
-                with contextlib.closing(sqlite3.connect(db, timeout=0.5, isolation_level=None)) as probe_conn:
-                    probe_conn.execute("BEGIN IMMEDIATE")
-                    probe_conn.execute("ROLLBACK")
-                break
-            except sqlite3.OperationalError:
-                os.kill(proc.pid, signal.SIGCONT)
-                time.sleep(0.05)
+        pause_between_writes(store, proc.pid)
         written_off(store)
         rows = len(store.metrics(run_id))
         os.kill(proc.pid, signal.SIGCONT)
@@ -379,24 +371,6 @@ def backups_leave_no_temporary_files(tmp: Path) -> Result:
     with contextlib.closing(sqlite3.connect(f"file:{backup_path(tmp / 'runs.db')}?immutable=1", uri=True)) as c:
         n = c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     return not stray and n == 5, f"stray={stray}, runs in copy={n}"
-
-
-@probe
-def previous_schema_migrates(tmp: Path) -> Result:
-    """A store of the previous schema version opens with its runs kept and claim epochs at 0."""
-    path = tmp / "runs.db"
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        for script in _MIGRATIONS[: SCHEMA_VERSION - 1]:
-            for statement in filter(str.strip, script.split(";")):
-                conn.execute(statement)
-        conn.execute(
-            "INSERT INTO runs (id, created, updated, method, label, status) VALUES ('old',0,0,'m','l','queued')"
-        )
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
-        conn.commit()
-    with RunStore(path) as store:
-        run = store.get_run("old")
-    return run["claim_epoch"] == 0 and run["status"] == "queued", f"epoch={run['claim_epoch']}"
 
 
 # -- 9. the device claim -----------------------------------------------------------------------------------------
