@@ -11,17 +11,22 @@ import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 from core import artifacts, cluster, distributed
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
+from core.device_claim import DeviceBusy, DeviceClaim
 from core.errors import one_line
 from core.methods import method_names
+from core.progress import ClaimLost, never_stop
+from core.store import RunStore, StoreDamaged, ptune_home
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -220,9 +225,47 @@ def _run_my_units(
     methods' units are trained by all processes together instead. Returns (unit results in `units` order, backbone
     description, who ran what) on the main process, None on the others.
     """
+    with _device_claim(str(group.device)) as claim:
+        return _run_claimed_units(args, group, split, spec, units, out, claim)
+
+
+def gpu_name(device: str) -> str | None:
+    """The app's name for `device` when it is a GPU (``cuda`` alone is ``cuda:0``); None for anything else."""
+    if not device.startswith("cuda"):
+        return None
+    return device if ":" in device else "cuda:0"
+
+
+@contextlib.contextmanager
+def _device_claim(device: str) -> Iterator[DeviceClaim | None]:
+    """On a GPU, hold it in the app's store ($PTUNE_HOME/runs.db) for the whole comparison, as the app's worker
+    would: refused (`DeviceBusy`, one line naming the run there) while the app trains on it; the app's runs wait
+    meanwhile. The CPU is shared as before. A store that cannot be opened is said, and the run goes on unclaimed."""
+    gpu = gpu_name(device)
+    if gpu is None:
+        yield None
+        return
+    path = ptune_home() / "runs.db"
+    try:
+        store = RunStore(path)
+    except (OSError, sqlite3.Error, RuntimeError) as err:
+        _say(f"warning: {gpu} not claimed in {path} ({one_line(err)}); the app may train on it at the same time")
+        yield None
+        return
+    try:
+        with DeviceClaim(store, gpu) as claim:
+            yield claim
+    finally:
+        store.close()
+
+
+def _run_claimed_units(
+    args: argparse.Namespace, group: distributed.Group, split, spec, units: list, out: Path, claim
+) -> tuple[list[dict], dict, list[dict]] | None:
     from core.compare import assign, run_unit
 
     tag = f"[process {group.rank}/{group.size}] " if group.is_distributed else ""
+    should_stop = (lambda: claim.check() or False) if claim is not None else never_stop
     backbone = load_backbone(
         args.backbone,
         trust_remote_code=args.trust_remote_code,
@@ -246,10 +289,11 @@ def _run_my_units(
                     unit,
                     out_dir=out,
                     progress=_progress_printer(label),
+                    should_stop=should_stop,
                     score_test=group.is_main or not shared,
                 )
         except Exception as err:  # in a group: one line naming the process, then exit (the launcher stops the rest)
-            if not group.is_distributed:
+            if not group.is_distributed or isinstance(err, ClaimLost):
                 raise
             raise _unit_failed(err, group, unit) from err
         if group.is_main or not shared:
@@ -429,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     except UnitFailed as err:
         _say(f"error: {err}")
         return EXIT_BAD_INPUT if err.bad_input else EXIT_FAILED
+    except DeviceBusy as err:
+        _say(f"error: {err}")
+        return EXIT_BAD_INPUT
+    except (ClaimLost, StoreDamaged) as err:
+        _say(f"error: {one_line(err)}")
+        return EXIT_FAILED
     except (ValueError, DataError, BackboneError) as err:
         if _launched_rank() == 0:  # the same on every process of a group: said once
             _say(f"error: {one_line(err)}")

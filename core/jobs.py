@@ -6,7 +6,10 @@ sure a worker serves its device; a ``Worker`` — its own process, started detac
 Ray actor — claims runs in a transaction, trains in a background thread while its main thread writes heartbeats
 and polls the cancel flag, and reports progress into the store, which pages poll. A run is interrupted only when
 its worker is gone (dead pid on this host, or a stale heartbeat): never because some process opened the store.
-One worker per device and host, registered in the store, keeps one run at a time per GPU across servers.
+One worker per device and host, registered in the store, keeps one run at a time per GPU across servers; a plain
+CLI comparison on a GPU registers the same way (``core.device_claim``). Every write a worker makes for its run is
+fenced by its claim (``core.store.Claim``): one written off as gone stops at its next write and exits, whatever its
+clock says.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,18 +28,19 @@ from pathlib import Path
 from typing import Protocol
 
 from core.errors import one_line
-from core.progress import Cancelled, ProgressFn, StopFn
-from core.store import ACTIVE_STATUSES, MetricRecord, RunStore
+from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
+from core.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
 
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[ProgressFn, StopFn], dict]  # returns the result dict saved into the store
 JobFactory = Callable[[dict], JobFn]  # a stored run (row + config) -> the work it stands for
 HEARTBEAT_S = 1.0  # how often a worker says it is alive (and reads its cancel flag)
+BACKUP_EVERY_S = 600.0  # the server refreshes the store's last good copy this often (and as each run ends)
 STALE_AFTER_S = float(os.environ.get("PTUNE_HEARTBEAT_STALE_S", "60"))  # silent this long: the worker is gone
 IDLE_EXIT_S = float(os.environ.get("PTUNE_WORKER_IDLE_S", "300"))  # a worker with nothing queued stops after this
 
-HOST = socket.gethostname()
+LOST = "lost"  # a run's outcome as its worker sees it when its claim was taken away (the store keeps its own)
 _worker_device = threading.local()  # set in a run's own thread: the device its worker serves
 
 
@@ -101,8 +104,8 @@ class _Progress:
     dev evaluations keeps one clock). Called only from the run's own thread, so it needs no lock.
     """
 
-    def __init__(self, store: RunStore, run_id: str, stopping: Callable[[], bool], interval: float):
-        self._store, self._run_id, self._stopping, self._interval = store, run_id, stopping, interval
+    def __init__(self, store: RunStore, claim: Claim, stopping: Callable[[], bool], interval: float):
+        self._store, self._claim, self._stopping, self._interval = store, claim, stopping, interval
         self._phase = ""
         self._started: dict[str, float] = {"": time.monotonic()}
         self._base: dict[str, int] = {}  # per phase: the step count before its first reported step
@@ -131,7 +134,9 @@ class _Progress:
         self._write(step, total, metrics, eta)
 
     def _write(self, step: int, total: int, metrics: Mapping[str, float], eta: float | None) -> None:
-        self._store.record_progress(self._run_id, step, total, metrics, eta, backlog=self._backlog, phase=self._phase)
+        self._store.record_progress(
+            self._claim.run_id, step, total, metrics, eta, backlog=self._backlog, phase=self._phase, claim=self._claim
+        )
         self._backlog = []
         self._step, self._total = step, total
         self._last_write = time.monotonic()
@@ -139,16 +144,19 @@ class _Progress:
 
 class _CancelFlag:
     """``should_stop`` of one run: the store's cancel flag, read at every call (one indexed SELECT, small beside a
-    step) so a cancel is seen at the next step; once set it stays set."""
+    step) so a cancel is seen at the next step; once set it stays set. Once the heartbeat has found the claim
+    lost, it raises `ClaimLost` instead: the run stops without the checkpoint a cancel writes."""
 
     def __init__(self, store: RunStore, run_id: str):
         self._store, self._run_id = store, run_id
-        self._event = threading.Event()
+        self._event, self.lost = threading.Event(), threading.Event()
 
     def set(self) -> None:
         self._event.set()
 
     def __call__(self) -> bool:
+        if self.lost.is_set():
+            raise ClaimLost(f"run {self._run_id} was taken from this worker")
         if not self._event.is_set() and self._store.cancel_requested(self._run_id):
             self._event.set()
         return self._event.is_set()
@@ -180,24 +188,31 @@ class Worker:
     def serve(self) -> int:
         """Register as the device's worker and run queued runs until none has come for ``idle_exit_s``.
 
-        Returns how many runs it ran; 0 at once when another live worker already serves the device here."""
+        Returns how many runs it ran; 0 at once when another live worker already serves the device here. Returns
+        early when it was written off as gone (its registration or a run's claim taken away): another worker may
+        serve the device by then, so it must not take anything more."""
         if not self.store.register_worker(self.id, self.device, HOST, os.getpid()):
             log.info("device %s already has a worker on %s; nothing to do", self.device, HOST)
             return 0
         ran, idle_since = 0, time.monotonic()
         try:
             while True:
-                run_id = self.store.claim(self.id, device=self.device)
-                if run_id is not None:
-                    self.run_claimed(run_id)
+                claim = self.store.claim(self.id, device=self.device)
+                if claim is not None:
+                    status = self.run_claimed(claim)
                     ran, idle_since = ran + 1, time.monotonic()
+                    if status == LOST:
+                        return ran
                     continue
-                self.store.heartbeat(self.id)
+                self.store.heartbeat(self.id)  # ClaimLost: written off while idle (or the device was handed over)
                 if time.monotonic() - idle_since >= self.idle_exit_s and self.store.retire_worker(
                     self.id, device=self.device
                 ):
                     return ran
                 time.sleep(self.poll_s)
+        except ClaimLost as lost:
+            log.warning("worker %s exits: %s", self.id, lost)
+            return ran
         finally:
             self.store.retire_worker(self.id)
 
@@ -205,59 +220,95 @@ class Worker:
         """Claim and run the run ``run_id`` (a Ray actor's whole job); None if it is no longer queued."""
         self.store.register_worker(self.id, self.device, HOST, os.getpid(), local=False)
         try:
-            if self.store.claim(self.id, run_id=run_id) is None:
-                return None
-            return self.run_claimed(run_id)
+            claim = self.store.claim(self.id, run_id=run_id)
+            return None if claim is None else self.run_claimed(claim)
         finally:
             self.store.retire_worker(self.id)
 
-    def run_claimed(self, run_id: str) -> str:
-        """Run a claimed run in a background thread, heartbeating here; returns its final status."""
-        stop = _CancelFlag(self.store, run_id)
+    def run_claimed(self, claim: Claim) -> str:
+        """Run a claimed run in a background thread, heartbeating here; returns its final status (`LOST` when the
+        claim was taken away: the run thread stops at its next write or step, and nothing more is written)."""
+        stop = _CancelFlag(self.store, claim.run_id)
         outcome: list[str] = []
         thread = threading.Thread(
-            target=lambda: outcome.append(self._execute(run_id, stop)), name=f"run-{run_id}", daemon=True
+            target=lambda: outcome.append(self._execute(claim, stop)), name=f"run-{claim.run_id}", daemon=True
         )
         thread.start()
         while thread.is_alive():
             thread.join(self.heartbeat_s)
+            if stop.lost.is_set():
+                continue
             try:
-                if self.store.heartbeat(self.id, run_id):
+                if self.store.heartbeat(self.id, claim):
                     stop.set()
+            except ClaimLost as lost:
+                log.warning("run %s: %s", claim.run_id, lost)
+                stop.lost.set()
             except Exception:  # a busy store must not stop the run; the next beat retries
-                log.warning("run %s: heartbeat not written", run_id, exc_info=True)
-        return outcome[0] if outcome else "failed"
+                log.warning("run %s: heartbeat not written", claim.run_id, exc_info=True)
+        return LOST if stop.lost.is_set() else (outcome[0] if outcome else "failed")
 
-    def _execute(self, run_id: str, stop: _CancelFlag) -> str:
-        """Run the job and record its outcome: succeeded, cancelled or failed (with a one-line error)."""
+    def _execute(self, claim: Claim, stop: _CancelFlag) -> str:
+        """Run the job and record its outcome: succeeded, cancelled or failed (with a one-line error); nothing at
+        all once the claim is lost (`LOST`)."""
         _worker_device.name = self.device
+        run_id = claim.run_id
+
+        def check() -> None:
+            if stop.lost.is_set() or not self.store.holds(claim):
+                stop.lost.set()
+                raise ClaimLost(f"run {run_id} was taken from worker {claim.worker}")
+
+        try:
+            with claim_held(check):
+                return self._outcome(claim, stop)
+        except ClaimLost as lost:
+            log.warning("run %s: stopped without writing: %s", run_id, lost)
+            stop.lost.set()
+            return LOST
+
+    def _outcome(self, claim: Claim, stop: _CancelFlag) -> str:
+        run_id = claim.run_id
         try:
             run = self.store.get_run(run_id)
-            job = self.make_job(run)
-            result = job(_Progress(self.store, run_id, stop, self.progress_interval), stop)
+            job = self.make_job({**run, "claim": claim})
+            result = job(_Progress(self.store, claim, stop, self.progress_interval), stop)
         except Cancelled:
-            return self._finish(run_id, "cancelled")
+            return self._finish(claim, "cancelled")
+        except ClaimLost:
+            raise
         except Exception as exc:
             log.error("run %s failed", run_id, exc_info=True)
-            return self._fail(run_id, exc, traceback.format_exc())
+            return self._fail(claim, exc, traceback.format_exc())
         if stop():
-            return self._finish(run_id, "cancelled")
+            return self._finish(claim, "cancelled")
         if not isinstance(result, dict):
-            return self._fail(run_id, TypeError(f"job returned {type(result).__name__}, expected a result dict"), "")
-        self.store.save_result(run_id, result)
-        return self._finish(run_id, "succeeded")
+            return self._fail(claim, TypeError(f"job returned {type(result).__name__}, expected a result dict"), "")
+        self.store.save_result(run_id, result, claim=claim)
+        return self._finish(claim, "succeeded")
 
-    def _fail(self, run_id: str, exc: Exception, tb: str) -> str:
+    def _fail(self, claim: Claim, exc: Exception, tb: str) -> str:
         error = f"{type(exc).__name__}: {one_line(exc)}"
-        self.store.save_result(run_id, {"error": error, "traceback": tb})
-        return self._finish(run_id, "failed", error)
+        self.store.save_result(claim.run_id, {"error": error, "traceback": tb}, claim=claim)
+        return self._finish(claim, "failed", error)
 
-    def _finish(self, run_id: str, status: str, error: str | None = None) -> str:
+    def _finish(self, claim: Claim, status: str, error: str | None = None) -> str:
         try:
-            self.store.set_status(run_id, status, error=error)
+            self.store.set_status(claim.run_id, status, error=error, claim=claim)
+        except ClaimLost:
+            raise
         except Exception:  # the run was deleted meanwhile; keep serving the queue
-            log.exception("run %s: could not record %s", run_id, status)
+            log.exception("run %s: could not record %s", claim.run_id, status)
+        keep_a_copy(self.store)  # a run's end is a clean point
         return status
+
+
+def keep_a_copy(store: RunStore) -> None:
+    """Refresh the store's last good copy (`RunStore.backup`); a damaged or busy store leaves the copy as it is."""
+    try:
+        store.backup()
+    except Exception as err:
+        log.warning("the run store's copy was not refreshed: %s", one_line(err))
 
 
 class ProcessLauncher:
@@ -267,16 +318,21 @@ class ProcessLauncher:
     def __init__(self, argv: Sequence[str], *, log_dir: Path, cwd: Path | None = None):
         self.argv, self.log_dir, self.cwd = list(argv), Path(log_dir), cwd
         self._started: dict[str, subprocess.Popen] = {}
+        self._registered: set[int] = set()  # pids of our workers seen registered in the store
         self._lock = threading.Lock()
 
     def ensure(self, device: str, store: RunStore) -> None:
-        """A worker serves `device` on this host, or one is starting (one we started and have not seen exit)."""
-        if any(w["device"] == device and w["host"] == HOST for w in store.workers()):
+        """A worker serves `device` on this host, or one is starting (one we started, not yet seen registered, that
+        has not exited). One seen registered that no longer is was written off (or retired): it starts nothing
+        more, so a new one is started even while its process lingers (a paused one)."""
+        here = [w for w in store.workers() if w["device"] == device and w["host"] == HOST]
+        if here:
+            self._registered.update(w["pid"] for w in here)
             return
         with self._lock:
             proc = self._started.get(device)
-            if proc is not None and proc.poll() is None:
-                return  # still starting (it registers once torch is imported) or about to retire
+            if proc is not None and proc.poll() is None and proc.pid not in self._registered:
+                return  # still starting (it registers once torch is imported)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             name = device.replace(":", "-")
             with open(self.log_dir / f"worker-{name}.log", "ab") as out:
@@ -294,8 +350,11 @@ class ProcessLauncher:
         self.ensure(device, store)
 
     def check(self, store: RunStore, queued_devices: Sequence[str]) -> None:
-        """Collect our exited workers (no zombies while the server lives); give every device with queued runs a
-        worker again (one that died leaves its queue to a new one)."""
+        """Collect our exited workers (no zombies while the server lives), note which have registered, and give
+        every device with queued runs a worker again (one that died or was written off leaves its queue to a new
+        one)."""
+        ours = {proc.pid for proc in self._started.values()}
+        self._registered.update(w["pid"] for w in store.workers() if w["host"] == HOST and w["pid"] in ours)
         with self._lock:
             for device, proc in list(self._started.items()):
                 if proc.poll() is not None:
@@ -318,6 +377,8 @@ class JobQueue:
     Holds no work itself, so the server can stop or restart at any time; a second process making a JobQueue on
     the same store changes nothing that is alive.
     """
+
+    _last_backup = -math.inf  # when this queue last refreshed the store's copy (monotonic)
 
     def __init__(
         self,
@@ -382,6 +443,9 @@ class JobQueue:
             log.warning("run %s: its worker is gone; marked interrupted", run_id)
         queued = {r["device"] for r in self.store.list_runs(status="queued", limit=100_000)}
         self.launcher.check(self.store, sorted(queued & set(self.devices)))
+        if now - self._last_backup >= BACKUP_EVERY_S:
+            self._last_backup = now
+            keep_a_copy(self.store)
         return interrupted
 
     def wait(self, run_id: str, timeout: float | None = None, *, poll: float = 0.1) -> str:

@@ -7,7 +7,9 @@ training need not import the job runner (``core.jobs``) that supplies them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 ProgressFn = Callable[[int, int, Mapping[str, float]], None]  # progress(step, total, metrics)
 StopFn = Callable[[], bool]
@@ -37,6 +39,43 @@ def resumed_phase(step: int, unit: str = "step") -> str:
 
 class Cancelled(Exception):
     """Raised by work that saw ``should_stop()``; the run is recorded as cancelled, not failed."""
+
+
+class ClaimLost(Exception):
+    """This process no longer holds the run it works on: it was written off as gone (paused or silent past the
+    heartbeat limit) and the run was interrupted, perhaps resumed elsewhere. It must write nothing more (no
+    progress, metric, checkpoint or outcome) and stop: raised by the store's fenced writes and by `check_claim`."""
+
+
+_claim = threading.local()  # per run thread: the check that its claim still stands (set by the job runner)
+
+
+@contextmanager
+def claim_held(check: Callable[[], None]) -> Iterator[None]:
+    """Within this block, on this thread, `check_claim()` runs `check` (which raises `ClaimLost`)."""
+    _claim.check = check
+    try:
+        yield
+    finally:
+        _claim.check = None
+
+
+def fenced(write: Callable[..., None]) -> Callable[..., None]:
+    """`write` (a checkpoint writer) preceded by `check_claim()`: a process that lost its run writes no file."""
+
+    def guarded(*args: object) -> None:
+        check_claim()
+        write(*args)
+
+    return guarded
+
+
+def check_claim() -> None:
+    """Raise `ClaimLost` if the run this thread works for was taken from it; called right before a file that
+    another attempt of the run may read (a checkpoint) is replaced or removed. Outside a job runner: nothing."""
+    check = getattr(_claim, "check", None)
+    if check is not None:
+        check()
 
 
 def no_progress(step: int, total: int, metrics: Mapping[str, float]) -> None:

@@ -10,23 +10,37 @@ per-thread connections would pile up, and SQLite serialises writers anyway.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
+import os
 import secrets
+import shutil
+import socket
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from core.progress import ClaimLost
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()  # this machine, as worker rows name it
+HOME_ENV = "PTUNE_HOME"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 10_000
+BACKUP_SUFFIX = ".bak"  # runs.db.bak: the last copy that passed SQLite's quick_check
+DAMAGE_MARKS = ("malformed", "not a database")  # what SQLite says of a damaged file (sqlite3.DatabaseError)
 
 _SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -130,11 +144,61 @@ CREATE TABLE throughput (
 )
 """
 
+# v7: a run's claim carries an epoch, bumped at every claim and interruption. Every write a worker makes for its run
+# (progress, metrics, result, artifacts, outcome) checks, in its own transaction, that the run is still running
+# under the epoch it claimed: a worker written off as gone (paused past the heartbeat limit) writes nothing more.
+# A device is held by an app worker ('worker') or by a plain CLI comparison ('cli', core/device_claim.py).
+_SCHEMA_V7 = """
+ALTER TABLE runs ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'worker'
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6, _SCHEMA_V7)
 
 # One earlier metric record buffered by a throttled progress reporter: (step, wall time, metrics).
 MetricRecord = tuple[int, float, Mapping[str, float]]
+
+
+class Claim(NamedTuple):
+    """A worker's hold on one run: valid while the run is running under this `epoch` (see v7)."""
+
+    run_id: str
+    worker: str
+    epoch: int
+
+
+class StoreDamaged(RuntimeError):
+    """The store's file is damaged (truncated, overwritten): one line naming the file and how to restore it."""
+
+
+def ptune_home() -> Path:
+    """Where runs, uploads and artifacts live: $PTUNE_HOME, else ``.ptune/`` in the repository root."""
+    return Path(os.environ.get(HOME_ENV) or REPO_ROOT / ".ptune").expanduser().resolve()
+
+
+def backup_path(path: Path) -> Path:
+    """Where the last good copy of the store at `path` is kept."""
+    return path.with_name(path.name + BACKUP_SUFFIX)
+
+
+def _damage_message(path: Path, err: BaseException) -> str:
+    backup = backup_path(path)
+    if backup.is_file():
+        taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(backup.stat().st_mtime))
+        fix = (
+            f"stop PTune Studio and its workers, move it aside with its -wal and -shm files and copy {backup} "
+            f"(the last good copy, of {taken}) in its place"
+        )
+    else:
+        fix = (
+            "no backup of it exists; stop PTune Studio and move it aside (with its -wal and -shm files) to start anew"
+        )
+    return f"the run store {path} is damaged ({err}); {fix}"
+
+
+def _is_damage(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.DatabaseError) and any(mark in str(err) for mark in DAMAGE_MARKS)
 
 
 def to_json(obj: Any) -> str:
@@ -167,6 +231,13 @@ def _plain(obj: Any, where: str) -> Any:
     raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable; convert it to str, number, list or dict")
 
 
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise `StoreDamaged` unless SQLite's quick_check finds the database behind `conn` sound."""
+    found = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if found != ["ok"]:
+        raise StoreDamaged(_damage_message(path, sqlite3.DatabaseError(f"quick_check: {found[0]}")))
+
+
 def _metric_value(value: float) -> float | None:
     """A metric as REAL, or NULL when it is not finite (keeps charts and aggregates sane)."""
     value = float(value)
@@ -179,19 +250,55 @@ class RunStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.restored = self._restore_if_missing()
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
         )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self.journal_mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        self._conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode; fast commits
         try:
-            self._migrate()
+            with self._damage_said():
+                self._conn.row_factory = sqlite3.Row
+                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self.journal_mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                self._conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
+                self._migrate()
         except BaseException:
             self._conn.close()
+            raise
+
+    def _restore_if_missing(self) -> bool:
+        """A store whose file is gone while its last good copy exists (deleted by hand, or while the server ran) is
+        brought back from that copy rather than started empty: history is what a store is for. Stale -wal/-shm
+        files of the deleted store are moved aside first (they belong to the old file). True if restored."""
+        backup = backup_path(self.path)
+        if self.path.exists() or not backup.is_file():
+            return False
+        for suffix in ("-wal", "-shm"):
+            stale = self.path.with_name(self.path.name + suffix)
+            if stale.exists():
+                stale.replace(stale.with_name(f"{stale.name}.orphaned-{int(time.time())}"))
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-restore-", suffix=".db")
+        os.close(fd)
+        try:
+            shutil.copyfile(backup, tmp)
+            try:
+                os.link(tmp, self.path)  # only if still missing: another process may have restored it first
+            except FileExistsError:
+                return False
+        finally:
+            os.unlink(tmp)
+        log.warning("%s was missing; restored it from %s", self.path, backup)
+        return True
+
+    @contextmanager
+    def _damage_said(self) -> Iterator[None]:
+        """SQLite's "database disk image is malformed" becomes `StoreDamaged`, naming the file and the way back."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            if _is_damage(err):
+                raise StoreDamaged(_damage_message(self.path, err)) from err
             raise
 
     def _migrate(self) -> None:
@@ -210,7 +317,7 @@ class RunStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock up front so it never fails half-way."""
-        with self._lock:
+        with self._lock, self._damage_said():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -220,8 +327,32 @@ class RunStore:
             self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        with self._lock:
+        with self._lock, self._damage_said():
             return [dict(row) for row in self._conn.execute(sql, params).fetchall()]
+
+    def backup(self) -> Path:
+        """Keep a copy of the store beside it (``runs.db.bak``), taken with SQLite's online backup (a consistent
+        snapshot while others write). The copy is checked (``PRAGMA quick_check``; pages are copied as they are, so
+        a damaged store gives a damaged copy) before it replaces the old one atomically: a damaged store raises
+        `StoreDamaged` and never overwrites the last good copy. Returns the copy's path."""
+        target = backup_path(self.path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-backup-", suffix=".db")
+        os.close(fd)
+        try:
+            with self._lock, self._damage_said():
+                with sqlite3.connect(tmp) as copy:
+                    self._conn.backup(copy)
+                    _quick_check(copy, self.path)
+                copy.close()
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if not self.path.exists():
+            log.warning(
+                "%s was deleted while in use; its contents are in %s, restored at the next start", self.path, target
+            )
+        return target
 
     def close(self) -> None:
         with self._lock:
@@ -267,8 +398,30 @@ class RunStore:
         if cursor.rowcount == 0:
             raise KeyError(f"no run {run_id!r} in {self.path}")
 
-    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
-        """Set the status; ``error`` describes the new status, so passing None clears an old error."""
+    def _fence(self, conn: sqlite3.Connection, claim: Claim | None, *, running: bool = True) -> None:
+        """Inside a write transaction: raise `ClaimLost` unless `claim` still holds its run (None: no claim to
+        check, as for the server's own writes). `running=False` also accepts the run ended by its own worker
+        (its epoch unchanged): a heartbeat between the outcome and the worker noticing it is not a loss."""
+        if claim is None:
+            return
+        still = " AND status = 'running'" if running else ""
+        held = conn.execute(
+            f"SELECT 1 FROM runs WHERE id = ? AND worker = ? AND claim_epoch = ?{still}", claim
+        ).fetchone()
+        if held is None:
+            raise ClaimLost(f"run {claim.run_id} is no longer held by worker {claim.worker}; it writes nothing more")
+
+    def holds(self, claim: Claim) -> bool:
+        """Whether `claim` still holds its run (checked before a checkpoint is replaced)."""
+        return bool(
+            self._query(
+                "SELECT 1 FROM runs WHERE id = ? AND worker = ? AND claim_epoch = ? AND status = 'running'", claim
+            )
+        )
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None, claim: Claim | None = None) -> None:
+        """Set the status; ``error`` describes the new status, so passing None clears an old error. With `claim`,
+        only while it holds the run (`ClaimLost` otherwise)."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         columns: dict[str, Any] = {"status": status, "error": error}
@@ -277,6 +430,7 @@ class RunStore:
         elif status in TERMINAL_STATUSES:
             columns["finished"] = time.time()
         with self._tx() as conn:
+            self._fence(conn, claim)
             self._update_run(conn, run_id, **columns)
 
     def set_device(self, run_id: str, device: str) -> None:
@@ -294,12 +448,14 @@ class RunStore:
         *,
         backlog: Sequence[MetricRecord] = (),
         phase: str | None = None,
+        claim: Claim | None = None,
     ) -> None:
         """Update the progress columns (and the phase they count, when given) and append metric rows in one
         transaction.
 
         ``backlog`` holds earlier (step, time, metrics) records a throttled reporter buffered, so a loss curve
-        keeps every step even though the store is written a few times per second at most.
+        keeps every step even though the store is written a few times per second at most. With `claim`, nothing is
+        written unless it still holds the run (`ClaimLost`).
         """
         now = time.time()
         rows = [
@@ -311,19 +467,22 @@ class RunStore:
         if phase is not None:
             columns["phase"] = phase
         with self._tx() as conn:
+            self._fence(conn, claim)
             self._update_run(conn, run_id, **columns)
             conn.executemany("INSERT INTO metrics (run_id, step, t, name, value) VALUES (?,?,?,?,?)", rows)
 
-    def save_result(self, run_id: str, result: dict) -> None:
-        """Store (or replace) the run's final result dict."""
+    def save_result(self, run_id: str, result: dict, *, claim: Claim | None = None) -> None:
+        """Store (or replace) the run's final result dict (with `claim`: only while it holds the run)."""
         result_json = to_json(result)
         with self._tx() as conn:
+            self._fence(conn, claim)
             self._update_run(conn, run_id)
             conn.execute("INSERT OR REPLACE INTO results (run_id, json) VALUES (?, ?)", (run_id, result_json))
 
-    def add_artifact(self, run_id: str, kind: str, path: str) -> None:
+    def add_artifact(self, run_id: str, kind: str, path: str, *, claim: Claim | None = None) -> None:
         """Remember a file the run produced (the store keeps paths, never file contents)."""
         with self._tx() as conn:
+            self._fence(conn, claim)
             self._update_run(conn, run_id)
             conn.execute(
                 "INSERT INTO artifacts (run_id, kind, path, created) VALUES (?,?,?,?)",
@@ -379,20 +538,42 @@ class RunStore:
 
     # -- workers: claims, heartbeats, cancel, liveness ------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, device: str, host: str, pid: int, *, local: bool = True) -> bool:
+    def register_worker(
+        self,
+        worker_id: str,
+        device: str,
+        host: str,
+        pid: int,
+        *,
+        local: bool = True,
+        evict_idle: bool = False,
+        kind: str = "worker",
+    ) -> bool:
         """Make `worker_id` the worker of `device` on `host`; False if a worker already serves it there.
 
         `local`: one worker per (device, host) — the rule that keeps one run at a time per GPU across servers and
-        CLIs sharing this store. Ray actors register with ``local=False`` (Ray's resources place them)."""
+        CLIs sharing this store. Ray actors register with ``local=False`` (Ray's resources place them).
+        `evict_idle`: an app worker running nothing (waiting out its idle time) gives the device up at once; it
+        notices at its next heartbeat and exits, and it can claim nothing more (see `claim`). `kind`: 'worker' (the
+        app's) or 'cli' (a CLI comparison's hold, never evicted: its runs are not in the store)."""
         now = time.time()
         with self._tx() as conn:
             if local:
-                taken = conn.execute("SELECT 1 FROM workers WHERE device = ? AND host = ?", (device, host)).fetchone()
-                if taken:
+                holders = conn.execute("SELECT id, kind FROM workers WHERE device = ? AND host = ?", (device, host))
+                busy = False
+                for row in holders.fetchall():
+                    running = conn.execute(
+                        "SELECT 1 FROM runs WHERE worker = ? AND status = 'running' LIMIT 1", (row["id"],)
+                    ).fetchone()
+                    if running or not evict_idle or row["kind"] != "worker":
+                        busy = True
+                    else:
+                        conn.execute("DELETE FROM workers WHERE id = ?", (row["id"],))
+                if busy:
                     return False
             conn.execute(
-                "INSERT INTO workers (id, device, host, pid, started, heartbeat) VALUES (?,?,?,?,?,?)",
-                (worker_id, device, host, pid, now, now),
+                "INSERT INTO workers (id, device, host, pid, started, heartbeat, kind) VALUES (?,?,?,?,?,?,?)",
+                (worker_id, device, host, pid, now, now, kind),
             )
         return True
 
@@ -414,41 +595,67 @@ class RunStore:
         """The registered workers (id, device, host, pid, started, heartbeat)."""
         return self._query("SELECT * FROM workers ORDER BY started")
 
-    def claim(self, worker_id: str, *, device: str | None = None, run_id: str | None = None) -> str | None:
+    def holder(self, device: str, host: str) -> dict | None:
+        """Who holds `device` on `host`: the worker row plus the run it is running (`run`: id, label, group_id,
+        owner; None while idle). None when nobody does."""
+        rows = self._query("SELECT * FROM workers WHERE device = ? AND host = ? ORDER BY started", (device, host))
+        if not rows:
+            return None
+        worker = rows[0]
+        runs = self._query(
+            "SELECT id, label, group_id, owner FROM runs WHERE worker = ? AND status = 'running' LIMIT 1",
+            (worker["id"],),
+        )
+        return {**worker, "run": runs[0] if runs else None}
+
+    def claim(self, worker_id: str, *, device: str | None = None, run_id: str | None = None) -> Claim | None:
         """Take the oldest queued run on `device` (or the run `run_id` if it is still queued) for `worker_id`: it
-        becomes running in the same transaction, so two workers never take one run. None when there is none."""
+        becomes running under a new claim epoch in the same transaction, so two workers never take one run. None
+        when there is none, or when `worker_id` is no longer registered (written off: it takes nothing more)."""
         now = time.time()
         with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone() is None:
+                return None
             if run_id is not None:
-                row = conn.execute("SELECT id FROM runs WHERE id = ? AND status = 'queued'", (run_id,)).fetchone()
+                row = conn.execute(
+                    "SELECT id, claim_epoch FROM runs WHERE id = ? AND status = 'queued'", (run_id,)
+                ).fetchone()
             else:
                 row = conn.execute(
-                    "SELECT id FROM runs WHERE status = 'queued' AND device = ? ORDER BY created, rowid LIMIT 1",
+                    "SELECT id, claim_epoch FROM runs WHERE status = 'queued' AND device = ?"
+                    " ORDER BY created, rowid LIMIT 1",
                     (device,),
                 ).fetchone()
             if row is None:
                 return None
+            claim = Claim(row["id"], worker_id, row["claim_epoch"] + 1)
             self._update_run(
                 conn,
-                row["id"],
+                claim.run_id,
                 status="running",
                 worker=worker_id,
+                claim_epoch=claim.epoch,
                 heartbeat=now,
                 started=now,
                 finished=None,
                 error=None,
             )
-        return row["id"]
+        return claim
 
-    def heartbeat(self, worker_id: str, run_id: str | None = None) -> bool:
-        """The worker (and its run) is alive now; returns whether a cancel was asked for that run."""
+    def heartbeat(self, worker_id: str, claim: Claim | None = None) -> bool:
+        """The worker (and the run it holds) is alive now; returns whether a cancel was asked for that run.
+
+        Raises `ClaimLost` when the worker was written off meanwhile (its registration is gone) or its run was
+        taken from it: whatever its clock says, a worker that was paused past the limit learns it here."""
         now = time.time()
         with self._tx() as conn:
-            conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id))
-            if run_id is None:
+            if conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id)).rowcount == 0:
+                raise ClaimLost(f"worker {worker_id} was written off as gone; it takes and writes nothing more")
+            if claim is None:
                 return False
-            conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND worker = ?", (now, run_id, worker_id))
-            row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+            self._fence(conn, claim, running=False)
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, claim.run_id))
+            row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (claim.run_id,)).fetchone()
         return bool(row and row["cancel_requested"])
 
     def request_cancel(self, run_id: str) -> bool:
@@ -485,14 +692,23 @@ class RunStore:
                 (now - stale_after,),
             ).fetchall()
             for row in orphans:
-                self._update_run(
-                    conn,
-                    row["id"],
-                    status="interrupted",
-                    finished=now,
-                    error="its worker process stopped while it ran; resume it to continue",
-                )
+                self._interrupt(conn, row["id"], "its worker process stopped while it ran; resume it to continue")
         return [row["id"] for row in orphans]
+
+    def _interrupt(self, conn: sqlite3.Connection, run_id: str, error: str) -> None:
+        """Mark the run interrupted and bump its claim epoch: whoever held it can write nothing more to it."""
+        conn.execute("UPDATE runs SET claim_epoch = claim_epoch + 1 WHERE id = ?", (run_id,))
+        self._update_run(conn, run_id, status="interrupted", finished=time.time(), error=error)
+
+    def interrupt_queued(self, run_id: str, error: str) -> bool:
+        """A queued run whose executor is gone (a Ray actor lost before it started) becomes interrupted, so it
+        says why and can be resumed; False if it is no longer queued (it started or ended meanwhile)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT 1 FROM runs WHERE id = ? AND status = 'queued'", (run_id,)).fetchone()
+            if row is None:
+                return False
+            self._interrupt(conn, run_id, error)
+        return True
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run and its config, metrics, result and artifact rows (artifact files stay on disk)."""

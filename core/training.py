@@ -37,7 +37,16 @@ from torch import nn
 
 from core import distributed
 from core.config import choice
-from core.progress import EVALUATING, TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, resumed_phase
+from core.progress import (
+    EVALUATING,
+    TRAINING,
+    Cancelled,
+    ProgressFn,
+    StopFn,
+    check_claim,
+    enter_phase,
+    resumed_phase,
+)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_KEY = "ptune_checkpoint"
@@ -254,6 +263,7 @@ def save_checkpoint(
     if torch.cuda.is_available():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
     meta = {"version": CHECKPOINT_VERSION, "key": key, "loop": state.__dict__}
+    check_claim()  # in a worker: only while it still holds the run (another attempt may read this file)
     _atomic_save(tensors, meta, path)
 
 
@@ -463,6 +473,7 @@ def train(
             for k, p in params.items():
                 p.copy_(best[k])
     if ckpt_path is not None and dp.is_main and ckpt_path.exists():
+        check_claim()
         ckpt_path.unlink()  # finished: the learned prompt is the result; a rerun trains afresh
     return TrainResult(
         state={k: p.detach().clone() for k, p in params.items()},

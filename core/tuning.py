@@ -56,6 +56,7 @@ from core.progress import (
     Cancelled,
     ProgressFn,
     StopFn,
+    check_claim,
     enter_phase,
     resumed_phase,
 )
@@ -166,6 +167,7 @@ def fit(
         if won.learned is None:
             distributed.exchange(distributed.data_parallel_group(), None)  # its checkpoint is written (main's)
             _continue(won, backbone, train, dev, progress, should_stop)
+        check_claim()  # the trials' checkpoints are another attempt's to use once this one lost the run
         for run in tried.values():
             if run.folder is not None and run is not won:
                 shutil.rmtree(run.folder, ignore_errors=True)
@@ -305,6 +307,7 @@ def _trial_key(
 def _save_paused(folder: Path, key: str, trial: Trial) -> None:
     """Write the paused trial's score beside its checkpoint (main process only: it alone writes checkpoints)."""
     if distributed.data_parallel_group().is_main:
+        check_claim()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / PAUSED_FILE).write_text(json.dumps({"key": key, "trial": dataclasses.asdict(trial)}))
 

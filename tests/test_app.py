@@ -626,3 +626,12 @@ def test_runs_page_draws_one_line_per_tuning_trial_and_says_the_winner_was_conti
     dev = frames["dev accuracy"]
     assert dev["point"].all() and set(dev["part"]) == lines  # each trial's dev score, drawn as a point
     assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"][1]["mark"]["type"] == "point"
+
+
+def test_a_damaged_store_is_named_on_the_page_with_the_way_back(home: Path) -> None:
+    """runs.db overwritten with other bytes: the page says, in one line, which file is damaged and what to do."""
+    home.mkdir(parents=True)
+    (home / "runs.db").write_bytes(b"not a database" * 100)
+    at = start()
+    message = texts(at.error)
+    assert "is damaged" in message and str(home / "runs.db") in message and "move it aside" in message

@@ -190,9 +190,7 @@ def test_the_app_refuses_a_fine_tune_too_big_for_this_machine_before_launch(tmp_
     ws = Workspace(tmp_path / "home")
     try:
         me = ws.user(ALICE)
-        with pytest.raises(
-            ValueError, match=r"Fine-tuning: finetune needs about [\d.]+ GiB free on cpu .*run lora"
-        ):
+        with pytest.raises(ValueError, match=r"Fine-tuning: finetune needs about [\d.]+ GiB free on cpu .*run lora"):
             me.launch(request(folder, methods={"manual": {}, "finetune": {}}))
         assert me.groups() == [] and not list((tmp_path / "home").rglob("data.csv"))
         ws.validate(request(folder, methods={"manual": {}, "lora": {}}))  # LoRA's few weights are not refused

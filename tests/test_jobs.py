@@ -1,6 +1,8 @@
 """The store-backed job queue with real `Worker`s (in threads here; as processes in test_worker_processes.py) and
 a real SQLite store."""
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -8,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import JobFn, JobQueue, Worker, current_device
+from core import cli
+from core.device_claim import DeviceBusy, DeviceClaim
+from core.jobs import HOST, JobFn, JobQueue, Worker, current_device
 from core.progress import Cancelled, ProgressFn, StopFn
-from core.store import RunStore
+from core.store import RunStore, backup_path
 from tests.worker_threads import ThreadLauncher
 
 TIMEOUT = 10.0  # generous upper bound; the jobs below finish in milliseconds
@@ -258,7 +262,7 @@ def test_a_run_whose_worker_is_gone_is_interrupted_and_only_that_run(tmp_path: P
     for run_id in (running, queued):
         store.set_device(run_id, "cpu")
     assert store.register_worker("elsewhere:1:abc", "cpu", "another-host", 1)
-    assert store.claim("elsewhere:1:abc", device="cpu") == running
+    assert store.claim("elsewhere:1:abc", device="cpu").run_id == running
     assert store.reap(lambda w: True, stale_after=60.0) == []  # fresh heartbeat: alive
     time.sleep(0.05)
     assert store.reap(lambda w: True, stale_after=0.01) == [running]
@@ -307,3 +311,113 @@ def test_phases_reach_the_store_with_their_own_counts(jobs: Jobs) -> None:
     assert jobs.queue.wait(run_id, 30) == "succeeded"
     metrics = {(m["name"], m["step"]) for m in store.metrics(run_id)}
     assert metrics == {("loss", 5)}  # phases add no metric rows
+
+
+def test_a_worker_written_off_mid_run_writes_nothing_more_and_exits(tmp_path: Path) -> None:
+    """The reaper writes off a healthy worker (a heartbeat limit shorter than its beat, or a pause): its run stays
+    interrupted — no later metric, result or 'succeeded' — and the worker stops serving at once, leaving the
+    run queued behind it to the next worker."""
+    store = RunStore(tmp_path / "runs.db")
+    run_id, queued = new_run(store, "running"), new_run(store, "queued")
+    for rid in (run_id, queued):
+        store.set_device(rid, "cpu")
+    started, release = threading.Event(), threading.Event()
+
+    def job(progress: ProgressFn, should_stop: StopFn) -> dict:
+        progress(1, 3, {"loss": 1.0})
+        started.set()
+        assert release.wait(TIMEOUT)
+        for step in (2, 3):
+            progress(step, 3, {"loss": 1.0 / step})
+        return {"accuracy": 1.0}
+
+    worker = Worker(RunStore(store.path), "cpu", lambda run: job, idle_exit_s=0.0, heartbeat_s=0.05, poll_s=0.01)
+    served: list[int] = []
+    thread = threading.Thread(target=lambda: served.append(worker.serve()))
+    thread.start()
+    assert started.wait(TIMEOUT)
+    assert store.reap(lambda w: True, stale_after=-1.0) == [run_id]  # written off, whatever the clock says
+    release.set()
+    thread.join(TIMEOUT)
+    assert served == [1] and not thread.is_alive()
+    run = store.get_run(run_id)
+    assert run["status"] == "interrupted" and run["result"] is None and "worker" in run["error"]
+    assert [m["step"] for m in store.metrics(run_id)] == [1]
+    assert store.get_run(queued)["status"] == "queued" and store.workers() == []
+    worker.store.close()
+    store.close()
+
+
+def test_an_idle_worker_gives_its_device_to_a_cli_claim_at_once(tmp_path: Path) -> None:
+    """A plain CLI run claiming a GPU the app's worker holds while idle takes it at once (no wait for the worker's
+    idle exit); the idle worker exits at its next heartbeat and claims nothing queued meanwhile."""
+    store = RunStore(tmp_path / "runs.db")
+    worker = Worker(RunStore(store.path), "cuda:0", lambda run: lambda p, s: {}, idle_exit_s=600.0, poll_s=0.01)
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    wait_for(lambda: [w["id"] for w in store.workers()] == [worker.id])
+    with DeviceClaim(store, "cuda:0") as claim:
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()  # the idle worker left
+        queued = new_run(store)
+        store.set_device(queued, "cuda:0")
+        assert [w["id"] for w in store.workers()] == [claim.id]
+        assert not Worker(store, "cuda:0", lambda run: lambda p, s: {}).serve()  # the app waits for the CLI
+        assert store.get_run(queued)["status"] == "queued"
+    assert store.workers() == []  # released when the CLI's comparison ends
+    worker.store.close()
+    store.close()
+
+
+def test_a_cli_claim_on_a_busy_device_names_the_run_there(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.db") as store:
+        run_id = store.create_run(method="m", label="P-tuning · seed 0", config={}, group_id="g1")
+        store.set_device(run_id, "cuda:0")
+        assert store.register_worker("app-worker", "cuda:0", HOST, 4242)
+        assert store.claim("app-worker", device="cuda:0").run_id == run_id
+        with pytest.raises(DeviceBusy) as err:
+            DeviceClaim(store, "cuda:0").__enter__()
+        message = str(err.value)
+        assert "\n" not in message and run_id in message and "P-tuning · seed 0" in message and "4242" in message
+        assert [w["id"] for w in store.workers()] == ["app-worker"]  # the running worker keeps its device
+        with DeviceClaim(store, "cuda:1"):  # another GPU is free
+            assert len(store.workers()) == 2
+
+
+def test_a_plain_cli_comparison_claims_its_gpu_in_the_apps_store(tmp_path: Path, monkeypatch) -> None:
+    """`python -m core compare` on a GPU holds it in $PTUNE_HOME's store for its whole run (refused, naming the run,
+    while the app trains there); on the CPU it claims nothing, as before (the CPU is shared)."""
+    monkeypatch.setenv("PTUNE_HOME", str(tmp_path))
+    with RunStore(tmp_path / "runs.db") as store:
+        run_id = store.create_run(method="m", label="prompt tuning · seed 0", config={})
+        store.set_device(run_id, "cuda:0")
+        assert store.register_worker("app-worker", "cuda:0", HOST, 4242)
+        assert store.claim("app-worker", device="cuda:0") is not None
+        with pytest.raises(DeviceBusy, match=run_id), cli._device_claim("cuda"):  # "cuda" is cuda:0
+            pass
+        with cli._device_claim("cuda:1") as claim:
+            assert claim is not None and {w["device"] for w in store.workers()} == {"cuda:0", "cuda:1"}
+        with cli._device_claim("cpu") as claim:
+            assert claim is None
+        assert [w["id"] for w in store.workers()] == ["app-worker"]
+
+
+def test_a_run_that_ends_refreshes_the_stores_last_good_copy(jobs: Jobs) -> None:
+    def in_copy() -> tuple | None:
+        uri = f"file:{backup_path(jobs.store.path)}?immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as copy:
+            row = copy.execute("SELECT status, json FROM runs JOIN results ON run_id = id WHERE id = ?", (run_id,))
+            return row.fetchone()
+
+    run_id = new_run(jobs.store)
+    assert in_copy() is None  # the copy the queue took as it started
+    jobs.submit(run_id, lambda p, s: {"accuracy": 0.5})
+    assert jobs.queue.wait(run_id, TIMEOUT) == "succeeded"
+    wait_for(lambda: in_copy() == ("succeeded", '{"accuracy": 0.5}'))
+
+
+def test_a_second_cli_comparison_on_a_held_gpu_is_told_another_one_runs(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.db") as store, DeviceClaim(store, "cuda:0"):
+        with pytest.raises(DeviceBusy, match="another `python -m core compare`"):
+            DeviceClaim(store, "cuda:0").__enter__()
+        assert len(store.workers()) == 1

@@ -118,3 +118,28 @@ def test_without_a_ray_address_nothing_of_ray_is_imported(tiny_gpt2: Path, tmp_p
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_a_queued_run_whose_actor_is_gone_says_so_and_is_resumable(
+    ray_cluster: str, tiny_gpt2: Path, tmp_path: Path, monkeypatch
+):
+    """The run's actor is lost before it starts (here: it waits for CPUs the cluster lacks and is killed, as a lost
+    or restarted cluster loses it): the run does not stay queued forever but becomes interrupted, saying why."""
+    import ray
+
+    from core.app.ray_launcher import NAMESPACE, actor_name
+    from core.app.service import Workspace
+
+    monkeypatch.setenv("PTUNE_RAY_CPUS", "64")  # more than the cluster has: the actor stays pending
+    ws = Workspace(tmp_path / "home", ray_address=ray_cluster)
+    try:
+        group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods={"manual": {}}, tune=False))
+        (run,) = ws.user(ALICE).runs(group)
+        ws.jobs.launcher.grace_s = 0.0
+        assert ws.jobs.check(force=True) == [] and ws.store.get_run(run["id"])["status"] == "queued"  # pending
+        ray.kill(ray.get_actor(actor_name(run["id"]), namespace=NAMESPACE), no_restart=True)
+        ws.jobs.check(force=True)
+        (card,) = ws.user(ALICE).runs(group)
+        assert card["status"] == "interrupted" and card["resumable"] and "Ray actor is gone" in card["error"]
+    finally:
+        ws.close()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import SCHEMA_VERSION, RunStore
+from core.progress import ClaimLost
+from core.store import _MIGRATIONS, SCHEMA_VERSION, RunStore, StoreDamaged, backup_path
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_reopen_keeps_data_and_leaves_active_runs_alone(tmp_path: Path) -> None:
         running = s.create_run(method="m", label="r", config={})
         done = s.create_run(method="m", label="d", config={})
         s.set_device(running, "cpu")
-        assert s.register_worker("w", "cpu", "host", 1) and s.claim("w", device="cpu") == running
+        assert s.register_worker("w", "cpu", "host", 1) and s.claim("w", device="cpu").run_id == running
         s.set_status(done, "succeeded")
     with RunStore(path) as s:
         expected = {queued: "queued", running: "running", done: "succeeded"}
@@ -183,3 +184,109 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path, shared: bool) -> None:
         run = main.get_run(run_id)
         assert run["progress_step"] == n_steps and run["result"] == {"done": True}
     main.close()
+
+
+def test_a_claim_taken_away_fences_every_write_of_its_worker(store: RunStore) -> None:
+    """A worker written off as gone (its run interrupted, the epoch bumped) writes no progress, metric, result,
+    artifact or outcome with its old claim, claims nothing more, and its heartbeat says so."""
+    run_id = store.create_run(method="m", label="r", config={})
+    store.set_device(run_id, "cpu")
+    assert store.register_worker("w", "cpu", "host", 1)
+    claim = store.claim("w", device="cpu")
+    store.record_progress(run_id, 1, 10, {"loss": 1.0}, claim=claim)
+    assert store.holds(claim) and not store.heartbeat("w", claim)
+    assert store.reap(lambda w: True, stale_after=-1.0) == [run_id]  # paused past the limit, whatever its clock
+    before = store.get_run(run_id)
+    assert before["claim_epoch"] == claim.epoch + 1 and not store.holds(claim)
+    writes = [
+        lambda: store.record_progress(run_id, 2, 10, {"loss": 0.5}, claim=claim),
+        lambda: store.save_result(run_id, {"accuracy": 1.0}, claim=claim),
+        lambda: store.add_artifact(run_id, "prompt", "p.json", claim=claim),
+        lambda: store.set_status(run_id, "succeeded", claim=claim),
+        lambda: store.heartbeat("w", claim),
+        lambda: store.heartbeat("w"),
+    ]
+    for write in writes:
+        with pytest.raises(ClaimLost):
+            write()
+    after = store.get_run(run_id)
+    assert after == before and [m["step"] for m in store.metrics(run_id)] == [1]
+    queued = store.create_run(method="m", label="q", config={})
+    store.set_device(queued, "cpu")
+    assert store.claim("w", device="cpu") is None  # written off: it takes nothing more
+    assert store.get_run(queued)["status"] == "queued"
+
+
+def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as conn:
+        for script in _MIGRATIONS[: SCHEMA_VERSION - 1]:
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO runs (id, created, updated, method, label, status) VALUES ('old', 0, 0, 'm', 'l', 'running')"
+        )
+        conn.execute(
+            "INSERT INTO workers (id, device, host, pid, started, heartbeat) VALUES ('w', 'cpu', 'h', 1, 0, 0)"
+        )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    with RunStore(path) as store:
+        run = store.get_run("old")
+        assert run["status"] == "running" and run["claim_epoch"] == 0
+        assert [(w["id"], w["kind"]) for w in store.workers()] == [("w", "worker")]
+
+
+def test_a_damaged_store_names_its_file_and_the_copy_to_restore(tmp_path: Path) -> None:
+    """Cut to 100 bytes while open: every call raises one line naming the file and the last good copy, and the
+    copy is never replaced by the damaged store."""
+    path = tmp_path / "runs.db"
+    store = RunStore(path)
+    run_id = store.create_run(method="m", label="kept", config={})
+    copy = store.backup()
+    good = copy.read_bytes()
+    store.record_progress(run_id, 1, 1, {f"m{i}": float(i) for i in range(2000)})
+    with sqlite3.connect(path) as other:  # what SQLite does on its own as the write-ahead log grows
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    for call in (lambda: store.list_runs(), lambda: store.create_run(method="m", label="x", config={}), store.backup):
+        with pytest.raises(StoreDamaged) as err:
+            call()
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message and str(copy) in message and "damaged" in message
+    assert copy.read_bytes() == good  # the last good copy stays
+    store.close()
+    with pytest.raises(StoreDamaged, match="runs.db.bak"):
+        RunStore(path)
+    with RunStore(copy) as restored:
+        assert [r["label"] for r in restored.list_runs()] == ["kept"]
+
+
+def test_a_store_deleted_while_in_use_comes_back_from_its_copy(tmp_path: Path) -> None:
+    """runs.db deleted while a server holds it open: the next backup saves what the open store holds, and the next
+    start restores it instead of starting with no history."""
+    path = tmp_path / "runs.db"
+    store = RunStore(path)
+    run_id = store.create_run(method="m", label="kept", config={})
+    path.unlink()
+    store.record_progress(run_id, 1, 1, {"loss": 1.0})  # the runs go on in the open (deleted) file
+    assert store.backup() == backup_path(path)
+    store.close()
+    with RunStore(path) as reopened:
+        assert reopened.restored
+        assert [r["label"] for r in reopened.list_runs()] == ["kept"] and len(reopened.metrics(run_id)) == 1
+    with RunStore(path) as again:
+        assert not again.restored  # restored once; a store that exists is opened as it is
+
+
+def test_a_heartbeat_after_the_runs_own_outcome_is_not_a_lost_claim(store: RunStore) -> None:
+    """The worker records its run's outcome, then beats once more before it notices the run ended: that beat is
+    not a lost claim (the worker would exit and leave the queue behind it unserved)."""
+    run_id = store.create_run(method="m", label="r", config={})
+    store.set_device(run_id, "cpu")
+    assert store.register_worker("w", "cpu", "host", 1)
+    claim = store.claim("w", device="cpu")
+    store.set_status(run_id, "succeeded", claim=claim)
+    assert store.heartbeat("w", claim) is False
+    with pytest.raises(ClaimLost):  # but nothing more is written to the ended run
+        store.record_progress(run_id, 9, 9, {"loss": 0.0}, claim=claim)

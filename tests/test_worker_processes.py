@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -105,6 +107,105 @@ def test_a_killed_worker_interrupts_its_own_run_only_and_it_resumes(tmp_path: Pa
             time.sleep(0.1)
         first_step = min(m["step"] for m in ws.store.metrics(new_id))
         assert first_step > 5  # continued from a checkpoint, not from step 1
+        assert ws.user(ALICE).cancel(new_id) and ws.jobs.wait(new_id, TIMEOUT) == "cancelled"
+    finally:
+        ws.close()
+
+
+def pause_between_writes(store: RunStore, pid: int) -> None:
+    """SIGSTOP the process at a moment it holds no write lock on the store (a pause inside a transaction would
+    block every other process until it resumes, which is SQLite's business, not this test's)."""
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with contextlib.closing(sqlite3.connect(store.path, timeout=0.5, isolation_level=None)) as probe:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # paused mid-write: let it finish and try again
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+
+
+def written_off(ws: Workspace, run_id: str) -> dict:
+    """Until the workspace's liveness check marks the run interrupted (its worker silent past the limit)."""
+    deadline = time.monotonic() + TIMEOUT
+    while ws.store.get_run(run_id)["status"] != "interrupted":
+        assert time.monotonic() < deadline, "the paused worker was never written off"
+        ws.jobs.check(force=True)
+        time.sleep(0.2)
+    return ws.store.get_run(run_id)
+
+
+def wait_exit(pid: int) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"worker {pid} did not exit"
+        time.sleep(0.05)
+
+
+def trained_run(ws: Workspace, tiny_gpt2: Path) -> tuple[dict, Path]:
+    """A long prompt-tuning run, checkpointed every 5 steps, running in a worker process past its first
+    checkpoint; the run row and its checkpoint file."""
+    options = {"prompt_tuning": {"patience": 0, "eval_every": 5, "checkpoint_every": 5}}
+    group = ws.user(ALICE).launch(request(tiny_gpt2, seeds=[0], methods=options, max_steps=100_000, tune=False))
+    (row,) = ws.user(ALICE).runs(group)
+    wait_running(ws.store, row["id"], min_step=12)
+    ckpt = Path(ws.store.get_run(row["id"])["config"]["options"]["checkpoint_dir"]) / "checkpoint.safetensors"
+    assert ckpt.is_file()
+    return ws.store.get_run(row["id"]), ckpt
+
+
+def worker_pid(store: RunStore, run: dict) -> int:
+    return next(w["pid"] for w in store.workers() if w["id"] == run["worker"])
+
+
+def test_a_worker_paused_past_the_heartbeat_limit_writes_nothing_when_it_wakes(tmp_path: Path, tiny_gpt2: Path):
+    """SIGSTOP a training worker until it is written off (its run interrupted), then SIGCONT it: it writes no
+    metric, checkpoint or outcome to the run shown as interrupted, and exits."""
+    ws = Workspace(tmp_path / "home")
+    try:
+        ws.jobs.stale_after = 2.0
+        run, ckpt = trained_run(ws, tiny_gpt2)
+        pid = worker_pid(ws.store, run)
+        pause_between_writes(ws.store, pid)
+        try:
+            before = written_off(ws, run["id"])
+            metrics, saved = len(ws.store.metrics(run["id"])), ckpt.read_bytes()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_exit(pid)
+        assert ws.store.get_run(run["id"]) == before and len(ws.store.metrics(run["id"])) == metrics
+        assert ckpt.read_bytes() == saved and before["result"] is None
+        assert ws.store.workers() == []
+    finally:
+        ws.close()
+
+
+def test_a_paused_worker_whose_run_was_resumed_stops_and_leaves_the_device_to_the_resume(
+    tmp_path: Path, tiny_gpt2: Path
+):
+    """Written off while paused, its run resumed by a new worker on the same device and checkpoint folder, then
+    SIGCONT: the old worker writes nothing more and exits while the resumed run trains on, alone."""
+    ws = Workspace(tmp_path / "home")
+    try:
+        ws.jobs.stale_after = 2.0
+        run, _ = trained_run(ws, tiny_gpt2)
+        pid = worker_pid(ws.store, run)
+        pause_between_writes(ws.store, pid)
+        try:
+            before = written_off(ws, run["id"])
+            metrics = len(ws.store.metrics(run["id"]))
+            new_id = ws.user(ALICE).resume(run["id"])
+            resumed = wait_running(ws.store, new_id, min_step=before["progress_step"] + 5)
+            assert worker_pid(ws.store, resumed) != pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_exit(pid)
+        assert ws.store.get_run(run["id"]) == before and len(ws.store.metrics(run["id"])) == metrics
+        now = ws.store.get_run(new_id)
+        assert now["status"] == "running" and now["worker"] == resumed["worker"]
+        assert [w["pid"] for w in ws.store.workers()] == [worker_pid(ws.store, resumed)]  # one worker, one device
         assert ws.user(ALICE).cancel(new_id) and ws.jobs.wait(new_id, TIMEOUT) == "cancelled"
     finally:
         ws.close()

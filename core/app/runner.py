@@ -77,7 +77,7 @@ class RunExecutor:
 
     def job(self, run: dict) -> JobFn:
         """The work of a stored run: fit and score its unit, record its prompt files, return its result."""
-        run_id, config = run["id"], run["config"]
+        run_id, config, claim = run["id"], run["config"], run.get("claim")
 
         def fn(progress: ProgressFn, should_stop: StopFn) -> dict:
             ctx = self.context(config["group"])
@@ -93,9 +93,9 @@ class RunExecutor:
                 raise Cancelled()
             for row in result["rows"]:
                 if row.get("artifact"):
-                    self.store.add_artifact(run_id, "prompt", row["artifact"])
+                    self.store.add_artifact(run_id, "prompt", row["artifact"], claim=claim)
                 if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
-                    self.store.add_artifact(run_id, "peft", row["peft_export"])
+                    self.store.add_artifact(run_id, "peft", row["peft_export"], claim=claim)
             result["backbone"] = backbone.describe()
             self.remember_speed(config, current_device() or run.get("device") or "cpu", result)
             return result

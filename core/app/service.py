@@ -41,22 +41,24 @@ from core.compare import (
 )
 from core.data import Split, few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
-from core.jobs import JobQueue, Launcher, ProcessLauncher, place, stopping, visible_devices, worker_argv
+from core.jobs import (
+    JobQueue,
+    Launcher,
+    ProcessLauncher,
+    place,
+    stopping,
+    visible_devices,
+    worker_argv,
+)
 from core.methods import REGISTRY, create, method_class, method_order
 from core.methods.base import PromptSpec, config_from_dict
 from core.resources import free_memory
-from core.store import ACTIVE_STATUSES, RunStore
+from core.store import ACTIVE_STATUSES, RunStore, ptune_home
 from core.templates import Template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HOME_ENV = "PTUNE_HOME"
 UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
 RESUMABLE = ("interrupted", "cancelled", "failed")
-
-
-def ptune_home() -> Path:
-    """Where runs, uploads and artifacts live: $PTUNE_HOME, else ``.ptune/`` in the repository root."""
-    return Path(os.environ.get(HOME_ENV) or REPO_ROOT / ".ptune").expanduser().resolve()
 
 
 @dataclass

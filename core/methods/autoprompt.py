@@ -28,7 +28,7 @@ from core.data import LabeledDataset
 from core.label_search import propose_label_words
 from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
 from core.methods.manual import best_manual, discrete_scores, plain_templates
-from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase
+from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, check_claim, enter_phase, fenced
 from core.scoring import Reduce, ScoringPlan, build_plan, content_free_log_prior, reduce_field
 from core.templates import MAX_SLOT_REPEAT, SlotKind, Template, TemplateError, Verbalizer, source_of
 from core.trigger_search import (
@@ -381,11 +381,12 @@ class AutoPrompt(MethodBase):
                 on_iteration=on_iteration,
                 should_stop=should_stop,
                 resume=resume,
-                on_state=ckpt.save if ckpt else None,
+                on_state=fenced(ckpt.save) if ckpt else None,
             )
         if should_stop():
             raise Cancelled(f"AutoPrompt cancelled after {result.iterations} of {cfg.max_steps} iterations")
         if ckpt:
+            check_claim()
             ckpt.clear()  # finished: the found prompt is the result; a rerun searches afresh
         words = trigger_words(backbone, result.triggers)
         state: dict = {
