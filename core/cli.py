@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from core import artifacts, cluster, distributed
+from core import artifacts, cluster, distributed, prefix_cache
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
 from core.errors import one_line
@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"error: {err}")
         return EXIT_BAD_INPUT
     try:
+        prefix_cache.check_settings()  # a bad PTUNE_* setting: one line before any work
         return args.func(args)
     except UnitFailed as err:
         _say(f"error: {err}")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.settings import env_float
+
 RAY_ADDRESS_ENV = "PTUNE_RAY_ADDRESS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _backbones: dict[tuple, Any] = {}  # per Ray worker process: a backbone is loaded once and reused by its units
@@ -46,7 +48,7 @@ def resources(ray: Any) -> dict[str, float]:
     """What one unit asks of the cluster: a GPU where it has any (then one unit per GPU), and ``PTUNE_RAY_CPUS``
     CPUs (default 1)."""
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return {"num_gpus": gpus, "num_cpus": float(os.environ.get("PTUNE_RAY_CPUS", "1"))}
+    return {"num_gpus": gpus, "num_cpus": env_float("PTUNE_RAY_CPUS", 1.0, at_least=0)}
 
 
 def _unit_on_a_node(backbone_spec: str, trust_remote_code: bool, split, spec, unit, out_dir: str) -> dict:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from core import cluster, estimate
+from core import cluster, estimate, prefix_cache
 from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
 from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
@@ -40,7 +40,17 @@ from core.compare import (
 )
 from core.data import Split, few_shot_split, load_dataset, split_dataset
 from core.errors import one_line
-from core.jobs import JobQueue, Launcher, ProcessLauncher, place, stopping, visible_devices, worker_argv
+from core.jobs import (
+    JobQueue,
+    Launcher,
+    ProcessLauncher,
+    heartbeat_stale_s,
+    place,
+    stopping,
+    visible_devices,
+    worker_argv,
+    worker_idle_s,
+)
 from core.methods import REGISTRY, method_class, method_order
 from core.methods.base import PromptSpec, config_from_dict
 from core.store import ACTIVE_STATUSES, RunStore
@@ -55,6 +65,14 @@ RESUMABLE = ("interrupted", "cancelled", "failed")
 def ptune_home() -> Path:
     """Where runs, uploads and artifacts live: $PTUNE_HOME, else ``.ptune/`` in the repository root."""
     return Path(os.environ.get(HOME_ENV) or REPO_ROOT / ".ptune").expanduser().resolve()
+
+
+def check_settings() -> None:
+    """Read every PTUNE_* number the server and the workers it starts use: a bad one is a `SettingError` (one
+    line naming the variable) when the app starts, not a worker that exits or a run that fails later."""
+    heartbeat_stale_s()
+    worker_idle_s()
+    prefix_cache.check_settings()
 
 
 @dataclass
@@ -101,6 +119,7 @@ class Workspace:
         launcher: Launcher | None = None,
         ray_address: str | None = None,
     ):
+        check_settings()
         self.home = Path(home) if home else ptune_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = RunStore(self.home / "runs.db")
