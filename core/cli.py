@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from core import artifacts, cluster, distributed, prefix_cache
+from core.atomic import write_atomic
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
 from core.errors import one_line
@@ -146,7 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         results, dataset={**dataset.summary(), "source": str(args.data)}, split=split, backbone=backbone_info
     )
     summary["processes"] = processes
-    (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    write_atomic(out / "results.json", json.dumps(summary, indent=2, allow_nan=False))  # a failed write keeps the last
     for point in summary.get("learning_curve", {}).get("points", []):
         _say(
             f"K={point['k_shot']:<4d} {point['method']:20s} acc {point['accuracy']:.3f} ± {point['accuracy_std']:.3f}"

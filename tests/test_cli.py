@@ -275,3 +275,32 @@ def test_usage_errors_are_one_line_naming_help(argv):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and lines[0].endswith(" --help") and "usage:" not in done.stderr
+
+
+def test_a_failed_rerun_keeps_the_earlier_results(tiny_folder, keyword_csv, tmp_path):
+    """The second run into the same folder cannot write results.json (a file-size limit below its size): it exits 2
+    naming the file, and the first run's results.json is still there, whole, with no temporary file beside it."""
+    out = tmp_path / "run"
+    args = ["compare", "--data", str(keyword_csv), "--methods", "baseline", "--backbone", tiny_folder]
+    assert main([*args, "--out", str(out)]) == 0
+    before = (out / "results.json").read_bytes()
+    limit = len(before) // 2  # above every prompt file of the run, below results.json
+
+    def bound() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    assert max(p.stat().st_size for p in out.iterdir() if p.name != "results.json") < limit
+    done = subprocess.run(
+        [sys.executable, "-m", "core", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=bound,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1] == "error: File too large (results.json); check the paths and permissions"
+    )
+    assert (out / "results.json").read_bytes() == before and json.loads(before)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]

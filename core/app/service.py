@@ -27,6 +27,7 @@ from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone,
 from core.app.drafts import Drafts
 from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
 from core.app.views import unit_key
+from core.atomic import write_atomic
 from core.backbone import BackboneError, LMKind
 from core.compare import (
     Unit,
@@ -376,7 +377,7 @@ class Workspace:
         summary["runs"] = {f"{m}/seed{s}" + (f"/K{k}" if curve else ""): latest[(m, s, k)]["id"] for m, s, k in keys}
         summary["templates"] = list(ctx.spec.templates)
         summary["verbalizer"] = ctx.spec.verbalizer.to_dict()
-        (self.group_dir(group_id) / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_atomic(self.group_dir(group_id) / "results.json", json.dumps(summary, indent=2))
         with self._lock:
             self._summaries[group_id] = (signature, summary)
         return summary
