@@ -204,8 +204,8 @@ def _check_header(path: Path, name: str, limits: PromptLimits) -> None:
     with path.open("rb") as f:
         size = int.from_bytes(f.read(8), "little")
         cap = limits.max_manifest_bytes + 512 * limits.max_tensors  # the manifest plus each tensor's entry
-        if size > cap:
-            raise ArtifactError(f"{name}'s header is {size} bytes, over the cap of {cap}; it is not a prompt file")
+        if size > cap:  # not one of ours (a pickle, say): said as any unreadable file is
+            raise ValueError(f"header of {size} bytes")
         header = f.read(size)
     json.loads(header.decode("utf-8"), object_pairs_hook=functools.partial(_unique, where=f"{name}'s header"))
 

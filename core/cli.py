@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -52,6 +53,17 @@ def _parse_methods(text: str) -> list[str]:
     if len(set(methods)) != len(methods):
         raise ValueError("--methods lists a method twice; name each once")
     return methods
+
+
+def _part_size(text: str) -> float | int:
+    """--test-size / --dev-size: digits alone are a row count (200), anything else a fraction (0.5); a fraction of
+    1 or more, such as 1.0, is refused by the split with what to give instead."""
+    if re.fullmatch(r"\s*[0-9]+\s*", text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is neither a fraction such as 0.5 nor a row count") from None
 
 
 def _writable_target(path: Path, *, folder: bool) -> Path:
@@ -357,8 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
         "curve (every method and seed at each K, the same test rows)",
     )
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    cmp_.add_argument("--test-size", type=float, default=0.5, help="test fraction (or count if > 1)")
-    cmp_.add_argument("--dev-size", type=float, default=0.1, help="dev fraction of the rest")
+    cmp_.add_argument(
+        "--test-size",
+        type=_part_size,
+        default=0.5,
+        help="test share: a fraction such as 0.5, or a row count such as 200",
+    )
+    cmp_.add_argument(
+        "--dev-size", type=_part_size, default=0.1, help="dev share: a fraction of all rows, or a row count"
+    )
     cmp_.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (shared by all)")
     cmp_.add_argument("--max-steps", type=int, default=None, help="training steps for trained methods")
     cmp_.add_argument("--option", action="append", help="method option METHOD.NAME=VALUE (repeatable)")
