@@ -5,15 +5,11 @@ Run with `streamlit run app.py`. Every page is a thin view over `core/` (see DES
 
 import streamlit as st
 
-from core.store import StoreDamaged
 from ui.common import NAVIGATION, open_share_link, page, sidebar_status, workspace
 
 st.set_page_config(page_title="PTune Studio", page_icon=":material/tune:", layout="wide")
-try:
-    ws = workspace()  # lets the session in first: a login or token form stops here until it is answered
-    navigation = st.navigation([page(name) for name in NAVIGATION])
-    open_share_link(ws)
-    sidebar_status(ws)
-    navigation.run()
-except StoreDamaged as err:  # every page needs the store: say which file is damaged and how to restore it
-    st.error(str(err), icon=":material/database:")
+ws = workspace()  # lets the session in first: a login or token form stops here until it is answered
+navigation = st.navigation([page(name) for name in NAVIGATION])
+open_share_link(ws)
+sidebar_status(ws)
+navigation.run()
