@@ -11,7 +11,6 @@ with no cluster — against the real thing (the CLI in its own process under rea
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -22,10 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import torch
@@ -35,15 +31,19 @@ sys.path.insert(0, str(ROOT))
 
 from core import artifacts, cli, cluster  # noqa: E402
 from core.atomic import replacing, write_atomic  # noqa: E402
-from core.backbone import LMKind, default_backbone_dir, load_tokenizer, wrap  # noqa: E402
+from core.backbone import default_backbone_dir, load_tokenizer, wrap  # noqa: E402
 from core.jobs import JobQueue, ProcessLauncher  # noqa: E402
-from core.methods import create, method_for  # noqa: E402
-from core.methods.base import LearnedPrompt, PromptSpec, backbone_identity  # noqa: E402
+from core.methods import create  # noqa: E402
+from core.methods.base import LearnedPrompt, PromptSpec  # noqa: E402
 from core.methods.manual import discrete_scores  # noqa: E402
 from core.scoring import CONTENT_FREE_INPUTS  # noqa: E402
 from core.settings import SettingError  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from core.templates import Template, Verbalizer, encode_batch, render_ids, tokenize_word  # noqa: E402
+from tests.test_prompt_files import _prompt as prompt_of  # noqa: E402
+from tests.test_prompt_files import rewrite_header  # noqa: E402
+from tests.test_server_navigation import upload_from_a_session  # noqa: E402
+from tests.test_templates import prompt_specials, specials_in  # noqa: E402
 from tests.tiny_models import build_model, save_tiny, tiny_backbone  # noqa: E402
 
 Result = tuple[bool, str]
@@ -175,8 +175,7 @@ def a_writer_that_fails_leaves_the_old_file(tmp: Path) -> Result:
 @probe
 def a_prompt_file_overwritten_under_a_limit_stays_loadable(tmp: Path) -> Result:
     """A learned prompt saved again over itself, under a limit too small for it: the first save still loads."""
-    backbone = tiny("gpt2")
-    learned = soft_prompt(backbone)
+    learned = soft_prompt()
     path = artifacts.save(learned, tmp, "prompt")
     script = (
         "import resource, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
@@ -193,21 +192,8 @@ def a_prompt_file_overwritten_under_a_limit_stays_loadable(tmp: Path) -> Result:
 # -- item 3: a row's text is text -----------------------------------------------------------------------------------
 
 
-def specials_in(backbone, ids) -> list[int]:
-    special = set(backbone.tokenizer.all_special_ids) - {backbone.tokenizer.unk_token_id}
-    return [i for i in ids if i in special]
-
-
 def one_mask(family: str, text: str) -> Result:
-    backbone = tiny(family)
-    masked = backbone.kind is LMKind.MASKED
-    template = Template.parse("{text} It was [MASK] ." if masked else "{text} It was [MASK]")
-    fill = [backbone.mask_id] if masked else []
-    row = render_ids(backbone, template, {"text": text}, fill, 1)
-    expected = [*specials_in(backbone, backbone.prefix_ids), *fill] + (
-        specials_in(backbone, backbone.suffix_ids) if masked else []
-    )
-    got = specials_in(backbone, row.ids)
+    _, got, expected = prompt_specials(tiny(family), text)
     return got == expected, f"specials {got}, expected {expected}"
 
 
@@ -360,25 +346,9 @@ def predict_cli_on_rows_spelling_specials(tmp: Path) -> Result:
 # -- item 4: an ambiguous prompt file -------------------------------------------------------------------------------
 
 
-def soft_prompt(backbone) -> LearnedPrompt:
-    learned = LearnedPrompt(
-        method="prompt_tuning",
-        template="[P*2] {text} It was [MASK]",
-        verbalizer={"positive": ["great"], "negative": ["terrible"]},
-        label_names=["negative", "positive"],
-        backbone=backbone_identity(backbone),
-        config={},
-    )
-    expected = method_for(learned).expected_tensors(backbone, learned)
-    learned.tensors = {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in expected.items()}
-    return learned
-
-
-def rewrite_header(path: Path, text: str) -> None:
-    raw = path.read_bytes()
-    size = int.from_bytes(raw[:8], "little")
-    text += " " * (-len(text.encode()) % 8)
-    path.write_bytes(len(text.encode()).to_bytes(8, "little") + text.encode() + raw[8 + size :])
+def soft_prompt() -> LearnedPrompt:
+    """A prompt-tuning prompt on the tiny GPT-2 whose tensors are what the method expects (zeros)."""
+    return prompt_of(tiny("gpt2"), "prompt_tuning", "[P*2] {text} It was [MASK]")
 
 
 def header_of(path: Path) -> dict:
@@ -397,7 +367,7 @@ def refused(path: Path, *words: str) -> Result:
 @probe
 def two_manifests_in_the_metadata(tmp: Path) -> Result:
     """A header whose __metadata__ holds ptune_manifest twice (the second with the labels reversed) is refused."""
-    path = artifacts.save(soft_prompt(tiny("gpt2")), tmp, "p")
+    path = artifacts.save(soft_prompt(), tmp, "p")
     header = header_of(path)
     first = header.pop("__metadata__")["ptune_manifest"]
     second = json.loads(first)
@@ -411,7 +381,7 @@ def two_manifests_in_the_metadata(tmp: Path) -> Result:
 @probe
 def a_tensor_listed_twice(tmp: Path) -> Result:
     """A header naming one tensor twice (at the top level) is refused."""
-    path = artifacts.save(soft_prompt(tiny("gpt2")), tmp, "p")
+    path = artifacts.save(soft_prompt(), tmp, "p")
     header = header_of(path)
     name = next(k for k in header if k != "__metadata__")
     body = json.dumps(header)[1:-1]
@@ -452,7 +422,7 @@ def predict_refuses_the_ambiguous_file(tmp: Path) -> Result:
 @probe
 def a_header_length_past_the_file(tmp: Path) -> Result:
     """A header length pointing past the end of the file: refused as damaged, nothing allocated."""
-    path = artifacts.save(soft_prompt(tiny("gpt2")), tmp, "p")
+    path = artifacts.save(soft_prompt(), tmp, "p")
     raw = path.read_bytes()
     path.write_bytes((2**60).to_bytes(8, "little") + raw[8:])
     return refused(path, "not a readable learned-prompt file")
@@ -481,58 +451,6 @@ def token_server(home: Path) -> Iterator[str]:
         os.environ.pop("PTUNE_TOKEN", None)
 
 
-def put_from_session(url: str, query: str, *, session: str | None = None) -> tuple[int, str]:
-    """Open a session as a browser does (`query` in its address); while it is open, PUT a file for it (or for
-    `session`) with the XSRF cookie echoed back: the HTTP status and what the page said."""
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-    from websockets.asyncio.client import connect
-
-    def put(session_id: str) -> int:
-        with urllib.request.urlopen(url + "/_stcore/health") as response:
-            cookies = SimpleCookie()
-            for header in response.headers.get_all("Set-Cookie") or []:
-                cookies.load(header)
-        xsrf = cookies["_streamlit_xsrf"].value
-        body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\ntext,label\r\n--b--\r\n'
-        request = urllib.request.Request(
-            f"{url}/_stcore/upload_file/{session_id}/f1",
-            data=body,
-            method="PUT",
-            headers={
-                "Content-Type": "multipart/form-data; boundary=b",
-                "X-Xsrftoken": xsrf,
-                "Cookie": f"_streamlit_xsrf={xsrf}",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request) as response:
-                return response.status
-        except urllib.error.HTTPError as err:
-            return err.code
-
-    async def run() -> tuple[int, str]:
-        async with connect(url.replace("http", "ws") + "/_stcore/stream", subprotocols=["streamlit"]) as ws:
-            msg = BackMsg()
-            msg.rerun_script.query_string = query
-            await ws.send(msg.SerializeToString())
-            session_id, texts = "", []
-            while True:
-                fm = ForwardMsg()
-                fm.ParseFromString(await asyncio.wait_for(ws.recv(), 60))
-                kind = fm.WhichOneof("type")
-                if kind == "new_session":
-                    session_id = fm.new_session.initialize.session_id
-                elif kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
-                    element = fm.delta.new_element
-                    texts.append(str(getattr(getattr(element, element.WhichOneof("type")), "body", "")))
-                elif kind == "script_finished":
-                    break
-            return await asyncio.to_thread(put, session or session_id), " ".join(texts)
-
-    return asyncio.run(run())
-
-
 _server: dict[str, object] = {}
 
 
@@ -548,28 +466,28 @@ def shared_server() -> str:
 @probe
 def upload_before_the_token(tmp: Path) -> Result:
     """A session showing only the token form PUTs a file with the XSRF cookie echoed: refused."""
-    status, page = put_from_session(shared_server(), "")
+    status, page = upload_from_a_session(shared_server(), "")
     return status == 400 and "needs its access token" in page, f"HTTP {status}"
 
 
 @probe
 def upload_with_a_wrong_token_link(tmp: Path) -> Result:
     """A session opened with a wrong ?token= link PUTs a file: refused."""
-    status, page = put_from_session(shared_server(), "token=wrong")
+    status, page = upload_from_a_session(shared_server(), "token=wrong")
     return status == 400, f"HTTP {status}"
 
 
 @probe
 def upload_for_a_made_up_session(tmp: Path) -> Result:
     """A PUT for a session id that never existed: refused."""
-    status, _ = put_from_session(shared_server(), "", session="00000000-0000-0000-0000-000000000000")
+    status, _ = upload_from_a_session(shared_server(), "", session="00000000-0000-0000-0000-000000000000")
     return status == 400, f"HTTP {status}"
 
 
 @probe
 def upload_after_the_token_still_works(tmp: Path) -> Result:
     """A session let in by the token uploads as before (204)."""
-    status, page = put_from_session(shared_server(), f"token={TOKEN}")
+    status, page = upload_from_a_session(shared_server(), f"token={TOKEN}")
     return status == 204 and "needs its access token" not in page, f"HTTP {status}"
 
 

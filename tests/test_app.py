@@ -463,3 +463,14 @@ def test_work_survives_a_reload_and_opens_in_a_second_tab(home: Path) -> None:
     drafts = list((home / "drafts").iterdir())
     assert len(drafts) == 1 and "reload" not in drafts[0].name  # folder named by a hash, not the e-mail address
     assert "No dataset yet" in texts(go(start("user:other@example.org"), "ui/2_Prompts.py").info)
+
+
+def test_a_bad_setting_is_the_one_line_every_page_shows(home: Path, monkeypatch) -> None:
+    """PTUNE_HEARTBEAT_STALE_S='a minute' crashed the app at import; now the page says which variable takes what."""
+    monkeypatch.setenv("PTUNE_HEARTBEAT_STALE_S", "a minute")
+    at = start()
+    assert texts(at.error) == (
+        "PTUNE_HEARTBEAT_STALE_S='a minute' cannot be used: it takes a number above 1 (default 60); "
+        "set it so, or unset it"
+    )
+    assert not at.sidebar.button

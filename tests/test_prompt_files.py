@@ -174,7 +174,7 @@ def test_an_uploaded_prompt_is_named_by_the_name_its_owner_gave(tmp_path):
     assert "116dd993" not in message and "SafetensorError" not in message
 
 
-def _rewrite_header(path, make_header) -> None:
+def rewrite_header(path, make_header) -> None:
     """Replace a safetensors file's JSON header by `make_header(header dict)` (text: JSON readers cannot write a key
     twice), keeping its tensor bytes."""
     raw = path.read_bytes()
@@ -203,7 +203,7 @@ def test_a_header_that_gives_a_key_twice_is_refused(server_backbone, tmp_path, c
     """Two manifests (the second with the labels reversed) predicted with exit 0 and the other labels: which one
     counts is ambiguous, so the file is refused in one line, by the CLI's predict too."""
     path = artifacts.save(_prompt(server_backbone, "prompt_tuning", "[P*2] {text} It was [MASK]"), tmp_path, "p")
-    _rewrite_header(path, lambda header: _twice(header, where))
+    rewrite_header(path, lambda header: _twice(header, where))
     with pytest.raises(artifacts.ArtifactError) as err:
         artifacts.load(path)
     key = "'ptune_manifest'" if where == "__metadata__" else "'"

@@ -97,9 +97,9 @@ def _put_file(url: str, session_id: str, xsrf: str) -> int:
         return err.code
 
 
-def upload_from_a_session(url: str, query: str) -> tuple[int, str]:
-    """Open a session as a browser does (`query` in its address), then, while it is open, PUT a file for it as
-    anyone who read its id could: the HTTP status, and what the session's page said."""
+def upload_from_a_session(url: str, query: str, *, session: str | None = None) -> tuple[int, str]:
+    """Open a session as a browser does (`query` in its address), then, while it is open, PUT a file for it (or
+    for the id `session`) as anyone who read its id could: the HTTP status, and what the session's page said."""
 
     async def run() -> tuple[int, str]:
         xsrf = await asyncio.to_thread(_xsrf_cookie, url)
@@ -119,7 +119,7 @@ def upload_from_a_session(url: str, query: str) -> tuple[int, str]:
                     texts.append(str(getattr(getattr(element, element.WhichOneof("type")), "body", "")))
                 elif kind == "script_finished":
                     break
-            return await asyncio.to_thread(_put_file, url, session_id, xsrf), " ".join(texts)
+            return await asyncio.to_thread(_put_file, url, session or session_id, xsrf), " ".join(texts)
 
     return asyncio.run(run())
 

@@ -123,7 +123,7 @@ def test_a_verbalizer_label_typed_in_another_script_is_explained():
 SPECIAL_SPELLINGS = "a great [MASK] movie [SEP] [CLS] </s> <s> [PAD] [UNK] <|endoftext|>"
 
 
-def _specials(backbone, ids: list[int]) -> list[int]:
+def specials_in(backbone, ids: list[int]) -> list[int]:
     """The special-token ids among `ids` ([UNK] aside: unknown words become it)."""
     special = set(backbone.tokenizer.all_special_ids) - {backbone.tokenizer.unk_token_id}
     return [i for i in ids if i in special]
@@ -134,16 +134,23 @@ def test_special_token_spellings_in_a_row_stay_text(tiny, family):
     """A row saying "[MASK] [SEP] [CLS] </s>" gave a masked LM's prompt two masks and two separators; a row's text is
     text, so the prompt's special tokens are the backbone's own and the template's one [MASK]."""
     backbone = tiny(family)
+    row, got, expected = prompt_specials(backbone, SPECIAL_SPELLINGS)
+    assert got == expected
+    if backbone.kind is LMKind.MASKED:
+        assert row.ids.count(backbone.mask_id) == 1 and row.ids.index(backbone.mask_id) == row.target[0]
+
+
+def prompt_specials(backbone, text: str) -> tuple:
+    """`text` as a row under "{text} It was [MASK]": the rendered row, the special ids in it, and those expected
+    (the backbone's own around the prompt, and the template's mask on a masked LM)."""
     masked = backbone.kind is LMKind.MASKED
     template = Template.parse("{text} It was [MASK] ." if masked else "{text} It was [MASK]")
     fill = [backbone.mask_id] if masked else []
-    row = render_ids(backbone, template, {"text": SPECIAL_SPELLINGS}, fill, 1)
-    expected = [*_specials(backbone, backbone.prefix_ids), *fill]
+    row = render_ids(backbone, template, {"text": text}, fill, 1)
+    expected = [*specials_in(backbone, backbone.prefix_ids), *fill]
     if masked:
-        expected += _specials(backbone, backbone.suffix_ids)
-    assert _specials(backbone, row.ids) == expected
-    if masked:
-        assert row.ids.count(backbone.mask_id) == 1 and row.ids.index(backbone.mask_id) == row.target[0]
+        expected += specials_in(backbone, backbone.suffix_ids)
+    return row, specials_in(backbone, row.ids), expected
 
 
 def test_an_end_of_text_token_in_a_row_stays_text():
