@@ -59,24 +59,26 @@ def announce(mode: AccessMode) -> str:
 
 def admit() -> str:
     """This session's owner id; stops the page behind a login or token form until the person is let in."""
-    if OWNER in st.session_state:
-        return st.session_state[OWNER]
     guard_uploads()
+    if OWNER not in st.session_state:
+        st.session_state[OWNER] = _let_in()
+    ctx = get_script_run_ctx()
+    if ctx is not None:  # on every run: a session that reconnects after its upload right lapsed gets it back
+        _admitted.add(ctx.session_id)
+    return st.session_state[OWNER]
+
+
+def _let_in() -> str:
+    """The owner id once the person passed the deployment's gate (the page stops at its form until then)."""
     mode = deployment_mode()
     announce(mode)
     if mode is AccessMode.OIDC:
         if not st.user.is_logged_in:
             _login_form()
-        owner = owner_id(user=str(st.user.get("email") or st.user.get("sub")))
-    else:
-        if mode is AccessMode.TOKEN and not _token_accepted():
-            _token_form()
-        owner = owner_id(workspace_key=_workspace_key())
-    st.session_state[OWNER] = owner
-    ctx = get_script_run_ctx()
-    if ctx is not None:
-        _admitted.add(ctx.session_id)
-    return owner
+        return owner_id(user=str(st.user.get("email") or st.user.get("sub")))
+    if mode is AccessMode.TOKEN and not _token_accepted():
+        _token_form()
+    return owner_id(workspace_key=_workspace_key())
 
 
 @st.cache_resource(show_spinner=False)
