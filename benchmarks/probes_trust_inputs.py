@@ -41,6 +41,7 @@ from core.settings import SettingError  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from core.templates import Template, Verbalizer, encode_batch, render_ids, tokenize_word  # noqa: E402
 from tests.test_prompt_files import _prompt as prompt_of  # noqa: E402
+from tests.test_prompt_files import _twice as key_twice  # noqa: E402
 from tests.test_prompt_files import rewrite_header  # noqa: E402
 from tests.test_server_navigation import upload_from_a_session  # noqa: E402
 from tests.test_templates import prompt_specials, specials_in  # noqa: E402
@@ -351,11 +352,6 @@ def soft_prompt() -> LearnedPrompt:
     return prompt_of(tiny("gpt2"), "prompt_tuning", "[P*2] {text} It was [MASK]")
 
 
-def header_of(path: Path) -> dict:
-    raw = path.read_bytes()
-    return json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
-
-
 def refused(path: Path, *words: str) -> Result:
     try:
         artifacts.load(path)
@@ -368,13 +364,7 @@ def refused(path: Path, *words: str) -> Result:
 def two_manifests_in_the_metadata(tmp: Path) -> Result:
     """A header whose __metadata__ holds ptune_manifest twice (the second with the labels reversed) is refused."""
     path = artifacts.save(soft_prompt(), tmp, "p")
-    header = header_of(path)
-    first = header.pop("__metadata__")["ptune_manifest"]
-    second = json.loads(first)
-    second["label_names"].reverse()
-    tensors = json.dumps(header)[1:-1]
-    meta = f'"ptune_manifest": {json.dumps(first)}, "ptune_manifest": {json.dumps(json.dumps(second))}'
-    rewrite_header(path, f'{{"__metadata__": {{{meta}}}, {tensors}}}')
+    rewrite_header(path, lambda header: key_twice(header, "__metadata__"))
     return refused(path, "'ptune_manifest' twice")
 
 
@@ -382,10 +372,7 @@ def two_manifests_in_the_metadata(tmp: Path) -> Result:
 def a_tensor_listed_twice(tmp: Path) -> Result:
     """A header naming one tensor twice (at the top level) is refused."""
     path = artifacts.save(soft_prompt(), tmp, "p")
-    header = header_of(path)
-    name = next(k for k in header if k != "__metadata__")
-    body = json.dumps(header)[1:-1]
-    rewrite_header(path, f"{{{body}, {json.dumps(name)}: {json.dumps(header[name])}}}")
+    rewrite_header(path, lambda header: key_twice(header, "top level"))
     return refused(path, "twice")
 
 
