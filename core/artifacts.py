@@ -7,11 +7,10 @@ leaves a half-written prompt. Loading checks the format version and, against a b
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from core.atomic import replacing, write_atomic
 from core.backbone import Backbone
 from core.errors import one_line
 from core.methods import method_for, method_names
@@ -69,18 +69,11 @@ def save(learned: LearnedPrompt, folder: Path, stem: str) -> Path:
     suffix = ".safetensors" if learned.tensors else ".json"
     path = folder / (safe_filename(stem) + suffix)
     text = json.dumps(manifest(learned), allow_nan=False, default=float)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        if learned.tensors:
-            tensors = {k: v.detach().to("cpu").contiguous() for k, v in learned.tensors.items()}
-            save_file(tensors, tmp, metadata={MANIFEST_KEY: text})
-        else:
-            Path(tmp).write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if not learned.tensors:
+        return write_atomic(path, text)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in learned.tensors.items()}
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={MANIFEST_KEY: text})
     return path
 
 
@@ -176,6 +169,7 @@ def _read_text(path: Path, name: str, limits: PromptLimits) -> str:
 def _read_safetensors(path: Path, name: str, limits: PromptLimits) -> tuple[str | None, dict[str, torch.Tensor]]:
     """The manifest and tensors, after checking the header's tensor count, dtypes and sizes (nothing read yet),
     then that every value is finite (a NaN or infinite prompt labels every row the same, silently)."""
+    _check_header(path, name, limits)
     with safe_open(str(path), framework="pt") as f:
         text = (f.metadata() or {}).get(MANIFEST_KEY)
         if text is not None and len(text) > limits.max_manifest_bytes:
@@ -203,6 +197,29 @@ def _read_safetensors(path: Path, name: str, limits: PromptLimits) -> tuple[str 
     return text, tensors
 
 
+def _check_header(path: Path, name: str, limits: PromptLimits) -> None:
+    """Parse the safetensors header (8-byte little-endian length, then JSON) ourselves and refuse a key given twice,
+    at its top level or in ``__metadata__``: JSON readers keep one of the two silently (safetensors the last), so
+    a second manifest with another label order would label every row differently, with exit 0."""
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        cap = limits.max_manifest_bytes + 512 * limits.max_tensors  # the manifest plus each tensor's entry
+        if size > cap:  # not one of ours (a pickle, say): said as any unreadable file is
+            raise ValueError(f"header of {size} bytes")
+        header = f.read(size)
+    json.loads(header.decode("utf-8"), object_pairs_hook=functools.partial(_unique, where=f"{name}'s header"))
+
+
+def _unique(pairs: list[tuple[str, object]], where: str) -> dict:
+    """A JSON object's pairs as a dict, or ArtifactError naming the first key given twice."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ArtifactError(f"{where} gives {_short(key)} twice, so it is ambiguous; download it again")
+        seen[key] = value
+    return seen
+
+
 def _parse_manifest(text: str | None, name: str, limits: PromptLimits) -> object:
     if not text:
         raise ArtifactError(f"{name} has no PTune Studio manifest; it is not a learned-prompt file")
@@ -210,11 +227,15 @@ def _parse_manifest(text: str | None, name: str, limits: PromptLimits) -> object
     if depth > limits.max_json_depth:
         raise ArtifactError(f"{name}'s manifest nests {depth} levels deep, over the cap of {limits.max_json_depth}")
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        data = json.loads(
+            text, parse_constant=_no_constant, object_pairs_hook=functools.partial(_unique, where=f"{name}'s manifest")
+        )
     except json.JSONDecodeError as err:
         raise ArtifactError(
             f"{name}'s manifest is not valid JSON (line {err.lineno}, column {err.colno}); download it again"
         ) from None
+    except ArtifactError:
+        raise
     except (ValueError, RecursionError) as err:
         raise ArtifactError(f"{name}'s manifest {one_line(err)}; download it again") from None
     return data

@@ -1,8 +1,8 @@
 """Content-free calibration for every method, chosen on dev: each prompt is reported calibrated or not, whichever
 scores better on the dev split, so no method wins (or loses) on calibration alone.
 
-Calibration (Zhao et al. 2021) needs only the prompt's label scores for a few content-free inputs ("N/A", "", the
-mask token) put through the very same prompt — soft tokens, prefixes, triggers and all — so it costs a handful of
+Calibration (Zhao et al. 2021) needs only the prompt's label scores for a few content-free inputs ("N/A", "",
+"[MASK]" as text, as Zhao et al. wrote it) put through the very same prompt — soft tokens, prefixes, triggers and all — so it costs a handful of
 forward passes on top of whatever the method already did. A prompt carries its chosen prior as
 `state["log_prior"]` (as manual prompts always have), and `scores` applies it for any method.
 """

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -19,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from core import artifacts, cluster, distributed
+from core import artifacts, cluster, distributed, prefix_cache
+from core.atomic import write_atomic
 from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
 from core.device_claim import DeviceBusy, DeviceClaim
@@ -56,6 +58,17 @@ def _parse_methods(text: str) -> list[str]:
     if len(set(methods)) != len(methods):
         raise ValueError("--methods lists a method twice; name each once")
     return methods
+
+
+def _part_size(text: str) -> float | int:
+    """--test-size / --dev-size: digits alone are a row count (200), anything else a fraction (0.5); a fraction of
+    1 or more, such as 1.0, is refused by the split with what to give instead."""
+    if re.fullmatch(r"\s*[0-9]+\s*", text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is neither a fraction such as 0.5 nor a row count") from None
 
 
 def _writable_target(path: Path, *, folder: bool) -> Path:
@@ -151,7 +164,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         results, dataset={**dataset.summary(), "source": str(args.data)}, split=split, backbone=backbone_info
     )
     summary["processes"] = processes
-    (out / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    write_atomic(out / "results.json", json.dumps(summary, indent=2, allow_nan=False))  # a failed write keeps the last
     for point in summary.get("learning_curve", {}).get("points", []):
         _say(
             f"K={point['k_shot']:<4d} {point['method']:20s} acc {point['accuracy']:.3f} ± {point['accuracy_std']:.3f}"
@@ -410,8 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
         "curve (every method and seed at each K, the same test rows)",
     )
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    cmp_.add_argument("--test-size", type=float, default=0.5, help="test fraction (or count if > 1)")
-    cmp_.add_argument("--dev-size", type=float, default=0.1, help="dev fraction of the rest")
+    cmp_.add_argument(
+        "--test-size",
+        type=_part_size,
+        default=0.5,
+        help="test share: a fraction such as 0.5, or a row count such as 200",
+    )
+    cmp_.add_argument(
+        "--dev-size", type=_part_size, default=0.1, help="dev share: a fraction of all rows, or a row count"
+    )
     cmp_.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (shared by all)")
     cmp_.add_argument("--max-steps", type=int, default=None, help="training steps for trained methods")
     cmp_.add_argument("--option", action="append", help="method option METHOD.NAME=VALUE (repeatable)")
@@ -469,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"error: {err}")
         return EXIT_BAD_INPUT
     try:
+        prefix_cache.check_settings()  # a bad PTUNE_* setting: one line before any work
         return args.func(args)
     except UnitFailed as err:
         _say(f"error: {err}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -104,6 +105,7 @@ def parse_seeds(value: str | Sequence[int]) -> list[int]:
 
 
 MAX_K_VALUES = 20
+_DIGITS = re.compile("[0-9]+")
 
 
 def parse_k_shots(value: str | int | Sequence[int] | None) -> list[int | None]:
@@ -116,8 +118,8 @@ def parse_k_shots(value: str | int | Sequence[int] | None) -> list[int | None]:
     fix = "give whole numbers of examples per label, 1 or more, separated by commas, e.g. 8,16,32,64"
     if isinstance(value, str):
         parts = [p for p in value.replace(" ", "").split(",") if p]
-        if not all(p.isdigit() for p in parts):
-            bad = next(p for p in parts if not p.isdigit())
+        if not all(_DIGITS.fullmatch(p) for p in parts):  # str.isdigit() also passes '²', which int() refuses
+            bad = next(p for p in parts if not _DIGITS.fullmatch(p))
             raise ValueError(f"K-shot {bad[:20]!r} is not a whole number; {fix}")
         ks = [int(p) for p in parts]
     else:

@@ -645,7 +645,8 @@ def split_dataset(
 
 
 def _part_size(value: float | int, n: int, name: str, *, allow_zero: bool) -> int:
-    """A fraction in (0, 1) of n rows (at least one), or a row count (an integral float counts, for CLI input)."""
+    """A float is a fraction in (0, 1) of n rows (at least one); an int is a row count. A float of 1 or more is
+    refused, not read as a count: 1.0 reads as "all the rows" (100 %), and a split of one test row helps no one."""
     bad = DataError(
         f"{name} must be a fraction between 0 and 1 or a whole row count below {n}, got {value!r}; "
         f"use e.g. 0.5 or {max(n // 2, 1)}"
@@ -656,7 +657,12 @@ def _part_size(value: float | int, n: int, name: str, *, allow_zero: bool) -> in
         return 0
     if 0 < value < 1:
         return max(1, math.floor(value * n + 0.5))
-    if value >= 1 and float(value).is_integer() and value < n:
+    if isinstance(value, float) and value >= 1:
+        raise DataError(
+            f"{name} must be a fraction below 1 such as 0.5, or a whole row count without a decimal point such as "
+            f"{max(n // 2, 1)}; {value!r} would be {value:.0%} of the rows"
+        )
+    if 1 <= value < n:
         return int(value)
     raise bad
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.atomic import write_atomic
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -30,6 +32,4 @@ def to_safe_csv(df: pd.DataFrame) -> bytes:
 
 
 def write_safe_csv(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(to_safe_csv(df))
-    return path
+    return write_atomic(path, to_safe_csv(df))

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from core.errors import one_line
 from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
+from core.settings import env_float
 from core.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,20 @@ JobFn = Callable[[ProgressFn, StopFn], dict]  # returns the result dict saved in
 JobFactory = Callable[[dict], JobFn]  # a stored run (row + config) -> the work it stands for
 HEARTBEAT_S = 1.0  # how often a worker says it is alive (and reads its cancel flag)
 BACKUP_EVERY_S = 600.0  # the server refreshes the store's last good copy this often (and as each run ends)
-STALE_AFTER_S = float(os.environ.get("PTUNE_HEARTBEAT_STALE_S", "60"))  # silent this long: the worker is gone
-IDLE_EXIT_S = float(os.environ.get("PTUNE_WORKER_IDLE_S", "300"))  # a worker with nothing queued stops after this
 
 LOST = "lost"  # a run's outcome as its worker sees it when its claim was taken away (the store keeps its own)
 _worker_device = threading.local()  # set in a run's own thread: the device its worker serves
+
+
+def heartbeat_stale_s() -> float:
+    """``PTUNE_HEARTBEAT_STALE_S`` (default 60): a worker silent this long is gone. Above the heartbeat interval,
+    or every live worker would look gone between two heartbeats."""
+    return env_float("PTUNE_HEARTBEAT_STALE_S", 60.0, above=HEARTBEAT_S)
+
+
+def worker_idle_s() -> float:
+    """``PTUNE_WORKER_IDLE_S`` (default 300): a worker with nothing queued stops after this many seconds."""
+    return env_float("PTUNE_WORKER_IDLE_S", 300.0, above=0)
 
 
 def visible_devices() -> list[str]:
@@ -176,12 +186,13 @@ class Worker:
         make_job: JobFactory,
         *,
         heartbeat_s: float = HEARTBEAT_S,
-        idle_exit_s: float = IDLE_EXIT_S,
+        idle_exit_s: float | None = None,  # None: $PTUNE_WORKER_IDLE_S
         progress_interval: float = 0.2,
         poll_s: float = 0.25,
     ):
         self.store, self.device, self.make_job = store, device, make_job
-        self.heartbeat_s, self.idle_exit_s = heartbeat_s, idle_exit_s
+        self.heartbeat_s = heartbeat_s
+        self.idle_exit_s = worker_idle_s() if idle_exit_s is None else idle_exit_s
         self.progress_interval, self.poll_s = progress_interval, poll_s
         self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -386,11 +397,12 @@ class JobQueue:
         launcher: Launcher,
         *,
         devices: Sequence[str] = ("cpu",),
-        stale_after: float = STALE_AFTER_S,
+        stale_after: float | None = None,  # None: $PTUNE_HEARTBEAT_STALE_S
     ):
         if not devices or len(set(devices)) != len(devices):
             raise ValueError(f"devices must be a non-empty list of distinct names, got {list(devices)!r}")
-        self.store, self.launcher, self.devices, self.stale_after = store, launcher, tuple(devices), stale_after
+        self.store, self.launcher, self.devices = store, launcher, tuple(devices)
+        self.stale_after = heartbeat_stale_s() if stale_after is None else stale_after
         self._last_check = -math.inf
         self.check(force=True)
 

@@ -29,8 +29,10 @@ def path_kind(path: str | Path) -> str:
 
 
 def not_a_file(path: str | Path, kind: str) -> str:
-    """How to say that `path` (of `kind`, not "file") is not a readable file, without the fix (the caller's)."""
+    """How to say that `path` (of `kind`, not "file") is not a readable file, without the fix (the caller's). The
+    path is quoted as Python writes it, so one holding a newline or a tab still reads as one line."""
     link = " (a link)" if Path(path).is_symlink() else ""
+    path = repr(str(path))
     return {
         "missing": f"{path} does not exist",
         "broken link": f"{path} is a link to something that does not exist",

@@ -31,22 +31,29 @@ import torch
 from transformers import DynamicCache
 
 from core.backbone import Backbone, LMKind
+from core.settings import SettingError, env_float
 from core.templates import Encoded
 
-DEFAULT_CACHE_MB = float(os.environ.get("PTUNE_PREFIX_CACHE_MB", "2048"))
 PREFIX_CHUNK = 16  # rows per forward pass when computing missing prefixes
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, P, d) keys and values of one row
+
+
+def cache_mb() -> float:
+    """``PTUNE_PREFIX_CACHE_MB`` (default 2048): the cache's budget. Above 0: ``PTUNE_PREFIX_CACHE=off`` is the way
+    to turn the cache off."""
+    return env_float("PTUNE_PREFIX_CACHE_MB", 2048.0, above=0)
 
 
 class PrefixCache:
     """Thread-safe LRU map (backbone identity, compute dtype, prefix token ids) -> per-layer key/values.
 
     Counts hits and misses per row looked up; entries larger than the whole budget are computed but not kept.
+    `max_mb` None: ``PTUNE_PREFIX_CACHE_MB``, read at the first store, not at import.
     """
 
-    def __init__(self, max_mb: float = DEFAULT_CACHE_MB):
-        self.max_bytes = int(max_mb * 2**20)
+    def __init__(self, max_mb: float | None = None):
+        self._max_bytes = None if max_mb is None else int(max_mb * 2**20)
         self._entries: OrderedDict[Hashable, tuple[KV, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = self.hits = self.misses = self.evictions = 0
@@ -60,6 +67,12 @@ class PrefixCache:
             self._entries.move_to_end(key)
             self.hits += 1
             return entry[0]
+
+    @property
+    def max_bytes(self) -> int:
+        if self._max_bytes is None:
+            self._max_bytes = int(cache_mb() * 2**20)
+        return self._max_bytes
 
     def put(self, key: Hashable, kv: KV) -> None:
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
@@ -75,7 +88,7 @@ class PrefixCache:
 
     def resize(self, max_mb: float) -> None:
         with self._lock:
-            self.max_bytes = int(max_mb * 2**20)
+            self._max_bytes = int(max_mb * 2**20)
             while self.bytes > self.max_bytes and self._entries:
                 _, (_, old) = self._entries.popitem(last=False)
                 self.bytes -= old
@@ -123,8 +136,24 @@ def pays(backbone: Backbone) -> bool:
     74.5 s with the cache and 51.8 s without (benchmarks/RESULTS.md). `on` still helps a large backbone there
     (P-tuning on the llama-1b shape: 0.90x PEFT's step).
     """
-    mode = os.environ.get("PTUNE_PREFIX_CACHE", "auto").strip().lower()
-    return mode == "on" or (mode != "off" and backbone.device.type == "cpu")
+    mode = cache_mode()
+    return mode == "on" or (mode == "auto" and backbone.device.type == "cpu")
+
+
+def cache_mode() -> str:
+    """``PTUNE_PREFIX_CACHE``: auto (default), on or off; anything else is refused rather than read as auto."""
+    raw = os.environ.get("PTUNE_PREFIX_CACHE", "").strip()
+    if raw.lower() in ("", "auto", "on", "off"):
+        return raw.lower() or "auto"
+    raise SettingError(
+        f"PTUNE_PREFIX_CACHE={raw[:40]!r} cannot be used: it takes auto, on or off; set it so, or unset it"
+    )
+
+
+def check_settings() -> None:
+    """Read this module's settings now (a bad one raises `SettingError`), so a process can refuse them at start."""
+    cache_mb()
+    cache_mode()
 
 
 def usable(backbone: Backbone, enc: Encoded) -> bool:

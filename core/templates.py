@@ -268,8 +268,14 @@ class Encoded:
         )
 
 
-def _tokens(backbone: Backbone, text: str) -> list[int]:
-    return backbone.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+def _tokens(backbone: Backbone, text: str, *, literal: bool = False) -> list[int]:
+    """Token ids of `text`, no special tokens added. `literal` text (a data field, a label word) is only text: the
+    spelling of a special token in it ("[MASK]", "[SEP]", "</s>", "<|endoftext|>") is split like any other word,
+    so the one mask of a prompt is its template's [MASK] and a row cannot end or restructure the prompt. A
+    template's anchors are the author's, and may name special tokens on purpose ("{text} [SEP] {text_b}")."""
+    if not text:
+        return []
+    return backbone.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
 
 
 def mask_has_space(template: Template) -> bool:
@@ -350,7 +356,7 @@ def _piece_tokens(
             continue
         if p.kind is SlotKind.FIELD:
             value = str(record.get(p.value, ""))
-            out.append((p, _tokens(backbone, (" " + value) if carried_space and value else value)))
+            out.append((p, _tokens(backbone, (" " + value) if carried_space and value else value, literal=True)))
         elif p.kind is SlotKind.SOFT:
             out.append((p, [backbone.pad_id] * p.count))
         elif p.kind is SlotKind.TRIGGER:
@@ -418,7 +424,7 @@ def pad_rows(backbone: Backbone, rows: Sequence[_Row], n_targets: int) -> Encode
 
 def tokenize_word(backbone: Backbone, word: str, *, space_before: bool) -> list[int]:
     """Token ids of a label word as it would appear in the slot (with a leading space for BPE after a space)."""
-    ids = _tokens(backbone, (" " + word) if space_before else word)
+    ids = _tokens(backbone, (" " + word) if space_before else word, literal=True)
     if not ids:
         raise TemplateError(f"the label word {word!r} tokenises to nothing; choose another word")
     return ids

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core import distributed
+from core.atomic import replacing
 from core.config import choice
 from core.progress import (
     EVALUATING,
@@ -229,19 +228,12 @@ class LoopState:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-            tmp,
+            str(tmp),
             metadata={CHECKPOINT_KEY: json.dumps(meta)},
         )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from core import distributed
+from core.atomic import write_atomic
 from core.backbone import Backbone
 from core.data import LabeledDataset
 from core.methods.base import Dimension, LearnedPrompt, PromptMethod, data_hash
@@ -309,7 +310,7 @@ def _save_paused(folder: Path, key: str, trial: Trial) -> None:
     if distributed.data_parallel_group().is_main:
         check_claim()
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / PAUSED_FILE).write_text(json.dumps({"key": key, "trial": dataclasses.asdict(trial)}))
+        write_atomic(folder / PAUSED_FILE, json.dumps({"key": key, "trial": dataclasses.asdict(trial)}))
 
 
 def _load_paused(folder: Path | None, key: str, options: Mapping[str, Any]) -> Trial | None:

@@ -635,3 +635,14 @@ def test_a_damaged_store_is_named_on_the_page_with_the_way_back(home: Path) -> N
     at = start()
     message = texts(at.error)
     assert "is damaged" in message and str(home / "runs.db") in message and "move it aside" in message
+
+
+def test_a_bad_setting_is_the_one_line_every_page_shows(home: Path, monkeypatch) -> None:
+    """PTUNE_HEARTBEAT_STALE_S='a minute' crashed the app at import; now the page says which variable takes what."""
+    monkeypatch.setenv("PTUNE_HEARTBEAT_STALE_S", "a minute")
+    at = start()
+    assert texts(at.error) == (
+        "PTUNE_HEARTBEAT_STALE_S='a minute' cannot be used: it takes a number above 1 (default 60); "
+        "set it so, or unset it"
+    )
+    assert not at.sidebar.button

@@ -105,6 +105,15 @@ def test_compare_then_predict_end_to_end(tiny_folder, keyword_csv, tmp_path):
         ({}, ["--k-shot", "4,4"], "K-shot lists a value twice"),
         ({}, ["--k-shot", "0"], "K-shot 0 is below 1"),
         ({}, ["--k-shot", "2,50"], "K=50"),
+        ({}, ["--k-shot", "²"], "K-shot '²' is not a whole number; give whole numbers"),
+        ({}, ["--k-shot", "8,٣"], "K-shot '٣' is not a whole number; give whole numbers"),
+        (
+            {},
+            ["--test-size", "1.0"],
+            "the test share must be a fraction below 1 such as 0.5, or a whole row count without a decimal point such as 20; 1.0 would be 100% of the rows",
+        ),
+        ({}, ["--test-size", "20.0"], "or a whole row count without a decimal point such as 20"),
+        ({}, ["--test-size", "half"], "--test-size: 'half' is neither a fraction such as 0.5 nor a row count"),
     ],
 )
 def test_bad_compare_input_exits_2_with_one_line(
@@ -238,9 +247,9 @@ def test_a_data_path_that_is_not_a_file_is_refused_at_once(tmp_path, kind):
     done = _cli_bounded("compare", "--data", str(data), "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"error: {data} (a link) is a device, not a regular file; give the path of a CSV file"
+        f"error: {str(data)!r} (a link) is a device, not a regular file; give the path of a CSV file"
         if kind != "pipe"
-        else f"error: {data} is a pipe, not a regular file; give the path of a CSV file"
+        else f"error: {str(data)!r} is a pipe, not a regular file; give the path of a CSV file"
     ]
 
 
@@ -253,7 +262,7 @@ def test_predict_refuses_new_rows_that_are_not_a_file(tiny_folder, keyword_csv, 
     zero.symlink_to("/dev/zero")
     done = _cli_bounded(*_predict(prompt, zero, tmp_path / "p.csv"))
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        f"error: {zero} (a link) is a device, not a regular file; give the path of a CSV file"
+        f"error: {str(zero)!r} (a link) is a device, not a regular file; give the path of a CSV file"
     ]
 
 
@@ -275,3 +284,50 @@ def test_usage_errors_are_one_line_naming_help(argv):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and lines[0].endswith(" --help") and "usage:" not in done.stderr
+
+
+def test_a_failed_rerun_keeps_the_earlier_results(tiny_folder, keyword_csv, tmp_path):
+    """The second run into the same folder cannot write results.json (a file-size limit below its size): it exits 2
+    naming the file, and the first run's results.json is still there, whole, with no temporary file beside it."""
+    out = tmp_path / "run"
+    args = ["compare", "--data", str(keyword_csv), "--methods", "baseline", "--backbone", tiny_folder]
+    assert main([*args, "--out", str(out)]) == 0
+    before = (out / "results.json").read_bytes()
+    limit = len(before) // 2  # above every prompt file of the run, below results.json
+
+    def bound() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    assert max(p.stat().st_size for p in out.iterdir() if p.name != "results.json") < limit
+    done = subprocess.run(
+        [sys.executable, "-m", "core", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=bound,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1] == "error: File too large (results.json); check the paths and permissions"
+    )
+    assert (out / "results.json").read_bytes() == before and json.loads(before)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_path_holding_a_newline_is_quoted_whole(tmp_path, capsys):
+    """The message is one line whatever the path holds, and still says what the path is."""
+    folder = tmp_path / "data\nset.csv"
+    folder.mkdir()
+    assert main(["compare", "--data", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {str(folder)!r} is a folder, not a file; give the path of a CSV file"
+    ]
+
+
+def test_a_test_row_count_is_a_count(tiny_folder, keyword_csv, tmp_path):
+    out = tmp_path / "o"
+    args = ["compare", "--data", str(keyword_csv), "--methods", "baseline", "--backbone", tiny_folder]
+    assert main([*args, "--test-size", "20", "--dev-size", "4", "--out", str(out)]) == 0
+    split = json.loads((out / "results.json").read_text())["dataset"]["split"]
+    assert (split["test"], split["dev"], split["train"]) == (20, 4, 16), split

@@ -511,3 +511,18 @@ def test_browser_end_to_end(tmp_path: Path) -> None:
         Path(out).write_text(json.dumps(report, indent=2))
     if trained:  # the page answered while a run trained; how fast is a benchmark's business, not a test's
         assert report["toggle_rerun_s"] is not None
+
+
+def test_the_token_leaves_the_address_bar_once_accepted(tmp_path: Path, monkeypatch) -> None:
+    """The link printed in the server's log carries `?token=`; once it is accepted (its cookie set) the address
+    bar drops it, as Jupyter does, so it does not stay in history or get copied along; other parameters stay."""
+    monkeypatch.setenv("PTUNE_TOKEN", "the-token-in-the-link")
+    with streamlit_server(tmp_path / "home") as url, chromium() as context:
+        page = context.new_page()
+        page.goto(f"{url}/?keep=me&token=the-token-in-the-link")
+        page.get_by_test_id("stSidebarNav").wait_for()  # let in: the pages are listed
+        page.wait_for_url(lambda address: "token=" not in address)
+        assert "keep=me" in page.url
+        page.wait_for_function("document.cookie.includes('ptune_token=')")  # set by the page as it let us in
+        page.goto(url)  # the cookie alone lets the same browser in again
+        page.get_by_test_id("stSidebarNav").wait_for()

@@ -3,6 +3,8 @@ method builds there; the backbone it names is never loaded, and messages do not 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -170,3 +172,52 @@ def test_an_uploaded_prompt_is_named_by_the_name_its_owner_gave(tmp_path):
     message = str(err.value)
     assert message.startswith("my prompt.safetensors is not a readable learned-prompt file")
     assert "116dd993" not in message and "SafetensorError" not in message
+
+
+def rewrite_header(path, make_header) -> None:
+    """Replace a safetensors file's JSON header by `make_header(header dict)` (text: JSON readers cannot write a key
+    twice), keeping its tensor bytes."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    text = make_header(json.loads(raw[8 : 8 + size]))
+    text += " " * (-len(text.encode()) % 8)
+    path.write_bytes(len(text.encode()).to_bytes(8, "little") + text.encode() + raw[8 + size :])
+
+
+def _twice(header: dict, where: str) -> str:
+    """The header with a second `ptune_manifest` (label order reversed) in `__metadata__`, or a tensor's entry twice
+    at the top level."""
+    meta = header.pop("__metadata__")
+    tensors = json.dumps(header)[1:-1]
+    first = json.dumps(meta["ptune_manifest"])
+    if where == "__metadata__":
+        manifest = json.loads(meta["ptune_manifest"])
+        manifest["label_names"] = manifest["label_names"][::-1]
+        return f'{{"__metadata__": {{"ptune_manifest": {first}, "ptune_manifest": {json.dumps(json.dumps(manifest))}}}, {tensors}}}'
+    entry = next(iter(header))
+    return f'{{"__metadata__": {{"ptune_manifest": {first}}}, {tensors}, {json.dumps(entry)}: {json.dumps(header[entry])}}}'
+
+
+@pytest.mark.parametrize("where", ["__metadata__", "top level"])
+def test_a_header_that_gives_a_key_twice_is_refused(server_backbone, tmp_path, capsys, where):
+    """Two manifests (the second with the labels reversed) predicted with exit 0 and the other labels: which one
+    counts is ambiguous, so the file is refused in one line, by the CLI's predict too."""
+    path = artifacts.save(_prompt(server_backbone, "prompt_tuning", "[P*2] {text} It was [MASK]"), tmp_path, "p")
+    rewrite_header(path, lambda header: _twice(header, where))
+    with pytest.raises(artifacts.ArtifactError) as err:
+        artifacts.load(path)
+    key = "'ptune_manifest'" if where == "__metadata__" else "'"
+    assert str(err.value).startswith(f"p.safetensors's header gives {key}") and "twice" in str(err.value)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text\na great movie\n", encoding="utf-8")
+    assert main(["predict", "--prompt", str(path), "--data", str(rows), "--out", str(tmp_path / "o.csv")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "twice, so it is ambiguous" in lines[0] and not (tmp_path / "o.csv").exists()
+
+
+def test_a_manifest_that_gives_a_field_twice_is_refused(server_backbone, tmp_path):
+    path = artifacts.save(_prompt(server_backbone, "manual", "{text} It was [MASK]"), tmp_path, "m")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[:-1] + ', "label_names": ["positive", "negative"]}', encoding="utf-8")
+    with pytest.raises(artifacts.ArtifactError, match=r"^m.json's manifest gives 'label_names' twice"):
+        artifacts.load(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core import cluster
 from tests.test_distributed import _comparable, _compare
 from tests.test_e2e_browser import free_port
 from tests.test_workspace import ALICE, request, tiny_csv
@@ -143,3 +145,49 @@ def test_a_queued_run_whose_actor_is_gone_says_so_and_is_resumable(
         assert card["status"] == "interrupted" and card["resumable"] and "Ray actor is gone" in card["error"]
     finally:
         ws.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_address_nothing_answers_at_is_one_line_from_the_cli(tiny_gpt2: Path, keyword_csv: Path, tmp_path: Path):
+    """Ray itself retried for 30 s and more, logged INFO lines, then said only ConnectionError: now the TCP port is
+    tried first, with a bounded timeout, and the line names the address."""
+    address = f"127.0.0.1:{_closed_port()}"
+    args = ["--data", str(keyword_csv), "--methods", "baseline", "--backbone", str(tiny_gpt2)]
+    done = _compare([*args, "--ray-address", address], tmp_path / "o")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: the Ray cluster at {address!r} cannot be reached (connection refused within 5 s); give the address "
+        "`ray start --head` printed on the head node, and check that its port is open here"
+    )
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5:port", "10.0.0.5:99999", "ray://:10001"])
+def test_an_address_that_is_not_host_and_port_is_refused(address):
+    with pytest.raises(cluster.ClusterError, match="is not HOST:PORT"):
+        cluster.check_reachable(address)  # what connect asks first (here Ray may be joined already)
+
+
+def test_an_address_where_something_else_answers_fails_with_rays_message(
+    tiny_gpt2: Path, keyword_csv: Path, tmp_path: Path
+):
+    """A port that accepts connections but is no Ray cluster (a proxy, another service): Ray's own retries took
+    minutes; with its connect settings bounded it gives up after one attempt (about 10 s) and we say so in one line
+    with Ray's message. No faster case exists: Ray's client waits that long before it calls an attempt failed."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        args = ["--data", str(keyword_csv), "--methods", "baseline", "--backbone", str(tiny_gpt2)]
+        done = _compare([*args, "--ray-address", address], tmp_path / "o")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the Ray cluster at {address!r} cannot be reached (Ray: Failed to connect to Ray")
+    assert last.endswith(
+        "give the address `ray start --head` printed on the head node, and check that its port is open here"
+    )
+    assert "INFO" not in done.stderr

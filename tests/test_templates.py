@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core.backbone import LMKind
 from core.templates import SlotKind, Template, TemplateError, Verbalizer, encode_batch, render_ids
+from tests.tiny_models import tiny_backbone
 
 
 def test_parse_counts_slots_and_round_trips_triggers():
@@ -116,3 +118,65 @@ def test_a_verbalizer_label_typed_in_another_script_is_explained():
         Verbalizer.from_mapping({"positive": ["great"], "negative": ["bad"]}, ["negative", "positіve"])
     message = str(err.value)
     assert "'positive' looks like the data's 'positіve'" in message and "(Cyrillic, U+0456)" in message
+
+
+SPECIAL_SPELLINGS = "a great [MASK] movie [SEP] [CLS] </s> <s> [PAD] [UNK] <|endoftext|>"
+
+
+def specials_in(backbone, ids: list[int]) -> list[int]:
+    """The special-token ids among `ids` ([UNK] aside: unknown words become it)."""
+    special = set(backbone.tokenizer.all_special_ids) - {backbone.tokenizer.unk_token_id}
+    return [i for i in ids if i in special]
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama"])
+def test_special_token_spellings_in_a_row_stay_text(tiny, family):
+    """A row saying "[MASK] [SEP] [CLS] </s>" gave a masked LM's prompt two masks and two separators; a row's text is
+    text, so the prompt's special tokens are the backbone's own and the template's one [MASK]."""
+    backbone = tiny(family)
+    row, got, expected = prompt_specials(backbone, SPECIAL_SPELLINGS)
+    assert got == expected
+    if backbone.kind is LMKind.MASKED:
+        assert row.ids.count(backbone.mask_id) == 1 and row.ids.index(backbone.mask_id) == row.target[0]
+
+
+def prompt_specials(backbone, text: str) -> tuple:
+    """`text` as a row under "{text} It was [MASK]": the rendered row, the special ids in it, and those expected
+    (the backbone's own around the prompt, and the template's mask on a masked LM)."""
+    masked = backbone.kind is LMKind.MASKED
+    template = Template.parse("{text} It was [MASK] ." if masked else "{text} It was [MASK]")
+    fill = [backbone.mask_id] if masked else []
+    row = render_ids(backbone, template, {"text": text}, fill, 1)
+    expected = [*specials_in(backbone, backbone.prefix_ids), *fill]
+    if masked:
+        expected += specials_in(backbone, backbone.suffix_ids)
+    return row, specials_in(backbone, row.ids), expected
+
+
+def test_an_end_of_text_token_in_a_row_stays_text():
+    """GPT-2's <|endoftext|> in a row would end the document mid-prompt; it is split like any other word."""
+    backbone = tiny_backbone("gpt2", extra_words=("<|endoftext|>",))
+    backbone.tokenizer.add_special_tokens({"additional_special_tokens": ["<|endoftext|>"]})
+    eot = backbone.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    template = Template.parse("{text} It was [MASK]")
+    assert eot in backbone.tokenizer("x <|endoftext|>", add_special_tokens=False)["input_ids"]  # special as such
+    row = render_ids(backbone, template, {"text": "great <|endoftext|> movie"}, [], 1)
+    assert eot not in row.ids
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_a_row_with_special_spellings_scores_as_the_same_words_would(tiny, family):
+    """Training, scoring, calibration and predict all render through `render_ids`: the row "[MASK]" scores exactly
+    as any other three unknown words do (the tiny vocabulary knows neither 'mask' nor 'zzz')."""
+    from core.methods import create
+    from core.methods.base import PromptSpec
+    from core.methods.manual import discrete_scores
+
+    backbone = tiny(family)
+    source = "{text} It was [MASK] ." if backbone.kind is LMKind.MASKED else "{text} It was [MASK]"
+    verbalizer = Verbalizer.from_mapping({"pos": ["great"], "neg": ["terrible"]}, ["pos", "neg"])
+    method = create("manual", PromptSpec((source,), verbalizer, ("pos", "neg")), {"calibrate": False})
+    prompt = method.learned(backbone, source, metrics={"trainable_params": 0})
+    records = [{"text": "a great [MASK] movie [SEP]"}, {"text": "a great [ zzz ] movie [ zzz ]"}]
+    scores = discrete_scores(backbone, prompt, records, calibrated=False)
+    assert torch.equal(scores[0], scores[1])

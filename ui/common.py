@@ -19,9 +19,11 @@ import streamlit as st
 
 from core.app.forms import OptionField, config_fields
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, NotYours, UserWorkspace, Workspace, ptune_home
+from core.cluster import ClusterError
 from core.compare import parse_seeds
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
+from core.settings import SettingError
 from ui.gate import admit
 
 PAGES_DIR = Path(__file__).resolve().parent
@@ -54,8 +56,14 @@ def _workspace(home: str) -> Workspace:
 
 
 def server_workspace() -> Workspace:
-    """The one Workspace of this process for $PTUNE_HOME (shared by every session and browser tab)."""
-    return _workspace(str(ptune_home()))
+    """The one Workspace of this process for $PTUNE_HOME (shared by every session and browser tab); a bad PTUNE_*
+    setting or an unreachable $PTUNE_RAY_ADDRESS stops every page with its one line (the server's environment is
+    the operator's to fix)."""
+    try:
+        return _workspace(str(ptune_home()))
+    except (SettingError, ClusterError) as err:
+        st.error(str(err), icon=":material/settings:")
+        st.stop()
 
 
 def workspace() -> UserWorkspace:

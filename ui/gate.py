@@ -2,7 +2,8 @@
 
 The decisions are `core/app/access.py`'s; this module asks Streamlit for the inputs (secrets, bind address,
 cookies, query parameters), shows the login or token form when needed, and remembers the answer in the session
-(and in cookies, so a reload or a second tab of the same browser is the same person).
+(and in cookies, so a reload or a second tab of the same browser is the same person). Streamlit's upload endpoint
+answers outside any page, so it is gated here too: it takes files only from sessions let in (`guard_uploads`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.app.access import (
     KEY_COOKIE,
@@ -29,6 +32,7 @@ from core.app.service import ptune_home
 
 OWNER = "ptune-owner"
 COOKIE_DAYS = 30
+_admitted: set[str] = set()  # ids of the sessions let in: only these may upload files (set ops are atomic)
 
 
 def deployment_mode() -> AccessMode:
@@ -55,20 +59,47 @@ def announce(mode: AccessMode) -> str:
 
 def admit() -> str:
     """This session's owner id; stops the page behind a login or token form until the person is let in."""
-    if OWNER in st.session_state:
-        return st.session_state[OWNER]
+    guard_uploads()
+    if OWNER not in st.session_state:
+        st.session_state[OWNER] = _let_in()
+    ctx = get_script_run_ctx()
+    if ctx is not None:  # on every run: a session that reconnects after its upload right lapsed gets it back
+        _admitted.add(ctx.session_id)
+    return st.session_state[OWNER]
+
+
+def _let_in() -> str:
+    """The owner id once the person passed the deployment's gate (the page stops at its form until then)."""
     mode = deployment_mode()
     announce(mode)
     if mode is AccessMode.OIDC:
         if not st.user.is_logged_in:
             _login_form()
-        owner = owner_id(user=str(st.user.get("email") or st.user.get("sub")))
-    else:
-        if mode is AccessMode.TOKEN and not _token_accepted():
-            _token_form()
-        owner = owner_id(workspace_key=_workspace_key())
-    st.session_state[OWNER] = owner
-    return owner
+        return owner_id(user=str(st.user.get("email") or st.user.get("sub")))
+    if mode is AccessMode.TOKEN and not _token_accepted():
+        _token_form()
+    return owner_id(workspace_key=_workspace_key())
+
+
+@st.cache_resource(show_spinner=False)
+def guard_uploads() -> bool:
+    """Once per server: `PUT /_stcore/upload_file/<session>/<file>` is refused (400, before any of the body is read)
+    for a session not let in. Streamlit accepted a file for any live session, one showing only the token form too,
+    and kept it in memory; its upload route asks `Runtime.is_active_session` first (and nothing else asks it), so
+    that question also asks whether the session was let in. False where no server runs (AppTest)."""
+    if not Runtime.exists():
+        return False
+    runtime = Runtime.instance()
+    is_active = runtime.is_active_session
+
+    def active_and_admitted(session_id: str) -> bool:
+        if not is_active(session_id):
+            _admitted.discard(session_id)
+            return False
+        return session_id in _admitted
+
+    runtime.is_active_session = active_and_admitted
+    return True
 
 
 def _oidc_configured() -> bool:
@@ -90,6 +121,8 @@ def _token_accepted() -> bool:
     for given in (st.query_params.get("token"), st.context.cookies.get(TOKEN_COOKIE), st.session_state.get("token")):
         if token_matches(given, expected):
             _remember(TOKEN_COOKIE, expected)
+            if "token" in st.query_params:  # out of the address bar (and history, bookmarks), as Jupyter does
+                del st.query_params["token"]
             return True
     return False
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from core.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ class Drafts:
             data = {k: v for k, v in data.items() if k != "bytes"}
             target = folder / _data_file(data["digest"])
             if not target.exists():
-                _write_atomic(target, draft["data"]["bytes"])
+                write_atomic(target, draft["data"]["bytes"])
             for old in folder.glob("data-*.bin"):
                 if old != target:
                     old.unlink(missing_ok=True)
             plain["data"] = data
-        _write_atomic(folder / DRAFT_FILE, json.dumps(plain, indent=1).encode("utf-8"))
+        write_atomic(folder / DRAFT_FILE, json.dumps(plain, indent=1).encode("utf-8"))
 
     def clear(self, owner: str) -> None:
         folder = self._dir(owner)
@@ -79,15 +79,3 @@ def _data_file(digest: str) -> str:
     if not digest or not set(str(digest)) <= _DIGEST_CHARS:
         raise ValueError(f"dataset digest {digest!r} is not hexadecimal")
     return f"data-{digest}.bin"
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -23,11 +23,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from core import cluster, estimate
+from core import cluster, estimate, prefix_cache
 from core.app.backbones import BackboneInfo, BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
 from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
 from core.app.views import unit_key
+from core.atomic import write_atomic
 from core.backbone import BackboneError, LMKind
 from core.compare import (
     Unit,
@@ -45,10 +46,12 @@ from core.jobs import (
     JobQueue,
     Launcher,
     ProcessLauncher,
+    heartbeat_stale_s,
     place,
     stopping,
     visible_devices,
     worker_argv,
+    worker_idle_s,
 )
 from core.methods import REGISTRY, create, method_class, method_order
 from core.methods.base import PromptSpec, config_from_dict
@@ -59,6 +62,14 @@ from core.templates import Template
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
 RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+def check_settings() -> None:
+    """Read every PTUNE_* number the server and the workers it starts use: a bad one is a `SettingError` (one
+    line naming the variable) when the app starts, not a worker that exits or a run that fails later."""
+    heartbeat_stale_s()
+    worker_idle_s()
+    prefix_cache.check_settings()
 
 
 @dataclass
@@ -105,6 +116,7 @@ class Workspace:
         launcher: Launcher | None = None,
         ray_address: str | None = None,
     ):
+        check_settings()
         self.home = Path(home) if home else ptune_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = RunStore(self.home / "runs.db")
@@ -381,7 +393,7 @@ class Workspace:
         summary["runs"] = {f"{m}/seed{s}" + (f"/K{k}" if curve else ""): latest[(m, s, k)]["id"] for m, s, k in keys}
         summary["templates"] = list(ctx.spec.templates)
         summary["verbalizer"] = ctx.spec.verbalizer.to_dict()
-        (self.group_dir(group_id) / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_atomic(self.group_dir(group_id) / "results.json", json.dumps(summary, indent=2))
         with self._lock:
             self._summaries[group_id] = (signature, summary)
         return summary

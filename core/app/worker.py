@@ -11,10 +11,13 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 
+from core import prefix_cache
 from core.app.runner import RunExecutor
-from core.jobs import IDLE_EXIT_S, Worker
+from core.jobs import Worker, worker_idle_s
+from core.settings import SettingError
 from core.store import RunStore
 
 NICE = 10  # below the server's priority: a page switch never waits for a training step
@@ -35,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.app.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="the PTUNE_HOME whose runs.db this worker serves")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
-    parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, help="seconds idle before exiting")
+    parser.add_argument("--idle-exit", type=float, help="seconds idle before exiting (default: $PTUNE_WORKER_IDLE_S)")
     args = parser.parse_args(argv)
+    try:  # every setting a run reads, before any run is claimed: a typo is one line here, not a failed run later
+        idle_exit = worker_idle_s() if args.idle_exit is None else args.idle_exit
+        prefix_cache.check_settings()
+    except SettingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {os.getpid()} %(levelname)s %(message)s")
     yield_to_server(args.device)
     home = Path(args.home)
     with RunStore(home / "runs.db") as store:
         executor = RunExecutor(home, store)
-        worker = Worker(store, args.device, executor.job, idle_exit_s=args.idle_exit)
+        worker = Worker(store, args.device, executor.job, idle_exit_s=idle_exit)
         ran = worker.serve()
     logging.info("worker for %s exits after %d run(s)", args.device, ran)
     return 0

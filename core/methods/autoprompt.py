@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,6 +19,7 @@ from typing import ClassVar
 
 import torch
 
+from core.atomic import write_atomic
 from core.backbone import Backbone, LMKind
 from core.calibration import content_free_records
 from core.config import choice
@@ -205,15 +204,7 @@ class SearchCheckpoint:
 
     def save(self, state: SearchState) -> None:
         """Atomically (a stop or crash mid-write leaves the previous state)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": self.key, "state": state.__dict__}, f)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(self.path, json.dumps({"key": self.key, "state": state.__dict__}))
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
