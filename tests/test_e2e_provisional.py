@@ -80,7 +80,7 @@ def test_prompts_against_fine_tuning_fit_the_window(tmp_path: Path) -> None:
         group = app.launch(str(model), ["manual"], steps=4, references=["finetune"])
         app.nav("Compare")
         app.shows_group(group)
-        app.see(re.compile(r"^Against fine-tuning \(Fine-tuning \(full, head\), chosen on dev"), timeout=180)
+        app.see(re.compile(r"^Against fine-tuning \(Fine-tuning, chosen on dev"), timeout=180)
         app.see("Prompts against fine-tuning")
         page.get_by_test_id("stVegaLiteChart").last.wait_for()
         page.get_by_test_id("stDataFrame").first.wait_for()
