@@ -57,12 +57,13 @@ def run(dataset: str, k: int, seed: int, family: str, methods: str, args: argpar
 def merge_seeds(parts: list[dict]) -> dict:
     """One family's results from runs of one seed each, as one run of all of them: per prompt, the seeds' rows."""
     out = {**parts[0], "methods": []}
-    by_name: dict[str, list[dict]] = {}
+    by_name: dict[tuple, list[dict]] = {}
     for part in parts:
         if part["test_labels"] != parts[0]["test_labels"]:
             raise SystemExit("the seeds' runs scored different test rows; only one split can be merged")
-        for row in part["methods"]:
-            by_name.setdefault(row["name"], []).append(row)
+        for row in part["methods"]:  # a row is its method's own, or one variant (template) of it: names may change
+            key = (row["method"], row["primary"], None if row["primary"] else row["template"])
+            by_name.setdefault(key, []).append(row)
     for rows in by_name.values():
         per_seed = [a for r in rows for a in r["per_seed"]]
         dev = [r["dev_accuracy"] for r in rows if r.get("dev_accuracy") is not None]
