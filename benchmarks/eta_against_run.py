@@ -30,11 +30,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="the compare output folder holding results.json")
     parser.add_argument("--probe", action="store_true", help="probe the default backbone here instead of the prior")
+    parser.add_argument("--methods", default=",".join(METHODS), help="the methods to compare (primary rows)")
+    parser.add_argument("--seeds", default="0,1,2", help="the seeds the run used")
+    parser.add_argument("--dataset", default="airline_tweets", help="its CSV under data/samples/")
     args = parser.parse_args()
     results = json.loads((Path(args.run) / "results.json").read_text())
-    dataset = load_dataset(ROOT / "data/samples/airline_tweets.csv")
+    dataset = load_dataset(ROOT / "data/samples" / f"{args.dataset}.csv")
     split, spec = split_dataset(dataset, test_size=0.5, seed=0), prompt_spec(dataset)
-    units = plan_units(METHODS, [0, 1, 2], lambda m: method_options(m, {}, max_steps=50), [16])
+    methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    units = plan_units(methods, seeds, lambda m: method_options(m, {}, max_steps=50), [16])
     for unit in units:
         unit.tune = True
     probed = None
@@ -42,7 +47,7 @@ def main() -> None:
         from core.backbone import load_backbone  # noqa: PLC0415  (only when asked: loading takes seconds)
 
         probed = estimate.probe(load_backbone("default", device="cpu"), split.train.records, spec.templates[0])
-    rates = estimate.rates_for(METHODS, probed=probed, parameters=PARAMETERS, device="cpu")
+    rates = estimate.rates_for(methods, probed=probed, parameters=PARAMETERS, device="cpu")
     guess = estimate.estimate_comparison(units, spec, split, rates)
     expected: dict[str, float] = {}
     for unit, est in zip(units, guess.units, strict=True):
@@ -52,7 +57,7 @@ def main() -> None:
         for m in results["methods"]
         if m["primary"]
     }
-    for m in METHODS:
+    for m in methods:
         error = (expected[m] - actual[m]) / actual[m]
         print(f"{m:14s} estimate {expected[m]:7.0f} s  actual {actual[m]:7.0f} s  error {error:+.0%}")
     total_e, total_a = sum(expected.values()), sum(actual.values())
