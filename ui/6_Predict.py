@@ -51,10 +51,8 @@ else:
     small, large = zippable([Path(a["path"]) for a in files])
     if small:
         total = fmt_bytes(sum(path_bytes(p) for p in small))
-        st.download_button(
-            f"Download all {len(small)} files (zip of {total})"
-            if not large
-            else f"Download {len(small)} files (zip of {total})",
+        st.download_button(  # the zip is built on click, so its own size is not known here: the files' is
+            f"Download {'all ' if not large else ''}{len(small)} files as a zip ({total} unzipped)",
             lambda: zip_paths(small),  # built on click, not on every rerun
             file_name=f"prompts-{group}.zip",
             mime="application/zip",
