@@ -319,6 +319,9 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     go(at, "ui/6_Predict.py")
     downloads = at.get("download_button")
     assert len(downloads) >= 5  # one prompt file per prompt and seed, all of them as a zip, plus results.json
+    unzipped = fmt_bytes(sum(path_bytes(Path(a["path"])) for a in mine.artifacts(group)))
+    zipped = f"Download all {len(mine.artifacts(group))} files as a zip ({unzipped} unzipped)"
+    assert zipped in [b.proto.label for b in downloads]  # what the size is of: the files, not the zip
     assert "test accuracy" in texts(at.markdown) and "Majority class" in texts(at.markdown)
     for art in mine.artifacts(group):  # each file's size beside its download
         path = Path(art["path"])
