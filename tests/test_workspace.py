@@ -125,6 +125,8 @@ def test_comparison_group_runs_summarises_and_saves(ws: Workspace, tiny_gpt2: Pa
     assert saved["methods"] == summary["methods"]
     table = comparison_table(summary)
     assert set(table["role"]) >= {"chosen on dev"} and (table["seeds"] == 2).all()
+    roles = dict(zip(table["prompt"], table["role"], strict=True))
+    assert roles["Manual (best on dev)"] == "chosen on dev" and roles["Majority class"] == ""  # it chose nothing
     assert len(significance_table(summary)) == 3
     conf = confusion_frame(summary)
     assert conf.groupby("prompt")["count"].sum().eq(summary["methods"][0]["n_test"]).all()

@@ -50,7 +50,7 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "dev_accuracy": m.get("dev_accuracy"),
                 "peak_memory_mb": m["peak_memory_mb"],
                 "primary": m["primary"],
-                "role": "chosen on dev" if m["primary"] else "",
+                "role": "chosen on dev" if m["primary"] and _has_variants(summary, m["method"]) else "",
                 "settings": settings_note(m),
                 **calibration_columns(m.get("calibration")),
             }
@@ -63,6 +63,12 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
             df.loc[part["accuracy"].idxmax(), "role"] = "best on test"
             df.loc[part["accuracy"].idxmin(), "role"] = "worst on test"
     return df
+
+
+def _has_variants(summary: Mapping[str, Any], method: str) -> bool:
+    """Whether `method`'s primary row was picked on dev among candidates of its own (manual's templates, AutoPrompt's
+    template selection): only then is it "chosen on dev" (the majority class chooses nothing)."""
+    return any(m["method"] == method and not m["primary"] for m in summary["methods"])
 
 
 def spread_text(std: float | None, n_seeds: int) -> str:
