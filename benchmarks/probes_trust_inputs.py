@@ -21,13 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from probe_runner import Probes, Result  # noqa: E402  (beside this script)
 
 from core import artifacts, cli, cluster  # noqa: E402
 from core.atomic import replacing, write_atomic  # noqa: E402
@@ -47,16 +49,13 @@ from tests.test_server_navigation import upload_from_a_session  # noqa: E402
 from tests.test_templates import prompt_specials, specials_in  # noqa: E402
 from tests.tiny_models import build_model, save_tiny, tiny_backbone  # noqa: E402
 
-Result = tuple[bool, str]
-PROBES: list[Callable[[Path], Result]] = []
+PROBES = Probes()
 TOKEN = "probe-token-0123456789"
 ROWS = [(t, lab) for lab in ("positive", "negative") for t in (f"a {lab} movie", f"the {lab} film", f"{lab} plot")] * 8
 _tiny: dict[str, object] = {}
 
 
-def probe(fn: Callable[[Path], Result]) -> Callable[[Path], Result]:
-    PROBES.append(fn)
-    return fn
+probe = PROBES.add
 
 
 # -- helpers: real processes, real files ---------------------------------------------------------------------------
@@ -712,22 +711,11 @@ def ray_address_not_host_and_port(tmp: Path) -> Result:
 
 
 def main() -> int:
-    passed = 0
     try:
-        for fn in PROBES:
-            with tempfile.TemporaryDirectory(prefix="ptune-probe-") as tmp:
-                try:
-                    ok, seen = fn(Path(tmp))
-                except Exception as err:  # a probe that crashes fails, with what it raised
-                    ok, seen = False, f"{type(err).__name__}: {err}"
-            passed += ok
-            doc = " ".join((fn.__doc__ or "").split())
-            print(f"{'PASS' if ok else 'FAIL'} {fn.__name__}: {doc} [{' '.join(str(seen).split())}]", flush=True)
+        return PROBES.run()
     finally:
         if "stack" in _server:
             _server["stack"].close()
-    print(f"{passed}/{len(PROBES)} probes pass")
-    return 0 if passed == len(PROBES) else 1
 
 
 if __name__ == "__main__":

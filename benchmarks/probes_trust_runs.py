@@ -16,7 +16,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -28,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from probe_runner import Probes, Result  # noqa: E402  (beside this script)
+
 from core import cli, training  # noqa: E402
 from core.device_claim import DeviceBusy, DeviceClaim  # noqa: E402
 from core.jobs import HOST, ProcessLauncher, Worker  # noqa: E402
@@ -35,13 +36,10 @@ from core.progress import ClaimLost, claim_held  # noqa: E402
 from core.store import RunStore, StoreDamaged, backup_path  # noqa: E402
 from tests.test_worker_processes import pause_between_writes  # noqa: E402
 
-Result = tuple[bool, str]
-PROBES: list[Callable[[Path], Result]] = []
+PROBES = Probes()
 
 
-def probe(fn: Callable[[Path], Result]) -> Callable[[Path], Result]:
-    PROBES.append(fn)
-    return fn
+probe = PROBES.add
 
 
 @contextlib.contextmanager
@@ -478,18 +476,7 @@ def cli_names_bare_cuda_as_cuda0(tmp: Path) -> Result:
 
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)  # the store's and workers' warnings are what the probes provoke
-    passed = 0
-    for fn in PROBES:
-        with tempfile.TemporaryDirectory(prefix="ptune-probe-") as tmp:
-            try:
-                ok, seen = fn(Path(tmp))
-            except Exception as err:  # a probe that crashes fails, with what it raised
-                ok, seen = False, f"{type(err).__name__}: {err}"
-        passed += ok
-        doc = " ".join((fn.__doc__ or "").split())
-        print(f"{'PASS' if ok else 'FAIL'} {fn.__name__}: {doc} [{seen}]", flush=True)
-    print(f"{passed}/{len(PROBES)} probes pass")
-    return 0 if passed == len(PROBES) else 1
+    return PROBES.run()
 
 
 if __name__ == "__main__":
