@@ -39,7 +39,7 @@ from core.scoring import (
     record_length,
     reduce_field,
 )
-from core.templates import Encoded, SlotKind, Template
+from core.templates import Encoded, SlotKind, Template, without_soft_slots
 from core.training import ParamGroup, TrainConfig, TrainResult, train
 
 PROMPT_PREFIX = "prompt."
@@ -218,6 +218,13 @@ class ContinuousMethod(MethodBase):
             "inference_mode": True,
         }
         return self.peft_config(backbone, learned, common), {"prompt_embeddings": weights}
+
+    def plain_template(self) -> str:
+        """The config's template, else the user's first template with any [P] slots dropped: the template of a
+        method that learns no virtual tokens (P-tuning v2's prefixes, the fine-tuning rows)."""
+        if self.config.template:
+            return self.config.template
+        return without_soft_slots((self.spec.parsed() or [Template.parse("{text} It was [MASK]")])[0])
 
     def template_for(self, backbone: Backbone) -> str:
         """The config's template, else the user's first template with [P] slots, else one derived from it."""

@@ -35,7 +35,7 @@ from core.methods.manual import best_manual
 from core.progress import StopFn, never_stop
 from core.resources import free_memory
 from core.scoring import ScoringPlan, prompt_hidden
-from core.templates import Template, encode_batch, without_soft_slots
+from core.templates import Template, encode_batch
 from core.training import ParamGroup
 
 ADAMW_BYTES_PER_PARAM = 8  # two fp32 moments
@@ -140,10 +140,7 @@ class FineTune(FineTuneBase):
 
     def template_for(self, backbone: Backbone) -> str:
         """The config's template, else the user's first one with any [P] slots dropped: the head reads its slot."""
-        if self.config.template:
-            return self.config.template
-        parsed = self.spec.parsed() or [Template.parse("{text} It was [MASK]")]
-        return without_soft_slots(parsed[0])
+        return self.plain_template()
 
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
         if template.n_soft:
@@ -164,7 +161,7 @@ class ThroughTemplate(ContinuousMethod):
         return super().fit(backbone, train, dev, **kw)
 
     def template_for(self, backbone: Backbone) -> str:
-        return self.config.template or without_soft_slots(self.spec.parsed()[0])
+        return self.plain_template()  # the template `fit` chose on dev, once it has
 
     def build(self, backbone: Backbone, template: Template, n_labels: int, *, for_training: bool) -> PromptModule:
         if template.n_soft:
@@ -175,7 +172,7 @@ class ThroughTemplate(ContinuousMethod):
 def chosen_template(method: ContinuousMethod, backbone: Backbone, dev: LabeledDataset, stop: StopFn | None) -> str:
     """The user's manual template best on dev (zero-shot, as the manual row chooses), else their first one."""
     best = best_manual(method.spec, backbone, dev, stop or never_stop, reduce=method.config.reduce)
-    return best.template if best is not None else without_soft_slots(method.spec.parsed()[0])
+    return best.template if best is not None else method.plain_template()
 
 
 class PromptFineTune(ThroughTemplate, FineTuneBase):

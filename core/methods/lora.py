@@ -91,18 +91,16 @@ def inject(options: LoraOptions, model: nn.Module) -> nn.Module:
         target_modules=targets,
         fan_in_fan_out=conv,  # GPT-2's Conv1D stores its weight transposed
     )
-    missing = sorted(wanted - set(adapted_layer_names(model)))
+    layers = adapted_layer_names(model)
+    missing = sorted(wanted - set(layers))
     if missing:
         raise ValueError(
-            f"lora target_modules {missing[0]!r} is not a layer of this backbone; choose from: "
-            f"{', '.join(adapted_layer_names(model))}"
+            f"lora target_modules {missing[0]!r} is not a layer of this backbone; choose from: {', '.join(layers)}"
         )
     try:
         return inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     except ValueError as err:  # no default targets for this architecture
-        raise ValueError(
-            f"lora: {one_line(err)[:160]}; set target_modules to some of: {', '.join(adapted_layer_names(model))}"
-        ) from None
+        raise ValueError(f"lora: {one_line(err)[:160]}; set target_modules to some of: {', '.join(layers)}") from None
 
 
 def adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -123,10 +123,7 @@ class PTuningV2(ContinuousMethod):
 
     def template_for(self, backbone: Backbone) -> str:
         """v2 has no [P] slots: the config's template, else the user's first one with any [P] slots dropped."""
-        if self.config.template:
-            return self.config.template
-        parsed = self.spec.parsed() or [Template.parse("{text} It was [MASK]")]
-        return self.default_template(backbone, parsed[0])
+        return self.plain_template()
 
     def default_template(self, backbone: Backbone, base: Template) -> str:
         return without_soft_slots(base)
