@@ -5,7 +5,7 @@ Run with `streamlit run app.py`. Every page is a thin view over `core/` (see DES
 
 import streamlit as st
 
-from core.store import StoreDamaged
+from core.runs.store import StoreDamaged
 from ui.common import NAVIGATION, open_share_link, page, sidebar_status, workspace
 
 st.set_page_config(page_title="PTune Studio", page_icon=":material/tune:", layout="wide")

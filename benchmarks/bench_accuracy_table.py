@@ -9,7 +9,7 @@ run at once: a GPU has room for several runs of a small backbone; on a 2-core CP
 
 The table gives, per dataset and K, each method's test accuracy (mean ± std over seeds) against three manual bars:
 the best template (best mean test accuracy: an oracle, the strictest bar), the median template, and the template
-manual picks on dev (the fair bar). The paired tests (bootstrap and McNemar, `core.evaluate`) pair each seed's test
+manual picks on dev (the fair bar). The paired tests (bootstrap and McNemar, `core.engine.evaluate`) pair each seed's test
 rows of the method with the best template's. Targets (issue 12): P-tuning v1, prompt tuning and P-tuning v2 at
 least the best template; AutoPrompt at least the median template.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.evaluate import mcnemar_test, mean_std, paired_bootstrap  # noqa: E402
+from core.engine.evaluate import mcnemar_test, mean_std, paired_bootstrap  # noqa: E402
 
 DATASETS = ("movie_reviews", "subjectivity", "airline_tweets")
 METHODS = ("manual", "baseline", "autoprompt", "ptuning", "ptuning_v2", "prompt_tuning")

@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.backbone import load_backbone  # noqa: E402
 from core.compare import method_options, prompt_spec  # noqa: E402
 from core.data import few_shot_split, load_dataset, split_dataset  # noqa: E402
-from core.evaluate import accuracy, mean_std  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.evaluate import accuracy, mean_std  # noqa: E402
+from core.engine.scoring import build_plan, calibrate, content_free_log_prior  # noqa: E402
+from core.engine.templates import Template  # noqa: E402
 from core.methods import create  # noqa: E402
 from core.methods.manual import ManualConfig, ManualPrompts  # noqa: E402
-from core.scoring import build_plan, calibrate, content_free_log_prior  # noqa: E402
-from core.templates import Template  # noqa: E402
 
 DATASETS = ("data/samples/movie_reviews.csv", "data/samples/subjectivity.csv")
 

@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.backbone import load_backbone  # noqa: E402
 from core.data import few_shot_split, load_dataset, split_dataset  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.scoring import build_plan  # noqa: E402
+from core.engine.templates import Template, Verbalizer  # noqa: E402
 from core.methods.autoprompt import default_template  # noqa: E402
-from core.scoring import build_plan  # noqa: E402
-from core.templates import Template, Verbalizer  # noqa: E402
-from core.trigger_search import (  # noqa: E402
+from core.methods.autoprompt.trigger_search import (  # noqa: E402
     SearchSettings,
     TriggerScorer,
     candidate_filter,

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import prefix_cache  # noqa: E402
-from core.backbone import load_backbone  # noqa: E402
 from core.data import load_dataset  # noqa: E402
+from core.engine import prefix_cache  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.scoring import batch_scores, build_plan, score_records  # noqa: E402
+from core.engine.templates import Template, Verbalizer  # noqa: E402
 from core.methods import create  # noqa: E402
 from core.methods.base import PromptSpec  # noqa: E402
-from core.scoring import batch_scores, build_plan, score_records  # noqa: E402
-from core.templates import Template, Verbalizer  # noqa: E402
 
 
 def cpu_flags() -> list[str]:

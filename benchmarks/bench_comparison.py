@@ -3,12 +3,12 @@
 Every method the Train page offers (manual templates, majority, linear probe, AutoPrompt, P-tuning v1, P-tuning v2,
 prompt tuning) with its default options, K = 32 per label, one seed, tuning on dev on, on the default backbone
 (SmolLM2-135M, CPU), scored on the same held-out test split, in the order the app runs them (cheapest first by
-`core.estimate` where this checkout has it). Prints, for one mode or several side by side:
+`core.runs.estimate` where this checkout has it). Prints, for one mode or several side by side:
 
 - the time to the first provisional verdict (the first prompting method's row, manual or learned: the baselines
   alone say nothing about prompts), counted from launch with the backbone loaded, and when each method's row lands;
 - wall seconds per method and in total, test accuracy, steps used, peak RSS and the prefix cache's hit rate;
-- the estimate made before launch (`core.estimate.estimate_comparison`) against the actual time: the ETA error;
+- the estimate made before launch (`core.runs.estimate.estimate_comparison`) against the actual time: the ETA error;
 - with `--against`, each method's McNemar p against the other checkout's predictions on the same test rows, so a
   speed-up that cost accuracy shows as a significant difference, not as noise in the accuracy column.
 
@@ -34,11 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import prefix_cache  # noqa: E402
-from core.backbone import load_backbone  # noqa: E402
 from core.compare import Unit, method_options, prompt_spec, run_unit  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
-from core.evaluate import mcnemar_test  # noqa: E402
+from core.engine import prefix_cache  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.evaluate import mcnemar_test  # noqa: E402
 
 METHODS = ("manual", "baseline", "linear_probe", "autoprompt", "ptuning", "ptuning_v2", "prompt_tuning")
 BASELINES = ("baseline", "linear_probe")  # majority class and the head-only probe: bars, not prompts
@@ -60,7 +60,7 @@ def plan(backbone, split, spec, methods: list[str], args) -> tuple[list[Unit], d
         for m in methods
     ]
     try:
-        from core import estimate  # noqa: PLC0415  (absent in checkouts before issue 24)
+        from core.runs import estimate  # noqa: PLC0415  (absent in checkouts before issue 24)
     except ImportError:
         return units, None
     probed = estimate.probe(backbone, split.train.records, spec.templates[0])  # a first launch on this device

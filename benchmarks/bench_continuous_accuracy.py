@@ -24,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.backbone import load_backbone  # noqa: E402
 from core.compare import Unit, prompt_spec, run_unit  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
-from core.evaluate import mean_std  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.evaluate import mean_std  # noqa: E402
 
 VERBALIZERS = {
     "movie_reviews": {"positive": ["great"], "negative": ["terrible"]},

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import prefix_cache  # noqa: E402
-from core.backbone import Backbone, LMKind, wrap  # noqa: E402
+from core.engine import prefix_cache  # noqa: E402
+from core.engine.backbone import Backbone, LMKind, wrap  # noqa: E402
+from core.engine.scoring import _lm_head, build_plan  # noqa: E402
+from core.engine.templates import Template, Verbalizer, encode_batch  # noqa: E402
 from core.methods import create  # noqa: E402
 from core.methods.base import PromptSpec  # noqa: E402
-from core.scoring import _lm_head, build_plan  # noqa: E402
-from core.templates import Template, Verbalizer, encode_batch  # noqa: E402
 from tests.tiny_models import WORDS, build_tokenizer  # noqa: E402
 
 N_VIRTUAL = 20

@@ -39,9 +39,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from core import distributed
-    from core.backbone import load_backbone
     from core.compare import prompt_spec
     from core.data import few_shot_split, load_dataset, split_dataset
+    from core.engine.backbone import load_backbone
     from core.methods import create
 
     group = distributed.join(600)

@@ -3,7 +3,7 @@
 Format 1 saved a continuous prompt's trained module whole (P-tuning's LSTM/MLP encoder, P-tuning v2's
 reparameterisation MLP); format 2 saves what scoring needs (the encoder's output: the virtual tokens, the per-layer
 prefixes). Each method trains for a few steps on a few rows of the movie reviews; the "before" file is that trained
-module's state with the format-1 manifest (as the old save wrote it), the "after" file is `core.artifacts.save`'s.
+module's state with the format-1 manifest (as the old save wrote it), the "after" file is `core.prompts.artifacts.save`'s.
 Both files are loaded back and score the same held-out rows: the table shows the largest probability difference.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_prompt_file_size.py --steps 2
@@ -23,15 +23,15 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import artifacts  # noqa: E402
 from core.app.views import fmt_bytes  # noqa: E402
-from core.backbone import load_backbone  # noqa: E402
 from core.data import load_dataset  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.templates import Verbalizer  # noqa: E402
 from core.methods import create  # noqa: E402
 from core.methods.base import PromptSpec  # noqa: E402
-from core.predict import predict_records  # noqa: E402
 from core.progress import never_stop, no_progress  # noqa: E402
-from core.templates import Verbalizer  # noqa: E402
+from core.prompts import artifacts  # noqa: E402
+from core.prompts.predict import predict_records  # noqa: E402
 
 CASES = [  # (label, method, options)
     ("P-tuning, LSTM encoder", "ptuning", {"encoder": "lstm"}),

@@ -1,7 +1,7 @@
 """P-tuning v1 recipes side by side on few-shot data: the old fixed LSTM against the few-shot recipe's encoders.
 
 All variants run in one process, so the frozen text prefixes (the same for every variant and the manual prompts)
-are computed once and reused (core/prefix_cache.py). Every finished unit is cached in --cache (JSON): an
+are computed once and reused (core/engine/prefix_cache.py). Every finished unit is cached in --cache (JSON): an
 interrupted run continues where it stopped. The table reports dev accuracy (what the default is chosen on) and
 test accuracy (the same test rows for all), mean ± std over seeds.
 
@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench_continuous_accuracy import TEMPLATES, VERBALIZERS  # noqa: E402
 
-from core.backbone import load_backbone  # noqa: E402
 from core.compare import Unit, prompt_spec, run_unit  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
-from core.evaluate import mean_std  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.evaluate import mean_std  # noqa: E402
 
 OLD = {  # the recipe before issue 12: 4.7 M-parameter LSTM, no dropout/decay/anchor, sampled-token start
     "encoder": "lstm",

@@ -1,4 +1,4 @@
-"""Zero-shot scoring throughput of core.scoring against the usual per-label loop, side by side.
+"""Zero-shot scoring throughput of core.engine.scoring against the usual per-label loop, side by side.
 
 Peer: what most zero-shot scripts do — for every label word, append it to the prompt, run the whole model
 (full vocabulary projection at every position) and sum the word's log-probabilities; one example at a time.
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.backbone import load_backbone  # noqa: E402
 from core.data import load_dataset  # noqa: E402
-from core.scoring import build_plan, score_records  # noqa: E402
-from core.templates import Template, Verbalizer, tokenize_word  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
+from core.engine.scoring import build_plan, score_records  # noqa: E402
+from core.engine.templates import Template, Verbalizer, tokenize_word  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

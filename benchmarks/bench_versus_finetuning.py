@@ -10,7 +10,7 @@ holds every seed finished so far. A finished process's folder is kept and not ru
 stopped and continued. The table gives each row's accuracy
 (mean ± std over seeds), trainable parameters, train seconds, peak memory, and for every other row its share of the
 best fine-tuning row's accuracy (that row chosen on dev, never on test), its parameter share and time ratio, and the
-paired tests of the difference (bootstrap and McNemar over each seed's test rows, `core.evaluate`).
+paired tests of the difference (bootstrap and McNemar over each seed's test rows, `core.engine.evaluate`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_accuracy_table import merged, paired  # noqa: E402
 
-from core.evaluate import mean_std  # noqa: E402
+from core.engine.evaluate import mean_std  # noqa: E402
 
 PROMPTS = "manual,baseline,linear_probe,autoprompt,ptuning,ptuning_v2,prompt_tuning"
 FINE_TUNES = "manual,baseline,finetune,prompt_finetune,lora"  # manual again: each run's own reference row

@@ -2,7 +2,7 @@
 
 Reads a finished `core compare` folder (results.json) of the airline tweets at K = 16, 50 steps, tuning on, seeds
 0-2 (as `bench_accuracy_table.py --datasets airline_tweets --k-shots 16 --max-steps 50` writes it), estimates the same
-comparison with `core.estimate` and prints each method's error and the total's: an out-of-sample check of the
+comparison with `core.runs.estimate` and prints each method's error and the total's: an out-of-sample check of the
 priors, which were calibrated on the movie-review comparison (benchmarks/RESULTS.md, issue 24). Two first launches:
 the size prior (no backbone loaded yet), and `--probe`, a short probe of the loaded backbone on this data (what the
 Train page uses when the backbone is loaded in the server), so the machine's own speed is measured and only the
@@ -18,9 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from core import estimate  # noqa: E402
 from core.compare import method_options, plan_units, prompt_spec  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
+from core.runs import estimate  # noqa: E402
 
 METHODS = ("manual", "ptuning", "ptuning_v2", "prompt_tuning")
 PARAMETERS = 134_515_008  # SmolLM2-135M
@@ -44,7 +44,7 @@ def main() -> None:
         unit.tune = True
     probed = None
     if args.probe:
-        from core.backbone import load_backbone  # noqa: PLC0415  (only when asked: loading takes seconds)
+        from core.engine.backbone import load_backbone  # noqa: PLC0415  (only when asked: loading takes seconds)
 
         probed = estimate.probe(load_backbone("default", device="cpu"), split.train.records, spec.templates[0])
     rates = estimate.rates_for(methods, probed=probed, parameters=PARAMETERS, device="cpu")

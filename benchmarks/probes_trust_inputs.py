@@ -31,17 +31,19 @@ sys.path.insert(0, str(ROOT))
 
 from probe_runner import Probes, Result  # noqa: E402  (beside this script)
 
-from core import artifacts, cli, cluster  # noqa: E402
+from core import cli  # noqa: E402
 from core.atomic import replacing, write_atomic  # noqa: E402
-from core.backbone import default_backbone_dir, load_tokenizer, wrap  # noqa: E402
-from core.jobs import JobQueue, ProcessLauncher  # noqa: E402
+from core.engine.backbone import default_backbone_dir, load_tokenizer, wrap  # noqa: E402
+from core.engine.scoring import CONTENT_FREE_INPUTS  # noqa: E402
+from core.engine.templates import Template, Verbalizer, encode_batch, render_ids, tokenize_word  # noqa: E402
 from core.methods import create  # noqa: E402
 from core.methods.base import LearnedPrompt, PromptSpec  # noqa: E402
 from core.methods.manual import discrete_scores  # noqa: E402
-from core.scoring import CONTENT_FREE_INPUTS  # noqa: E402
+from core.prompts import artifacts  # noqa: E402
+from core.runs import cluster  # noqa: E402
+from core.runs.jobs import JobQueue, ProcessLauncher  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
 from core.settings import SettingError  # noqa: E402
-from core.store import RunStore  # noqa: E402
-from core.templates import Template, Verbalizer, encode_batch, render_ids, tokenize_word  # noqa: E402
 from tests.test_prompt_files import _prompt as prompt_of  # noqa: E402
 from tests.test_prompt_files import _twice as key_twice  # noqa: E402
 from tests.test_prompt_files import rewrite_header  # noqa: E402
@@ -531,7 +533,7 @@ def import_never_reads_settings(tmp: Path) -> Result:
         "PTUNE_WORKER_IDLE_S": "soon",
         "PTUNE_HEARTBEAT_STALE_S": "x",
     }
-    code = "import core.prefix_cache, core.jobs, core.app.service, core.cluster"
+    code = "import core.engine.prefix_cache, core.runs.jobs, core.app.service, core.runs.cluster"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     return done.returncode == 0, f"exit {done.returncode} {done.stderr.strip()[-120:]}"
 
@@ -539,7 +541,7 @@ def import_never_reads_settings(tmp: Path) -> Result:
 def worker_refuses(tmp: Path, value: str) -> Result:
     env = {**os.environ, "PTUNE_WORKER_IDLE_S": value}
     done = subprocess.run(
-        [sys.executable, "-m", "core.app.worker", "--home", str(tmp)],
+        [sys.executable, "-m", "core.runs.worker", "--home", str(tmp)],
         cwd=ROOT,
         env=env,
         capture_output=True,

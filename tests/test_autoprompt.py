@@ -11,21 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from core import artifacts, calibration
-from core.backbone import LMKind, load_backbone
 from core.cli import main as cli_main
 from core.compare import readable_prompt
 from core.data import LabeledDataset
-from core.label_search import propose_label_words
+from core.engine import calibration
+from core.engine.backbone import LMKind, load_backbone
+from core.engine.scoring import batch_scores, build_plan, content_free_log_prior, score_records
+from core.engine.templates import Template, Verbalizer
 from core.methods import create
 from core.methods.autoprompt import STATE_FILE, AutoPromptConfig, SearchCheckpoint, triggers_from
-from core.methods.base import PromptSpec, config_from_dict, config_to_dict
-from core.methods.manual import discrete_scores
-from core.predict import predict_records
-from core.progress import Cancelled, no_progress
-from core.scoring import batch_scores, build_plan, content_free_log_prior, score_records
-from core.templates import Template, Verbalizer
-from core.trigger_search import (
+from core.methods.autoprompt.label_search import propose_label_words
+from core.methods.autoprompt.trigger_search import (
     SearchSettings,
     SearchState,
     TriggerScorer,
@@ -36,6 +32,11 @@ from core.trigger_search import (
     trigger_words,
     word_like,
 )
+from core.methods.base import PromptSpec, config_from_dict, config_to_dict
+from core.methods.manual import discrete_scores
+from core.progress import Cancelled, no_progress
+from core.prompts import artifacts
+from core.prompts.predict import predict_records
 from tests.tiny_models import save_tiny, tiny_backbone
 
 torch.set_num_threads(1)
@@ -307,7 +308,7 @@ def test_search_finds_the_planted_trigger(planted):
 
 def test_calibrated_search_ranks_dev_checkpoints_as_the_comparison_reports_them(planted):
     """With the content-free inputs through each checkpoint, a dev score is the better of calibrated and raw, the
-    same number `core.calibration.choose` gives from the ordinary scoring path for those triggers."""
+    same number `core.engine.calibration.choose` gives from the ordinary scoring path for those triggers."""
     backbone, plan = planted
     records, labels = planted_task(32, 99)
     dev_records, dev_labels = planted_task(16, 98)

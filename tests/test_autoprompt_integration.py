@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import artifacts
 from core.data import LabeledDataset, load_dataset
+from core.engine.scoring import batch_scores, build_plan
+from core.engine.templates import Template, Verbalizer
 from core.methods import create
+from core.methods.autoprompt.trigger_search import TriggerScorer, candidate_filter
 from core.methods.base import PromptSpec
-from core.predict import predict_records
-from core.scoring import batch_scores, build_plan
-from core.templates import Template, Verbalizer
-from core.trigger_search import TriggerScorer, candidate_filter
+from core.prompts import artifacts
+from core.prompts.predict import predict_records
 
 pytestmark = pytest.mark.integration
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"

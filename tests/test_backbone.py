@@ -7,7 +7,7 @@ import inspect
 import pytest
 from transformers import AutoConfig
 
-from core.backbone import BackboneError, LMKind, install_default, lm_kind, load_backbone, special_layout
+from core.engine.backbone import BackboneError, LMKind, install_default, lm_kind, load_backbone, special_layout
 from tests.tiny_models import build_tokenizer, save_tiny
 
 

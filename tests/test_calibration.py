@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from core import artifacts, calibration
 from core.compare import Unit, method_options, prompt_spec, run_unit
 from core.data import LabeledDataset, Split, load_dataset, split_dataset
+from core.engine import calibration
 from core.methods import create, method_class, method_names
-from core.predict import predict_records
 from core.progress import SCORING
+from core.prompts import artifacts
+from core.prompts.predict import predict_records
 
 VERB = {"positive": ["great"], "negative": ["terrible"]}
 TEMPLATES = ("{text} it was [MASK]", "review : {text} sentiment : [MASK]")

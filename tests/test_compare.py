@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import artifacts, calibration
 from core.compare import Unit, prompt_spec, run_unit, summarize
 from core.data import load_dataset, split_dataset
-from core.evaluate import mcnemar_test, paired_bootstrap
+from core.engine import calibration
+from core.engine.evaluate import mcnemar_test, paired_bootstrap
+from core.engine.templates import TemplateError
 from core.methods import UnknownMethodError, create, method_names
 from core.progress import Cancelled, never_stop
-from core.templates import TemplateError
+from core.prompts import artifacts
 
 TEMPLATES = ("{text} it was [MASK]", "{text} overall the movie was [MASK]", "review : {text} sentiment : [MASK]")
 VERB = {"positive": ["great"], "negative": ["terrible"]}

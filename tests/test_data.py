@@ -1,4 +1,4 @@
-"""core/data.py on real small files: encodings, delimiters, column choice, normalisation, bad input, splits."""
+"""core/data/ on real small files: encodings, delimiters, column choice, normalisation, bad input, splits."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import artifacts
 from core.compare import Unit, assign
+from core.prompts import artifacts
 from tests.conftest import write_csv
 from tests.tiny_models import save_tiny
 

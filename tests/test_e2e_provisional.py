@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.store import RunStore
+from core.runs.store import RunStore
 from tests.test_e2e_browser import Driver, chromium, require_chromium, streamlit_server
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from core.store import RunStore
+from core.runs.store import RunStore
 from tests.test_e2e_browser import Driver, chromium, free_port, require_chromium, streamlit_server
 from tests.test_worker_processes import kill_worker_of, wait_running
 from tests.test_workspace import tiny_csv

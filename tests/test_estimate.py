@@ -1,4 +1,4 @@
-"""The expected-cost model (core/estimate.py): units costed as the engine runs them, rates remembered in the real
+"""The expected-cost model (core/runs/estimate.py): units costed as the engine runs them, rates remembered in the real
 store after real runs, the probe on a tiny real model, cheapest-first launch, and progress placed in the plan."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from core import estimate, tuning
-from core.app.runner import RunExecutor
 from core.app.service import Workspace
-from core.compare import Unit, method_options, prompt_spec, run_unit
+from core.compare import Unit, method_options, prompt_spec, run_unit, tuning
 from core.data import load_dataset, split_dataset
 from core.methods import create
-from core.store import RunStore
+from core.runs import estimate
+from core.runs.runner import RunExecutor
+from core.runs.store import RunStore
 from tests.test_workspace import ALICE, request, tiny_csv, wait_all
 from tests.tiny_models import save_tiny, tiny_backbone
 from tests.worker_threads import ThreadLauncher

@@ -6,7 +6,7 @@ import torch
 from scipy.stats import binom, chi2
 from statsmodels.stats.contingency_tables import mcnemar
 
-from core.evaluate import (
+from core.engine.evaluate import (
     accuracy,
     confusion_matrix,
     evaluate,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import statistics
 
-from core.scoring import batch_scores, build_plan
-from core.templates import Template, Verbalizer
-from core.training import BatchOrder
+from core.engine.scoring import batch_scores, build_plan
+from core.engine.templates import Template, Verbalizer
+from core.engine.training import BatchOrder
 from tests.tiny_models import tiny_backbone
 
 LABELS = ("pos", "neg")

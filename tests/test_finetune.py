@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import artifacts
 from core.cli import main
 from core.compare import Unit, prompt_spec, run_unit
 from core.data import load_dataset, split_dataset
+from core.engine.templates import Template, encode_batch
 from core.methods import create, method_class
 from core.methods.finetune import check_fits, memory_needed
-from core.predict import predict_records
-from core.templates import Template, encode_batch
+from core.prompts import artifacts
+from core.prompts.predict import predict_records
 from tests.tiny_models import save_tiny, tiny_backbone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +163,7 @@ def test_the_cli_gives_the_in_process_accuracies(tmp_path, keyword_csv):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     dataset, split = _split(keyword_csv)
     spec = prompt_spec(dataset, [TEMPLATES[0]], VERBALIZER)
-    from core.backbone import load_backbone
+    from core.engine.backbone import load_backbone
 
     backbone = load_backbone(str(folder), device="cpu")
     for name in ("finetune", "lora"):

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import artifacts
 from core.data import DataError, load_dataset
-from core.templates import Template, TemplateError, Verbalizer
+from core.engine.templates import Template, TemplateError, Verbalizer
+from core.prompts import artifacts
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "120")),  # raise by hand for a deeper search

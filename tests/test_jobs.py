@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from core import cli
-from core.device_claim import DeviceBusy, DeviceClaim
-from core.jobs import HOST, JobFn, JobQueue, Worker, current_device
 from core.progress import Cancelled, ProgressFn, StopFn
-from core.store import RunStore, backup_path
+from core.runs.device_claim import DeviceBusy, DeviceClaim
+from core.runs.jobs import HOST, JobFn, JobQueue, Worker, current_device
+from core.runs.store import RunStore, backup_path
 from tests.worker_threads import ThreadLauncher
 
 TIMEOUT = 10.0  # generous upper bound; the jobs below finish in milliseconds

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from core.label_search import propose_label_words, slot_features
-from core.scoring import build_plan
-from core.templates import Template, Verbalizer
+from core.engine.scoring import build_plan
+from core.engine.templates import Template, Verbalizer
+from core.methods.autoprompt.label_search import propose_label_words, slot_features
 from tests.tiny_models import tiny_backbone
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.jobs import ProgressFn, StopFn, current_device, place, visible_devices
-from core.store import RunStore
+from core.runs.jobs import ProgressFn, StopFn, current_device, place, visible_devices
+from core.runs.store import RunStore
 from tests.test_jobs import Jobs
 
 TIMEOUT = 5.0

@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import prefix_cache
 from core.compare import Unit, prompt_spec, run_unit
 from core.data import load_dataset, split_dataset
+from core.engine import prefix_cache
+from core.engine.scoring import batch_scores, build_plan
+from core.engine.templates import Template, Verbalizer, encode_batch
 from core.methods import create
+from core.methods.autoprompt.trigger_search import TriggerScorer
 from core.methods.base import PromptSpec
-from core.scoring import batch_scores, build_plan
-from core.templates import Template, Verbalizer, encode_batch
-from core.trigger_search import TriggerScorer
 from tests.tiny_models import tiny_backbone
 
 LABELS = ("pos", "neg")

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from core import artifacts
-from core.backbone import wrap
 from core.cli import main
+from core.engine.backbone import wrap
 from core.methods import create, method_for
 from core.methods.base import LearnedPrompt, backbone_identity
+from core.prompts import artifacts
 from tests.tiny_models import build_model, build_tokenizer, save_tiny
 
 VERBALIZER = {"positive": ["great"], "negative": ["terrible"]}
@@ -154,7 +154,7 @@ def test_a_prompt_tensor_that_is_not_finite_is_refused_at_load(server_backbone, 
 
 def test_predict_refuses_scores_that_overflow_to_nan(server_backbone, tmp_path):
     """Finite tensors can still overflow inside the model: prediction refuses NaN probabilities, never writes them."""
-    from core.predict import predict_records
+    from core.prompts.predict import predict_records
 
     learned = _prompt(server_backbone, "prompt_tuning", "[P*2] {text} It was [MASK]")
     learned.tensors = {k: torch.full_like(v, 3e38) for k, v in learned.tensors.items()}

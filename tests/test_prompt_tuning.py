@@ -32,8 +32,8 @@ def test_learns_keyword_task_with_frozen_backbone(family, lr):
 def test_soft_tokens_come_before_the_start_token():
     backbone = learnable_backbone("llama")  # the tokenizer starts every input with <s>
     method = create("prompt_tuning", spec_for(backbone), {"n_tokens": 3})
-    from core.scoring import build_plan
-    from core.templates import Template, encode_batch
+    from core.engine.scoring import build_plan
+    from core.engine.templates import Template, encode_batch
 
     template = Template.parse(method.template_for(backbone))
     module = method.build(backbone, template, 2, for_training=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.engine.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, nearest_tokens
+from core.engine.scoring import build_plan
+from core.engine.templates import Template, encode_batch
 from core.methods import create
 from core.methods.ptuning import PTuning, PTuningConfig, scaled_hidden
 from core.progress import never_stop, no_progress
-from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, nearest_tokens
-from core.scoring import build_plan
-from core.templates import Template, encode_batch
 from tests.ptuning_helpers import (
     accuracy,
     keyword_data,

@@ -7,14 +7,14 @@ import hashlib
 import pytest
 import torch
 
-from core import artifacts
 from core.data import LabeledDataset
+from core.engine.templates import Verbalizer
 from core.methods import create
 from core.methods.base import PromptSpec
-from core.peft_export import export_peft
-from core.predict import predict_records
 from core.progress import never_stop, no_progress
-from core.templates import Verbalizer
+from core.prompts import artifacts
+from core.prompts.peft_export import export_peft
+from core.prompts.predict import predict_records
 from tests.test_artifacts_continuous import peft_scores
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_fit_save_load_predict_on_default_backbone(default_backbone, tmp_path, m
 def test_prompt_tuning_peft_export_matches_on_default_backbone(default_backbone, tmp_path):
     from peft import PeftModel
 
-    from core.backbone import load_backbone
+    from core.engine.backbone import load_backbone
 
     m = create("prompt_tuning", SPEC, {**SMALL, "n_tokens": 4})
     learned = m.fit(default_backbone, DATA, DATA, progress=no_progress, should_stop=never_stop)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.engine.prompt_encoders import PrefixEncoder, attention_shape
 from core.methods import create
 from core.methods.ptuning_v2 import PTuningV2Config, prefix_cache
 from core.progress import never_stop, no_progress
-from core.prompt_encoders import PrefixEncoder, attention_shape
 from tests.ptuning_helpers import accuracy, keyword_data, learnable_backbone, same_weights, spec_for, weights
 
 TRAIN, DEV, TEST = keyword_data(32, 0), keyword_data(16, 1), keyword_data(64, 2)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core import cluster
+from core.runs import cluster
 from tests.test_distributed import _comparable, _compare
 from tests.test_e2e_browser import free_port
 from tests.test_workspace import ALICE, request, tiny_csv
@@ -129,8 +129,8 @@ def test_a_queued_run_whose_actor_is_gone_says_so_and_is_resumable(
     or restarted cluster loses it): the run does not stay queued forever but becomes interrupted, saying why."""
     import ray
 
-    from core.app.ray_launcher import NAMESPACE, actor_name
     from core.app.service import Workspace
+    from core.runs.ray_launcher import NAMESPACE, actor_name
 
     monkeypatch.setenv("PTUNE_RAY_CPUS", "64")  # more than the cluster has: the actor stays pending
     ws = Workspace(tmp_path / "home", ray_address=ray_cluster)

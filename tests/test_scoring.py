@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.scoring import (
+from core.engine.scoring import (
     aggregate_labels,
     build_plan,
     calibrate,
@@ -16,7 +16,7 @@ from core.scoring import (
     score_records,
     target_logits,
 )
-from core.templates import Template, Verbalizer, encode_batch
+from core.engine.templates import Template, Verbalizer, encode_batch
 
 FAMILIES = ["bert", "roberta", "gpt2", "llama"]
 RECORDS = [

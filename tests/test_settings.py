@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.app.service import Workspace
-from core.jobs import JobQueue, ProcessLauncher
+from core.runs.jobs import JobQueue, ProcessLauncher
+from core.runs.store import RunStore
 from core.settings import SettingError, env_float, env_int
-from core.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_a_bad_cache_size_is_one_line_from_the_cli(tmp_path):
 
 
 def test_a_bad_idle_time_is_one_line_from_the_worker(tmp_path):
-    done = _run({"PTUNE_WORKER_IDLE_S": "soon"}, "-m", "core.app.worker", "--home", str(tmp_path))
+    done = _run({"PTUNE_WORKER_IDLE_S": "soon"}, "-m", "core.runs.worker", "--home", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: PTUNE_WORKER_IDLE_S='soon' cannot be used")
     assert not (tmp_path / "runs.db").exists()  # refused before it registered anywhere

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.progress import ClaimLost
-from core.store import _MIGRATIONS, SCHEMA_VERSION, RunStore, StoreDamaged, backup_path
+from core.runs.store import _MIGRATIONS, SCHEMA_VERSION, RunStore, StoreDamaged, backup_path
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.backbone import LMKind
-from core.templates import SlotKind, Template, TemplateError, Verbalizer, encode_batch, render_ids
+from core.engine.backbone import LMKind
+from core.engine.templates import SlotKind, Template, TemplateError, Verbalizer, encode_batch, render_ids
 from tests.tiny_models import tiny_backbone
 
 

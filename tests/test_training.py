@@ -9,9 +9,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from core.engine.training import CHECKPOINT_FILE, BatchOrder, ParamGroup, TrainConfig, lr_factor, train
 from core.methods import create
 from core.progress import Cancelled, never_stop, no_progress
-from core.training import CHECKPOINT_FILE, BatchOrder, ParamGroup, TrainConfig, lr_factor, train
 from tests.ptuning_helpers import keyword_data, learnable_backbone, spec_for
 
 RECORDS = [{"text": str(i)} for i in range(10)]

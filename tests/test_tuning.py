@@ -1,4 +1,4 @@
-"""Automatic per-method tuning on dev (core/tuning.py): declared search spaces, choice by dev only, user options kept."""
+"""Automatic per-method tuning on dev (core/compare/tuning.py): declared search spaces, choice by dev only, user options kept."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from core import tuning
 from core.app.views import settings_note, small_dev_warning, tuning_trials
-from core.compare import Unit, run_unit, summarize
+from core.compare import Unit, run_unit, summarize, tuning
 from core.data import LabeledDataset, Split
+from core.engine.scoring import CONTENT_FREE_INPUTS
 from core.methods import REGISTRY, create
 from core.methods.base import lr_grid
 from core.progress import CONTINUED_METRIC, TRIAL_METRIC, TUNING, Cancelled, never_stop, no_progress
-from core.scoring import CONTENT_FREE_INPUTS
 from tests.ptuning_helpers import LABELS, VERBALIZER, keyword_data, learnable_backbone, spec_for
 
 TRAIN, DEV = keyword_data(16, 0), keyword_data(16, 1)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import tuning
 from core.app.views import (
     card_order,
     curve_frame,
@@ -22,6 +21,7 @@ from core.app.views import (
     steps_text,
     verdict,
 )
+from core.compare import tuning
 from core.progress import CONTINUED_METRIC, TRIAL_METRIC
 
 
@@ -42,7 +42,7 @@ def test_a_card_says_which_phase_a_run_is_in_with_its_own_count() -> None:
     assert text.startswith("training, resumed from step 40 · step 41/50")
     _, text = phase_progress(run("running", phase="evaluating on dev", progress_step=30, progress_total=30))
     assert text == "evaluating on dev after step 30/30"  # not a bar sitting at 100 % without saying why
-    trial = "tuning on dev, trial 2 of 5: lr 0.01, encoder lstm"  # core.tuning: each trial's own phases
+    trial = "tuning on dev, trial 2 of 5: lr 0.01, encoder lstm"  # core.compare.tuning: each trial's own phases
     frac, text = phase_progress(run("running", phase=f"{trial} · training", progress_step=6, progress_total=60))
     assert frac == 0.1 and text == f"{trial} · training · step 6/60"
     _, text = phase_progress(run("running", phase=f"{trial} · evaluating on dev", progress_step=9, progress_total=60))

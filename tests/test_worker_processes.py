@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.app.service import Workspace
-from core.jobs import pid_alive
-from core.store import RunStore
+from core.runs.jobs import pid_alive
+from core.runs.store import RunStore
 from tests.test_workspace import ALICE, request
 
 ROOT = Path(__file__).resolve().parent.parent

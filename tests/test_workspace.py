@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from core import artifacts
-from core.app.backbones import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.forms import HIDDEN_OPTIONS, changed_options, config_fields, default_methods
 from core.app.service import ComparisonRequest, NotYours, Workspace, ptune_home
 from core.app.views import (
@@ -27,12 +25,14 @@ from core.app.views import (
     soft_prompt_readings,
     token_preview,
 )
-from core.backbone import load_backbone
 from core.compare import Unit, method_options, prompt_spec, run_unit
 from core.data import DataError, load_dataset, split_dataset
+from core.engine.backbone import load_backbone
+from core.engine.backbone_pool import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.engine.templates import TemplateError
 from core.methods import REGISTRY, method_order
 from core.methods.continuous import ContinuousMethod
-from core.templates import TemplateError
+from core.prompts import artifacts
 from tests.tiny_models import save_tiny, tiny_backbone
 
 ALICE = "user:alice@example.org"
@@ -422,9 +422,9 @@ def test_default_installer_reports_progress_and_errors() -> None:
 
 def test_a_failing_method_fails_its_run_only(tmp_path: Path, tiny_gpt2: Path, monkeypatch) -> None:
     """The worker hosted in this process (tests/worker_threads.py), so the patched method is the one it runs."""
-    from core.app.runner import RunExecutor
     from core.methods.baseline import MajorityBaseline
-    from core.store import RunStore
+    from core.runs.runner import RunExecutor
+    from core.runs.store import RunStore
     from tests.worker_threads import ThreadLauncher
 
     def boom(self, *args, **kwargs):

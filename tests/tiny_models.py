@@ -22,7 +22,7 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from core.backbone import Backbone, wrap
+from core.engine.backbone import Backbone, wrap
 
 WORDS = (
     "the a an it is was this that movie film story plot great good bad terrible awful fine not very really and or "

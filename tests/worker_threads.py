@@ -1,4 +1,4 @@
-"""The real `core.jobs.Worker` hosted in a thread of the test process instead of a process of its own.
+"""The real `core.runs.jobs.Worker` hosted in a thread of the test process instead of a process of its own.
 
 Why: a test can then give runs plain functions as jobs (to script a cancel or a failure at an exact moment) or
 patch what a run calls. Claims, heartbeats, the cancel flag and progress go through the real store exactly as in
@@ -11,12 +11,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.jobs import JobFactory, Worker
-from core.store import RunStore
+from core.runs.jobs import JobFactory, Worker
+from core.runs.store import RunStore
 
 
 class ThreadLauncher:
-    """A `core.jobs.Launcher` that serves each device with a `Worker` in a daemon thread of this process."""
+    """A `core.runs.jobs.Launcher` that serves each device with a `Worker` in a daemon thread of this process."""
 
     def __init__(self, db: Path, make_job: JobFactory, *, idle_exit_s: float = 0.3, progress_interval: float = 0.2):
         self.db, self.make_job = Path(db), make_job

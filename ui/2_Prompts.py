@@ -10,9 +10,9 @@ from core.app.views import (
     slot_summary,
     token_preview,
 )
-from core.backbone import BackboneError
 from core.compare import default_templates, prompt_spec
-from core.templates import Template, TemplateError, Verbalizer
+from core.engine.backbone import BackboneError
+from core.engine.templates import Template, TemplateError, Verbalizer
 from ui.common import dataset_page, first_seed, link, plain, save_draft, token_chips
 
 ws, state, ds, split = dataset_page("Prompts")

@@ -6,16 +6,16 @@ from dataclasses import replace
 
 import streamlit as st
 
-from core.app.backbones import inspect_backbone
 from core.app.forms import changed_options, default_methods
 from core.app.service import ComparisonRequest
 from core.app.views import small_dev_warning
-from core.backbone import BackboneError
 from core.compare import default_templates, eval_warnings, parse_k_shots, parse_seeds, plan_units, prompt_spec
 from core.data import DataError
-from core.estimate import fmt_minutes
+from core.engine.backbone import BackboneError
+from core.engine.backbone_pool import inspect_backbone
+from core.engine.templates import TemplateError, Verbalizer
 from core.methods import REGISTRY, method_order
-from core.templates import TemplateError, Verbalizer
+from core.runs.estimate import fmt_minutes
 from ui.common import (
     dataset_page,
     fmt_bytes,

@@ -26,7 +26,7 @@ from core.app.views import (
     tuning_trials,
     verdict,
 )
-from core.export import to_safe_csv
+from core.prompts.export import to_safe_csv
 from ui.charts import cost_accuracy
 from ui.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
 

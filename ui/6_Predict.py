@@ -5,7 +5,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import artifacts
 from core.app.service import UPLOAD_LIMITS
 from core.app.views import (
     ZIP_ALL_MAX_BYTES,
@@ -16,12 +15,13 @@ from core.app.views import (
     zip_paths,
     zippable,
 )
-from core.artifacts import ArtifactError
-from core.backbone import BackboneError
 from core.data import DataError, guess_text_column
-from core.export import to_safe_csv
-from core.predict import predict_frame
-from core.templates import TemplateError
+from core.engine.backbone import BackboneError
+from core.engine.templates import TemplateError
+from core.prompts import artifacts
+from core.prompts.artifacts import ArtifactError
+from core.prompts.export import to_safe_csv
+from core.prompts.predict import predict_frame
 from ui.common import (
     SAMPLES_DIR,
     app_state,

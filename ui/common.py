@@ -19,10 +19,10 @@ import streamlit as st
 
 from core.app.forms import OptionField, config_fields
 from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS, NotYours, UserWorkspace, Workspace, ptune_home
-from core.cluster import ClusterError
 from core.compare import parse_seeds
 from core.data import DataError, LabeledDataset, Split, few_shot_split, load_dataset, read_table, split_dataset
 from core.methods import REGISTRY
+from core.runs.cluster import ClusterError
 from core.settings import SettingError
 from ui.gate import admit
 
@@ -420,7 +420,7 @@ def share_link(ws: UserWorkspace, group_id: str) -> str:
 
 def _install_panel(ws: UserWorkspace) -> None:
     snap = ws.installer.snapshot()
-    from core.backbone import default_installed
+    from core.engine.backbone import default_installed
 
     if default_installed() and snap["state"] != "running":
         st.success("Default backbone SmolLM2-135M: installed", icon=":material/check_circle:")

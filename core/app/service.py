@@ -2,7 +2,7 @@
 
 A *comparison group* is what the Train page launches: one dataset (saved once under ``<home>/runs/<group>/``), one
 split, one prompt set, and one run per (method, seed) queued in the run store. Everything a run needs is in its
-stored config plus the group folder, so a worker process (or a Ray actor) executes it (`core/app/runner.py`), a
+stored config plus the group folder, so a worker process (or a Ray actor) executes it (`core/runs/runner.py`), a
 stopped run can be started again ("resume"), and a group's summary can be assembled at any time from the stored
 results. The server itself never trains. Knows nothing of Streamlit: the pages, the tests and a script all drive
 it the same way.
@@ -23,13 +23,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from core import cluster, estimate, prefix_cache
-from core.app.backbones import BackboneInfo, BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.app.drafts import Drafts
-from core.app.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
 from core.app.views import unit_key
 from core.atomic import write_atomic
-from core.backbone import BackboneError, LMKind
 from core.compare import (
     Unit,
     method_options,
@@ -41,8 +37,16 @@ from core.compare import (
     with_checkpoint_dir,
 )
 from core.data import Split, few_shot_split, load_dataset, split_dataset
+from core.engine import prefix_cache
+from core.engine.backbone import BackboneError, LMKind
+from core.engine.backbone_pool import BackboneInfo, BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.engine.templates import Template
 from core.errors import one_line
-from core.jobs import (
+from core.methods import REGISTRY, create, method_class, method_order
+from core.methods.base import PromptSpec, config_from_dict
+from core.resources import free_memory
+from core.runs import cluster, estimate
+from core.runs.jobs import (
     JobQueue,
     Launcher,
     ProcessLauncher,
@@ -53,11 +57,8 @@ from core.jobs import (
     worker_argv,
     worker_idle_s,
 )
-from core.methods import REGISTRY, create, method_class, method_order
-from core.methods.base import PromptSpec, config_from_dict
-from core.resources import free_memory
-from core.store import ACTIVE_STATUSES, RunStore, ptune_home
-from core.templates import Template
+from core.runs.runner import UPLOAD_LIMITS, GroupContext, RunExecutor, group_dir
+from core.runs.store import ACTIVE_STATUSES, RunStore, ptune_home
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_LIMIT_MB = UPLOAD_LIMITS.max_bytes // 2**20
@@ -91,7 +92,7 @@ class ComparisonRequest:
     split_seed: int = 0
     k_shot: int | None = None
     max_steps: int | None = None
-    tune: bool = True  # each trained method searches its sensitive settings on dev first (core.tuning)
+    tune: bool = True  # each trained method searches its sensitive settings on dev first (core.compare.tuning)
     k_shots: list[int] = field(default_factory=list)  # several K: a learning curve (k_shot is then ignored)
 
     def k_values(self) -> list[int | None]:
@@ -125,11 +126,11 @@ class Workspace:
         # $PTUNE_RAY_ADDRESS set: runs go to that Ray cluster instead of local worker processes
         ray_address = ray_address if ray_address is not None else os.environ.get(cluster.RAY_ADDRESS_ENV, "")
         if launcher is None and ray_address:
-            from core.app.ray_launcher import RayLauncher  # Ray is imported only when a cluster is configured
+            from core.runs.ray_launcher import RayLauncher  # Ray is imported only when a cluster is configured
 
             launcher, devices = RayLauncher(ray_address, self.home), devices or ["ray"]
         launcher = launcher or ProcessLauncher(
-            worker_argv("core.app.worker", self.home), log_dir=self.home / "logs", cwd=REPO_ROOT
+            worker_argv("core.runs.worker", self.home), log_dir=self.home / "logs", cwd=REPO_ROOT
         )
         # One queue per device (every visible GPU, and the CPU), executed by worker processes outside this one.
         self.jobs = JobQueue(self.store, launcher, devices=devices or visible_devices())

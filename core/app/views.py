@@ -16,16 +16,16 @@ from typing import Any
 
 import pandas as pd
 
-from core import artifacts
-from core.backbone import Backbone, LMKind
+from core.compare.tuning import SMALL_DEV
 from core.data import LabeledDataset, Split, few_shot_split
-from core.estimate import progress_fraction
+from core.engine.backbone import Backbone, LMKind
+from core.engine.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
 from core.methods import REGISTRY, create
 from core.methods.base import PromptSpec
 from core.progress import CONTINUED_METRIC, TAG_METRICS, TRIAL_METRIC, TUNING
-from core.store import ACTIVE_STATUSES
-from core.templates import SlotKind, Template, mask_has_space, render_ids, tokenize_word
-from core.tuning import SMALL_DEV
+from core.prompts import artifacts
+from core.runs.estimate import progress_fraction
+from core.runs.store import ACTIVE_STATUSES
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
@@ -649,7 +649,7 @@ TAIL = 0.05  # a run past its projected end: this share of its estimate, shrinki
 def queue_eta(runs: Sequence[Mapping[str, Any]], now: float) -> tuple[float | None, int]:
     """(seconds until every unfinished run is done, how many of them have no estimate yet), one worker assumed.
 
-    A run launched with an estimate (`estimate`: core.estimate's seconds and stages, the Train page's number) is
+    A run launched with an estimate (`estimate`: core.runs.estimate's seconds and stages, the Train page's number) is
     expected to take that, times how much slower or faster the comparison's finished runs were than theirs
     (`speed_factor`). A running one projects its end from its own measured rate as its progress comes in
     (`run_remaining`), so the total moves down while time passes and never jumps by more than 2x once the run has
@@ -702,7 +702,7 @@ def speed_factor(runs: Sequence[Mapping[str, Any]]) -> float:
 def run_remaining(run: Mapping[str, Any], now: float, factor: float = 1.0) -> float:
     """Seconds left of one run with an estimate: a queued run, its estimate (times `factor`); a running one, its
     projected total less its elapsed time. The projection blends the estimate with the run's own rate — elapsed
-    time at its last progress report over the share of its work done then (core.estimate.progress_fraction) —
+    time at its last progress report over the share of its work done then (core.runs.estimate.progress_fraction) —
     the own rate taking over entirely once `OWN_RATE_AFTER` of the work is done. Past its projected end, a small
     tail that shrinks as time passes: the number always moves, and never reads "0 s" for a run still going."""
     expected = run["estimate"]["seconds"] * factor
@@ -765,7 +765,7 @@ def curve_frame(
 def trial_parts(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` (run, step, t, name, value) without the tuning tags, each row named by the trial that reported it
     (`part`: "trial 2", the continued winner's whole line "trial 3, continued"; "" outside tuning). A tuning
-    trial's tags are reported with its metrics (`core.tuning`), so they share the row's run, step and time."""
+    trial's tags are reported with its metrics (`core.compare.tuning`), so they share the row's run, step and time."""
     is_tag = frame["name"].isin(TAG_METRICS)
     rows, tags = frame[~is_tag], frame[is_tag]
     if tags.empty:

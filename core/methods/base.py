@@ -18,10 +18,10 @@ from typing import Any, ClassVar, Protocol, Union, get_args, get_origin, get_typ
 
 import torch
 
-from core.backbone import Backbone
 from core.data import LabeledDataset
+from core.engine.backbone import Backbone
+from core.engine.templates import Template, Verbalizer
 from core.progress import ProgressFn, StopFn
-from core.templates import Template, Verbalizer
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class MethodBase:
     needs_dev: ClassVar[bool] = False  # chooses among candidates on dev, so an empty dev makes its answer arbitrary
 
     def search_space(self, fixed: Collection[str]) -> list[Dimension]:
-        """The settings worth tuning on dev (core.tuning), searched one after another; `fixed` names the options
+        """The settings worth tuning on dev (core.compare.tuning), searched one after another; `fixed` names the options
         the user set, which stay as set. Nothing by default."""
         return []
 

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import torch
 
-from core.backbone import Backbone
 from core.data import LabeledDataset
+from core.engine.backbone import Backbone
 from core.methods.base import LearnedPrompt, MethodBase
 from core.progress import ProgressFn, StopFn
 

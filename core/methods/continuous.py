@@ -1,8 +1,8 @@
-"""What the three continuous-prompt methods share: template choice, the fit/score flow around `core.training`.
+"""What the three continuous-prompt methods share: template choice, the fit/score flow around `core.engine.training`.
 
 Each method (ptuning, ptuning_v2, prompt_tuning) supplies a config (a `TrainConfig` with its own defaults), a
 default template, and a `PromptModule` (the trainable part: soft tokens, encoder, prefixes, head). Everything else
-— the loss (cross-entropy over the label scores that `core.scoring` computes for manual prompts too), training,
+— the loss (cross-entropy over the label scores that `core.engine.scoring` computes for manual prompts too), training,
 tuning or freezing the backbone, the `LearnedPrompt` and scoring it later — lives here once.
 """
 
@@ -21,15 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import prefix_cache
-from core.backbone import Backbone, LMKind
 from core.config import choice
 from core.data import LabeledDataset
-from core.errors import one_line
-from core.methods.base import Dimension, LearnedPrompt, MethodBase, PeftExportError, lr_grid
-from core.progress import ProgressFn, StopFn
-from core.prompt_encoders import EncoderKind, PromptEncoder
-from core.scoring import (
+from core.engine import prefix_cache
+from core.engine.backbone import Backbone, LMKind
+from core.engine.prompt_encoders import EncoderKind, PromptEncoder
+from core.engine.scoring import (
     PromptHooks,
     Reduce,
     ScoringPlan,
@@ -39,8 +36,11 @@ from core.scoring import (
     record_length,
     reduce_field,
 )
-from core.templates import Encoded, SlotKind, Template, without_soft_slots
-from core.training import ParamGroup, TrainConfig, TrainResult, train
+from core.engine.templates import Encoded, SlotKind, Template, without_soft_slots
+from core.engine.training import ParamGroup, TrainConfig, TrainResult, train
+from core.errors import one_line
+from core.methods.base import Dimension, LearnedPrompt, MethodBase, PeftExportError, lr_grid
+from core.progress import ProgressFn, StopFn
 
 PROMPT_PREFIX = "prompt."
 BACKBONE_PREFIX = "backbone."
@@ -136,7 +136,7 @@ class SoftTokens(PromptModule):
         return {"encoder.embedding.weight": self.vectors().detach()}  # what `fixed_tokens` loads
 
     def readout(self, backbone: Backbone) -> list | None:
-        from core.prompt_encoders import nearest_tokens
+        from core.engine.prompt_encoders import nearest_tokens
 
         with torch.no_grad():
             return nearest_tokens(backbone, self.vectors())
@@ -167,7 +167,7 @@ class ContinuousMethod(MethodBase):
     """fit/scores for a method defined by `default_template` and `build` (see the subclasses)."""
 
     trains: ClassVar[bool] = True
-    data_parallel: ClassVar[bool] = True  # training goes through core.training.train, which splits batches
+    data_parallel: ClassVar[bool] = True  # training goes through core.engine.training.train, which splits batches
     peft_type: ClassVar[str | None] = None  # the PEFT method that can express this one, when there is one
 
     # -- per method ---------------------------------------------------------------------------------------------

@@ -21,8 +21,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.backbone import Backbone, LMKind
 from core.data import LabeledDataset
+from core.engine.backbone import Backbone, LMKind
+from core.engine.scoring import ScoringPlan, prompt_hidden
+from core.engine.templates import Template, encode_batch
+from core.engine.training import ParamGroup
 from core.methods.base import FIXED, Dimension, LearnedPrompt, lr_grid
 from core.methods.continuous import (
     BACKBONE_PREFIX,
@@ -34,9 +37,6 @@ from core.methods.continuous import (
 from core.methods.manual import best_manual
 from core.progress import StopFn, never_stop
 from core.resources import free_memory
-from core.scoring import ScoringPlan, prompt_hidden
-from core.templates import Template, encode_batch
-from core.training import ParamGroup
 
 ADAMW_BYTES_PER_PARAM = 8  # two fp32 moments
 GRAD_BYTES_PER_PARAM = 4

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from core.backbone import Backbone, LMKind
+from core.engine.backbone import Backbone, LMKind
+from core.engine.training import ParamGroup
 from core.errors import one_line
 from core.methods.base import FIXED, Dimension, LearnedPrompt
 from core.methods.continuous import ContinuousConfig, private_backbone, scoring_copy
 from core.methods.finetune import ThroughTemplate
-from core.training import ParamGroup
 
 LORA_PREFIX = "lora."
 ADAPTER = "default"  # PEFT's adapter name; its saved keys leave it out

@@ -12,14 +12,14 @@ from typing import ClassVar
 
 import torch
 
-from core.backbone import Backbone
 from core.config import choice
 from core.data import LabeledDataset
-from core.evaluate import accuracy
+from core.engine.backbone import Backbone
+from core.engine.evaluate import accuracy
+from core.engine.scoring import Reduce, build_plan, calibrate, content_free_log_prior, reduce_field, score_records
+from core.engine.templates import Template
 from core.methods.base import LearnedPrompt, MethodBase, PromptSpec
 from core.progress import Cancelled, ProgressFn, StopFn, no_progress
-from core.scoring import Reduce, build_plan, calibrate, content_free_log_prior, reduce_field, score_records
-from core.templates import Template
 
 
 @dataclass

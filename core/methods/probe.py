@@ -16,13 +16,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from core.backbone import Backbone
 from core.data import LabeledDataset
-from core.evaluate import accuracy
-from core.label_search import slot_features, train_probe
+from core.engine.backbone import Backbone
+from core.engine.evaluate import accuracy
+from core.engine.templates import Template
+from core.methods.autoprompt.label_search import slot_features, train_probe
 from core.methods.base import LearnedPrompt, MethodBase
 from core.progress import ProgressFn, StopFn
-from core.templates import Template
 
 
 @dataclass

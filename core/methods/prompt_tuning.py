@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.backbone import Backbone
+from core.engine.backbone import Backbone
+from core.engine.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
+from core.engine.templates import Template, with_soft_slots
 from core.methods.base import LearnedPrompt
 from core.methods.continuous import ContinuousConfig, ContinuousMethod, PromptModule, SoftTokens
-from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
-from core.templates import Template, with_soft_slots
 
 
 @dataclass

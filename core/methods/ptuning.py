@@ -15,9 +15,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.backbone import Backbone
 from core.config import choice
 from core.data import LabeledDataset
+from core.engine.backbone import Backbone
+from core.engine.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
+from core.engine.templates import SlotKind, Template, with_soft_slots
 from core.methods.base import Dimension, LearnedPrompt
 from core.methods.continuous import (
     PROMPT_PREFIX,
@@ -27,8 +29,6 @@ from core.methods.continuous import (
     SoftTokens,
     fixed_tokens,
 )
-from core.prompt_encoders import EncoderKind, PromptEncoder, init_vectors, word_list
-from core.templates import SlotKind, Template, with_soft_slots
 
 
 @dataclass

@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.backbone import Backbone, LMKind
 from core.config import choice
+from core.engine.backbone import Backbone, LMKind
+from core.engine.prompt_encoders import PrefixEncoder, attention_shape
+from core.engine.scoring import PromptHooks, ScoringPlan, batch_scores, prompt_hidden
+from core.engine.templates import Template, encode_batch, without_soft_slots
 from core.methods.base import LearnedPrompt, PeftExportError
 from core.methods.continuous import PROMPT_PREFIX, ContinuousConfig, ContinuousMethod, PromptModule
-from core.prompt_encoders import PrefixEncoder, attention_shape
-from core.scoring import PromptHooks, ScoringPlan, batch_scores, prompt_hidden
-from core.templates import Template, encode_batch, without_soft_slots
 
 
 class HeadKind(str, Enum):

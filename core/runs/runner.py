@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import artifacts, estimate
-from core.app.backbones import BackbonePool
+from core.prompts import artifacts
+
+from core.runs import estimate
+from core.engine.backbone_pool import BackbonePool
 from core.compare import Unit, prompt_spec, run_unit
 from core.data import LabeledDataset, Limits, Split, load_dataset, split_dataset
-from core.jobs import JobFn, current_device
+from core.runs.jobs import JobFn, current_device
 from core.methods.base import PromptSpec
 from core.progress import Cancelled, ProgressFn, StopFn
-from core.store import RunStore
+from core.runs.store import RunStore
 
 UPLOAD_LIMITS = Limits()  # the same caps as the CLI; the Data page states them
 
@@ -104,7 +106,7 @@ class RunExecutor:
 
     def remember_speed(self, config: dict, device: str, result: dict) -> None:
         """Keep the finished unit's measured rates for its backbone, device and method: the next estimate of any
-        comparison on them starts from this machine's own speed (core.estimate)."""
+        comparison on them starts from this machine's own speed (core.runs.estimate)."""
         rates = estimate.measured(result, config["options"], resumed=bool(config.get("resumes")))
         if rates is not None:
             self.store.record_throughput(config["backbone"], device, config["method"], **rates)

@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import cluster
-from core.store import RunStore
+from core.runs import cluster
+from core.runs.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ class _RunActor:
         import ray
         import torch
 
-        from core.app.runner import RunExecutor
-        from core.jobs import Worker
+        from core.runs.runner import RunExecutor
+        from core.runs.jobs import Worker
 
         device = "cuda:0" if torch.cuda.is_available() else "cpu"  # the GPU Ray gave this actor, if any
         try:
@@ -46,7 +46,7 @@ class _RunActor:
 
 
 DEVICE = "ray"  # the device name of every run sent to the cluster
-NAMESPACE = "ptune"  # where core.cluster.connect puts this app's named actors
+NAMESPACE = "ptune"  # where core.runs.cluster.connect puts this app's named actors
 
 
 def actor_name(run_id: str) -> str:
@@ -54,7 +54,7 @@ def actor_name(run_id: str) -> str:
 
 
 class RayLauncher:
-    """A `core.jobs.Launcher` that sends every queued run to the Ray cluster at `address`."""
+    """A `core.runs.jobs.Launcher` that sends every queued run to the Ray cluster at `address`."""
 
     def __init__(self, address: str, home: Path, *, grace_s: float = 30.0):
         self.ray, self.address = cluster.connect(address), address

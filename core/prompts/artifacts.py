@@ -20,12 +20,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from core.atomic import replacing, write_atomic
-from core.backbone import Backbone
+from core.engine.backbone import Backbone
+from core.engine.templates import Template
 from core.errors import one_line
 from core.methods import method_for, method_names
 from core.methods.base import LearnedPrompt
 from core.paths import not_a_file, path_kind
-from core.templates import Template
 
 FORMAT = "ptune-studio/learned-prompt"
 # 2: a continuous prompt holds what scoring needs (an encoder's output, not the encoder: kilobytes, not megabytes);

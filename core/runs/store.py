@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 HOST = socket.gethostname()  # this machine, as worker rows name it
 HOME_ENV = "PTUNE_HOME"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
@@ -129,7 +129,7 @@ CREATE TABLE workers (
 )
 """
 
-# v6: how fast each method ran on a backbone and device (core.estimate's two rates, blended over finished runs), so
+# v6: how fast each method ran on a backbone and device (core.runs.estimate's two rates, blended over finished runs), so
 # the Train page's estimate, the launch order and the queue ETA come from this machine's own measured speed.
 _SCHEMA_V6 = """
 CREATE TABLE throughput (
@@ -147,7 +147,7 @@ CREATE TABLE throughput (
 # v7: a run's claim carries an epoch, bumped at every claim and interruption. Every write a worker makes for its run
 # (progress, metrics, result, artifacts, outcome) checks, in its own transaction, that the run is still running
 # under the epoch it claimed: a worker written off as gone (paused past the heartbeat limit) writes nothing more.
-# A device is held by an app worker ('worker') or by a plain CLI comparison ('cli', core/device_claim.py).
+# A device is held by an app worker ('worker') or by a plain CLI comparison ('cli', core/runs/device_claim.py).
 _SCHEMA_V7 = """
 ALTER TABLE runs ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'worker'

@@ -18,13 +18,15 @@ from typing import Any
 
 import torch
 
-from core import artifacts, calibration, prefix_cache, tuning
-from core.backbone import Backbone
+from core.compare import tuning
 from core.data import LabeledDataset, Split, few_shot_split
-from core.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
+from core.engine import calibration, prefix_cache
+from core.engine.backbone import Backbone
+from core.engine.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
+from core.engine.scoring import calibrate
+from core.engine.templates import Template, Verbalizer
 from core.methods import create, method_class
 from core.methods.base import ENGINE_PATHS, LearnedPrompt, PromptSpec, config_from_dict
-from core.peft_export import export_if_expressible
 from core.progress import (
     CHOOSING,
     SAVING,
@@ -37,9 +39,9 @@ from core.progress import (
     never_stop,
     no_progress,
 )
+from core.prompts import artifacts
+from core.prompts.peft_export import export_if_expressible
 from core.resources import measure_peak
-from core.scoring import calibrate
-from core.templates import Template, Verbalizer
 
 DEFAULT_TEMPLATES = ("{text} It was [MASK]", "{text} All in all, it was [MASK]", "Text: {text} Label: [MASK]")
 DEFAULT_PAIR_TEMPLATES = ("{text} Question: {text_b} Answer: [MASK]", "{text} {text_b} Label: [MASK]")
@@ -74,7 +76,9 @@ class Unit:
     seed: int
     options: dict[str, Any] = field(default_factory=dict)
     k_shot: int | None = None
-    tune: bool = False  # search the method's declared settings on dev first (core.tuning); the CLI and app turn it on
+    tune: bool = (
+        False  # search the method's declared settings on dev first (core.compare.tuning); the CLI and app turn it on
+    )
 
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seed range

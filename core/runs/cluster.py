@@ -23,7 +23,7 @@ from core.errors import one_line
 from core.settings import env_float
 
 RAY_ADDRESS_ENV = "PTUNE_RAY_ADDRESS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REACH_TIMEOUT_S = 5.0  # a cluster's head answers a TCP connect at once; past this, nothing is there
 # Ray's own settings (RayConfig reads RAY_* variables) for joining a cluster: one attempt with short timeouts, so an
 # address where something other than Ray answers fails in about 10 s (Ray's defaults: 20 attempts of up to 40 s)
@@ -124,7 +124,7 @@ def _unit_on_a_node(backbone_spec: str, trust_remote_code: bool, split, spec, un
     """One unit on whichever node Ray chose: the backbone on its GPU (else CPU), then `run_unit` as locally."""
     import torch
 
-    from core.backbone import load_backbone
+    from core.engine.backbone import load_backbone
     from core.compare import run_unit
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave

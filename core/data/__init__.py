@@ -22,7 +22,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from core.lookalike import difference, lookalike_pairs, skeleton
+from core.data.lookalike import difference, lookalike_pairs, skeleton
 from core.paths import not_a_file, path_kind
 
 LABEL_NAMES = ("label", "labels", "class", "target", "y", "sentiment", "category")

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from core import prefix_cache
-from core.backbone import Backbone, LMKind
+from core.engine import prefix_cache
+from core.engine.backbone import Backbone, LMKind
+from core.engine.templates import Encoded, Template, Verbalizer, mask_has_space, pad_rows, render_ids, tokenize_word
 from core.progress import Cancelled
-from core.templates import Encoded, Template, Verbalizer, mask_has_space, pad_rows, render_ids, tokenize_word
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
 MAX_RENDERED = 50_000  # rendered prompts a plan keeps (a few MB); beyond that it starts afresh
@@ -34,7 +34,7 @@ class PromptHooks:
     embed(enc, inputs_embeds) -> inputs_embeds: e.g. scatter soft-prompt vectors into the [P] positions.
     prefix(batch_size) -> (past_key_values, prefix_length): deep prompts seen by every layer (P-tuning v2).
     shared_lead: after `embed`, the first n input vectors are the same in every row (a soft prompt placed first),
-    so a causal LM may run them once per batch (`core.prefix_cache.shared_lead_hidden`).
+    so a causal LM may run them once per batch (`core.engine.prefix_cache.shared_lead_hidden`).
     """
 
     embed: Callable[[Encoded, torch.Tensor], torch.Tensor] | None = None
@@ -164,7 +164,7 @@ def _lm_head(backbone: Backbone) -> torch.nn.Module | None:
 def target_logits(backbone: Backbone, enc: Encoded, hooks: PromptHooks | None = None) -> torch.Tensor:
     """Vocabulary logits at the target positions only: (B, L, V). Skips the full (B, T, V) projection.
 
-    A causal LM's frozen prefix (the text before the first prompt slot) comes from `core.prefix_cache`: only the
+    A causal LM's frozen prefix (the text before the first prompt slot) comes from `core.engine.prefix_cache`: only the
     rest of the prompt is run here, with the same result.
     """
     hooks = hooks or PromptHooks()

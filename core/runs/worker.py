@@ -1,4 +1,4 @@
-"""The worker process: ``python -m core.app.worker --home PTUNE_HOME --device cpu`` serves one device's queue.
+"""The worker process: ``python -m core.runs.worker --home PTUNE_HOME --device cpu`` serves one device's queue.
 
 Started on demand by the app (detached, so it outlives the server) and exits once nothing has been queued for
 its device for a while. Runs at lower CPU priority than the server and leaves it a core where there are several,
@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from core import prefix_cache
-from core.app.runner import RunExecutor
-from core.jobs import Worker, worker_idle_s
+from core.engine import prefix_cache
+from core.runs.runner import RunExecutor
+from core.runs.jobs import Worker, worker_idle_s
 from core.settings import SettingError
-from core.store import RunStore
+from core.runs.store import RunStore
 
 NICE = 10  # below the server's priority: a page switch never waits for a training step
 
@@ -35,7 +35,7 @@ def yield_to_server(device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.app.worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m core.runs.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="the PTUNE_HOME whose runs.db this worker serves")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--idle-exit", type=float, help="seconds idle before exiting (default: $PTUNE_WORKER_IDLE_S)")

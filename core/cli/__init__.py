@@ -20,15 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from core import artifacts, cluster, distributed, prefix_cache
+from core import distributed
 from core.atomic import write_atomic
-from core.backbone import BackboneError, install_default, load_backbone
 from core.data import DataError, few_shot_split, load_dataset, read_table, split_dataset
-from core.device_claim import DeviceBusy, DeviceClaim
+from core.engine import prefix_cache
+from core.engine.backbone import BackboneError, install_default, load_backbone
 from core.errors import one_line
 from core.methods import method_names
 from core.progress import ClaimLost, never_stop
-from core.store import RunStore, StoreDamaged, ptune_home
+from core.prompts import artifacts
+from core.runs import cluster
+from core.runs.device_claim import DeviceBusy, DeviceClaim
+from core.runs.store import RunStore, StoreDamaged, ptune_home
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -179,9 +182,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cheapest_first(units: list, spec, split) -> list:
-    """The units in order of expected cost, as the app queues them (core.estimate; the methods' size priors are
+    """The units in order of expected cost, as the app queues them (core.runs.estimate; the methods' size priors are
     enough to order them): majority, probe and manual answers come before the learned methods train."""
-    from core import estimate
+    from core.runs import estimate
 
     rates = estimate.rates_for(sorted({u.method for u in units}))
     return estimate.cheapest_first(units, estimate.estimate_comparison(units, spec, split, rates))
@@ -334,7 +337,7 @@ def _run_claimed_units(
 
 
 def _run_units_on_ray(args: argparse.Namespace, split, spec, units: list, out: Path) -> tuple[list, dict, list]:
-    """Every unit as a Ray task (`core/cluster.py`); results in `units` order, the backbone as the first unit
+    """Every unit as a Ray task (`core/runs/cluster.py`); results in `units` order, the backbone as the first unit
     describes it, and where each unit ran."""
     if args.data_parallel or args.device_map:
         raise ValueError("--ray-address runs whole units on cluster nodes; leave out --data-parallel and --device-map")
@@ -373,8 +376,8 @@ def _launched_rank() -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.export import write_safe_csv
-    from core.predict import predict_frame
+    from core.prompts.export import write_safe_csv
+    from core.prompts.predict import predict_frame
 
     out = _writable_target(Path(args.out), folder=False)
     learned = artifacts.load(args.prompt)  # fully validated before anything it names is used

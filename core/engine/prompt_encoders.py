@@ -13,7 +13,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from core.backbone import Backbone
+from core.engine.backbone import Backbone
 
 
 class EncoderKind(str, Enum):

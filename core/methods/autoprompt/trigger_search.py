@@ -12,7 +12,7 @@ Step 3 is where the reference implementation spends its time, one forward pass p
 scores all candidates of an iteration as large (candidates × examples) batches instead, with the prompts
 tokenised once and the candidates written into the trigger positions as a tensor operation. For a causal LM it
 also never recomputes what the triggers cannot change: the example text before the first trigger comes from the
-process-wide `core.prefix_cache` (run once per example, shared with manual prompts and P-tuning), so candidates —
+process-wide `core.engine.prefix_cache` (run once per example, shared with manual prompts and P-tuning), so candidates —
 and the gradient pass — only run the few tokens from the first trigger on. Masked LMs attend both ways, so for them only the batching applies.
 
 After every iteration the search can hand out a `SearchState` (JSON: beam, best-on-dev, the random generators'
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core import prefix_cache as prefix_cache_mod
-from core.backbone import Backbone, LMKind
-from core.calibration import UNCALIBRATED, choose
-from core.scoring import (
+from core.engine import prefix_cache as prefix_cache_mod
+from core.engine.backbone import Backbone, LMKind
+from core.engine.calibration import UNCALIBRATED, choose
+from core.engine.scoring import (
     PromptHooks,
     ScoringPlan,
     aggregate_labels,
@@ -41,7 +41,7 @@ from core.scoring import (
     target_logits,
     word_log_probs,
 )
-from core.templates import Encoded, TemplateError, encode_batch
+from core.engine.templates import Encoded, TemplateError, encode_batch
 
 WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE / SentencePiece: a token that starts a new word
 
@@ -128,7 +128,7 @@ class TriggerScorer:
 
     `scores(rows, cands)` gives (C, B, n_labels) label log-scores for C candidate trigger sequences on the B
     records `rows`; `batched=False` runs the reference loop (one full forward per candidate) and gives the same
-    numbers. For causal LMs with `prefix_cache`, the text before the first trigger comes from `core.prefix_cache`
+    numbers. For causal LMs with `prefix_cache`, the text before the first trigger comes from `core.engine.prefix_cache`
     (computed once per record and process, shared with every other scorer) and only the tokens after it are run.
     """
 
@@ -258,7 +258,7 @@ class TriggerScorer:
         return self._assemble(per_group, len(cands), len(rows))
 
     def _cached_scores(self, rows: torch.Tensor, cands: torch.Tensor, leaves: list | None = None) -> torch.Tensor:
-        """Causal LM: the text's key/values from `core.prefix_cache`, then only the tokens after it."""
+        """Causal LM: the text's key/values from `core.engine.prefix_cache`, then only the tokens after it."""
         device = self.backbone.device
         n_c, n_b = len(cands), len(rows)
         split = self.split[rows]
@@ -456,7 +456,7 @@ def evaluate_triggers(
     """(accuracy, mean loss) of one trigger sequence on all of the scorer's records.
 
     With `content_free` (the content-free inputs through the same prompt), the better of calibrated and raw on
-    these records, as `core.calibration.choose` picks for the final report: the search then keeps the triggers
+    these records, as `core.engine.calibration.choose` picks for the final report: the search then keeps the triggers
     that win the way they will be reported, instead of ranking by raw scores a calibrated start would beat."""
     scores = trigger_scores(scorer, triggers, batch_size=batch_size)
     if content_free is None:

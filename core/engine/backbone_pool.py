@@ -1,6 +1,6 @@
 """Backbones as the app sees them: what one costs before it is loaded, one shared pool, the default installer.
 
-Resolution, config and tokenizer loading are `core.backbone`'s (one set of checks and messages for the CLI and
+Resolution, config and tokenizer loading are `core.engine.backbone`'s (one set of checks and messages for the CLI and
 the app); this module adds what only a long-lived server needs: a thread-safe pool that loads each backbone once
 for every session, weight-free tokenizer views for previews, and a background install of the default.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from core.backbone import (
+from core.engine.backbone import (
     DEFAULT_NAME,
     Backbone,
     BackboneError,

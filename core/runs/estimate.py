@@ -7,7 +7,7 @@ use the model here, so they agree.
 The model. A unit (one method at one seed) costs what its phases do, counted in two kinds of work:
 - *training work*: optimizer steps (AutoPrompt: search iterations) times the work of one step, in forward-equivalent
   rows (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
-  candidates); with tuning on, every trial runs to its rung (`core.tuning.rung`, a third of its budget) and the
+  candidates); with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of its budget) and the
   winner is continued, so the steps are `trials x rung + (max_steps - rung)` — the trials counted from the method's
   own `search_space`, as the tuner counts them;
 - *scoring work*: rows scored — dev at every evaluation, each manual template on dev and test, the test split once
@@ -40,13 +40,13 @@ from typing import Any
 
 import torch
 
-from core import tuning
-from core.backbone import Backbone
+from core.compare import tuning
+from core.engine.backbone import Backbone
 from core.data import Split, few_shot_split
 from core.methods import REGISTRY, create, method_order
 from core.methods.base import PromptMethod, PromptSpec
 from core.progress import CHOOSING, SCORING, TRAINING, TUNING
-from core.templates import Template, Verbalizer
+from core.engine.templates import Template, Verbalizer
 
 MEASURED, DERIVED, PROBED, PRIOR = "measured", "measured (other methods)", "probe", "prior"
 SOURCE_RANK = {MEASURED: 0, DERIVED: 1, PROBED: 2, PRIOR: 3}  # how much an estimate is to be trusted, best first
@@ -217,14 +217,14 @@ def _evals(config: Any, steps: int, start: int = 0) -> int:
 
 
 def _as_trial(config: Any, at: int) -> Any:
-    """`config` as tuning runs it to its rung `at`: scored on dev once, there (`core.tuning`)."""
+    """`config` as tuning runs it to its rung `at`: scored on dev once, there (`core.compare.tuning`)."""
     if at < config.max_steps and hasattr(config, "eval_from"):
         return dataclasses.replace(config, eval_from=at)
     return config
 
 
 def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Any]:
-    """The configurations tuning will run, as `core.tuning.fit` counts them: the method's settings first, then each
+    """The configurations tuning will run, as `core.compare.tuning.fit` counts them: the method's settings first, then each
     dimension's other choices on top (the defaults assumed to win, since which will is not known beforehand)."""
     dims = method.search_space(options) if tune and n_dev else []
     configs = [method.config]
@@ -300,7 +300,7 @@ def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[A
     mis-estimated fine-tune never holds back the provisional verdict (they are the slowest units anyway).
 
     Why manual before the cheaper-looking probe: whichever runs first pays for the test texts' key/values, which
-    the other then reuses (`core.prefix_cache`); run first, the probe took 35 s and manual 37 s after it, while
+    the other then reuses (`core.engine.prefix_cache`); run first, the probe took 35 s and manual 37 s after it, while
     manual first took 50 s and the probe 9 s after it: the manual row landed 22 s sooner (benchmarks/RESULTS.md)."""
     order = {name: i for i, name in enumerate(method_order(REGISTRY))}
     ranked = sorted(

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from core.backbone import Backbone, LMKind
-from core.scoring import ScoringPlan, map_batches, target_logits
-from core.templates import Template, encode_batch
-from core.trigger_search import candidate_filter
+from core.engine.backbone import Backbone, LMKind
+from core.engine.scoring import ScoringPlan, map_batches, target_logits
+from core.engine.templates import Template, encode_batch
+from core.methods.autoprompt.trigger_search import candidate_filter
 
 
 def slot_features(

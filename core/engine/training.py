@@ -11,7 +11,7 @@ nothing about prompts: a method hands it named parameter groups, a `loss_fn(reco
   in steps of 1/len(dev), and a short run stopped on its first flat stretch lost to zero-shot (issue 24).
 - Seeded and stateless batch order (the batch of step s is a pure function of seed and s), and the torch RNG state
   is checkpointed, so a run stopped at step k and resumed produces the same loss curve as an uninterrupted one.
-- `should_stop()` is polled before every step; on stop a checkpoint is written and `core.jobs.Cancelled` raised.
+- `should_stop()` is polled before every step; on stop a checkpoint is written and `core.runs.jobs.Cancelled` raised.
 - Checkpoints are one safetensors file (tensors + JSON metadata; optimizer moments as tensors): nothing pickled.
 - Data parallel inside `core.distributed.data_parallel(group)`: every process takes its share of each batch and
   the gradients are summed across processes, so N processes take the same steps as one (same seed, same batches);

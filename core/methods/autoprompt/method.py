@@ -1,6 +1,6 @@
 """AutoPrompt (Shin et al. 2020): trigger tokens found by gradient-guided search, then used as a manual prompt.
 
-The template carries trigger slots (`{text} [T*4] [MASK]`); `core.trigger_search` fills them with vocabulary
+The template carries trigger slots (`{text} [T*4] [MASK]`); `core.methods.autoprompt.trigger_search` fills them with vocabulary
 tokens that lower the label-word loss on the K-shot train sample, keeping the sequence best on dev. The result is
 a plain discrete prompt: a JSON manifest with the template, `trigger_ids` and readable `trigger_words`, scored
 afterwards exactly like a manual prompt. Optionally the label words are searched too (proposals only), and the
@@ -20,17 +20,14 @@ from typing import ClassVar
 import torch
 
 from core.atomic import write_atomic
-from core.backbone import Backbone, LMKind
-from core.calibration import content_free_records
 from core.config import choice
 from core.data import LabeledDataset
-from core.label_search import propose_label_words
-from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
-from core.methods.manual import best_manual, discrete_scores, plain_templates
-from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, check_claim, enter_phase, fenced
-from core.scoring import Reduce, ScoringPlan, build_plan, content_free_log_prior, reduce_field
-from core.templates import MAX_SLOT_REPEAT, SlotKind, Template, TemplateError, Verbalizer, source_of
-from core.trigger_search import (
+from core.engine.backbone import Backbone, LMKind
+from core.engine.calibration import content_free_records
+from core.engine.scoring import Reduce, ScoringPlan, build_plan, content_free_log_prior, reduce_field
+from core.engine.templates import MAX_SLOT_REPEAT, SlotKind, Template, TemplateError, Verbalizer, source_of
+from core.methods.autoprompt.label_search import propose_label_words
+from core.methods.autoprompt.trigger_search import (
     SearchEvent,
     SearchSettings,
     SearchState,
@@ -39,6 +36,9 @@ from core.trigger_search import (
     search_triggers,
     trigger_words,
 )
+from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
+from core.methods.manual import best_manual, discrete_scores, plain_templates
+from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, check_claim, enter_phase, fenced
 
 log = logging.getLogger(__name__)
 

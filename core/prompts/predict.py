@@ -7,11 +7,12 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from core import artifacts, calibration
-from core.backbone import Backbone
 from core.data import Limits, texts_from_frame
+from core.engine import calibration
+from core.engine.backbone import Backbone
+from core.engine.templates import Template
 from core.methods import LearnedPrompt, method_for
-from core.templates import Template
+from core.prompts import artifacts
 
 DEFAULT_LIMITS = Limits()
 ROW_COLUMN = "input_row"
@@ -44,7 +45,7 @@ def predict_frame(
     `p_<label>` column per label.
 
     `input_row` is the one column nothing alters: exported text cells may be guarded against formula injection
-    (core/export.py), so joining back to the input goes by row number, never by text. Rows are read like training
+    (core/prompts/export.py), so joining back to the input goes by row number, never by text. Rows are read like training
     data (`core.data.texts_from_frame`); a row left out there (empty text) keeps an empty prediction, and the
     reader's warnings are in `attrs["warnings"]`.
     """

@@ -7,8 +7,8 @@ Ray actor — claims runs in a transaction, trains in a background thread while 
 and polls the cancel flag, and reports progress into the store, which pages poll. A run is interrupted only when
 its worker is gone (dead pid on this host, or a stale heartbeat): never because some process opened the store.
 One worker per device and host, registered in the store, keeps one run at a time per GPU across servers; a plain
-CLI comparison on a GPU registers the same way (``core.device_claim``). Every write a worker makes for its run is
-fenced by its claim (``core.store.Claim``): one written off as gone stops at its next write and exits, whatever its
+CLI comparison on a GPU registers the same way (``core.runs.device_claim``). Every write a worker makes for its run is
+fenced by its claim (``core.runs.store.Claim``): one written off as gone stops at its next write and exits, whatever its
 clock says.
 """
 
@@ -30,7 +30,7 @@ from typing import Protocol
 from core.errors import one_line
 from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
 from core.settings import env_float
-from core.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
+from core.runs.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
 
 log = logging.getLogger(__name__)
 
