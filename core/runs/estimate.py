@@ -41,12 +41,12 @@ from typing import Any
 import torch
 
 from core.compare import tuning
-from core.engine.backbone import Backbone
 from core.data import Split, few_shot_split
+from core.engine.backbone import Backbone
+from core.engine.templates import Template, Verbalizer
 from core.methods import REGISTRY, create, method_order
 from core.methods.base import PromptMethod, PromptSpec
 from core.progress import CHOOSING, SCORING, TRAINING, TUNING
-from core.engine.templates import Template, Verbalizer
 
 MEASURED, DERIVED, PROBED, PRIOR = "measured", "measured (other methods)", "probe", "prior"
 SOURCE_RANK = {MEASURED: 0, DERIVED: 1, PROBED: 2, PRIOR: 3}  # how much an estimate is to be trusted, best first
