@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from core.app.drafts import Drafts
-from core.app.views import unit_key
+from core.app.views.runs import unit_key
 from core.atomic import write_atomic
 from core.compare import (
     Unit,
