@@ -6,7 +6,9 @@ Run with `streamlit run app.py`. Every page is a thin view over `core/` (see DES
 import streamlit as st
 
 from core.runs.store import StoreDamaged
-from ui.common import NAVIGATION, open_share_link, page, sidebar_status, workspace
+from ui.common import NAVIGATION, page
+from ui.session import open_share_link, workspace
+from ui.sidebar import sidebar_status
 
 st.set_page_config(page_title="PTune Studio", page_icon=":material/tune:", layout="wide")
 try:

@@ -77,7 +77,7 @@ def texts(elements) -> str:
 
 
 def workspace():
-    from ui.common import server_workspace  # the same st.cache_resource object the app uses
+    from ui.session import server_workspace  # the same st.cache_resource object the app uses
 
     return server_workspace()
 

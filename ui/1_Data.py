@@ -7,19 +7,10 @@ from core.app.service import UPLOAD_LIMIT_MB, UPLOAD_LIMITS
 from core.app.views import comparison_dev
 from core.data import DataError, detect_columns, split_dataset
 from ui.charts import label_bars
-from ui.common import (
-    SAMPLES_DIR,
-    app_state,
-    csv_uploader,
-    dataset,
-    digest,
-    first_seed,
-    k_shot_problem,
-    link,
-    plain,
-    save_draft,
-    table,
-)
+from ui.common import link
+from ui.formatting import plain
+from ui.session import app_state, save_draft
+from ui.uploads import SAMPLES_DIR, csv_uploader, dataset, digest, first_seed, k_shot_problem, table
 
 state = app_state()
 st.title("Data")

@@ -13,7 +13,11 @@ from core.app.views import (
 from core.compare import default_templates, prompt_spec
 from core.engine.backbone import BackboneError
 from core.engine.templates import Template, TemplateError, Verbalizer
-from ui.common import dataset_page, first_seed, link, plain, save_draft, token_chips
+from ui.common import dataset_page, link
+from ui.formatting import plain
+from ui.session import save_draft
+from ui.uploads import first_seed
+from ui.widgets import token_chips
 
 ws, state, ds, split = dataset_page("Prompts")
 

@@ -16,17 +16,11 @@ from core.engine.backbone_pool import inspect_backbone
 from core.engine.templates import TemplateError, Verbalizer
 from core.methods import REGISTRY, method_order
 from core.runs.estimate import fmt_minutes
-from ui.common import (
-    dataset_page,
-    fmt_bytes,
-    fmt_count,
-    k_shot_problem,
-    link,
-    method_label,
-    option_form,
-    plain,
-    save_draft,
-)
+from ui.common import dataset_page, link
+from ui.formatting import fmt_bytes, fmt_count, plain
+from ui.session import save_draft
+from ui.uploads import k_shot_problem
+from ui.widgets import method_label, option_form
 
 ws, state, ds, split = dataset_page("Train")
 prompts = state["prompts"] or {

@@ -21,7 +21,9 @@ from core.app.views import (
 )
 from core.methods import REGISTRY
 from ui.charts import trial_curves
-from ui.common import STATUS_ICONS, group_page, plain, workspace
+from ui.common import group_page
+from ui.formatting import STATUS_ICONS, plain
+from ui.session import workspace
 
 CURVES_EVERY = 3.0  # seconds between curve redraws while a run is active (the cards update every second)
 ws = workspace()

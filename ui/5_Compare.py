@@ -28,7 +28,9 @@ from core.app.views import (
 )
 from core.prompts.export import to_safe_csv
 from ui.charts import cost_accuracy
-from ui.common import fmt_count, group_page, k_words, link, plain, share_link, workspace
+from ui.common import group_page, link
+from ui.formatting import fmt_count, k_words, plain
+from ui.session import share_link, workspace
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -22,17 +22,10 @@ from core.prompts import artifacts
 from core.prompts.artifacts import ArtifactError
 from core.prompts.export import to_safe_csv
 from core.prompts.predict import predict_frame
-from ui.common import (
-    SAMPLES_DIR,
-    app_state,
-    csv_uploader,
-    digest,
-    method_label,
-    pick_group,
-    plain,
-    table,
-    workspace,
-)
+from ui.formatting import plain
+from ui.session import app_state, workspace
+from ui.uploads import SAMPLES_DIR, csv_uploader, digest, table
+from ui.widgets import method_label, pick_group
 
 ws = workspace()
 st.title("Predict & download")

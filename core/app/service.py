@@ -1,4 +1,6 @@
-"""The app's service layer: comparison requests, groups, and the process-wide `Workspace`.
+"""The app's service layer: comparison groups and the process-wide `Workspace`.
+
+A `ComparisonRequest` and the checks it passes before launch live in `core/app/request.py` (importable from here).
 
 A *comparison group* is what the Train page launches: one dataset (saved once under ``<home>/runs/<group>/``), one
 split, one prompt set, and one run per (method, seed) queued in the run store. Everything a run needs is in its
@@ -16,35 +18,27 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from core.app.drafts import Drafts
-from core.app.views import unit_key
+from core.app.request import ComparisonRequest, check_device_fits, validate_request
+from core.app.views.runs import unit_key
 from core.atomic import write_atomic
 from core.compare import (
     Unit,
     method_options,
-    parse_k_shots,
-    parse_seeds,
     plan_units,
-    prompt_spec,
     summarize,
     with_checkpoint_dir,
 )
-from core.data import Split, few_shot_split, load_dataset, split_dataset
+from core.data import Split
 from core.engine import prefix_cache
-from core.engine.backbone import BackboneError, LMKind
-from core.engine.backbone_pool import BackboneInfo, BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
-from core.engine.templates import Template
-from core.errors import one_line
-from core.methods import REGISTRY, create, method_class, method_order
-from core.methods.base import PromptSpec, config_from_dict
-from core.resources import free_memory
+from core.engine.backbone_pool import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
+from core.methods import REGISTRY, method_class, method_order
+from core.methods.base import PromptSpec
 from core.runs import cluster, estimate
 from core.runs.jobs import (
     JobQueue,
@@ -71,38 +65,6 @@ def check_settings() -> None:
     heartbeat_stale_s()
     worker_idle_s()
     prefix_cache.check_settings()
-
-
-@dataclass
-class ComparisonRequest:
-    """Everything the Train page collects; `launch` validates all of it before anything is queued."""
-
-    data: bytes
-    source_name: str
-    text_col: str
-    label_col: str
-    templates: list[str]
-    verbalizer: dict[str, list[str]]
-    methods: dict[str, dict[str, Any]]  # method name -> changed options
-    seeds: list[int] = field(default_factory=lambda: [0])
-    backbone: str = "default"
-    text_b_col: str | None = None
-    test_size: float = 0.5
-    dev_size: float = 0.1
-    split_seed: int = 0
-    k_shot: int | None = None
-    max_steps: int | None = None
-    tune: bool = True  # each trained method searches its sensitive settings on dev first (core.compare.tuning)
-    k_shots: list[int] = field(default_factory=list)  # several K: a learning curve (k_shot is then ignored)
-
-    def k_values(self) -> list[int | None]:
-        """The K of every unit: the curve's, else the one k_shot."""
-        return parse_k_shots(self.k_shots) if self.k_shots else [self.k_shot]
-
-    def settings(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("data")
-        return out
 
 
 class Workspace:
@@ -163,49 +125,14 @@ class Workspace:
         return group_dir(self.home, group_id)
 
     def validate(self, req: ComparisonRequest) -> GroupContext:
-        """Every check that can fail before launch, as DataError/TemplateError/ValueError with one line."""
-        if not req.methods:
-            raise ValueError("choose at least one method")
-        parse_seeds(req.seeds)
-        dataset = load_dataset(
-            req.data, text_col=req.text_col, label_col=req.label_col, text_b_col=req.text_b_col, limits=UPLOAD_LIMITS
+        """Every check that can fail before launch, as DataError/TemplateError/ValueError with one line: the request's
+        own (core/app/request.py), then what the methods need of the backbone and its device, as far as this server
+        can tell (a backbone loaded in this process, the device a new run would go to)."""
+        ctx, info = validate_request(req)
+        check_device_fits(
+            req, ctx.spec, info, loaded=self.pool.peek(req.backbone), cpu=self.estimate_device() == "cpu"
         )
-        split = split_dataset(dataset, test_size=req.test_size, dev_size=req.dev_size, seed=req.split_seed)
-        for k in req.k_values():
-            few_shot_split(split, k, req.seeds[0])
-        spec = prompt_spec(dataset, req.templates, req.verbalizer)
-        info = inspect_backbone(req.backbone)
-        if info.kind is not None:
-            for t in spec.templates:
-                Template.parse(t).validate(dataset.columns, LMKind(info.kind))
-        elif not info.available and not info.downloadable:
-            raise BackboneError(f"backbone {info.name!r}: {info.note}")
-        for name, options in req.methods.items():
-            cls = method_class(name)
-            try:
-                config_from_dict(cls.config_cls, method_options(name, options, max_steps=req.max_steps))
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{cls.label}: {one_line(err)}") from None
-        self._check_device_fits(req, spec, info)
-        return GroupContext(dataset, split, spec, req.settings())
-
-    def _check_device_fits(self, req: ComparisonRequest, spec: PromptSpec, info: BackboneInfo) -> None:
-        """What the methods need of the backbone and its device, before launch where this server can tell: every
-        method's own check on the backbone when this process has it loaded; else a full fine-tune's memory from
-        the backbone's size, on the CPU (a GPU's free memory is the worker's to read: it checks before training)."""
-        loaded = self.pool.peek(req.backbone)
-        cpu = self.estimate_device() == "cpu"
-        for name, options in req.methods.items():
-            cls = method_class(name)
-            try:
-                method = create(name, spec, method_options(name, options, max_steps=req.max_steps))
-                if loaded is not None:
-                    method.check_backbone(loaded)
-                elif info.parameters and cpu:
-                    size = torch.empty((), dtype=getattr(torch, info.dtype, torch.float32)).element_size()
-                    method.check_memory(info.parameters, size, "cpu", free_memory(torch.device("cpu")))
-            except ValueError as err:
-                raise ValueError(f"{cls.label}: {one_line(err)}") from None
+        return ctx
 
     def user(self, owner: str) -> UserWorkspace:
         """The workspace as one person sees it: every call checked against `owner` (see core/app/access.py)."""
