@@ -1,17 +1,17 @@
-"""The comparison: every chosen method, every seed, scored on the same held-out test split.
+"""One unit of a comparison: one method at one seed (and K), fitted on its K-shot sample and scored on the shared
+held-out test split.
 
-One (method, seed) pair is a *unit* — what the job manager runs as one background run and the CLI runs in a loop.
-`summarize` folds unit results into the `results.json` contract (mean ± std over seeds, significance against the
-reference method's prompt on the same test rows).
+Why its own module: a unit is what the job manager runs as one background run, a Ray task runs on a node and the CLI
+runs in a loop, so this is the one place that fits a method (with tuning on dev), chooses calibration on dev, scores
+the test split and saves the prompt files. What it returns (`run_unit`'s rows) is what `core.compare.summary` folds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,11 @@ from core.compare import tuning
 from core.data import LabeledDataset, Split, few_shot_split
 from core.engine import calibration, prefix_cache
 from core.engine.backbone import Backbone
-from core.engine.evaluate import evaluate, mcnemar_test, mean_std, paired_bootstrap
+from core.engine.evaluate import evaluate
 from core.engine.scoring import calibrate
-from core.engine.templates import Template, Verbalizer
+from core.engine.templates import Template
 from core.methods import create, method_class
-from core.methods.base import ENGINE_PATHS, LearnedPrompt, PromptSpec, config_from_dict
+from core.methods.base import LearnedPrompt, PromptSpec
 from core.progress import (
     CHOOSING,
     SAVING,
@@ -43,30 +43,6 @@ from core.prompts import artifacts
 from core.prompts.peft_export import export_if_expressible
 from core.resources import measure_peak
 
-DEFAULT_TEMPLATES = ("{text} It was [MASK]", "{text} All in all, it was [MASK]", "Text: {text} Label: [MASK]")
-DEFAULT_PAIR_TEMPLATES = ("{text} Question: {text_b} Answer: [MASK]", "{text} {text_b} Label: [MASK]")
-
-
-def default_templates(dataset: LabeledDataset) -> tuple[str, ...]:
-    return DEFAULT_PAIR_TEMPLATES if dataset.text_b_col else DEFAULT_TEMPLATES
-
-
-def prompt_spec(
-    dataset: LabeledDataset, templates: Sequence[str] | None = None, verbalizer: Mapping[str, Any] | str | None = None
-) -> PromptSpec:
-    """The user's templates and verbalizer, checked against the data's columns and labels."""
-    chosen = tuple(templates) if templates else default_templates(dataset)
-    for t in chosen:
-        Template.parse(t).validate(dataset.columns)
-    names = dataset.label_names
-    if verbalizer is None:
-        verb = Verbalizer.default(names)
-    elif isinstance(verbalizer, str):
-        verb = Verbalizer.from_json(verbalizer, names)
-    else:
-        verb = Verbalizer.from_mapping(verbalizer, names)
-    return PromptSpec(templates=chosen, verbalizer=verb, label_names=tuple(names))
-
 
 @dataclass
 class Unit:
@@ -81,79 +57,6 @@ class Unit:
     )
 
 
-MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
-MAX_SEEDS = 100
-
-
-def parse_seeds(value: str | Sequence[int]) -> list[int]:
-    """Seeds from text like "0, 1, 2" (CLI, Train page) or a list: at least one, each a whole number >= 0."""
-    bad = ValueError(f"seeds must be non-negative whole numbers separated by commas, e.g. 0,1,2 (got {value!r})")
-    if isinstance(value, str):
-        try:
-            seeds = [int(s) for s in value.replace(" ", "").split(",") if s]
-        except ValueError:
-            raise bad from None
-    else:
-        seeds = list(value)
-    if not seeds:
-        raise ValueError("seeds is empty; give at least one seed, e.g. 0")
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise bad
-    if max(seeds) > MAX_SEED:
-        raise ValueError(f"seed {max(seeds)} is out of range; a seed is a whole number from 0 to {MAX_SEED}")
-    if len(seeds) > MAX_SEEDS:
-        raise ValueError(f"seeds lists {len(seeds)} seeds; give at most {MAX_SEEDS}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError("seeds lists a seed twice; give each seed once, e.g. 0,1,2")
-    return seeds
-
-
-MAX_K_VALUES = 20
-_DIGITS = re.compile("[0-9]+")
-
-
-def parse_k_shots(value: str | int | Sequence[int] | None) -> list[int | None]:
-    """K values from text like "8,16,32,64" (CLI, Train page), one int, a list, or None (all training rows).
-
-    Several values ask for a learning curve; they come back sorted. One value is the plain K-shot comparison.
-    """
-    if value is None or value == "":
-        return [None]
-    fix = "give whole numbers of examples per label, 1 or more, separated by commas, e.g. 8,16,32,64"
-    if isinstance(value, str):
-        parts = [p for p in value.replace(" ", "").split(",") if p]
-        if not all(_DIGITS.fullmatch(p) for p in parts):  # str.isdigit() also passes '²', which int() refuses
-            bad = next(p for p in parts if not _DIGITS.fullmatch(p))
-            raise ValueError(f"K-shot {bad[:20]!r} is not a whole number; {fix}")
-        ks = [int(p) for p in parts]
-    else:
-        ks = [value] if isinstance(value, int) else list(value)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) for k in ks):
-        raise ValueError(f"K-shot {value!r} is not valid; {fix}")
-    if min(ks) < 1:
-        raise ValueError(f"K-shot {min(ks)} is below 1; {fix}")
-    if len(set(ks)) != len(ks):
-        raise ValueError(f"K-shot lists a value twice ({value!r}); give each K once, e.g. 8,16,32")
-    if len(ks) > MAX_K_VALUES:
-        raise ValueError(f"K-shot lists {len(ks)} values; give at most {MAX_K_VALUES}")
-    return sorted(ks)
-
-
-def plan_units(
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    options: Callable[[str], dict[str, Any]],
-    k_shots: Sequence[int | None],
-) -> list[Unit]:
-    """Every (method, K, seed) unit of a comparison. On a learning curve (several K) a zero-shot method, which
-    learns nothing from train rows, runs at the smallest K only: it is the curve's flat reference line."""
-    units = []
-    for m in methods:
-        ks = k_shots[:1] if len(k_shots) > 1 and method_class(m).zero_shot else k_shots
-        units += [Unit(m, s, options(m), k) for k in ks for s in seeds]
-    return units
-
-
 def with_checkpoint_dir(method: str, options: Mapping[str, Any], root: Path, seed: int) -> dict[str, Any]:
     """`options` plus a checkpoint folder under `root`, one per (method, seed), for methods that checkpoint.
 
@@ -163,56 +66,6 @@ def with_checkpoint_dir(method: str, options: Mapping[str, Any], root: Path, see
     if not out.get("checkpoint_dir") and "checkpoint_dir" in {f.name for f in fields(method_class(method).config_cls)}:
         out["checkpoint_dir"] = str(root / "checkpoints" / f"{method}-seed{seed}")
     return out
-
-
-def method_options(method: str, options: Mapping[str, Any] | None, *, max_steps: int | None) -> dict[str, Any]:
-    """User options for a method, plus the global `max_steps` where the method's config has that field.
-
-    A caller may not choose where files go: a path option would let one person's run write into another's folder
-    (or outside PTUNE_HOME), so `ENGINE_PATHS` are refused here, where every caller's options come in."""
-    merged = dict(options or {})
-    given = sorted(set(merged) & set(ENGINE_PATHS))
-    if given:
-        raise ValueError(
-            f"{method} option {given[0]!r} is a folder PTune Studio chooses (inside the run's own folder); leave it out"
-        )
-    known = {f.name for f in fields(method_class(method).config_cls)}
-    if max_steps is not None and "max_steps" in known:
-        merged.setdefault("max_steps", max_steps)
-    if "seed" in known:
-        merged.setdefault("seed", 0)
-    return merged
-
-
-def eval_warnings(methods: Mapping[str, Mapping[str, Any] | None], *, max_steps: int | None) -> list[str]:
-    """One line per method whose steps are fewer than its dev-evaluation interval: dev is then scored only at the
-    last step, so the run has no dev curve and its best-on-dev choice has a single candidate."""
-    out = []
-    for name, options in methods.items():
-        cls = method_class(name)
-        try:
-            cfg = config_from_dict(cls.config_cls, method_options(name, options, max_steps=max_steps), method=name)
-        except (ValueError, TypeError):
-            continue  # a bad option gets its own error at launch
-        every, steps = getattr(cfg, "eval_every", 0), getattr(cfg, "max_steps", None)
-        if every and steps is not None and steps < every:
-            out.append(
-                f"{cls.label} runs {steps} steps but evaluates on dev every {every}, so dev is scored only at the last "
-                f"step (no dev curve); set eval_every to {steps} or less (0 = about 10 times a run) or raise the steps"
-            )
-    return out
-
-
-def assign(units: Sequence[Unit], rank: int, size: int, *, data_parallel: bool = False) -> list[tuple[Unit, bool]]:
-    """Process `rank`'s work among `size` processes, as (unit, shared) pairs in the order to run them.
-
-    Shared units (`data_parallel` on, for methods whose training splits batches across processes) are run by every
-    process together, first, in the same order everywhere; the other units are dealt out round-robin.
-    """
-    together = [data_parallel and size > 1 and method_class(u.method).data_parallel for u in units]
-    shared = [u for u, t in zip(units, together, strict=True) if t]
-    alone = [u for u, t in zip(units, together, strict=True) if not t]
-    return [(u, True) for u in shared] + [(u, False) for u in alone[rank::size]]
 
 
 def run_unit(
@@ -447,221 +300,3 @@ def readable_prompt(prompt: LearnedPrompt) -> str:
         words = "; ".join(f"{k}: {', '.join(v)}" for k, v in prompt.state["searched_label_words"].items())
         text += f"  (label words: {words})"
     return text
-
-
-def summarize(
-    units: Sequence[Mapping[str, Any]],
-    *,
-    dataset: Mapping[str, Any],
-    split: Split,
-    backbone: Mapping[str, Any],
-    reference_method: str = "manual",
-) -> dict[str, Any]:
-    """Fold per-seed rows into one row per prompt (mean ± std over seeds) plus significance tests.
-
-    Units at several K (a learning curve) add `learning_curve`; the table and significance are then those of the
-    largest K (with each zero-shot method's one run).
-    """
-    curve = learning_curve(units)
-    if curve:
-        units = _at_largest_k(units)
-    by_name: dict[str, list[dict]] = {}
-    for unit in units:
-        for row in unit["rows"]:
-            by_name.setdefault(row["name"], []).append(row)
-    methods = [_aggregate(name, rows) for name, rows in by_name.items()]
-    reference = next(
-        (name for name, rows in by_name.items() if rows[0]["method"] == reference_method and rows[0]["primary"]), None
-    )
-    significance = _significance(by_name, reference, list(split.test.labels)) if reference else []
-    seeds = sorted({u["seed"] for u in units})
-    out = {
-        "dataset": {
-            **dataset,
-            "split": split.summary(),
-            "seeds": seeds,
-            "k_shot": max(curve["k_shots"]) if curve else units[0]["k_shot"] if units else None,
-        },
-        "backbone": dict(backbone),
-        "methods": methods,
-        "reference": reference,
-        "significance": significance,
-        "test_labels": list(split.test.labels),
-    }
-    if curve:
-        out["dataset"]["k_shots"] = curve["k_shots"]
-        out["learning_curve"] = curve
-    against = versus_finetuning(methods, by_name, list(split.test.labels))
-    if against:
-        out["versus_finetuning"] = against
-    return out
-
-
-def best_finetuning(methods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The fine-tuning reference every prompt is read against: among the fine-tuning methods' primary rows, the
-    best dev accuracy (ties: the shorter training), never chosen on test. None when no fine-tuning row ran."""
-    rows = [m for m in methods if m["primary"] and method_class(m["method"]).fine_tunes]
-
-    def on_dev(m: Mapping[str, Any]) -> tuple[float, float]:
-        dev = m.get("dev_accuracy")
-        return (-1.0 if dev is None else dev), -m["train_seconds"]
-
-    return max(rows, key=on_dev, default=None)
-
-
-def versus_finetuning(
-    methods: Sequence[Mapping[str, Any]], by_name: Mapping[str, list[dict]], gold: list[int]
-) -> dict[str, Any] | None:
-    """The papers' question: each row's accuracy as a share of the best fine-tuning row's, at what share of its
-    trainable parameters and what multiple of its training time, with the paired significance of the difference
-    (McNemar and paired bootstrap, pairing by seed and test example, as `significance`). None without fine-tuning."""
-    best = best_finetuning(methods)
-    if best is None:
-        return None
-    tests = {s["method"]: s for s in _significance(by_name, best["name"], gold)}
-    rows = []
-    for m in methods:
-        if m["name"] == best["name"]:
-            continue
-        rows.append(
-            {
-                "name": m["name"],
-                "method": m["method"],
-                "primary": m["primary"],
-                "fine_tunes": method_class(m["method"]).fine_tunes,
-                "accuracy": m["accuracy"],
-                "accuracy_share": _share(m["accuracy"], best["accuracy"]),
-                "params_share": _share(m["trainable_params"], best["trainable_params"]),
-                "time_ratio": _share(m["train_seconds"], best["train_seconds"]),
-                "mcnemar": tests[m["name"]]["mcnemar"],
-                "bootstrap": tests[m["name"]]["bootstrap"],
-            }
-        )
-    keys = ("name", "method", "accuracy", "accuracy_std", "dev_accuracy", "trainable_params", "train_seconds")
-    return {
-        "reference": {k: best.get(k) for k in keys},
-        "chosen_by": "dev accuracy (ties: shorter training)",
-        "rows": rows,
-    }
-
-
-def _share(value: float | None, of: float | None) -> float | None:
-    """`value / of`, or None where the ratio means nothing (a reference of 0)."""
-    return value / of if value is not None and of else None
-
-
-def _at_largest_k(units: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Each (method, seed)'s unit at its largest K, in the given order."""
-    top: dict[tuple, int] = {}
-    for u in units:
-        key = (u["method"], u["seed"])
-        top[key] = max(top.get(key, 0), u["k_shot"] or 0)
-    return [u for u in units if (u["k_shot"] or 0) == top[(u["method"], u["seed"])]]
-
-
-def learning_curve(units: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Accuracy against K: per method and K, the mean ± std over seeds of its primary prompt's test accuracy;
-    zero-shot methods (one K only) are flat reference lines. None unless the units span several K."""
-    ks = sorted({u["k_shot"] for u in units if u["k_shot"] is not None})
-    if len(ks) < 2:
-        return None
-    acc: dict[tuple[str, int], list[float]] = {}
-    names: dict[str, str] = {}
-    for u in units:
-        row = next(r for r in u["rows"] if r["primary"])
-        acc.setdefault((u["method"], u["k_shot"]), []).append(row["accuracy"])
-        names.setdefault(u["method"], row["name"])
-    methods = list(dict.fromkeys(m for m, _ in acc))
-    points, references = [], []
-    for m in methods:
-        for k in ks:
-            if (m, k) not in acc:
-                continue
-            mean, std = mean_std(acc[(m, k)])
-            point = {"method": m, "name": names[m], "k_shot": k, "accuracy": mean, "accuracy_std": std}
-            point["n_seeds"] = len(acc[(m, k)])
-            (references if method_class(m).zero_shot else points).append(point)
-    return {"k_shots": ks, "points": points, "references": references}
-
-
-def _aggregate(name: str, rows: list[dict]) -> dict[str, Any]:
-    acc, acc_std = mean_std([r["accuracy"] for r in rows])
-    f1, f1_std = mean_std([r["macro_f1"] for r in rows])
-    first = rows[0]
-    return {
-        "name": name,
-        "method": first["method"],
-        "template": first["template"],
-        "prompt": first["prompt"],
-        "accuracy": acc,
-        "accuracy_std": acc_std,
-        "macro_f1": f1,
-        "macro_f1_std": f1_std,
-        "n_test": first["n_test"],
-        "n_seeds": len(rows),
-        "per_seed": [r["accuracy"] for r in rows],
-        "trainable_params": first["trainable_params"],
-        "train_seconds": sum(r["train_seconds"] for r in rows) / len(rows),
-        "test_seconds": sum(r.get("test_seconds") or 0.0 for r in rows) / len(rows),
-        "dev_accuracy": _mean_or_none([r.get("dev_accuracy") for r in rows]),
-        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
-        "steps": first.get("steps"),
-        "steps_per_seed": [r.get("steps") for r in rows],  # what each seed's run used (early stopping differs)
-        "calibration": _calibration_summary(rows),
-        "prefix_cache_hits": sum(r.get("prefix_cache_hits", 0) for r in rows),
-        "prefix_cache_misses": sum(r.get("prefix_cache_misses", 0) for r in rows),
-        "examples_per_second": first.get("examples_per_second"),
-        "artifact": first["artifact"],
-        "artifacts": [r["artifact"] for r in rows if r["artifact"]],
-        "confusion": first["confusion"],
-        "predictions": [r["predictions"] for r in rows],
-        "seeds": [r["seed"] for r in rows],
-        "primary": first["primary"],
-        "tuning": [r.get("tuning") for r in rows],
-        "label_words": [r.get("label_words") for r in rows],  # per seed: chosen settings and every trial's dev scores
-    }
-
-
-def _calibration_summary(rows: list[dict]) -> dict[str, Any] | None:
-    """How often each way (calibrated / uncalibrated) was chosen on dev over the seeds, and each way's mean dev
-    and test accuracy, so the table shows what calibration did for this prompt."""
-    parts = [r["calibration"] for r in rows if r.get("calibration")]
-    if not parts:
-        return None
-    ways = list(parts[0]["test_accuracy"])
-    chosen = [p["chosen"] for p in parts]
-    return {
-        "chosen": {w: chosen.count(w) for w in ways if w in chosen},
-        "by": sorted({p["by"] for p in parts}),
-        "dev_accuracy": {w: _mean_or_none([p["dev_accuracy"].get(w) for p in parts]) for w in ways},
-        "test_accuracy": {w: _mean_or_none([p["test_accuracy"].get(w) for p in parts]) for w in ways},
-    }
-
-
-def _mean_or_none(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
-
-
-def _significance(by_name: Mapping[str, list[dict]], reference: str, gold: list[int]) -> list[dict[str, Any]]:
-    """McNemar and paired bootstrap against the reference, pairing rows by (seed, test example)."""
-    ref = {r["seed"]: r["predictions"] for r in by_name[reference]}
-    out = []
-    for name, rows in by_name.items():
-        if name == reference:
-            continue
-        pairs = [(r["predictions"], ref[r["seed"]]) for r in rows if r["seed"] in ref]
-        if not pairs:
-            pairs = [(r["predictions"], next(iter(ref.values()))) for r in rows]
-        pred_a = [p for a, _ in pairs for p in a]
-        pred_b = [p for _, b in pairs for p in b]
-        gold_all = gold * len(pairs)
-        out.append(
-            {
-                "method": name,
-                "versus": reference,
-                "mcnemar": mcnemar_test(pred_a, pred_b, gold_all),
-                "bootstrap": paired_bootstrap(pred_a, pred_b, gold_all),
-            }
-        )
-    return out
