@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from core.compare import tuning
+import core.compare.tuning as tuning  # not `from core.compare`: the package's __init__ imports this module
 from core.data import LabeledDataset, Split, few_shot_split
 from core.engine import calibration, prefix_cache
 from core.engine.backbone import Backbone
