@@ -17,9 +17,10 @@ from pathlib import Path
 
 from core import distributed
 from core.cli.common import say
-from core.data import DataError
+from core.data import DataError, Split
 from core.engine.backbone import BackboneError, load_backbone
 from core.errors import one_line
+from core.methods.base import PromptSpec
 from core.progress import ClaimLost, never_stop
 from core.runs import cluster
 from core.runs.device_claim import DeviceClaim
@@ -52,7 +53,7 @@ def _check_backbone(units: list, spec, backbone) -> None:
 
 
 def run_my_units(
-    args: argparse.Namespace, group: distributed.Group, split, spec, units: list, out: Path
+    args: argparse.Namespace, group: distributed.Group, split: Split, spec: PromptSpec, units: list, out: Path
 ) -> tuple[list[dict], dict, list[dict]] | None:
     """Run this process's share of the (method, seed) units and gather everyone's results on the main process.
 
@@ -155,7 +156,9 @@ def _run_claimed_units(
     return merged, backbone.describe(), who_ran
 
 
-def run_units_on_ray(args: argparse.Namespace, split, spec, units: list, out: Path) -> tuple[list, dict, list]:
+def run_units_on_ray(
+    args: argparse.Namespace, split: Split, spec: PromptSpec, units: list, out: Path
+) -> tuple[list, dict, list]:
     """Every unit as a Ray task (`core/runs/cluster.py`); results in `units` order, the backbone as the first unit
     describes it, and where each unit ran."""
     if args.data_parallel or args.device_map:
