@@ -124,8 +124,8 @@ def _unit_on_a_node(backbone_spec: str, trust_remote_code: bool, split, spec, un
     """One unit on whichever node Ray chose: the backbone on its GPU (else CPU), then `run_unit` as locally."""
     import torch
 
-    from core.engine.backbone import load_backbone
     from core.compare import run_unit
+    from core.engine.backbone import load_backbone
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the GPU it gave
     key = (backbone_spec, trust_remote_code, device)

@@ -29,8 +29,8 @@ from typing import Protocol
 
 from core.errors import one_line
 from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
-from core.settings import env_float
 from core.runs.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
+from core.settings import env_float
 
 log = logging.getLogger(__name__)
 

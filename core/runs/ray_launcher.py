@@ -33,8 +33,8 @@ class _RunActor:
         import ray
         import torch
 
-        from core.runs.runner import RunExecutor
         from core.runs.jobs import Worker
+        from core.runs.runner import RunExecutor
 
         device = "cuda:0" if torch.cuda.is_available() else "cpu"  # the GPU Ray gave this actor, if any
         try:

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.prompts import artifacts
-
-from core.runs import estimate
-from core.engine.backbone_pool import BackbonePool
 from core.compare import Unit, prompt_spec, run_unit
 from core.data import LabeledDataset, Limits, Split, load_dataset, split_dataset
-from core.runs.jobs import JobFn, current_device
+from core.engine.backbone_pool import BackbonePool
 from core.methods.base import PromptSpec
 from core.progress import Cancelled, ProgressFn, StopFn
+from core.prompts import artifacts
+from core.runs import estimate
+from core.runs.jobs import JobFn, current_device
 from core.runs.store import RunStore
 
 UPLOAD_LIMITS = Limits()  # the same caps as the CLI; the Data page states them

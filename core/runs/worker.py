@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from core.engine import prefix_cache
-from core.runs.runner import RunExecutor
 from core.runs.jobs import Worker, worker_idle_s
-from core.settings import SettingError
+from core.runs.runner import RunExecutor
 from core.runs.store import RunStore
+from core.settings import SettingError
 
 NICE = 10  # below the server's priority: a page switch never waits for a training step
 
