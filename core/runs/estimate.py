@@ -17,6 +17,7 @@ per scored row. They come, best first, from (a) remembered measurements of earli
 backbone and device (`measured`, kept in the run store by the worker), (b) other methods' measurements on it,
 scaled by the `PRIORS` table of per-method ratios, (c) a short probe of the loaded backbone (`probe`: one scoring
 batch and one training step, about a second), scaled the same way, or (d) a rough prior from the parameter count.
+The rates live in `core.runs.estimate_rates` (re-exported here); this module models the work they multiply.
 Early stopping can only end a unit sooner, so an estimate errs long, never short, on it.
 
 Public API (the Train page, the service's launch order, the Runs page's ETA and `benchmarks/` call these):
@@ -32,86 +33,78 @@ Public API (the Train page, the service's launch order, the Runs page's ETA and 
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from core.compare import tuning
 from core.data import Split, few_shot_split
-from core.engine.backbone import Backbone
-from core.engine.templates import Template, Verbalizer
 from core.methods import REGISTRY, create, method_order
 from core.methods.base import PromptMethod, PromptSpec
 from core.progress import CHOOSING, SCORING, TRAINING, TUNING
+from core.runs.estimate_rates import (
+    CPU_SECONDS_PER_GPARAM,
+    DEFAULT_PRIOR,
+    DERIVED,
+    GPU_SPEEDUP,
+    MEASURED,
+    PRIOR,
+    PRIORS,
+    PROBED,
+    REMEMBER_WEIGHT,
+    SOURCE_RANK,
+    MethodPrior,
+    Probe,
+    Throughput,
+    cached_probe,
+    probe,
+    rates_for,
+)
 
-MEASURED, DERIVED, PROBED, PRIOR = "measured", "measured (other methods)", "probe", "prior"
-SOURCE_RANK = {MEASURED: 0, DERIVED: 1, PROBED: 2, PRIOR: 3}  # how much an estimate is to be trusted, best first
+__all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them from here
+    "CHOOSE",
+    "CONTENT_FREE_ROWS",
+    "CONTINUE",
+    "CPU_SECONDS_PER_GPARAM",
+    "DEFAULT_PRIOR",
+    "DERIVED",
+    "GPU_SPEEDUP",
+    "MEASURED",
+    "PRIOR",
+    "PRIORS",
+    "PROBED",
+    "PROBE_FIT_S",
+    "REMEMBER_WEIGHT",
+    "SOURCE_RANK",
+    "TEST",
+    "TRAIN",
+    "TRIAL",
+    "UNIT_OVERHEAD_S",
+    "ComparisonEstimate",
+    "MethodPrior",
+    "Probe",
+    "Stage",
+    "Throughput",
+    "UnitEstimate",
+    "cached_probe",
+    "cheapest_first",
+    "estimate_comparison",
+    "estimate_unit",
+    "fmt_minutes",
+    "measured",
+    "probe",
+    "progress_fraction",
+    "rates_for",
+    "step_work",
+    "trial_configs",
+    "unit_sizes",
+]
 
 
-@dataclass(frozen=True)
-class MethodPrior:
-    """A method's speed relative to the probe's: `work` scales the probe's seconds per unit of training work (a
-    row through forward + backward counts 3), `example` its seconds per scored row (manual templates, batch 16)."""
-
-    work: float
-    example: float
-
-
-# Per-method ratios to the probe's two rates, calibrated on this 2-core CPU, quiet (benchmarks/RESULTS.md, issue 24):
-# `bench_comparison.py` (SmolLM2-135M, K = 32, tuning on, 500 test rows) estimated every method from the probe with
-# the first, unit ratios, and each method's ratio is that first ratio times its actual / estimated seconds (manual
-# and the probe in the order the queue runs them: manual first, paying for the test texts' key/values, the probe
-# after it reusing them). The probe's rates carry its own bias (a cold backward pass, the full vocabulary at every
-# position), which these ratios absorb: they hold for this probe, measured this way. AutoPrompt re-scores
-# candidates on cached texts, P-tuning trains on cached texts, prompt tuning and P-tuning v2 carry their extra tokens
-# through every layer. Where no probe ran, `CPU_SECONDS_PER_GPARAM` gives the probe's two rates from the parameter
-# count (the probe measured 0.054 s a row and 0.055 s per work unit for 0.135e9 parameters), and an accelerator is
-# assumed `GPU_SPEEDUP` times faster: a rough prior, and said to be one. Measured runs replace all of it.
-PRIORS: dict[str, MethodPrior] = {
-    "manual": MethodPrior(work=0.53, example=0.53),
-    "baseline": MethodPrior(work=0.0, example=0.0),
-    "linear_probe": MethodPrior(work=0.85, example=0.21),
-    "autoprompt": MethodPrior(work=0.12, example=0.08),
-    "ptuning": MethodPrior(work=0.27, example=0.125),
-    "ptuning_v2": MethodPrior(work=0.60, example=0.19),
-    "prompt_tuning": MethodPrior(work=0.80, example=0.27),
-    # The fine-tuning rows (issue 30) train every weight (or LoRA's adapters) of a private copy with the prefix cache
-    # off: a step is a full forward and backward with weight gradients plus AdamW over every trained weight, and
-    # scoring runs the whole prompt. From `bench_versus_finetuning.py` on this 2-core CPU (benchmarks/RESULTS.md).
-    "finetune": MethodPrior(work=3.0, example=0.6),
-    "prompt_finetune": MethodPrior(work=3.0, example=0.6),
-    "lora": MethodPrior(work=1.6, example=0.6),
-}
-DEFAULT_PRIOR = MethodPrior(work=0.8, example=0.3)  # a method added later, until it is measured
-CPU_SECONDS_PER_GPARAM = {"work": 0.41, "example": 0.40}  # per 1e9 parameters, per work unit / scored row
-GPU_SPEEDUP = 25.0
 CHOOSE, TRIAL, CONTINUE, TRAIN, TEST = "choose", "trial", "continue", "train", "test"  # a unit's stages
 PROBE_FIT_S = 0.2  # the linear probe's L-BFGS on the features: small and independent of the backbone's speed
 UNIT_OVERHEAD_S = 1.5  # claiming, reading the group's data, saving prompt files: measured ~1-2 s per run
 CONTENT_FREE_ROWS = 3  # a calibrated prompt's prior scores a few content-free inputs ("N/A", "", "[MASK]")
-REMEMBER_WEIGHT = 0.5  # a new measurement's weight against the remembered one (a loaded machine does not stick)
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """A method's two rates on one backbone and device, and where they came from (`MEASURED` ... `PRIOR`)."""
-
-    work_seconds: float  # per unit of training work (one forward-equivalent row of a training step)
-    example_seconds: float  # per scored row
-    source: str
-
-
-@dataclass(frozen=True)
-class Probe:
-    """The probe's two rates: seconds per scored row (manual template) and per unit of training work."""
-
-    example_seconds: float
-    work_seconds: float
-    seconds: float  # what the probe itself took
 
 
 @dataclass
@@ -316,70 +309,7 @@ def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[A
     return [units[i] for i in ranked]
 
 
-# -- rates -----------------------------------------------------------------------------------------------------
-
-
-def rates_for(
-    methods: Sequence[str],
-    *,
-    remembered: Mapping[str, Mapping[str, float]] | None = None,
-    probed: Probe | None = None,
-    parameters: int | None = None,
-    device: str = "cpu",
-) -> dict[str, Throughput]:
-    """Each method's rates, from the best source there is (see the module docstring).
-
-    `remembered`: method -> {"work_seconds", "example_seconds"} measured on this backbone and device (the store's
-    `throughput`); `probed`: the probe's rates; `parameters`: the backbone's size, for the last resort."""
-    remembered = remembered or {}
-    base = _base_from(remembered)
-    out = {}
-    for m in methods:
-        if m in remembered:
-            r = remembered[m]
-            prior = PRIORS.get(m, DEFAULT_PRIOR)
-            work = r.get("work_seconds")
-            if work is None:  # a method measured only scoring (manual): its training rate from the others'
-                work = prior.work * (base or _probe_or_prior(probed, parameters, device))[0]
-            out[m] = Throughput(float(work), float(r["example_seconds"]), MEASURED)
-            continue
-        if base is not None:
-            rates, source = base, DERIVED
-        elif probed is not None:
-            rates, source = (probed.work_seconds, probed.example_seconds), PROBED
-        else:
-            rates, source = _probe_or_prior(None, parameters, device), PRIOR
-        prior = PRIORS.get(m, DEFAULT_PRIOR)
-        out[m] = Throughput(prior.work * rates[0], prior.example * rates[1], source)
-    return out
-
-
-def _base_from(remembered: Mapping[str, Mapping[str, float]]) -> tuple[float, float] | None:
-    """The probe-equivalent rates implied by the measured methods (each divided by its ratio), averaged."""
-    works, examples = [], []
-    for m, r in remembered.items():
-        prior = PRIORS.get(m, DEFAULT_PRIOR)
-        if r.get("work_seconds") and prior.work:
-            works.append(r["work_seconds"] / prior.work)
-        if r.get("example_seconds") and prior.example:
-            examples.append(r["example_seconds"] / prior.example)
-    if not examples:
-        return None
-    example = sum(examples) / len(examples)
-    work = (
-        sum(works) / len(works)
-        if works
-        else example * CPU_SECONDS_PER_GPARAM["work"] / CPU_SECONDS_PER_GPARAM["example"]
-    )
-    return work, example
-
-
-def _probe_or_prior(probed: Probe | None, parameters: int | None, device: str) -> tuple[float, float]:
-    if probed is not None:
-        return probed.work_seconds, probed.example_seconds
-    size = (parameters or 135e6) / 1e9
-    speed = 1.0 if device == "cpu" else GPU_SPEEDUP
-    return CPU_SECONDS_PER_GPARAM["work"] * size / speed, CPU_SECONDS_PER_GPARAM["example"] * size / speed
+# -- a finished unit's own rates -------------------------------------------------------------------------------
 
 
 def measured(result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: bool = False) -> dict | None:
@@ -414,54 +344,6 @@ def measured(result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: 
     if work <= 0 or train <= 0:
         return {"work_seconds": None, "example_seconds": example}
     return {"work_seconds": max(left, 0.25 * train) / work, "example_seconds": example}
-
-
-# -- the probe -------------------------------------------------------------------------------------------------
-
-_probes: dict[tuple[str, str], Probe] = {}
-_probe_lock = threading.Lock()
-
-
-def probe(backbone: Backbone, records: Sequence[Mapping[str, str]], template: str) -> Probe:
-    """Time one scoring batch (16 rows, a manual template) and one training step (8 rows, forward and backward to
-    the input embeddings, as a prompt method's step is) on `backbone`; about a second on a CPU for a 135M model.
-    Cached per backbone fingerprint and device for the life of the process: the page calls it on every rerun."""
-    key = (backbone.fingerprint or backbone.name, str(backbone.device))
-    with _probe_lock:
-        if key in _probes:
-            return _probes[key]
-    from core.methods.manual import discrete_scores
-
-    rows = list(records[:16]) or [{"text": "probe"}]
-    rows = (rows * (16 // len(rows) + 1))[:16]
-    start = time.perf_counter()
-    spec = PromptSpec((template,), Verbalizer.from_mapping({"a": ["good"], "b": ["bad"]}, ["a", "b"]), ("a", "b"))
-    method = create("manual", spec, {"calibrate": False})
-    prompt = method.learned(backbone, template, metrics={"trainable_params": 0})
-    discrete_scores(backbone, prompt, rows[:2], calibrated=False)  # warm-up: first-call costs are not throughput
-    t0 = time.perf_counter()
-    discrete_scores(backbone, prompt, rows, calibrated=False)
-    example = (time.perf_counter() - t0) / len(rows)
-    texts = [Template.parse(template).fill(r).replace("[MASK]", "") for r in rows[:8]]
-    batch = backbone.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256)
-    ids = batch["input_ids"].to(backbone.device)
-    mask = batch["attention_mask"].to(backbone.device)
-    t0 = time.perf_counter()
-    embeds = backbone.embeddings(ids).detach().requires_grad_(True)
-    logits = backbone.model(inputs_embeds=embeds, attention_mask=mask).logits
-    (grad,) = torch.autograd.grad(logits[:, -1].float().logsumexp(-1).sum(), embeds)
-    del grad, logits
-    work = (time.perf_counter() - t0) / (3 * len(texts))
-    result = Probe(example_seconds=example, work_seconds=work, seconds=time.perf_counter() - start)
-    with _probe_lock:
-        _probes[key] = result
-    return result
-
-
-def cached_probe(backbone: Backbone) -> Probe | None:
-    """The probe already taken of this backbone on its device in this process, if any."""
-    with _probe_lock:
-        return _probes.get((backbone.fingerprint or backbone.name, str(backbone.device)))
 
 
 # -- how far a running unit is ---------------------------------------------------------------------------------
