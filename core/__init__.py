@@ -1,6 +1,10 @@
-"""PTune Studio engine: data, templates, backbones, scoring, prompt methods, evaluation, store and jobs.
+"""PTune Studio's engine, in layers that only import downwards (`tests/test_architecture.py` checks it):
 
-Knows nothing of Streamlit; driven equally by the pages, the CLI (`python -m core`) and the tests.
+    core (the foundations at this top: errors, config, settings, atomic, paths, progress, resources, distributed)
+      → data → engine → methods → prompts → compare → runs → app → cli
+
+Knows nothing of Streamlit; driven equally by the pages, the CLI (`python -m core`) and the tests. The map, with
+what each package owns and promises, is docs/ARCHITECTURE.md.
 """
 
 __version__ = "0.1.0"

@@ -9,6 +9,8 @@ One module per concern; `from core.cli import main` (and the names below) keep w
 - `compare_command`, `predict_command`, `models_command`: each command's work;
 - `run_units`: where a comparison's units run (this process's share under a launcher, the GPU claim, or Ray);
 - `common`: the stderr line and the output check every command shares.
+
+May import: everything in `core` but the app.
 """
 
 from core.cli.compare_command import cmd_compare

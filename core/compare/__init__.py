@@ -9,6 +9,9 @@ One module per concern; everything is importable from here (`from core.compare i
 - `unit`: one unit fitted (tuned on dev by `tuning`), calibrated on dev, scored on test, its prompt files saved;
 - `summary`: the `results.json` contract, with the learning curve over several K;
 - `versus`: the paired significance tests, and every prompt read against the best fine-tuning row.
+
+May import: the foundations, `core.data`, `core.engine`, `core.methods`, `core.prompts`. Never a run or the app: a
+unit knows nothing of who runs it (the CLI loop, torchrun, Ray or a worker process).
 """
 
 from core.compare import tuning

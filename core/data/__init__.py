@@ -5,6 +5,8 @@ The package's public names, re-exported so `from core.data import X` is the one 
 which the label), `labels` (label cells folded to classes), `dataset` (`LabeledDataset` and the normalisation
 that makes it; unlabeled rows for prediction), `splits` (stratified split, K-shot per seed), `lookalike`
 (names that read alike).
+
+May import: the foundations at `core/`'s top only; every other package reads data through here.
 """
 
 from core.data.columns import detect_columns, guess_text_column

@@ -1,6 +1,10 @@
 """The method registry: the one place that maps a method name to its implementation.
 
-Pages, the CLI and the compare runner look methods up here and never branch on their names.
+Pages, the CLI and the compare runner look methods up here and never branch on their names. One module per way
+of prompting behind `PromptMethod` (`base`); the trained soft prompts and fine-tuning references share
+`continuous`'s fit; AutoPrompt's search is its own package (`autoprompt/`).
+
+May import: the foundations, `core.data` and `core.engine`. Never prompt files, the comparison or a run.
 """
 
 from __future__ import annotations
