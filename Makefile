@@ -19,6 +19,7 @@ backbone: $(VENV)/.installed
 app: backbone
 	$(BIN)/streamlit run app.py --server.address localhost
 
+# `-n auto --dist loadgroup` (pytest-xdist, one worker per core) comes from pyproject.toml's addopts.
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 

@@ -13,7 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (`-n`, set in pyproject's addopts) each worker gets its share of the cores: on the 2-core box
+# two workers with one torch thread each, rather than two threads each fighting over the same two cores. What a
+# worker starts (CLI runs, streamlit servers, run workers) inherits the same share through OMP_NUM_THREADS.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 # Worker processes the tests start (they inherit this) stop soon after their queue empties, so the suite does not
 # leave one per test home running; a second of idleness is plenty between a test's launches.
 os.environ.setdefault("PTUNE_WORKER_IDLE_S", "3")
@@ -60,3 +67,11 @@ def keyword_csv(tmp_path: Path) -> Path:
         for t in group
     ]
     return write_csv(tmp_path / "keywords.csv", rows)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the tests on the real default backbone (the longest single tests, minutes on 2 cores)
+    go out first, so that neither worker is left running one of them alone at the end. Otherwise the order is
+    collection order; `--dist loadgroup` sends the `xdist_group` modules out before the single tests."""
+    if WORKERS > 1:
+        items.sort(key=lambda item: item.get_closest_marker("integration") is None)

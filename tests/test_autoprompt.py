@@ -40,6 +40,9 @@ from core.prompts.predict import predict_records
 from tests.tiny_models import save_tiny, tiny_backbone
 
 torch.set_num_threads(1)
+# one worker runs the module: the planted model (300 training steps) is trained once, not once per worker
+# (pytest-xdist)
+pytestmark = pytest.mark.xdist_group("planted")
 
 FILLER = [
     "the",

@@ -22,6 +22,8 @@ from tests.conftest import write_csv
 from tests.tiny_models import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
+# one worker runs the module: its three torchrun launches happen once (pytest-xdist)
+pytestmark = pytest.mark.xdist_group("torchrun")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 # differ run to run, or by what else ran in the same process (its prefix cache), not by the results
 TIMING = {

@@ -31,6 +31,8 @@ from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
+# streamlit + Chromium + a training worker: one such test at a time (pytest-xdist)
+pytestmark = pytest.mark.xdist_group("browser")
 CHROMIUM = Path(os.environ.get("PTUNE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",

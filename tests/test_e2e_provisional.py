@@ -8,11 +8,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from core.runs.store import RunStore
 from tests.test_e2e_browser import Driver, chromium, require_chromium, streamlit_server
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
 
+# streamlit + Chromium + a training worker: one such test at a time (pytest-xdist)
+pytestmark = pytest.mark.xdist_group("browser")
 LONG = 1_000_000  # steps: the learned run is still training whenever the page is looked at
 
 

@@ -8,12 +8,16 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from core.runs.store import RunStore
 from tests.test_e2e_browser import Driver, chromium, free_port, require_chromium, streamlit_server
 from tests.test_worker_processes import kill_worker_of, wait_running
 from tests.test_workspace import tiny_csv
 from tests.tiny_models import save_tiny
 
+# streamlit + Chromium + a training worker: one such test at a time (pytest-xdist)
+pytestmark = pytest.mark.xdist_group("browser")
 STEPS = 1500  # long enough to kill the server mid-run and restart it on this 2-core machine
 
 

@@ -21,6 +21,8 @@ from tests.test_workspace import ALICE, request, tiny_csv
 from tests.tiny_models import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
+# one worker runs the module: its cluster starts once, not once per worker (pytest-xdist)
+pytestmark = pytest.mark.xdist_group("ray")
 TIMEOUT = 300.0
 pytest.importorskip("ray") if not os.environ.get("CI") else None  # CI installs it: there a missing ray fails
 
