@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.test_app import TIMEOUT, go, home, start, texts, tiny_gpt2, workspace  # noqa: F401 (fixtures)
+from tests import test_app
+from tests.test_app import TIMEOUT, go, start, texts, workspace
 from tests.test_workspace import request
+
+home, tiny_gpt2 = test_app.home, test_app.tiny_gpt2  # the same fixtures: a fresh PTUNE_HOME, the tiny model
 
 OWNER = "user:reader@example.org"
 
