@@ -21,12 +21,23 @@ def shared_comparison(home: Path, model: Path) -> tuple[str, str]:
     ws = Workspace(home)
     try:
         owner = ws.user("user:owner@example.org")
-        group = owner.launch(request(model, seeds=[0], methods={"manual": {}}))
+        group = owner.launch(request(model, seeds=[0], methods={"manual": {}, "baseline": {}}))
         for run in owner.runs(group):
             assert ws.jobs.wait(run["id"], 120) == "succeeded"
         return group, owner.share(group)
     finally:
         ws.close()
+
+
+def clipped_cells(page) -> list[str]:
+    """The text of every cell of the page's HTML tables that is cut off (wider than its cell), and of any table
+    that scrolls sideways (wider than its frame)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid=stTable]')].flatMap(frame => [
+            ...[...frame.querySelectorAll('th, td')].filter(c => c.scrollWidth > c.clientWidth + 1),
+            ...[frame, ...frame.querySelectorAll('div')].filter(d => d.scrollWidth > d.clientWidth + 1),
+        ].map(e => e.textContent.slice(0, 80)))"""
+    )
 
 
 def test_a_share_link_asks_for_the_token_then_opens_the_shared_comparison(tmp_path: Path, monkeypatch) -> None:
@@ -44,6 +55,14 @@ def test_a_share_link_asks_for_the_token_then_opens_the_shared_comparison(tmp_pa
             app.wait_idle()
             app.shows_group(group)
             app.see("Accuracy on the test split")
+            tables = page.get_by_test_id("stTable")
+            tables.first.wait_for()
+            assert tables.count() == 3  # how each prompt did, calibration, cost: each cell read whole at 1,400 px
+            page.get_by_text("none: no prompt to calibrate").first.wait_for()  # the majority row, in words
+            assert tables.locator("td").count() >= 3 * 2 * 4  # the cells measured: 3 tables, 2 rows, 4+ columns
+            assert clipped_cells(page) == []
+            app.shoot(tmp_path / "compare-shared.png")
+            assert not page.get_by_test_id("stTable").get_by_text(re.compile(r"^(None|nan)$")).count()
             page.get_by_text("A shared comparison was added to your list (read-only).").first.wait_for()
             assert page.get_by_role("heading", name=re.compile("^Data")).count() == 0
             assert "share=" not in page.url and "token=" not in page.url

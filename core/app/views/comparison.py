@@ -56,7 +56,7 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
         return df
     variant = pd.Series([not m["primary"] for i, m in enumerate(summary["methods"]) if i not in chosen])
     for _, part in df[variant].groupby("method_id"):
-        if len(part) > 1:
+        if len(part) > 1 and part["accuracy"].max() > part["accuracy"].min():  # a tie has no best or worst
             for index, words in (
                 (part["accuracy"].idxmax(), "best on test"),
                 (part["accuracy"].idxmin(), "worst on test"),
