@@ -310,8 +310,9 @@ def test_launch_watch_compare_download_predict(home: Path, tiny_gpt2: Path) -> N
     assert not at.error
     assert any(m.label == "Best test accuracy" for m in at.metric)
     assert "is best (chosen on dev" in texts(at.success) and "Best on test:" in texts(at.caption)
-    table = at.dataframe[0].value
-    assert "Manual (best on dev)" in set(table["prompt"]) and "Majority class" in set(table["prompt"])
+    table = at.table[0].value
+    assert "Majority class" in set(table["prompt"]) and len(set(table["prompt"])) == len(table)  # each row once
+    assert any(r.startswith("chosen on dev") for r in table["role"])  # manual's answer: its template's row, marked
     assert "Significance" in texts(at.subheader)
     labels = [b.proto.label for b in at.get("download_button")]
     assert any(re.fullmatch(r"results\.json · \d+ KB", label) for label in labels), labels
@@ -377,9 +378,10 @@ def test_learning_curve_from_the_train_page_to_the_compare_chart(home: Path, tin
     assert len(charts) == 1
     spec = charts[0].proto.spec
     assert '"rule"' in spec and '"line"' in spec and '"area"' in spec  # reference line, curves, std bands
-    table = at.dataframe[1].value  # results, calibration, cost
-    assert {"calibration", "acc_calibrated", "acc_uncalibrated"} <= set(table.columns)
-    assert table.loc[table["prompt"] == "Majority class", "calibration"].item().startswith("uncalibrated")
+    table = at.table[1].value  # results, calibration, cost
+    assert {"calibration chosen on dev", "acc. calibrated", "acc. uncalibrated"} <= set(table.columns)
+    majority = table.loc[table["prompt"] == "Majority class"]
+    assert majority["calibration chosen on dev"].item() == "none: no prompt to calibrate"
 
 
 def test_compare_reads_prompts_against_a_fine_tune_the_worker_ran_as_in_process(home: Path, tiny_gpt2: Path) -> None:
@@ -481,9 +483,9 @@ def provisional_then_final(mine, manual: dict, learned: dict) -> None:
     assert "Prompt tuning still training" in shown and "is best" not in texts(at.success)
     assert "Under way: Prompt tuning · seed 0 — training · step" in texts(at.caption)
     assert any("?share=" in c.value for c in at.code)  # the owner's share link, while it runs
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert set(table["method"]) == {"Manual prompt"}  # the finished run's rows only
-    assert set(table["spread"]) == {"n/a (1 seed)"} and set(table["steps"]) == {"–"}
+    assert set(table["± std over seeds"]) == {"n/a (1 seed)"} and set(table["steps used"]) == {"–"}
     go(at, "ui/4_Runs.py")
     assert "Provisional — so far (1 of 2 runs scored)" in texts(at.info)
 

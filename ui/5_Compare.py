@@ -21,6 +21,7 @@ from core.app.views import (
     phase_progress,
     provisional_verdict,
     settings_note,
+    shown_cells,
     significance_table,
     soft_prompt_readings,
     tuning_trials,
@@ -193,55 +194,42 @@ st.vega_lite_chart(spec=accuracy_spec(plot, order), width="stretch")
 TABLE_COLUMNS = ["prompt", "method", "role", "accuracy", "spread", "macro_f1", "seeds", "steps"]
 CALIBRATION_COLUMNS = ["prompt", "settings", "calibration", "acc_calibrated", "acc_uncalibrated"]
 COST_COLUMNS = ["prompt", "trainable_params", "train_seconds", "test_seconds", "peak_memory_mb"]
-# Tables that each fit the page (one of 14 columns was clipped): how well each prompt did, calibrated or not, cost.
-# Their widths add up to at most 890 px: the page's content is 940 px wide in a 1,400 px window with the sidebar
-# open (tests/test_e2e_provisional.py checks that no table scrolls sideways there).
+HEADERS = {  # column -> (header, format of its numbers)
+    "accuracy": ("accuracy", "{:.3f}"),
+    "spread": ("± std over seeds", None),
+    "macro_f1": ("macro-F1", "{:.3f}"),
+    "steps": ("steps used", None),
+    "settings": ("settings chosen on dev", None),
+    "calibration": ("calibration chosen on dev", None),
+    "acc_calibrated": ("acc. calibrated", "{:.3f}"),
+    "acc_uncalibrated": ("acc. uncalibrated", "{:.3f}"),
+    "trainable_params": ("trainable params", "{:,}"),
+    "train_seconds": ("train s", "{:.1f}"),
+    "test_seconds": ("test scoring s", "{:.1f}"),
+    "peak_memory_mb": ("peak MB", "{:,.0f}"),
+}
+# Tables of a row per prompt: how well each prompt did, calibrated or not, at what cost. Drawn as HTML tables, not
+# data frames: their cells wrap, so every word (a long template, "chosen on dev, best on test") is seen in a
+# 1,400 px window, and a missing value reads as an em dash (tests/test_e2e_provisional.py checks both).
 
 
-def prompt_table(columns: list[str], config: dict) -> None:
-    """One of the tables above: a row per prompt, the prompt column first and wide, then `columns`' own config."""
-    prompt = st.column_config.TextColumn("prompt", width=260)
-    st.dataframe(table[columns], hide_index=True, width="stretch", column_config={"prompt": prompt, **config})
+def prompt_table(columns: list[str]) -> None:
+    """One of the tables above: a row per prompt, the prompt first, each cell as text a reader reads."""
+    cells = shown_cells(table[columns], {c: HEADERS[c][1] for c in columns if c in HEADERS})
+    st.table(cells.rename(columns={c: HEADERS[c][0] for c in columns if c in HEADERS}), hide_index=True)
 
 
-prompt_table(
-    TABLE_COLUMNS,
-    {
-        "method": st.column_config.TextColumn("method", width=120),
-        "role": st.column_config.TextColumn("role", width=110),
-        "accuracy": st.column_config.NumberColumn(format="%.3f", width=75),
-        "spread": st.column_config.TextColumn("± std", width=95, help="Over seeds; one seed has no spread."),
-        "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f", width=75),
-        "seeds": st.column_config.NumberColumn("seeds", width=55),
-        "steps": st.column_config.TextColumn(
-            "steps used", width=100, help="Training steps (AutoPrompt: search iterations) each seed's run took."
-        ),
-    },
+prompt_table(TABLE_COLUMNS)
+st.caption(
+    "± std is over seeds (one seed has no spread). Steps used: the training steps (AutoPrompt: search iterations) "
+    'each seed\'s run took. A role "chosen on dev" marks the prompt a method picked on dev among its own '
+    "candidates (the headline's choice), never on test."
 )
 st.markdown("**Chosen on dev**: each method's settings (tuning) and calibration")
-prompt_table(
-    CALIBRATION_COLUMNS,
-    {
-        "settings": st.column_config.TextColumn("settings chosen on dev", width=210),
-        "calibration": st.column_config.TextColumn(
-            "calibration: chosen on dev",
-            width=170,
-            help="Content-free calibration tried for every prompt; the way that scores better on dev is reported.",
-        ),
-        "acc_calibrated": st.column_config.NumberColumn("acc. calibrated", format="%.3f", width=110),
-        "acc_uncalibrated": st.column_config.NumberColumn("acc. uncalibrated", format="%.3f", width=130),
-    },
-)
+prompt_table(CALIBRATION_COLUMNS)
+st.caption("Content-free calibration is tried for every prompt; the way that scores better on dev is reported.")
 st.markdown("**Cost**")
-prompt_table(
-    COST_COLUMNS,
-    {
-        "trainable_params": st.column_config.NumberColumn("trainable params", format="%d", width=130),
-        "train_seconds": st.column_config.NumberColumn("train s", format="%.1f", width=90),
-        "test_seconds": st.column_config.NumberColumn("test scoring s", format="%.1f", width=120),
-        "peak_memory_mb": st.column_config.NumberColumn("peak MB", format="%.0f", width=90),
-    },
-)
+prompt_table(COST_COLUMNS)
 st.caption(
     f"Training and test-scoring times are per seed (a manual prompt trains nothing: its training time is the "
     f"scoring of its candidates on dev); peak memory is the largest over seeds "

@@ -5,7 +5,8 @@ of a page about the chosen dataset or about one comparison, which stop the page 
 Only view code lives in `ui/`; everything that computes is in `core/` (the app's service layer is `core/app/`).
 The other helpers: `ui/session.py` (the workspace, the person's state and draft, share links), `ui/uploads.py`
 (the CSV uploader, uploads parsed once, the samples, K-shot checks), `ui/widgets.py` (option forms, token chips, the comparison picker),
-`ui/formatting.py` (text for Markdown, sizes and counts), `ui/sidebar.py`, `ui/charts.py`, `ui/gate.py`.
+`ui/formatting.py` (text for Markdown, sizes and counts), `ui/sidebar.py`, `ui/charts.py`, `ui/gate.py`,
+`ui/offline.py`.
 """
 
 from __future__ import annotations

@@ -97,18 +97,27 @@ def save_draft() -> None:
     st.session_state[_SAVED] = text
 
 
-def open_share_link(ws: UserWorkspace) -> None:
-    """A `?share=TOKEN` link adds that comparison to this person's list, read-only, and selects it."""
+_SHARED = "ptune-share-opened"
+
+
+def open_share_link(ws: UserWorkspace) -> bool:
+    """A `?share=TOKEN` link adds that comparison to this person's list, read-only, and selects it; True when it did
+    (the caller then opens Compare on it). The link waits out the token form (the parameter stays in the address
+    until the person is let in), so a browser without the token lands on the comparison once it is given."""
     token = st.query_params.get("share")
     if not token:
-        return
+        if st.session_state.pop(_SHARED, False):  # said on the page the link opened, after the switch to it
+            st.toast("A shared comparison was added to your list (read-only).", icon=":material/visibility:")
+        return False
     del st.query_params["share"]
     try:
         app_state()["last_group"] = ws.accept_share(token)
     except NotYours as err:
         st.error(str(err))
-        return
-    st.toast("A shared comparison was added to your list (read-only).", icon=":material/visibility:")
+        return False
+    save_draft()
+    st.session_state[_SHARED] = True
+    return True
 
 
 def share_link(ws: UserWorkspace, group_id: str) -> str:

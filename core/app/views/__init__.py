@@ -10,11 +10,14 @@ helpers more than one of them needs. Every public name is re-exported here: `fro
 """
 
 from core.app.views.comparison import (
+    MISSING,
     calibration_columns,
+    chosen_variants,
     comparison_table,
     confusion_frame,
     disagreements,
     learning_curve_frames,
+    shown_cells,
     significance_table,
     soft_prompt_readings,
     spread_text,
@@ -83,6 +86,7 @@ from core.app.views.verdict import (
 
 __all__ = [
     "CURVE_POINTS",
+    "MISSING",
     "OWN_RATE_AFTER",
     "PHASE_UNITS",
     "QUICK_CHECK_ROWS",
@@ -92,6 +96,7 @@ __all__ = [
     "artifact_scores",
     "calibration_columns",
     "card_order",
+    "chosen_variants",
     "comparison_dev",
     "comparison_table",
     "confusion_frame",
@@ -115,6 +120,7 @@ __all__ = [
     "readable_tokens",
     "run_remaining",
     "settings_note",
+    "shown_cells",
     "significance_table",
     "significance_words",
     "slot_summary",

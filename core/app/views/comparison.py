@@ -5,6 +5,7 @@ what each learned soft prompt reads as in the vocabulary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,15 @@ from core.prompts import artifacts
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per prompt: accuracy mean ± std over seeds, macro-F1, cost; best/worst among a method's variants."""
+    """One row per prompt: accuracy mean ± std over seeds, macro-F1, cost; best/worst among a method's variants.
+
+    A method's answer that is one of its own variants on every seed (manual's "best on dev" is the template #k it
+    picked) is not a row of its own: that variant's row is marked "chosen on dev" (results.json keeps both)."""
     rows = []
-    for m in summary["methods"]:
+    chosen = chosen_variants(summary["methods"])
+    for i, m in enumerate(summary["methods"]):
+        if i in chosen:
+            continue
         cls = REGISTRY.get(m["method"])
         rows.append(
             {
@@ -38,8 +45,8 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "test_seconds": m.get("test_seconds"),
                 "dev_accuracy": m.get("dev_accuracy"),
                 "peak_memory_mb": m["peak_memory_mb"],
-                "primary": m["primary"],
-                "role": "chosen on dev" if m["primary"] and _has_variants(summary, m["method"]) else "",
+                "primary": m["primary"] or i in chosen.values(),
+                "role": _role(summary, m, i in chosen.values()),
                 "settings": settings_note(m),
                 **calibration_columns(m.get("calibration")),
             }
@@ -47,11 +54,63 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    for _, part in df[~df["primary"]].groupby("method_id"):
-        if len(part) > 1:
-            df.loc[part["accuracy"].idxmax(), "role"] = "best on test"
-            df.loc[part["accuracy"].idxmin(), "role"] = "worst on test"
+    variant = pd.Series([not m["primary"] for i, m in enumerate(summary["methods"]) if i not in chosen])
+    for _, part in df[variant].groupby("method_id"):
+        if len(part) > 1 and part["accuracy"].max() > part["accuracy"].min():  # a tie has no best or worst
+            for index, words in (
+                (part["accuracy"].idxmax(), "best on test"),
+                (part["accuracy"].idxmin(), "worst on test"),
+            ):
+                role = df.loc[index, "role"]
+                df.loc[index, "role"] = f"{role}, {words}" if role else words
     return df
+
+
+MISSING = "—"  # what a cell with no value says: never "None" or "nan"
+
+
+def shown_cells(table: pd.DataFrame, formats: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The table as text a reader sees: a column named in `formats` in its format ("{:.3f}"), a missing value
+    (None, NaN, an empty text) as an em dash."""
+    formats = formats or {}
+
+    def cell(value: Any, fmt: str | None) -> str:
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            return MISSING
+        return fmt.format(value) if fmt else str(value)
+
+    return pd.DataFrame({c: [cell(v, formats.get(c)) for v in table[c]] for c in table.columns})
+
+
+def chosen_variants(methods: Sequence[Mapping[str, Any]]) -> dict[int, int]:
+    """{index of a method's answer: index of the variant it is}, for each answer that is one of its method's
+    variants on every seed (the same prompt, the same predictions); an answer that picked different variants on
+    different seeds is none of them."""
+    out = {}
+    for i, m in enumerate(methods):
+        if not m["primary"]:
+            continue
+        for j, v in enumerate(methods):
+            if (
+                not v["primary"]
+                and v["method"] == m["method"]
+                and v.get("prompt") == m.get("prompt")
+                and v.get("predictions") == m.get("predictions")
+                and v.get("per_seed") == m.get("per_seed")
+            ):
+                out[i] = j
+                break
+    return out
+
+
+def _role(summary: Mapping[str, Any], m: Mapping[str, Any], is_chosen: bool) -> str:
+    """ "chosen on dev" for the prompt a method picked on dev among candidates of its own (manual's templates,
+    AutoPrompt's template selection); the majority class chooses nothing, so its role is empty."""
+    if is_chosen:
+        return "chosen on dev"
+    if m["primary"] and _has_variants(summary, m["method"]):
+        return "chosen on dev per seed"  # a different variant on some seeds: none of the variants' rows is it
+    return ""
 
 
 def _has_variants(summary: Mapping[str, Any], method: str) -> bool:
@@ -88,10 +147,12 @@ def steps_text(row: Mapping[str, Any]) -> str:
 def calibration_columns(cal: Mapping[str, Any] | None) -> dict[str, Any]:
     """The table's calibration cells: which way was chosen on dev (over how many seeds), and both test accuracies."""
     if not cal:
-        return {"calibration": "", "acc_calibrated": None, "acc_uncalibrated": None}
+        return {"calibration": "not recorded", "acc_calibrated": None, "acc_uncalibrated": None}
     chosen = cal["chosen"]
     n = sum(chosen.values())
-    if "dev" not in cal["by"]:
+    if "not calibratable" in cal["by"]:
+        how = "none: no prompt to calibrate"
+    elif "dev" not in cal["by"]:
         how = f"{next(iter(chosen))} ({', '.join(cal['by'])})"
     elif len(chosen) == 1:
         how = f"{next(iter(chosen))} (all {n} seeds)" if n > 1 else next(iter(chosen))
