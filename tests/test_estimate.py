@@ -107,7 +107,9 @@ def test_store_remembers_and_blends_throughput(tmp_path: Path) -> None:
     assert rates["ptuning"].source == rates["manual"].source == estimate.MEASURED
     assert rates["ptuning"].work_seconds == pytest.approx(0.03)
     assert rates["prompt_tuning"].source == estimate.DERIVED  # scaled from the measured methods by the priors
-    assert rates["prompt_tuning"].work_seconds > rates["ptuning"].work_seconds
+    scale = estimate.PRIORS["prompt_tuning"].work / estimate.PRIORS["ptuning"].work  # per token, by the priors
+    assert rates["prompt_tuning"].work_seconds == pytest.approx(0.03 * scale)
+    assert rates["prompt_tuning"].runs == 3  # the finished runs it rests on: ptuning's two and manual's one
 
 
 def test_the_probe_times_a_real_model_once_per_backbone_and_device(data) -> None:
@@ -121,7 +123,7 @@ def test_the_probe_times_a_real_model_once_per_backbone_and_device(data) -> None
     assert rates["manual"].source == estimate.PROBED
     assert rates["manual"].example_seconds == pytest.approx(first.example_seconds * estimate.PRIORS["manual"].example)
     words = estimate.estimate_comparison(units(["manual"]), spec, split, rates).words("cpu")
-    assert words.startswith("about ") and "on this CPU, from a short probe" in words
+    assert words.startswith("about ") and "on this CPU, from a probe of this machine" in words
 
 
 def test_a_finished_unit_measures_its_own_rates(data) -> None:
@@ -180,3 +182,124 @@ def test_progress_is_placed_in_the_plan_and_only_moves_forward(data) -> None:
     assert all(s is not None for s in shares)
     assert shares == sorted(shares) and shares[0] == 0.0 and shares[-1] == pytest.approx(1.0)
     assert estimate.progress_fraction(stages, "", 0, 0) is None
+
+
+# -- tokens (issue 31) -----------------------------------------------------------------------------------------
+
+
+def dataset_of(words: int, n: int = 40):
+    """A two-label dataset whose rows are `words` words long, split as the app splits."""
+    import pandas as pd  # noqa: PLC0415
+
+    from core.data import dataset_from_frame  # noqa: PLC0415
+
+    texts = [" ".join(["great" if i % 2 else "awful"] + [f"w{j}" for j in range(words - 1)]) for i in range(n)]
+    frame = pd.DataFrame({"text": texts, "label": ["pos" if i % 2 else "neg" for i in range(n)]})
+    dataset = dataset_from_frame(frame, text_col="text", label_col="label")
+    return split_dataset(dataset, test_size=0.5, dev_size=0.2, seed=0), prompt_spec(
+        dataset, ["{text} It was [MASK]"], None
+    )
+
+
+def test_rows_are_measured_with_the_backbones_tokenizer() -> None:
+    backbone = tiny_backbone("gpt2")
+    split, spec = dataset_of(30)
+    tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+    assert tokens.measured and tokens.causal
+    direct = len(backbone.tokenizer(split.train.records[0]["text"], add_special_tokens=False)["input_ids"])
+    assert tokens.text == pytest.approx(direct, abs=2)  # every row alike: the mean is any row's count
+    assert 2 <= tokens.templates[0] <= 6  # " It was" and the label slot
+    assert "tokens a row" in tokens.words() and "guessed" not in tokens.words()
+    assert "guessed" in estimate.guess_tokens(split.train.records, spec.templates).words()
+
+
+def test_longer_rows_cost_proportionally_more_where_the_whole_text_runs_every_pass() -> None:
+    backbone = tiny_backbone("gpt2")
+    rates = estimate.rates_for(["manual", "prompt_tuning", "ptuning"])
+    seconds = {}
+    for words in (10, 40):
+        split, spec = dataset_of(words)
+        tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+        plan = units(["manual", "prompt_tuning", "ptuning"], max_steps=30)
+        got = estimate.estimate_comparison(plan, spec, split, rates, tokens)
+        seconds[words] = {u.method: u.seconds - estimate.UNIT_OVERHEAD_S for u in got.units}
+        seconds[words]["tokens"] = tokens.prompt(0)
+    ratio = seconds[40]["tokens"] / seconds[10]["tokens"]
+    assert ratio > 2.5
+    for m in ("manual", "prompt_tuning"):  # every pass runs the whole prompt: cost in proportion to its tokens
+        assert seconds[40][m] / seconds[10][m] == pytest.approx(ratio, rel=0.15)
+    # P-tuning reuses the text's key/values: the text is paid once, its steps run the tokens after it only
+    assert 1.0 < seconds[40]["ptuning"] / seconds[10]["ptuning"] < ratio / 2
+
+
+def test_per_token_rates_measured_on_short_rows_transfer_to_long_ones() -> None:
+    """A finished run on short rows leaves per-token rates; the estimate of the same unit on rows four times longer
+    from them is the measured rate times the new tokens, not the short run's seconds."""
+    backbone = tiny_backbone("gpt2")
+    short, spec = dataset_of(8)
+    tokens = estimate.measure_tokens(backbone.tokenizer, short.train.records, spec.templates)
+    unit = Unit("prompt_tuning", 0, method_options("prompt_tuning", {"n_tokens": 2}, max_steps=6), 4, False)
+    result = run_unit(backbone, short, spec, unit)
+    rates = estimate.measured(result, unit.options, tokens=tokens)
+    naive = estimate.measured(result, unit.options, tokens=estimate.TokenStats(tokens.text * 4, tokens.templates))
+    assert rates["work_seconds"] == pytest.approx(4 * naive["work_seconds"], rel=0.35)  # per token: 4x the tokens
+    remembered = {"prompt_tuning": {**rates, "runs": 1}}
+    known = estimate.rates_for(["prompt_tuning"], remembered=remembered)
+    long, _ = dataset_of(32)
+    long_tokens = estimate.measure_tokens(backbone.tokenizer, long.train.records, spec.templates)
+    at_short = estimate.estimate_comparison([unit], spec, short, known, tokens).total
+    at_long = estimate.estimate_comparison([unit], spec, long, known, long_tokens).total
+    overhead = estimate.UNIT_OVERHEAD_S
+    assert (at_long - overhead) / (at_short - overhead) == pytest.approx(
+        long_tokens.prompt(0) / tokens.prompt(0), rel=0.15
+    )
+
+
+def test_the_range_narrows_once_runs_are_measured_and_the_words_say_what_it_rests_on(data) -> None:
+    split, spec = data
+    plan = units(["manual", "ptuning"])
+    prior = estimate.estimate_comparison(plan, spec, split, estimate.rates_for(["manual", "ptuning"]))
+    probe = estimate.Probe(example_seconds=0.002, work_seconds=0.002, seconds=1.0, tokens=30)
+    probed = estimate.estimate_comparison(plan, spec, split, estimate.rates_for(["manual", "ptuning"], probed=probe))
+    one = {
+        "manual": {"work_seconds": None, "example_seconds": 0.001, "runs": 1},
+        "ptuning": {"work_seconds": 0.002, "example_seconds": 0.001, "runs": 1},
+    }
+    four = {m: {**r, "runs": 4} for m, r in one.items()}
+    after_one = estimate.estimate_comparison(
+        plan, spec, split, estimate.rates_for(["manual", "ptuning"], remembered=one)
+    )
+    after_four = estimate.estimate_comparison(
+        plan, spec, split, estimate.rates_for(["manual", "ptuning"], remembered=four)
+    )
+
+    def width(e):
+        assert e.low < e.total < e.high
+        return (e.high - e.low) / e.total
+
+    assert width(prior) > width(probed) > width(after_one) > width(after_four)
+    assert "rough guess" in prior.words("cpu") and " to " in prior.words("cpu")  # a range while uncertain
+    assert "from a probe of this machine" in probed.words("cpu")
+    assert "from 2 finished runs on this machine" in after_one.words("cpu")
+    assert "from 8 finished runs on this machine" in after_four.words("cpu")
+    assert " to " not in after_four.range_words()  # narrow enough: the one number
+    derived = estimate.estimate_comparison(
+        units(["prompt_tuning"]), spec, split, estimate.rates_for(["prompt_tuning"], remembered=one)
+    )
+    assert "from 2 finished runs of other methods" in derived.words("cpu")
+    stored = after_one.units[0].to_json()  # the Runs page keeps the very number (and range) the Train page showed
+    assert stored["seconds"] == after_one.units[0].seconds and stored["low"] < stored["seconds"] < stored["high"]
+
+
+def test_a_later_unit_reads_what_an_earlier_one_left_in_the_prefix_cache(data) -> None:
+    """Two seeds of P-tuning share the test split's texts: the second pays for them no more; manual's templates
+    leave the linear probe's first-template rows cached. The order is the queue's (`cheapest_first`)."""
+    split, spec = data
+    rates = estimate.rates_for(["ptuning", "manual", "linear_probe"])
+    two = [Unit("ptuning", s, method_options("ptuning", {}, max_steps=30), 4, False) for s in (0, 1)]
+    got = estimate.estimate_comparison(two, spec, split, rates)
+    test = [next(s.seconds for s in u.stages if s.kind == estimate.TEST) for u in got.units]
+    assert test[1] < test[0]
+    alone = estimate.estimate_comparison(units(["linear_probe"]), spec, split, rates).total
+    after_manual = estimate.estimate_comparison(units(["linear_probe", "manual"]), spec, split, rates)
+    assert after_manual.units[0].seconds < alone

@@ -36,6 +36,7 @@ from core.compare import (
 )
 from core.data import Split
 from core.engine import prefix_cache
+from core.engine.backbone import LMKind
 from core.engine.backbone_pool import BackbonePool, DefaultInstaller, inspect_backbone, normalize_spec
 from core.methods import REGISTRY, method_class, method_order
 from core.methods.base import PromptSpec
@@ -215,7 +216,17 @@ class Workspace:
             if probed is None:
                 parameters = inspect_backbone(name).parameters
         rates = estimate.rates_for(methods, remembered=remembered, probed=probed, parameters=parameters, device=device)
-        return estimate.estimate_comparison(units, spec, split, rates)
+        return estimate.estimate_comparison(units, spec, split, rates, self._tokens(name, split, spec))
+
+    def _tokens(self, backbone: str, split: Split, spec: PromptSpec) -> estimate.TokenStats | None:
+        """The rows' mean tokens with the backbone's own tokenizer (a few milliseconds; the tokenizer is loaded once,
+        without the weights), or None (a guess from the characters) when it cannot be loaded."""
+        try:
+            view = self.pool.tokenizer_only(backbone)
+        except (OSError, ValueError):
+            return None
+        rows = split.train.records or split.dev.records
+        return estimate.measure_tokens(view.tokenizer, rows, spec.templates, causal=view.kind is LMKind.CAUSAL)
 
     def _context(self, group_id: str) -> GroupContext:
         """The group's dataset, split and prompt spec, rebuilt from its folder once per process."""

@@ -1,33 +1,38 @@
-"""What a comparison will cost before it runs: seconds per unit from this device's measured speed.
+"""What a comparison will cost before it runs: seconds per unit from the tokens it runs and this device's speed.
 
 Why: a user on a laptop decides whether to wait from the Train page's estimate, the queue runs the cheapest units
 first so a provisional verdict lands early, and the Runs page's ETA must be true from the first second. All three
-use the model here, so they agree.
+use the model here (one number: the Runs page keeps the estimate the Train page showed), so they agree.
 
-The model. A unit (one method at one seed) costs what its phases do, counted in two kinds of work:
-- *training work*: optimizer steps (AutoPrompt: search iterations) times the work of one step, in forward-equivalent
-  rows (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
-  candidates); with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of its budget) and the
-  winner is continued, so the steps are `trials x rung + (max_steps - rung)` — the trials counted from the method's
-  own `search_space`, as the tuner counts them;
-- *scoring work*: rows scored — dev at every evaluation, each manual template on dev and test, the test split once
-  per distinct prompt.
-Each method has two rates on a backbone and device (`Throughput`): seconds per unit of training work and seconds
-per scored row. They come, best first, from (a) remembered measurements of earlier runs of that method on that
-backbone and device (`measured`, kept in the run store by the worker), (b) other methods' measurements on it,
-scaled by the `PRIORS` table of per-method ratios, (c) a short probe of the loaded backbone (`probe`: one scoring
-batch and one training step, about a second), scaled the same way, or (d) a rough prior from the parameter count.
-The rates live in `core.runs.estimate_rates` (re-exported here); this module models the work they multiply.
+The model (issue 31). A unit (one method at one seed) costs what its phases do, counted in tokens through the
+backbone: the user's rows measured with the backbone's tokenizer (`core.runs.estimate_tokens`: mean tokens of the
+text and of each template), and per method the tokens a row runs (`row_tokens`: the whole prompt and its soft
+tokens, or, for a method that reuses the text's key/values, the text once and then only what follows it).
+- *training work*: optimizer steps (AutoPrompt: search iterations) x forward-equivalent rows of a step
+  (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
+  candidates) x tokens a row; with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of
+  its budget) and the winner is continued, the trials counted from the method's own `search_space`;
+- *scoring work*: rows scored x tokens — dev at every evaluation, each manual template on dev and test, the test
+  split once per distinct prompt, less what an earlier unit left in the prefix cache (`cache_keys`: the order
+  `cheapest_first` runs them in, in one process).
+Each method has two per-token rates on a backbone and device (`Throughput`): seconds per token of training work
+and per scored token. They come, best first, from (a) this method's finished runs on that backbone and device
+(`measured`, kept in the run store by the worker, per token so they transfer between datasets), (b) other methods'
+runs scaled by the `PRIORS` ratios, (c) a short probe of the loaded backbone (`probe`: one scoring batch and one
+training step, about a second), scaled the same way, or (d) a rough prior from the parameter count. An estimate
+carries a range (`low`..`high`, `SPREAD` by source) and says what it rests on (`ComparisonEstimate.words`).
 Early stopping can only end a unit sooner, so an estimate errs long, never short, on it.
 
 Public API (the Train page, the service's launch order, the Runs page's ETA and `benchmarks/` call these):
 
-    estimate_comparison(units, spec, split, rates) -> ComparisonEstimate   # .units[i].seconds, .total, .source
+    estimate_comparison(units, spec, split, rates, tokens=None) -> ComparisonEstimate  # .units[i].seconds, .total,
+                                                                   # .low, .high, .source, .words(device)
+    measure_tokens(tokenizer, records, templates) -> TokenStats    # the rows' tokens, with the backbone's tokenizer
     rates_for(methods, remembered=..., probed=..., parameters=..., device=...) -> dict[method, Throughput]
-    probe(backbone, records, template) -> Probe                            # cached per backbone and device
-    measured(result, options, resumed=False) -> dict | None                # a finished unit's own rates
+    probe(backbone, records, template) -> Probe                    # cached per backbone and device
+    measured(result, options, resumed=False, tokens=None) -> dict | None  # a finished unit's own per-token rates
     cheapest_first(units, estimate) -> list[Unit]
-    progress_fraction(stages, phase, step, total) -> float | None          # how far a running unit is
+    progress_fraction(stages, phase, step, total) -> float | None  # how far a running unit is
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from core.compare import tuning
 from core.data import Split, few_shot_split
 from core.methods import REGISTRY, create, method_order
 from core.methods.base import PromptMethod, PromptSpec
-from core.progress import CHOOSING, SCORING, TRAINING, TUNING
+from core.runs.estimate_progress import CHOOSE, CONTINUE, TEST, TRAIN, TRIAL, progress_fraction
 from core.runs.estimate_rates import (
     CPU_SECONDS_PER_GPARAM,
     DEFAULT_PRIOR,
@@ -60,6 +65,7 @@ from core.runs.estimate_rates import (
     probe,
     rates_for,
 )
+from core.runs.estimate_tokens import TokenStats, guess_tokens, measure_tokens, row_tokens
 
 __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them from here
     "CHOOSE",
@@ -74,6 +80,7 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "PRIORS",
     "PROBED",
     "PROBE_FIT_S",
+    "SPREAD",
     "REMEMBER_WEIGHT",
     "SOURCE_RANK",
     "TEST",
@@ -85,26 +92,34 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "Probe",
     "Stage",
     "Throughput",
+    "TokenStats",
     "UnitEstimate",
     "cached_probe",
     "cheapest_first",
     "estimate_comparison",
     "estimate_unit",
     "fmt_minutes",
+    "guess_tokens",
     "measured",
+    "measure_tokens",
     "probe",
     "progress_fraction",
     "rates_for",
+    "row_tokens",
+    "spread",
     "step_work",
     "trial_configs",
     "unit_sizes",
 ]
 
 
-CHOOSE, TRIAL, CONTINUE, TRAIN, TEST = "choose", "trial", "continue", "train", "test"  # a unit's stages
 PROBE_FIT_S = 0.2  # the linear probe's L-BFGS on the features: small and independent of the backbone's speed
 UNIT_OVERHEAD_S = 1.5  # claiming, reading the group's data, saving prompt files: measured ~1-2 s per run
 CONTENT_FREE_ROWS = 3  # a calibrated prompt's prior scores a few content-free inputs ("N/A", "", "[MASK]")
+# How far the truth may lie from an estimate, as factors of it, by where its rates came from: a prior from the
+# parameter count knows nothing of this machine; a probe measures it but not each method; a method's own finished
+# runs (per token, so on other data too) leave its load and noise, narrowing as they add up (`spread`).
+SPREAD = {PRIOR: (0.4, 2.5), PROBED: (0.65, 1.5), DERIVED: (0.7, 1.4), MEASURED: (0.75, 1.3)}
 
 
 @dataclass
@@ -128,11 +143,16 @@ class UnitEstimate:
     seconds: float
     stages: list[Stage] = field(default_factory=list)
     source: str = PRIOR
+    low: float = 0.0  # the range the truth is expected in (`spread`)
+    high: float = 0.0
+    runs: int = 0  # finished runs its rates rest on
 
     def to_json(self) -> dict[str, Any]:
         """What a run's stored config keeps, so the Runs page's ETA uses the very estimate the Train page showed."""
         return {
             "seconds": self.seconds,
+            "low": self.low,
+            "high": self.high,
             "source": self.source,
             "stages": [dataclasses.asdict(s) for s in self.stages],
         }
@@ -143,28 +163,50 @@ class ComparisonEstimate:
     units: list[UnitEstimate]
     total: float
     source: str  # the least trusted source among the units
+    low: float = 0.0  # the range the total is expected in
+    high: float = 0.0
+    tokens: TokenStats | None = None  # the rows' tokens it was computed from
 
     @classmethod
-    def of(cls, units: Sequence[UnitEstimate]) -> ComparisonEstimate:
-        """Units run one after another: their total, and the least trusted source among them."""
+    def of(cls, units: Sequence[UnitEstimate], tokens: TokenStats | None = None) -> ComparisonEstimate:
+        """Units run one after another: their total and range, and the least trusted source among them."""
         source = max((u.source for u in units), key=SOURCE_RANK.__getitem__, default=MEASURED)
-        return cls(list(units), sum(u.seconds for u in units), source)
+        total = sum(u.seconds for u in units)
+        low, high = sum(u.low or u.seconds for u in units), sum(u.high or u.seconds for u in units)
+        return cls(list(units), total, source, low, high, tokens)
 
     def only(self, methods: Collection[str]) -> ComparisonEstimate:
         """The part of this estimate spent on `methods`' units: what choosing them adds (the Train page's line on
         the fine-tuning references)."""
-        return ComparisonEstimate.of([u for u in self.units if u.method in methods])
+        return ComparisonEstimate.of([u for u in self.units if u.method in methods], self.tokens)
+
+    def rests_on(self) -> str:
+        """ "from 3 finished runs on this machine", "from a probe of this machine": what the rates rest on."""
+        runs = {u.method: u.runs for u in self.units if u.source in (MEASURED, DERIVED)}
+        if self.source == MEASURED:
+            n = sum(runs.values())
+            return f"from {n} finished run{'s' if n != 1 else ''} on this machine"
+        if self.source == DERIVED:
+            n = max(runs.values(), default=0)
+            return f"from {n} finished run{'s' if n != 1 else ''} of other methods on this machine"
+        if self.source == PROBED:
+            return "from a probe of this machine"
+        return "a rough guess from the backbone's size (nothing measured on this machine yet)"
+
+    def range_words(self) -> str:
+        """ "about 4 min (3-6 min)": the one number, and the range while it is uncertain (narrow ranges left out)."""
+        about = f"about {fmt_minutes(self.total)}"
+        if self.total <= 0 or (self.high - self.low) <= 0.5 * self.total:
+            return about
+        low, high = fmt_minutes(self.low), fmt_minutes(self.high)
+        return about if low == high else f"{about} ({low} to {high})"
 
     def words(self, device: str) -> str:
-        """ "about 14 min on this CPU, from measured speed": the Train page's line."""
+        """ "about 4 min (3 min to 6 min) on this CPU, from a probe of this machine, 26 tokens a row": the Train
+        page's line."""
         where = "this CPU" if device == "cpu" else device
-        how = {
-            MEASURED: "from measured speed",
-            DERIVED: "from measured speed of other methods",
-            PROBED: "from a short probe of the backbone",
-            PRIOR: "a rough guess from the backbone's size (no measured speed yet)",
-        }[self.source]
-        return f"about {fmt_minutes(self.total)} on {where}, {how}"
+        rows = f", {self.tokens.words()}" if self.tokens is not None else ""
+        return f"{self.range_words()} on {where}, {self.rests_on()}{rows}"
 
     def added_words(self) -> str:
         """ "Manual prompt about 40 s, AutoPrompt about 3 min, P-tuning about 5 min": what each method adds to the
@@ -230,39 +272,107 @@ def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, 
 
 
 def estimate_unit(
-    unit: Any, spec: PromptSpec, n_train: int, n_dev: int, n_test: int, rate: Throughput
+    unit: Any,
+    spec: PromptSpec,
+    n_train: int,
+    n_dev: int,
+    n_test: int,
+    rate: Throughput,
+    tokens: TokenStats | None = None,
+    cached: Collection[Any] = (),
 ) -> UnitEstimate:
-    """The expected seconds of `unit` (a `core.compare.Unit`) on `n_train`/`n_dev` rows and `n_test` test rows."""
+    """The expected seconds of `unit` (a `core.compare.Unit`) on `n_train`/`n_dev` rows and `n_test` test rows whose
+    rows are `tokens` long (None: a guess of 30 tokens), at `rate` seconds per token. `cached`: the prefix-cache keys
+    (`cache_keys`) units before it in the same process computed, which this one reads for free."""
+    tokens = tokens or TokenStats(26.0)
     e, w = rate.example_seconds, rate.work_seconds
     cls = REGISTRY[unit.method]
+    keys = cache_keys(unit, spec)
+
+    def fresh(key: Any, rows: int, per_row: float) -> float:
+        return 0.0 if key in cached else rows * per_row
+
     stages: list[Stage] = []
     if not cls.trains:  # manual (every template on dev, then each on test), baseline (nothing worth timing)
         n = len(spec.templates) if cls.calibratable else 1
-        per_row = e if cls.calibratable else 0.0
-        stages.append(Stage(CHOOSE, n * (n_dev + CONTENT_FREE_ROWS) * per_row, 0, n))
-        stages.append(Stage(TEST, n * n_test * per_row, 0, n * max(n_test, 1)))
-    elif "max_steps" not in _fields(cls):
-        stages.append(Stage(TRAIN, (n_train + n_dev) * e + PROBE_FIT_S, 0, 2))  # features, then a fast L-BFGS
-        stages.append(Stage(TEST, n_test * e, 0, max(n_test, 1)))
+        per = [tokens.prompt(i) * e if cls.calibratable else 0.0 for i in range(n)]
+        choose = sum(fresh(keys[f"dev{i}"], n_dev, p) + CONTENT_FREE_ROWS * p for i, p in enumerate(per))
+        stages.append(Stage(CHOOSE, choose, 0, n))
+        test = sum(fresh(keys[f"test{i}"], n_test, p) for i, p in enumerate(per))
+        stages.append(Stage(TEST, test, 0, n * max(n_test, 1)))
+    elif "max_steps" not in _fields(cls):  # the linear probe: features of the first template's rows, then L-BFGS
+        p = tokens.prompt(0) * e
+        stages.append(Stage(TRAIN, n_train * p + fresh(keys["dev0"], n_dev, p) + PROBE_FIT_S, 0, 2))
+        stages.append(Stage(TEST, fresh(keys["test0"], n_test, p), 0, max(n_test, 1)))
     else:
         method = create(unit.method, spec, unit.options)
         configs = trial_configs(method, unit.options, unit.tune, n_dev)
         cfg = method.config
+        first, suffix = row_tokens(cfg, tokens, PRIORS.get(unit.method, DEFAULT_PRIOR).cached)
+        texts = (n_train * first + fresh(keys["dev"], n_dev, first)) * e  # the texts' key/values, once
+
+        def train(c: Any, steps: int, evals: int) -> float:
+            return steps * step_work(c) * row_tokens(c, tokens, bool(first))[1] * w + evals * n_dev * suffix * e
+
         if len(configs) == 1:
             steps = cfg.max_steps
-            stages.append(Stage(TRAIN, steps * step_work(cfg) * w + _evals(cfg, steps) * n_dev * e, 0, steps))
+            stages.append(Stage(TRAIN, texts + train(cfg, steps, _evals(cfg, steps)), 0, steps))
         else:
-            for c in configs:
+            for i, c in enumerate(configs):
                 at = tuning.rung(c)
-                stages.append(Stage(TRIAL, at * step_work(c) * w + _evals(_as_trial(c, at), at) * n_dev * e, 0, at))
+                stages.append(
+                    Stage(TRIAL, (texts if i == 0 else 0.0) + train(c, at, _evals(_as_trial(c, at), at)), 0, at)
+                )
             at = tuning.rung(cfg)
-            rest = cfg.max_steps - at
             more = _evals(_as_trial(cfg, at), cfg.max_steps, at)
-            stages.append(Stage(CONTINUE, rest * step_work(cfg) * w + more * n_dev * e, at, cfg.max_steps))
-        calibration = CONTENT_FREE_ROWS * e if cls.calibratable else 0.0
-        stages.append(Stage(TEST, n_test * e + calibration, 0, max(n_test, 1)))
+            stages.append(Stage(CONTINUE, train(cfg, cfg.max_steps - at, more), at, cfg.max_steps))
+        calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
+        test = (n_test * suffix + fresh(keys["test"], n_test, first)) * e
+        stages.append(Stage(TEST, test + calibration, 0, max(n_test, 1)))
     seconds = UNIT_OVERHEAD_S + sum(s.seconds for s in stages)
-    return UnitEstimate(unit.method, unit.seed, unit.k_shot, seconds, stages, rate.source)
+    low, high = spread(rate)
+    return UnitEstimate(
+        unit.method, unit.seed, unit.k_shot, seconds, stages, rate.source, seconds * low, seconds * high, rate.runs
+    )
+
+
+def cache_keys(unit: Any, spec: PromptSpec) -> dict[str, Any]:
+    """What of the prefix cache a unit fills and reads (`core.engine.prefix_cache`), named so a later unit in the
+    same process can tell it is there: the manual templates' rendered rows (and the linear probe's, the first
+    template's), and the bare texts the cached methods put before their soft tokens or triggers. Dev rows depend on
+    the seed and K; the test split is shared by every unit."""
+    sample = (unit.seed, unit.k_shot)
+    keys: dict[str, Any] = {"dev": ("text", "dev", sample), "test": ("text", "test")}
+    for i, template in enumerate(spec.templates):
+        keys[f"dev{i}"] = (template, "dev", sample)
+        keys[f"test{i}"] = (template, "test")
+    keys.setdefault("dev0", ("", "dev", sample))
+    keys.setdefault("test0", ("", "test"))
+    return keys
+
+
+def _fills(unit: Any, spec: PromptSpec) -> set[Any]:
+    """The cache keys `unit` leaves behind for the units after it."""
+    cls = REGISTRY[unit.method]
+    keys = cache_keys(unit, spec)
+    if not cls.trains:
+        n = len(spec.templates) if cls.calibratable else 0
+        return {keys[f"{s}{i}"] for s in ("dev", "test") for i in range(n)}
+    if "max_steps" not in _fields(cls):
+        return {keys["dev0"], keys["test0"]}
+    if PRIORS.get(unit.method, DEFAULT_PRIOR).cached:
+        return {keys["dev"], keys["test"]}
+    return set()
+
+
+def spread(rate: Throughput) -> tuple[float, float]:
+    """How far the truth may lie from an estimate at `rate`, as factors (low, high): wide on a prior, narrower on
+    a probe of this machine, narrowest on this method's own finished runs, the more the narrower."""
+    low, high = SPREAD[rate.source]
+    if rate.source == MEASURED and rate.runs > 1:
+        shrink = min(rate.runs, 4) ** 0.5
+        low, high = 1 - (1 - low) / shrink, 1 + (high - 1) / shrink
+    return low, high
 
 
 def _fields(cls: type) -> set[str]:
@@ -276,13 +386,30 @@ def unit_sizes(split: Split, unit: Any) -> tuple[int, int, int]:
 
 
 def estimate_comparison(
-    units: Sequence[Any], spec: PromptSpec, split: Split, rates: Mapping[str, Throughput]
+    units: Sequence[Any],
+    spec: PromptSpec,
+    split: Split,
+    rates: Mapping[str, Throughput],
+    tokens: TokenStats | None = None,
 ) -> ComparisonEstimate:
-    """Every unit's expected seconds (in `units` order) and the total, one worker running them one after another.
+    """Every unit's expected seconds (in `units` order) and the total, one worker running them one after another
+    in the order `cheapest_first` gives (so what an earlier unit leaves in the prefix cache is not paid again).
 
     `units`: `core.compare.Unit`s (method, seed, options with `max_steps`, k_shot, tune) as `plan_units` makes them;
-    `rates`: per method, from `rates_for`."""
-    return ComparisonEstimate.of([estimate_unit(u, spec, *unit_sizes(split, u), rates[u.method]) for u in units])
+    `rates`: per method, per token, from `rates_for`; `tokens`: the rows' tokens (`measure_tokens`; None: guessed
+    from the characters of the training rows)."""
+    if tokens is None:
+        tokens = guess_tokens(split.train.records or split.dev.records, spec.templates)
+    sizes = [unit_sizes(split, u) for u in units]
+    alone = ComparisonEstimate.of(
+        [estimate_unit(u, spec, *n, rates[u.method], tokens) for u, n in zip(units, sizes, strict=True)]
+    )
+    done: set[Any] = set()
+    out: list[UnitEstimate | None] = [None] * len(units)
+    for i in _order(units, alone):
+        out[i] = estimate_unit(units[i], spec, *sizes[i], rates[units[i].method], tokens, done)
+        done |= _fills(units[i], spec)
+    return ComparisonEstimate.of([u for u in out if u is not None], tokens)
 
 
 def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[Any]:
@@ -295,8 +422,12 @@ def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[A
     Why manual before the cheaper-looking probe: whichever runs first pays for the test texts' key/values, which
     the other then reuses (`core.engine.prefix_cache`); run first, the probe took 35 s and manual 37 s after it, while
     manual first took 50 s and the probe 9 s after it: the manual row landed 22 s sooner (benchmarks/RESULTS.md)."""
+    return [units[i] for i in _order(units, estimate)]
+
+
+def _order(units: Sequence[Any], estimate: ComparisonEstimate) -> list[int]:
     order = {name: i for i, name in enumerate(method_order(REGISTRY))}
-    ranked = sorted(
+    return sorted(
         range(len(units)),
         key=lambda i: (
             REGISTRY[units[i].method].trains,
@@ -306,90 +437,56 @@ def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[A
             i,
         ),
     )
-    return [units[i] for i in ranked]
 
 
 # -- a finished unit's own rates -------------------------------------------------------------------------------
 
 
-def measured(result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: bool = False) -> dict | None:
-    """A finished unit's own rates (`work_seconds` None for methods that train nothing), from its result: test
-    seconds per test row of its first prompt, and training seconds less its dev evaluations per unit of work.
-    None when the result cannot say: no rows or nothing scored, or `resumed` (a run started again after a stop,
-    whose time covers only part of its steps; a tuned winner continued from its rung is not that)."""
+def measured(
+    result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: bool = False, tokens: TokenStats | None = None
+) -> dict | None:
+    """A finished unit's own per-token rates (`work_seconds` None for methods that train nothing), from its result
+    and its rows' tokens (`tokens`: `measure_tokens` of its data; None: a 26-token guess): scoring seconds per
+    scored token, and training seconds less its dev evaluations per token of training work. A method that reuses
+    the texts' key/values may have found its test rows cached by an earlier unit, so its two rates are fitted to its
+    training time alone, in the ratio its prior gives them. None when the result cannot say: no rows or nothing
+    scored, or `resumed` (a run started again after a stop, whose time covers only part of its steps; a tuned winner
+    continued from its rung is not that)."""
     rows = result.get("rows") or []
     if not rows or resumed:
         return None
+    tokens = tokens or TokenStats(26.0)
     first = rows[0]
     n_test, test_s = first.get("n_test") or 0, first.get("test_seconds")
     if not n_test or not test_s or test_s <= 0:
         return None
-    example = test_s / n_test
+    example = test_s / (n_test * tokens.prompt(0))
     cls = REGISTRY.get(result["method"])
     if cls is None or not cls.trains:
         return {"work_seconds": None, "example_seconds": example}
     fields = _fields(cls)
-    if "max_steps" not in fields:
+    n_train, n_dev = result.get("n_train") or 0, result.get("n_dev") or 0
+    train = result.get("train_seconds") or 0.0
+    if "max_steps" not in fields:  # the linear probe: its training rows' features (dev ones may have been cached)
+        if n_train and train > PROBE_FIT_S:
+            example = (train - PROBE_FIT_S) / (n_train * tokens.prompt(0))
         return {"work_seconds": None, "example_seconds": example}
+    prior = PRIORS.get(result["method"], DEFAULT_PRIOR)
     known = {k: v for k, v in options.items() if k in fields and k != "checkpoint_dir"}
     base = cls.config_cls(**{k: v for k, v in known.items()})
     trials = (first.get("tuning") or {}).get("trials") or []
     runs = [
         (_as_trial(dataclasses.replace(base, **t["options"]), t.get("rung") or 0), t.get("steps") or 0) for t in trials
     ] or [(base, first.get("steps") or 0)]
-    work = sum(steps * step_work(c) for c, steps in runs)
-    evals = sum(_evals(c, steps) for c, steps in runs)
-    train = result.get("train_seconds") or 0.0
-    left = train - evals * (result.get("n_dev") or 0) * example
+    fresh, _ = row_tokens(base, tokens, prior.cached)
+    work = sum(steps * step_work(c) * row_tokens(c, tokens, prior.cached)[1] for c, steps in runs)
+    scored = sum(_evals(c, steps) * n_dev * row_tokens(c, tokens, prior.cached)[1] for c, steps in runs)
+    scored += (n_train + n_dev) * fresh
     if work <= 0 or train <= 0:
         return {"work_seconds": None, "example_seconds": example}
+    if prior.cached and prior.work and prior.example:
+        ratio = prior.example / prior.work
+        rate = train / (work + ratio * scored)
+        return {"work_seconds": rate, "example_seconds": ratio * rate}
+    left = train - scored * example
     return {"work_seconds": max(left, 0.25 * train) / work, "example_seconds": example}
-
-
-# -- how far a running unit is ---------------------------------------------------------------------------------
-
-
-def progress_fraction(stages: Sequence[Mapping[str, Any]], phase: str, step: int, total: int) -> float | None:
-    """The share of a unit's estimated seconds done, from its stored stages and the phase, step and total its row
-    reports (None before it reports anything it can be placed by). Monotone within a run that follows its plan."""
-    if not stages or not phase:
-        return None
-    whole = sum(s["seconds"] for s in stages) or 1.0
-    kinds = [s["kind"] for s in stages]
-    index, within = _locate(kinds, phase, step)
-    if index is None:
-        return None
-    stage = stages[index]
-    span = max(stage["end"] - stage["start"], 1)
-    inside = min(max((step - stage["start"]) / span, 0.0), 1.0) if within else 0.0
-    done = sum(s["seconds"] for s in stages[:index]) + inside * stage["seconds"]
-    return min(done / whole, 1.0)
-
-
-def _locate(kinds: Sequence[str], phase: str, step: int) -> tuple[int | None, bool]:
-    """Which stage a phase string names (and whether its step counts within it)."""
-    outer, _, inner = phase.rpartition(" · ")
-    outer = outer or phase
-    if phase.startswith(TUNING):
-        trials = [i for i, k in enumerate(kinds) if k == TRIAL]
-        if ", trial " in outer:
-            try:
-                number = int(outer.split(", trial ", 1)[1].split()[0])  # "trial 2 of 5: lr 0.01"
-            except ValueError:
-                return None, False
-            if trials:
-                return trials[min(number, len(trials)) - 1], True
-        if CONTINUE in kinds and "continuing" in outer:
-            return kinds.index(CONTINUE), True
-        return (trials[0], True) if trials else (None, False)
-    if phase.startswith(SCORING) and TEST in kinds:
-        return kinds.index(TEST), True
-    if phase.startswith(CHOOSING) and CHOOSE in kinds:
-        return kinds.index(CHOOSE), True
-    if phase.startswith((TRAINING, "evaluating on dev")):
-        for kind in (TRAIN, CONTINUE):
-            if kind in kinds:
-                return kinds.index(kind), True
-    if phase.startswith("saving"):  # the test split is scored: its stage is complete
-        return (kinds.index(TEST) if TEST in kinds else len(kinds) - 1), True
-    return None, False

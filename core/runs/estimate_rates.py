@@ -1,6 +1,7 @@
 """Where an estimate's seconds come from: each method's two rates on a backbone and device (`Throughput`: seconds
-per unit of training work and per scored row), from the best source there is, and the short probe that measures
-them on a loaded backbone.
+per token of training work and per scored token), from the best source there is, and the short probe that measures
+them on a loaded backbone. Per token, not per row: a rate measured on 26-token tweets holds for 110-token drug
+reviews (`core.runs.estimate_tokens` counts the tokens).
 
 Why its own module: `core.runs.estimate` models how much work a unit is; this module says how fast that work goes,
 best first from (a) remembered measurements of that method (`rates_for`'s `remembered`), (b) other methods'
@@ -22,6 +23,7 @@ from core.engine.backbone import Backbone
 from core.engine.templates import Template, Verbalizer
 from core.methods import create
 from core.methods.base import PromptSpec
+from core.runs.estimate_tokens import ROW_TOKENS
 
 MEASURED, DERIVED, PROBED, PRIOR = "measured", "measured (other methods)", "probe", "prior"
 SOURCE_RANK = {MEASURED: 0, DERIVED: 1, PROBED: 2, PRIOR: 3}  # how much an estimate is to be trusted, best first
@@ -29,31 +31,34 @@ SOURCE_RANK = {MEASURED: 0, DERIVED: 1, PROBED: 2, PRIOR: 3}  # how much an esti
 
 @dataclass(frozen=True)
 class MethodPrior:
-    """A method's speed relative to the probe's: `work` scales the probe's seconds per unit of training work (a
-    row through forward + backward counts 3), `example` its seconds per scored row (manual templates, batch 16)."""
+    """A method's speed relative to the probe's, per token: `work` scales the probe's seconds per token of training
+    work (a token through forward + backward counts 3), `example` its seconds per scored token (manual templates,
+    batch 16). `cached`: the method reuses the text's key/values on a causal LM (`core.runs.estimate_tokens`)."""
 
     work: float
     example: float
+    cached: bool = False
 
 
-# Per-method ratios to the probe's two rates, calibrated on this 2-core CPU, quiet (benchmarks/RESULTS.md, issue 24):
-# `bench_comparison.py` (SmolLM2-135M, K = 32, tuning on, 500 test rows) estimated every method from the probe with
-# the first, unit ratios, and each method's ratio is that first ratio times its actual / estimated seconds (manual
-# and the probe in the order the queue runs them: manual first, paying for the test texts' key/values, the probe
-# after it reusing them). The probe's rates carry its own bias (a cold backward pass, the full vocabulary at every
-# position), which these ratios absorb: they hold for this probe, measured this way. AutoPrompt re-scores
-# candidates on cached texts, P-tuning trains on cached texts, prompt tuning and P-tuning v2 carry their extra tokens
-# through every layer. Where no probe ran, `CPU_SECONDS_PER_GPARAM` gives the probe's two rates from the parameter
-# count (the probe measured 0.054 s a row and 0.055 s per work unit for 0.135e9 parameters), and an accelerator is
-# assumed `GPU_SPEEDUP` times faster: a rough prior, and said to be one. Measured runs replace all of it.
+# Per-method ratios to the probe's two per-token rates. First calibrated per row on this 2-core CPU (benchmarks/
+# RESULTS.md, issue 24: `bench_comparison.py`, SmolLM2-135M, K = 32, tuning on), then restated per token for issue 31
+# (each ratio times the probe's tokens a row over the tokens the method runs a row, `estimate_tokens.row_tokens`) and
+# checked out of sample by `benchmarks/bench_estimate.py` (3 datasets x 2 K x 2 method sets). The probe's rates carry
+# its own bias (a cold backward pass, the full vocabulary at every position), which these ratios absorb: they hold
+# for this probe, measured this way. AutoPrompt re-scores candidates on cached texts and P-tuning trains on cached
+# texts (`cached`: their steps run only the tokens after the text, so their per-token ratios are larger: a short
+# suffix uses the CPU less well), prompt tuning and P-tuning v2 carry the whole text through every layer at every
+# step. Where no probe ran, `CPU_SECONDS_PER_GPARAM` gives the probe's two rates from the parameter count (the
+# probe measured about 1.8 ms a token for 0.135e9 parameters), and an accelerator is assumed `GPU_SPEEDUP` times
+# faster: a rough prior, and said to be one. Measured runs replace all of it.
 PRIORS: dict[str, MethodPrior] = {
     "manual": MethodPrior(work=0.53, example=0.53),
     "baseline": MethodPrior(work=0.0, example=0.0),
     "linear_probe": MethodPrior(work=0.85, example=0.21),
-    "autoprompt": MethodPrior(work=0.12, example=0.08),
-    "ptuning": MethodPrior(work=0.27, example=0.125),
-    "ptuning_v2": MethodPrior(work=0.60, example=0.19),
-    "prompt_tuning": MethodPrior(work=0.80, example=0.27),
+    "autoprompt": MethodPrior(work=0.37, example=0.2, cached=True),
+    "ptuning": MethodPrior(work=0.76, example=0.26, cached=True),
+    "ptuning_v2": MethodPrior(work=0.56, example=0.18),
+    "prompt_tuning": MethodPrior(work=0.74, example=0.25),
     # The fine-tuning rows (issue 30) train every weight (or LoRA's adapters) of a private copy with the prefix cache
     # off: a step is a full forward and backward with weight gradients plus AdamW over every trained weight, and
     # scoring runs the whole prompt. From `bench_versus_finetuning.py` on this 2-core CPU (benchmarks/RESULTS.md).
@@ -62,7 +67,7 @@ PRIORS: dict[str, MethodPrior] = {
     "lora": MethodPrior(work=1.6, example=0.6),
 }
 DEFAULT_PRIOR = MethodPrior(work=0.8, example=0.3)  # a method added later, until it is measured
-CPU_SECONDS_PER_GPARAM = {"work": 0.41, "example": 0.40}  # per 1e9 parameters, per work unit / scored row
+CPU_SECONDS_PER_GPARAM = {"work": 0.0135, "example": 0.0132}  # per 1e9 parameters, per work / scored token
 GPU_SPEEDUP = 25.0
 REMEMBER_WEIGHT = 0.5  # a new measurement's weight against the remembered one (a loaded machine does not stick)
 
@@ -71,18 +76,20 @@ REMEMBER_WEIGHT = 0.5  # a new measurement's weight against the remembered one (
 class Throughput:
     """A method's two rates on one backbone and device, and where they came from (`MEASURED` ... `PRIOR`)."""
 
-    work_seconds: float  # per unit of training work (one forward-equivalent row of a training step)
-    example_seconds: float  # per scored row
+    work_seconds: float  # per token of training work (one forward-equivalent token of a training step)
+    example_seconds: float  # per scored token
     source: str
+    runs: int = 0  # finished runs the rates rest on (measured ones: this method's; derived: the others')
 
 
 @dataclass(frozen=True)
 class Probe:
-    """The probe's two rates: seconds per scored row (manual template) and per unit of training work."""
+    """The probe's two rates: seconds per scored token (manual template) and per token of training work."""
 
     example_seconds: float
     work_seconds: float
     seconds: float  # what the probe itself took
+    tokens: float = 0.0  # its rows' mean tokens
 
 
 def rates_for(
@@ -95,10 +102,12 @@ def rates_for(
 ) -> dict[str, Throughput]:
     """Each method's rates, from the best source there is (see the module docstring).
 
-    `remembered`: method -> {"work_seconds", "example_seconds"} measured on this backbone and device (the store's
-    `throughput`); `probed`: the probe's rates; `parameters`: the backbone's size, for the last resort."""
+    `remembered`: method -> {"work_seconds", "example_seconds", "runs"} per token, measured on this backbone and
+    device (the store's `throughput`); `probed`: the probe's rates; `parameters`: the backbone's size, for the last
+    resort."""
     remembered = remembered or {}
     base = _base_from(remembered)
+    others = sum(int(r.get("runs") or 1) for r in remembered.values())
     out = {}
     for m in methods:
         if m in remembered:
@@ -107,16 +116,17 @@ def rates_for(
             work = r.get("work_seconds")
             if work is None:  # a method measured only scoring (manual): its training rate from the others'
                 work = prior.work * (base or _probe_or_prior(probed, parameters, device))[0]
-            out[m] = Throughput(float(work), float(r["example_seconds"]), MEASURED)
+            out[m] = Throughput(float(work), float(r["example_seconds"]), MEASURED, int(r.get("runs") or 1))
             continue
+        runs = 0
         if base is not None:
-            rates, source = base, DERIVED
+            rates, source, runs = base, DERIVED, others
         elif probed is not None:
             rates, source = (probed.work_seconds, probed.example_seconds), PROBED
         else:
             rates, source = _probe_or_prior(None, parameters, device), PRIOR
         prior = PRIORS.get(m, DEFAULT_PRIOR)
-        out[m] = Throughput(prior.work * rates[0], prior.example * rates[1], source)
+        out[m] = Throughput(prior.work * rates[0], prior.example * rates[1], source, runs)
     return out
 
 
@@ -156,7 +166,8 @@ _probe_lock = threading.Lock()
 
 def probe(backbone: Backbone, records: Sequence[Mapping[str, str]], template: str) -> Probe:
     """Time one scoring batch (16 rows, a manual template) and one training step (8 rows, forward and backward to
-    the input embeddings, as a prompt method's step is) on `backbone`; about a second on a CPU for a 135M model.
+    the input embeddings, as a prompt method's step is) on `backbone`, per token of its rows; about a second on a CPU
+    for a 135M model.
     Cached per backbone fingerprint and device for the life of the process: the page calls it on every rerun."""
     key = (backbone.fingerprint or backbone.name, str(backbone.device))
     with _probe_lock:
@@ -178,13 +189,14 @@ def probe(backbone: Backbone, records: Sequence[Mapping[str, str]], template: st
     batch = backbone.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256)
     ids = batch["input_ids"].to(backbone.device)
     mask = batch["attention_mask"].to(backbone.device)
+    tokens = float(mask.sum()) / len(texts) + ROW_TOKENS  # as `TokenStats.prompt` counts a row
     t0 = time.perf_counter()
     embeds = backbone.embeddings(ids).detach().requires_grad_(True)
     logits = backbone.model(inputs_embeds=embeds, attention_mask=mask).logits
     (grad,) = torch.autograd.grad(logits[:, -1].float().logsumexp(-1).sum(), embeds)
     del grad, logits
     work = (time.perf_counter() - t0) / (3 * len(texts))
-    result = Probe(example_seconds=example, work_seconds=work, seconds=time.perf_counter() - start)
+    result = Probe(example / tokens, work / tokens, time.perf_counter() - start, tokens)
     with _probe_lock:
         _probes[key] = result
     return result

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.compare import Unit, prompt_spec, run_unit
 from core.data import LabeledDataset, Limits, Split, load_dataset, split_dataset
+from core.engine.backbone import LMKind
 from core.engine.backbone_pool import BackbonePool
 from core.methods.base import PromptSpec
 from core.progress import Cancelled, ProgressFn, StopFn
@@ -98,14 +99,23 @@ class RunExecutor:
                 if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
                     self.store.add_artifact(run_id, "peft", row["peft_export"], claim=claim)
             result["backbone"] = backbone.describe()
-            self.remember_speed(config, current_device() or run.get("device") or "cpu", result)
+            tokens = estimate.measure_tokens(
+                backbone.tokenizer,
+                ctx.split.train.records or ctx.split.dev.records,
+                ctx.spec.templates,
+                causal=backbone.kind is LMKind.CAUSAL,
+            )
+            self.remember_speed(config, current_device() or run.get("device") or "cpu", result, tokens)
             return result
 
         return fn
 
-    def remember_speed(self, config: dict, device: str, result: dict) -> None:
-        """Keep the finished unit's measured rates for its backbone, device and method: the next estimate of any
-        comparison on them starts from this machine's own speed (core.runs.estimate)."""
-        rates = estimate.measured(result, config["options"], resumed=bool(config.get("resumes")))
+    def remember_speed(
+        self, config: dict, device: str, result: dict, tokens: estimate.TokenStats | None = None
+    ) -> None:
+        """Keep the finished unit's measured per-token rates (`tokens`: its rows' tokens) for its backbone, device and
+        method: the next estimate of any comparison on them, on any data, starts from this machine's own speed
+        (core.runs.estimate)."""
+        rates = estimate.measured(result, config["options"], resumed=bool(config.get("resumes")), tokens=tokens)
         if rates is not None:
             self.store.record_throughput(config["backbone"], device, config["method"], **rates)

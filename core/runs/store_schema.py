@@ -7,7 +7,7 @@ i turns version i into i + 1; append new ones, never edit old ones), and refused
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ACTIVE_STATUSES = ("queued", "running")
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -120,5 +120,11 @@ ALTER TABLE runs ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'worker'
 """
 
+# v8: the throughput rates are per token (core.runs.estimate_tokens), so they transfer between datasets of different
+# lengths; the per-row rates kept before cannot be read as such and are dropped (the next finished run re-measures).
+_SCHEMA_V8 = """
+DELETE FROM throughput
+"""
+
 # Migration i turns schema version i into version i + 1; append new ones, never edit old ones.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6, _SCHEMA_V7)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6, _SCHEMA_V7, _SCHEMA_V8)
