@@ -20,7 +20,6 @@ import json
 import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
