@@ -3,8 +3,8 @@
 With a frozen causal LM, the key/values of the tokens before a prompt's first trainable or searched slot (usually
 the special tokens and the example's text) depend on those tokens only. They are computed once and reused by every
 training step, dev evaluation, test scoring, manual template and method that feeds the same tokens, through one
-process-wide scan-resistant LRU cache keyed by the backbone and the token ids and bounded in megabytes. The rest of the prompt
-(the suffix) then runs against them with explicit position ids and a mask hiding each row's prefix padding, so
+process-wide cache (a scan-resistant segmented LRU, `PrefixCache`) keyed by the backbone and the token ids and
+bounded in megabytes. The rest of the prompt (the suffix) then runs against them with explicit position ids and a mask hiding each row's prefix padding, so
 rows of different prefix lengths share a batch and the result equals the uncached forward pass: tests check scores
 and gradients against it to 1e-5. Gradients flow only through the suffix.
 
