@@ -77,8 +77,9 @@ def run(backbone, split, spec, units: list[Unit]) -> dict:
     out: dict = {"methods": {}, "order": [u.method for u in units]}
     start = time.perf_counter()
     for unit in units:
-        t0 = time.perf_counter()
+        t0, cache0 = time.perf_counter(), prefix_cache.stats()
         rows = run_unit(backbone, split, spec, unit)["rows"]
+        cache1 = prefix_cache.stats()
         primary = next(r for r in rows if r["primary"])
         out["methods"][unit.method] = {
             "seconds": time.perf_counter() - t0,
@@ -88,9 +89,12 @@ def run(backbone, split, spec, units: list[Unit]) -> dict:
             "steps": primary.get("steps"),
             "predictions": primary["predictions"],
             "tuning": primary.get("tuning"),  # chosen settings and every trial's steps, seconds and dev scores
+            "cache": {k: cache1.get(k, 0) - cache0.get(k, 0) for k in ("hits", "misses", "evictions")},
         }
+        c = out["methods"][unit.method]["cache"]
         print(
-            f"  {unit.method}: {out['methods'][unit.method]['seconds']:.1f} s, acc {primary['accuracy']:.3f}",
+            f"  {unit.method}: {out['methods'][unit.method]['seconds']:.1f} s, acc {primary['accuracy']:.3f}, "
+            f"prefix cache {c['hits']} hits {c['misses']} misses {c['evictions']} evictions; load {load_average()}",
             flush=True,
         )
     out["seconds"] = time.perf_counter() - start
@@ -98,7 +102,7 @@ def run(backbone, split, spec, units: list[Unit]) -> dict:
     out["first_verdict_s"] = min(m["landed_at"] for m in prompting)  # a verdict on prompts needs a prompt's row
     after = prefix_cache.stats()
     hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-    out.update(hit_rate=hits / max(1, hits + misses), peak_rss_mb=peak_rss_mb())
+    out.update(hit_rate=hits / max(1, hits + misses), peak_rss_mb=peak_rss_mb(), cache_max_mb=after.get("max_mb"))
     return out
 
 
@@ -112,12 +116,17 @@ def paired_p(new: dict, old: dict, gold: list[int]) -> str:
 def report(result: dict, estimate: dict | None, against: dict | None, gold: list[int]) -> None:
     methods = result["order"]
     old = (against or {}).get("result", {}).get("methods", {})
-    print(f"{'method':16s} {'seconds':>9s} {'landed at':>10s} {'accuracy':>9s} {'steps':>6s}", end="")
+    print(
+        f"{'method':16s} {'seconds':>9s} {'landed at':>10s} {'accuracy':>9s} {'steps':>6s} {'hits':>7s} {'misses':>6s}",
+        end="",
+    )
     print(f" {'estimate':>9s}" if estimate else "", end="")
     print(f" {'before s':>9s} {'before acc':>10s} {'ratio':>6s} {'McNemar p':>9s}" if old else "")
     for name in methods:
         m = result["methods"][name]
+        c = m.get("cache", {})
         line = f"{name:16s} {m['seconds']:9.1f} {m['landed_at']:10.1f} {m['accuracy']:9.3f} {str(m['steps']):>6s}"
+        line += f" {c.get('hits', '-'):>7} {c.get('misses', '-'):>6}"
         if estimate:
             line += f" {estimate.get(name, float('nan')):9.1f}"
         if name in old:
@@ -144,7 +153,8 @@ def report(result: dict, estimate: dict | None, against: dict | None, gold: list
             f"ETA at launch {estimate['total']:.0f} s ({estimate['source']}) vs actual {result['seconds']:.0f} s: "
             f"error {error:+.0%}"
         )
-    print(f"peak RSS {result['peak_rss_mb']:.0f} MB, prefix cache hit rate {result['hit_rate']:.2f}")
+    budget = f" (budget {result['cache_max_mb']:.0f} MB)" if result.get("cache_max_mb") else ""
+    print(f"peak RSS {result['peak_rss_mb']:.0f} MB, prefix cache hit rate {result['hit_rate']:.2f}{budget}")
 
 
 def main() -> None:

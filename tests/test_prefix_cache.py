@@ -201,3 +201,76 @@ def test_the_cache_is_used_where_it_pays(backbone, monkeypatch, mode, used):
     after = prefix_cache.stats()
     assert (after["hits"] + after["misses"] > before["hits"] + before["misses"]) is used
     assert prefix_cache.pays(backbone) is used and backbone.device.type == "cpu"
+
+
+def _kv(n_tokens: int, value: float = 0.0) -> prefix_cache.KV:
+    """Fake states of one row: 1 layer, 1 head, n_tokens x 64 floats each for keys and values (512 B a token)."""
+    return [(torch.full((1, n_tokens, 64), value), torch.full((1, n_tokens, 64), value))]
+
+
+def test_a_scan_larger_than_the_cache_does_not_flush_the_rows_every_step_reads():
+    cache = prefix_cache.PrefixCache(max_mb=100 * 512 / 2**20)  # room for 100 one-token rows
+    train = [("train", i) for i in range(20)]
+    for key in train:  # the first step computes them...
+        assert cache.get(key) is None
+        cache.put(key, _kv(1))
+    for key in train:  # ...the second reads them: they are protected now
+        assert cache.get(key) is not None
+    assert cache.stats()["protected"] == 20 and cache.promotions == 20
+    for epoch in range(3):  # test rows read once per method and template: a cyclic scan of 3x the budget
+        for i in range(300):
+            if cache.get(("test", epoch, i)) is None:
+                cache.put(("test", epoch, i), _kv(1))
+    assert cache.evictions > 0 and cache.bytes <= cache.max_bytes
+    hits = cache.hits
+    assert all(cache.get(key) is not None for key in train)  # not one recomputed after the scans
+    assert cache.hits == hits + 20
+    # a plain LRU (everything one segment) loses them all to the same scan
+    lru = prefix_cache.PrefixCache(max_mb=100 * 512 / 2**20, protected_share=0.0)
+    for key in train:
+        lru.put(key, _kv(1))
+        lru.get(key)
+    for i in range(300):
+        lru.put(("test", i), _kv(1))
+    assert all(lru.get(key) is None for key in train)
+
+
+def test_hits_misses_promotions_and_the_protected_share_are_counted_and_bounded():
+    cache = prefix_cache.PrefixCache(max_mb=10 * 512 / 2**20, protected_share=0.5)  # 10 rows, 5 protected
+    for i in range(8):
+        assert cache.get(i) is None
+        cache.put(i, _kv(1, float(i)))
+        cache.put(i, _kv(1, -1.0))  # a second store of the same key keeps the first
+    for i in range(8):
+        assert float(cache.get(i)[0][0][0, 0, 0]) == i
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["promotions"]) == (8, 8, 8)
+    assert stats["protected"] == 5 and stats["entries"] == 8  # the 3 oldest promoted dropped back to probation
+    for i in range(8, 20):  # new rows evict probation first: the 5 protected stay
+        cache.put(i, _kv(1))
+    assert all(cache.get(i) is not None for i in range(3, 8))
+    assert cache.bytes <= cache.max_bytes and cache.stats()["entries"] == 10
+    cache.resize(2 * 512 / 2**20)
+    assert cache.bytes <= cache.max_bytes and cache.stats()["entries"] == 2
+    cache.put("big", _kv(5))  # larger than the whole budget: not kept
+    assert cache.get("big") is None
+
+
+def test_the_default_budget_is_sized_from_free_memory_once_and_logged(monkeypatch, caplog):
+    monkeypatch.delenv("PTUNE_PREFIX_CACHE_MB", raising=False)
+    monkeypatch.setattr(prefix_cache, "free_memory", lambda device: 8 * 2**30)  # 8 GB free
+    cache = prefix_cache.PrefixCache()
+    with caplog.at_level("INFO", logger="core.prefix_cache"):
+        cache.put("a", _kv(1))
+        monkeypatch.setattr(prefix_cache, "free_memory", lambda device: 2**30)
+        cache.put("b", _kv(1))  # decided at the first store, not again
+    assert cache.max_bytes == 2048 * 2**20 and cache.stats()["max_mb"] == 2048
+    assert [r.getMessage() for r in caplog.records if "budget" in r.getMessage()] == [
+        "prefix cache: budget 2048 MB, from a quarter of the memory free on cpu (set PTUNE_PREFIX_CACHE_MB to choose)"
+    ]
+    monkeypatch.setattr(prefix_cache, "free_memory", lambda device: 2**20)
+    assert prefix_cache.auto_mb(torch.device("cpu")) == prefix_cache.MIN_AUTO_MB
+    monkeypatch.setenv("PTUNE_PREFIX_CACHE_MB", "3")
+    chosen = prefix_cache.PrefixCache()
+    chosen.put("a", _kv(1))
+    assert chosen.max_bytes == 3 * 2**20

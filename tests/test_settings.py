@@ -50,8 +50,8 @@ def test_a_bad_cache_size_is_one_line_from_the_cli(tmp_path):
     done = _run({"PTUNE_PREFIX_CACHE_MB": "lots"}, "-m", "core", "models", "info", "--backbone", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        "error: PTUNE_PREFIX_CACHE_MB='lots' cannot be used: it takes a number above 0 (default 2048); "
-        "set it so, or unset it"
+        "error: PTUNE_PREFIX_CACHE_MB='lots' cannot be used: it takes a number above 0 "
+        "(default: a quarter of the free memory); set it so, or unset it"
     ]
 
 

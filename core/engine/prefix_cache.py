@@ -3,8 +3,8 @@
 With a frozen causal LM, the key/values of the tokens before a prompt's first trainable or searched slot (usually
 the special tokens and the example's text) depend on those tokens only. They are computed once and reused by every
 training step, dev evaluation, test scoring, manual template and method that feeds the same tokens, through one
-process-wide LRU cache keyed by the backbone and the token ids and bounded in megabytes. The rest of the prompt
-(the suffix) then runs against them with explicit position ids and a mask hiding each row's prefix padding, so
+process-wide cache (a scan-resistant segmented LRU, `PrefixCache`) keyed by the backbone and the token ids and
+bounded in megabytes. The rest of the prompt (the suffix) then runs against them with explicit position ids and a mask hiding each row's prefix padding, so
 rows of different prefix lengths share a batch and the result equals the uncached forward pass: tests check scores
 and gradients against it to 1e-5. Gradients flow only through the suffix.
 
@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import inspect
 import itertools
+import logging
 import os
 import threading
 import weakref
@@ -32,72 +33,148 @@ from transformers import DynamicCache
 
 from core.engine.backbone import Backbone, LMKind
 from core.engine.templates import Encoded
+from core.resources import free_memory
 from core.settings import SettingError, env_float
+
+log = logging.getLogger(__name__)
 
 PREFIX_CHUNK = 16  # rows per forward pass when computing missing prefixes
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, P, d) keys and values of one row
 
 
-def cache_mb() -> float:
-    """``PTUNE_PREFIX_CACHE_MB`` (default 2048): the cache's budget. Above 0: ``PTUNE_PREFIX_CACHE=off`` is the way
-    to turn the cache off."""
-    return env_float("PTUNE_PREFIX_CACHE_MB", 2048.0, above=0)
+CACHE_ENV = "PTUNE_PREFIX_CACHE_MB"
+FREE_SHARE = 0.25  # of the memory free on the device at the first store: the default budget
+MIN_AUTO_MB, MAX_AUTO_MB = 256.0, 16384.0  # the default budget's floor and ceiling
+PROTECTED_SHARE = 0.8  # of the budget for entries read at least twice (train and dev rows, a test row's later reads)
+
+
+def cache_mb() -> float | None:
+    """``PTUNE_PREFIX_CACHE_MB``: the cache's budget; unset or blank: None (sized from free memory, `auto_mb`).
+    Above 0: ``PTUNE_PREFIX_CACHE=off`` is the way to turn the cache off."""
+    raw = os.environ.get(CACHE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return env_float(CACHE_ENV, 0.0, above=0)
+    except SettingError:
+        raise SettingError(
+            f"{CACHE_ENV}={raw[:40]!r} cannot be used: it takes a number above 0 (default: a quarter of the free "
+            "memory); set it so, or unset it"
+        ) from None
+
+
+def auto_mb(device: torch.device) -> float:
+    """The default budget: a quarter of the memory free on `device` now, within [256 MB, 16 GB]. The states live
+    where the backbone runs, so that device's memory is what they compete for."""
+    return min(MAX_AUTO_MB, max(MIN_AUTO_MB, FREE_SHARE * free_memory(device) / 2**20))
+
+
+def _kv_bytes(kv: KV) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
 
 
 class PrefixCache:
-    """Thread-safe LRU map (backbone identity, compute dtype, prefix token ids) -> per-layer key/values.
+    """Thread-safe segmented LRU map (backbone identity, compute dtype, prefix token ids) -> per-layer key/values.
 
-    Counts hits and misses per row looked up; entries larger than the whole budget are computed but not kept.
-    `max_mb` None: ``PTUNE_PREFIX_CACHE_MB``, read at the first store, not at import.
+    Scan-resistant: a new entry enters the *probation* segment; a hit moves it to the *protected* segment, which
+    may fill `PROTECTED_SHARE` of the budget (its least recently used entries drop back to probation when it is
+    full). Train and dev rows are read at every step, so they are protected after their second read; a test split
+    is read once per method and template, in a loop that may be larger than the whole budget, and such a scan only
+    cycles through probation: it can no longer flush the rows every training step reads, as a plain LRU did (an LRU
+    over a loop larger than itself hits nothing). Eviction takes probation's oldest entry first.
+
+    Counts hits and misses per row looked up, evictions and promotions; entries larger than the whole budget are
+    computed but not kept. `max_mb` None: ``PTUNE_PREFIX_CACHE_MB`` if set, else `auto_mb` of the device the first
+    stored states live on, decided at the first store (logged once), not at import.
     """
 
-    def __init__(self, max_mb: float | None = None):
+    def __init__(self, max_mb: float | None = None, *, protected_share: float = PROTECTED_SHARE):
         self._max_bytes = None if max_mb is None else int(max_mb * 2**20)
-        self._entries: OrderedDict[Hashable, tuple[KV, int]] = OrderedDict()
+        self._share = protected_share
+        self._probation: OrderedDict[Hashable, tuple[KV, int]] = OrderedDict()
+        self._protected: OrderedDict[Hashable, tuple[KV, int]] = OrderedDict()
+        self._protected_bytes = 0
         self._lock = threading.Lock()
-        self.bytes = self.hits = self.misses = self.evictions = 0
+        self.bytes = self.hits = self.misses = self.evictions = self.promotions = 0
 
     def get(self, key: Hashable) -> KV | None:
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._protected.get(key)
+            if entry is not None:
+                self._protected.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+            entry = self._probation.pop(key, None)
             if entry is None:
                 self.misses += 1
                 return None
-            self._entries.move_to_end(key)
             self.hits += 1
+            self.promotions += 1
+            self._protected[key] = entry
+            self._protected_bytes += entry[1]
+            limit = int(self._share * self.max_bytes)
+            while self._protected_bytes > limit and self._protected:  # demote: back to probation's newest
+                old_key, old = self._protected.popitem(last=False)
+                self._protected_bytes -= old[1]
+                self._probation[old_key] = old
             return entry[0]
 
     @property
     def max_bytes(self) -> int:
+        """The budget in bytes; before the first store sizes it, what the setting says (else the floor)."""
         if self._max_bytes is None:
-            self._max_bytes = int(cache_mb() * 2**20)
+            return int((cache_mb() or MIN_AUTO_MB) * 2**20)
         return self._max_bytes
 
+    def _size_for(self, kv: KV) -> None:
+        """Fix the budget at the first store when none was given: the setting, else from the device's free memory."""
+        if self._max_bytes is not None:
+            return
+        mb, source = cache_mb(), f"{CACHE_ENV}"
+        if mb is None:
+            device = kv[0][0].device if kv else torch.device("cpu")
+            mb = auto_mb(device)
+            source = f"a quarter of the memory free on {device} (set {CACHE_ENV} to choose)"
+        self._max_bytes = int(mb * 2**20)
+        log.info("prefix cache: budget %.0f MB, from %s", mb, source)
+
     def put(self, key: Hashable, kv: KV) -> None:
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        size = _kv_bytes(kv)
         with self._lock:
-            if size > self.max_bytes or key in self._entries:
+            self._size_for(kv)
+            if size > self.max_bytes or key in self._probation or key in self._protected:
                 return
-            self._entries[key] = (kv, size)
+            self._probation[key] = (kv, size)
             self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (_, old) = self._entries.popitem(last=False)
-                self.bytes -= old
-                self.evictions += 1
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes and (self._probation or self._protected):
+            if self._probation:
+                _, (_, old) = self._probation.popitem(last=False)
+            else:
+                _, (_, old) = self._protected.popitem(last=False)
+                self._protected_bytes -= old
+            self.bytes -= old
+            self.evictions += 1
 
     def resize(self, max_mb: float) -> None:
         with self._lock:
             self._max_bytes = int(max_mb * 2**20)
-            while self.bytes > self.max_bytes and self._entries:
-                _, (_, old) = self._entries.popitem(last=False)
-                self.bytes -= old
-                self.evictions += 1
+            limit = int(self._share * self._max_bytes)
+            while self._protected_bytes > limit and self._protected:
+                old_key, old = self._protected.popitem(last=False)
+                self._protected_bytes -= old[1]
+                self._probation[old_key] = old
+                self._probation.move_to_end(old_key, last=False)  # demoted below probation's newer entries
+            self._evict()
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
-            self.bytes = 0
+            self._probation.clear()
+            self._protected.clear()
+            self.bytes = self._protected_bytes = 0
 
     def stats(self) -> dict[str, float]:
         with self._lock:
@@ -105,8 +182,11 @@ class PrefixCache:
                 "hits": self.hits,
                 "misses": self.misses,
                 "evictions": self.evictions,
-                "entries": len(self._entries),
+                "promotions": self.promotions,
+                "entries": len(self._probation) + len(self._protected),
+                "protected": len(self._protected),
                 "mb": self.bytes / 2**20,
+                "max_mb": (self._max_bytes or 0) / 2**20,  # 0 until the first store sizes it
             }
 
 
