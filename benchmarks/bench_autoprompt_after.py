@@ -27,11 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.backbone import load_backbone  # noqa: E402
-
-from core import prefix_cache  # noqa: E402
 from core.compare import Unit, method_options, prompt_spec, run_unit  # noqa: E402
 from core.data import load_dataset, split_dataset  # noqa: E402
+from core.engine import prefix_cache  # noqa: E402
+from core.engine.backbone import load_backbone  # noqa: E402
 
 
 def load_average() -> str:

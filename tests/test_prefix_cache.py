@@ -260,7 +260,7 @@ def test_the_default_budget_is_sized_from_free_memory_once_and_logged(monkeypatc
     monkeypatch.delenv("PTUNE_PREFIX_CACHE_MB", raising=False)
     monkeypatch.setattr(prefix_cache, "free_memory", lambda device: 8 * 2**30)  # 8 GB free
     cache = prefix_cache.PrefixCache()
-    with caplog.at_level("INFO", logger="core.prefix_cache"):
+    with caplog.at_level("INFO", logger="core.engine.prefix_cache"):
         cache.put("a", _kv(1))
         monkeypatch.setattr(prefix_cache, "free_memory", lambda device: 2**30)
         cache.put("b", _kv(1))  # decided at the first store, not again
