@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.app.views import repeated_rows
 from tests import test_app
 from tests.test_app import TIMEOUT, go, start, texts, workspace
 from tests.test_workspace import request
@@ -50,3 +51,28 @@ def test_compare_tables_have_no_none_cells_and_no_duplicate_rows(home: Path, tin
     majority = calibration.loc[calibration["prompt"] == "Majority class"].iloc[0]
     assert majority["calibration chosen on dev"] == "none: no prompt to calibrate"
     assert majority["acc. calibrated"] == "—"
+
+
+def test_no_table_repeats_the_template_manual_chose(home: Path, tiny_gpt2: Path) -> None:
+    """Significance, disagreements and the confusion picker name the chosen template once, by its own name."""
+    mine = workspace().user(OWNER)
+    group = mine.launch(request(tiny_gpt2, seeds=[0]))
+    for run in mine.runs(group):
+        assert workspace().jobs.wait(run["id"], TIMEOUT) == "succeeded"
+    summary = mine.summary(group)
+    repeated = repeated_rows(summary)
+    assert list(repeated) == ["Manual (best on dev)"] and repeated["Manual (best on dev)"].startswith("Manual #")
+
+    at = go(start(OWNER), "ui/5_Compare.py")
+    assert not at.error, texts(at.error)
+    assert f"Significance against {repeated['Manual (best on dev)']} (chosen on dev)" in texts(at.subheader)
+    for frame in shown_frames(at):
+        assert "Manual (best on dev)" not in frame.to_string(), frame
+    sig = next(d.value for d in at.dataframe if "mcnemar_p" in d.value.columns)
+    assert repeated["Manual (best on dev)"] not in set(sig["prompt"])  # not tested against its own repeat
+    assert set(sig["versus"]) == {f"{repeated['Manual (best on dev)']} (chosen on dev)"}
+    picker = at.multiselect(key="confusion-prompts")
+    assert "Manual (best on dev)" not in picker.options and repeated["Manual (best on dev)"] in picker.options
+    at.toggle(key="disagree-every").set_value(True).run()
+    for frame in shown_frames(at):
+        assert "Manual (best on dev)" not in list(frame.columns), list(frame.columns)

@@ -22,6 +22,7 @@ from core.app.views import (
     provisional_verdict,
     settings_note,
     shown_cells,
+    shown_reference,
     significance_table,
     soft_prompt_readings,
     tuning_trials,
@@ -236,7 +237,7 @@ st.caption(
     f"({'GPU allocator peak' if 'cuda' in str(backbone.get('device', '')) else 'process RSS on the CPU'})."
 )
 
-st.subheader(f"Significance against {summary.get('reference') or 'the reference'}")
+st.subheader(f"Significance against {shown_reference(summary) or 'the reference'}")
 sig = significance_table(summary)
 if sig.empty:
     st.caption("Needs the manual method in the comparison.")

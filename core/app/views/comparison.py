@@ -103,6 +103,21 @@ def chosen_variants(methods: Sequence[Mapping[str, Any]]) -> dict[int, int]:
     return out
 
 
+def repeated_rows(summary: Mapping[str, Any]) -> dict[str, str]:
+    """{name of a method's answer that is one of its own variants on every seed: that variant's name}. Every table
+    shows the variant's row (marked chosen on dev) and leaves the repeat out; results.json keeps both."""
+    methods = summary["methods"]
+    return {methods[i]["name"]: methods[j]["name"] for i, j in chosen_variants(methods).items()}
+
+
+def shown_reference(summary: Mapping[str, Any]) -> str:
+    """The significance reference under the name its row is shown by ("Manual #3: ... (chosen on dev)" rather than
+    the answer that repeats it)."""
+    reference = summary.get("reference") or ""
+    repeated = repeated_rows(summary)
+    return f"{repeated[reference]} (chosen on dev)" if reference in repeated else reference
+
+
 def _role(summary: Mapping[str, Any], m: Mapping[str, Any], is_chosen: bool) -> str:
     """ "chosen on dev" for the prompt a method picked on dev among candidates of its own (manual's templates,
     AutoPrompt's template selection); the majority class chooses nothing, so its role is empty."""
@@ -184,13 +199,15 @@ def learning_curve_frames(summary: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.
 def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """One row per significance test (a prompt against the one it is compared with): the bootstrap difference,
     its interval and p-value, and McNemar's p-value."""
-    rows = []
+    repeated, rows = repeated_rows(summary), []
     for s in summary.get("significance", []):
+        if repeated.get(s["versus"]) == s["method"] or s["method"] in repeated:
+            continue  # the chosen template against its own repeat: the same predictions, nothing to test
         boot, mc = s["bootstrap"], s["mcnemar"]
         rows.append(
             {
                 "prompt": s["method"],
-                "versus": s["versus"],
+                "versus": shown_reference(summary) if s["versus"] == summary.get("reference") else s["versus"],
                 "accuracy_diff": boot["diff"],
                 "ci_low": boot["ci_low"],
                 "ci_high": boot["ci_high"],
@@ -204,9 +221,11 @@ def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
 
 def confusion_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
     """Long format (prompt, gold, predicted, count) of each prompt's first-seed confusion matrix."""
-    labels = summary["dataset"]["labels"]
+    labels, repeated = summary["dataset"]["labels"], repeated_rows(summary)
     rows = []
     for m in summary["methods"]:
+        if m["name"] in repeated:
+            continue  # its chosen template's matrix is there under that template's name
         for gi, row in enumerate(m["confusion"]):
             for pi, count in enumerate(row):
                 rows.append({"prompt": m["name"], "gold": labels[gi], "predicted": labels[pi], "count": count})
@@ -220,9 +239,11 @@ def disagreements(
 
     One column per method (the prompt it is ranked by) unless `every_prompt`: a column per manual template and
     variant makes the table wider than the page."""
-    labels = summary["dataset"]["labels"]
+    labels, repeated = summary["dataset"]["labels"], repeated_rows(summary)
     rows = [m for m in summary["methods"] if every_prompt or m.get("primary", True)]
-    preds = {m["name"]: m["predictions"][0] for m in rows}
+    if every_prompt:
+        rows = [m for m in rows if m["name"] not in repeated]  # its chosen template has its own column
+    preds = {repeated.get(m["name"], m["name"]): m["predictions"][0] for m in rows}
     if not preds:
         return pd.DataFrame()
     df = pd.DataFrame({"text": test.texts, "gold": [labels[y] for y in test.labels]})

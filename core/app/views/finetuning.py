@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from core.app.views._shared import fine_tunes
-from core.app.views.comparison import spread_text
+from core.app.views.comparison import repeated_rows, spread_text
 from core.methods import REGISTRY
 
 
@@ -79,11 +79,16 @@ def finetuning_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     against = summary.get("versus_finetuning")
     if not against:
         return pd.DataFrame()
-    rows = sorted(against["rows"], key=lambda r: (r["fine_tunes"], not r["primary"]))
+    repeated = repeated_rows(summary)
+    chosen = set(repeated.values())
+    rows = [r for r in against["rows"] if r["name"] not in repeated]  # shown once, as the template it chose
+    rows.sort(key=lambda r: (r["fine_tunes"], not (r["primary"] or r["name"] in chosen)))
     return pd.DataFrame(
         [
             {
-                "prompt": r["name"] + (" (fine-tuning)" if r["fine_tunes"] else ""),
+                "prompt": r["name"]
+                + (" (fine-tuning)" if r["fine_tunes"] else "")
+                + (" (chosen on dev)" if r["name"] in chosen else ""),
                 "accuracy": r["accuracy"],
                 "accuracy_share": percent_text(r["accuracy_share"]),
                 "params_share": percent_text(r["params_share"]),
