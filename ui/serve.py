@@ -4,10 +4,12 @@
 
 Streamlit runs `app.py` only when the first browser connects, so with plain `streamlit run app.py` that first
 visitor waits while torch, transformers, pandas and the engine are imported (about 3 s of a 2-core CPU with the
-files in the OS cache, far more without). Here a background thread imports them while the server starts and waits
-for that visitor; a visitor who arrives in the meantime waits only for the rest. The thread imports in the order
-`app.py` does, so the script thread and it never hold import locks in opposite orders. Nothing but imports
-happens in it: no workspace, no store, nothing per person.
+files in the OS cache, far more without). Here they are imported before the server listens (as Jupyter does its
+set-up before it prints its URL): the server answers a few seconds later, and its first page then loads as fast
+as any other. `--warm-in-background` starts listening at once and imports in a thread instead (a visitor who
+arrives in the meantime waits only for the rest); the thread imports in the order `app.py` does, so the script
+thread and it never hold import locks in opposite orders. Nothing but imports happens either way: no workspace,
+no store, nothing per person.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def warm(modules: tuple[str, ...] = WARM_MODULES, names: tuple[str, ...] = WARM_
     return failed
 
 
-def _warm_in_background() -> None:
+def _warm_and_say() -> None:
     start = time.perf_counter()
     failed = warm()
     note = f"; not importable: {', '.join(failed)}" if failed else ""
@@ -77,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     from streamlit.web import cli  # first: the thread below then finds streamlit whole, never half-imported
 
-    threading.Thread(target=_warm_in_background, name="ptune-warm-imports", daemon=True).start()
-
-    args = ["run", str(ROOT / "app.py"), *(sys.argv[1:] if argv is None else argv)]
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--warm-in-background" in given:
+        given.remove("--warm-in-background")
+        threading.Thread(target=_warm_and_say, name="ptune-warm-imports", daemon=True).start()
+    elif "--help" not in given:
+        _warm_and_say()
+    args = ["run", str(ROOT / "app.py"), *given]
     return cli.main(args, prog_name="streamlit", standalone_mode=True) or 0
 
 
