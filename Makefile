@@ -17,7 +17,7 @@ backbone: $(VENV)/.installed
 	$(BIN)/python -m core models install-default
 
 app: backbone
-	$(BIN)/streamlit run app.py --server.address localhost
+	$(BIN)/python -m ui.serve --server.address localhost
 
 # `-n auto --dist loadgroup` (pytest-xdist, one worker per core) comes from pyproject.toml's addopts.
 test: $(VENV)/.installed

@@ -56,27 +56,33 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(
-    home: Path, *, port: int | None = None, log: Path | None = None, root: Path = ROOT, procs: list | None = None
+    home: Path,
+    *,
+    port: int | None = None,
+    log: Path | None = None,
+    root: Path = ROOT,
+    procs: list | None = None,
+    watcher: str | None = "none",
+    serve: bool = False,
 ) -> Iterator[str]:
     """`streamlit run app.py` (of checkout `root`) on a free local port with its own PTUNE_HOME; yields the URL
-    once healthy (its Popen is appended to `procs`, for a test that kills the server)."""
+    once healthy (its Popen is appended to `procs`, for a test that kills the server). `watcher=None` leaves the
+    file watcher to the checkout's own `.streamlit/config.toml`, as a production server has it; `serve=True` starts it
+    as `python -m ui.serve` does (the same app, its imports warmed while the server starts)."""
     port = port or free_port()
     env = {**os.environ, "PTUNE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")  # shared CI cores: one torch thread avoids oversubscription stalls
     cmd = [
         sys.executable,
         "-m",
-        "streamlit",
-        "run",
-        "app.py",
+        *(["ui.serve"] if serve else ["streamlit", "run", "app.py"]),
         "--server.port",
         str(port),
         "--server.address",
         "127.0.0.1",
         "--server.headless",
         "true",
-        "--server.fileWatcherType",
-        "none",
+        *(["--server.fileWatcherType", watcher] if watcher else []),
         "--browser.gatherUsageStats",
         "false",
         "--client.toolbarMode",
