@@ -303,3 +303,14 @@ def test_a_later_unit_reads_what_an_earlier_one_left_in_the_prefix_cache(data) -
     alone = estimate.estimate_comparison(units(["linear_probe"]), spec, split, rates).total
     after_manual = estimate.estimate_comparison(units(["linear_probe", "manual"]), spec, split, rates)
     assert after_manual.units[0].seconds < alone
+
+
+def test_a_methods_seeds_keep_their_order_though_the_later_one_is_estimated_cheaper(data) -> None:
+    """The second seed is cheaper only for the texts the first leaves cached: ranking it first would undo the order
+    its estimate assumed (and deal torchrun's processes other units than the plan said)."""
+    split, spec = data
+    plan = [Unit(m, s, method_options(m, {}, max_steps=30), 4, False) for m in ("manual", "ptuning") for s in (0, 1)]
+    expected = estimate.estimate_comparison(plan, spec, split, estimate.rates_for(["manual", "ptuning"]))
+    assert expected.units[1].seconds < expected.units[0].seconds  # manual seed 1 reads seed 0's cached texts
+    order = [(u.method, u.seed) for u in estimate.cheapest_first(plan, expected)]
+    assert order == [("manual", 0), ("manual", 1), ("ptuning", 0), ("ptuning", 1)]

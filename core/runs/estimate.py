@@ -426,13 +426,19 @@ def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[A
 
 
 def _order(units: Sequence[Any], estimate: ComparisonEstimate) -> list[int]:
+    """A method's units stay together, in the order given (seeds, K): they are ranked by their method's costliest
+    unit, because a later seed's estimate is cheaper only for the cache the earlier one fills (ranking it first
+    would undo the very order its estimate assumed)."""
     order = {name: i for i, name in enumerate(method_order(REGISTRY))}
+    cost: dict[str, float] = {}
+    for unit, est in zip(units, estimate.units, strict=True):
+        cost[unit.method] = max(cost.get(unit.method, 0.0), est.seconds)
     return sorted(
         range(len(units)),
         key=lambda i: (
             REGISTRY[units[i].method].trains,
             REGISTRY[units[i].method].fine_tunes,
-            estimate.units[i].seconds,
+            cost[units[i].method],
             order.get(units[i].method, len(order)),
             i,
         ),
