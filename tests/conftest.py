@@ -69,9 +69,28 @@ def keyword_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "keywords.csv", rows)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, whose tag this one makes visible
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, the tests on the real default backbone (the longest single tests, minutes on 2 cores)
     go out first, so that neither worker is left running one of them alone at the end. Otherwise the order is
     collection order; `--dist loadgroup` sends the `xdist_group` modules out before the single tests."""
     if WORKERS > 1:
         items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+    tag_groups(config, items)
+
+
+def tag_groups(config, items) -> None:
+    """pytest-xdist 3.8 groups tests (`--dist loadgroup`) by an '@group' suffix it writes to `item._nodeid`, which
+    pytest 9.2 no longer reads (a node id is its `_id` now): the groups were silently ignored, so a module's Ray
+    cluster ran on both workers and one worker's teardown stopped the cluster under the other. The same suffix,
+    where this pytest reads it; a no-op where xdist's own tag shows."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        )
+        if names and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")

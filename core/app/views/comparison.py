@@ -197,8 +197,8 @@ def learning_curve_frames(summary: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.
 
 
 def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per significance test (a prompt against the one it is compared with): the bootstrap difference,
-    its interval and p-value, and McNemar's p-value."""
+    """One row per significance test of a prompt against the reference (named once, in the heading above it:
+    `shown_reference`): the bootstrap difference, its interval and p-value, and McNemar's p-value."""
     repeated, rows = repeated_rows(summary), []
     for s in summary.get("significance", []):
         if repeated.get(s["versus"]) == s["method"] or s["method"] in repeated:
@@ -207,7 +207,6 @@ def significance_table(summary: Mapping[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "prompt": s["method"],
-                "versus": shown_reference(summary) if s["versus"] == summary.get("reference") else s["versus"],
                 "accuracy_diff": boot["diff"],
                 "ci_low": boot["ci_low"],
                 "ci_high": boot["ci_high"],
