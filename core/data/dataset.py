@@ -101,12 +101,7 @@ def dataset_from_frame(
             f"the text, pair and label columns must differ (got text={text_col!r}, label={label_col!r}, "
             f"pair={text_b_col!r}); choose distinct columns"
         )
-    if len(df) > limits.max_rows:
-        df = df.iloc[: limits.max_rows]
-        warnings.append(row_limit_warning(limits))
-    fields = {"text": clean_text(df[text_col])}
-    if text_b_col:
-        fields["text_b"] = clean_text(df[text_b_col])
+    df, fields = _text_fields(df, text_col, text_b_col, limits, warnings)
     labels, label_warnings = clean_labels(df[label_col])
     warnings.extend(label_warnings)
     keep = ((fields["text"] != "") & (labels != "")).to_numpy()
@@ -156,12 +151,7 @@ def texts_from_frame(
     df = df.rename(columns=str)
     require_columns(df, text_col=text_col, text_b_col=text_b_col)
     text_col = text_col or guess_text_column(df, exclude=[text_b_col] if text_b_col else ())
-    if len(df) > limits.max_rows:
-        df = df.iloc[: limits.max_rows]
-        warnings.append(row_limit_warning(limits))
-    fields = {"text": clean_text(df[text_col])}
-    if text_b_col:
-        fields["text_b"] = clean_text(df[text_b_col])
+    df, fields = _text_fields(df, text_col, text_b_col, limits, warnings)
     keep = (fields["text"] != "").to_numpy()
     if not keep.all():
         warnings.append(f"dropped {int((~keep).sum())} rows with empty text")
@@ -204,3 +194,17 @@ def _records(df: pd.DataFrame, fields: dict[str, pd.Series], exclude: set[str]) 
         if col not in exclude and col not in fields:
             table[col] = df[col].fillna("").astype(str).str.strip().to_numpy()
     return tuple(table.to_dict("records"))
+
+
+def _text_fields(
+    df: pd.DataFrame, text_col: str, text_b_col: str | None, limits: Limits, warnings: list[str]
+) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """The rows within `limits.max_rows` (a warning added when some are cut) and their cleaned text fields: the
+    one normalisation both labeled and unlabeled rows get."""
+    if len(df) > limits.max_rows:
+        df = df.iloc[: limits.max_rows]
+        warnings.append(row_limit_warning(limits))
+    fields = {"text": clean_text(df[text_col])}
+    if text_b_col:
+        fields["text_b"] = clean_text(df[text_b_col])
+    return df, fields
