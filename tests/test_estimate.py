@@ -133,8 +133,23 @@ def test_a_finished_unit_measures_its_own_rates(data) -> None:
     result = run_unit(backbone, split, spec, unit)
     rates = estimate.measured(result, unit.options)
     assert rates["work_seconds"] > 0 and rates["example_seconds"] > 0
-    manual = run_unit(backbone, split, spec, Unit("manual", 0, {}, 4))
-    assert estimate.measured(manual, {})["work_seconds"] is None  # nothing trained: scoring only
+    manual_unit = Unit("manual", 0, {}, 4)
+    manual = run_unit(backbone, split, spec, manual_unit)
+    tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+    own = estimate.measured(manual, {}, tokens=tokens)
+    assert own["work_seconds"] is None  # nothing trained: scoring only
+    # its rate, put back into the model, gives the very run it came from (every template, dev and test)
+    took = manual["train_seconds"] + manual["test_seconds"] + manual["calibration_seconds"]
+    again = estimate.estimate_unit(
+        manual_unit,
+        spec,
+        manual["n_train"],
+        manual["n_dev"],
+        len(split.test),
+        estimate.Throughput(0.0, own["example_seconds"], estimate.MEASURED),
+        tokens,
+    )
+    assert again.seconds - estimate.UNIT_OVERHEAD_S == pytest.approx(took, rel=0.01)
     assert estimate.measured(result, unit.options, resumed=True) is None  # a resumed run's time covers part only
 
 
@@ -230,6 +245,21 @@ def test_longer_rows_cost_proportionally_more_where_the_whole_text_runs_every_pa
         assert seconds[40][m] / seconds[10][m] == pytest.approx(ratio, rel=0.15)
     # P-tuning reuses the text's key/values: the text is paid once, its steps run the tokens after it only
     assert 1.0 < seconds[40]["ptuning"] / seconds[10]["ptuning"] < ratio / 2
+
+
+def test_autoprompt_is_counted_by_its_whole_prompt() -> None:
+    """AutoPrompt reads cached texts, but every candidate batch copies and attends over them: its estimate grows with
+    the text like prompt tuning's (it took 3.1-3.8x as long on 118-token rows as on 28-token ones)."""
+    backbone = tiny_backbone("gpt2")
+    rates = estimate.rates_for(["autoprompt", "prompt_tuning"])
+    seconds = {}
+    for words in (10, 40):
+        split, spec = dataset_of(words)
+        tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+        got = estimate.estimate_comparison(units(["autoprompt", "prompt_tuning"]), spec, split, rates, tokens)
+        seconds[words] = [u.seconds - estimate.UNIT_OVERHEAD_S for u in got.units]
+    grown = [long / short for long, short in zip(seconds[40], seconds[10], strict=True)]
+    assert grown[0] == pytest.approx(grown[1], rel=0.2) and grown[0] > 2.5
 
 
 def test_per_token_rates_measured_on_short_rows_transfer_to_long_ones() -> None:

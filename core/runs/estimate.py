@@ -65,7 +65,7 @@ from core.runs.estimate_rates import (
     probe,
     rates_for,
 )
-from core.runs.estimate_tokens import TokenStats, guess_tokens, measure_tokens, row_tokens
+from core.runs.estimate_tokens import TokenStats, guess_tokens, measure_tokens, row_tokens, scoring_rate
 
 __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them from here
     "CHOOSE",
@@ -469,7 +469,7 @@ def measured(
     example = test_s / (n_test * tokens.prompt(0))
     cls = REGISTRY.get(result["method"])
     if cls is None or not cls.trains:
-        return {"work_seconds": None, "example_seconds": example}
+        return {"work_seconds": None, "example_seconds": scoring_rate(result, tokens, CONTENT_FREE_ROWS) or example}
     fields = _fields(cls)
     n_train, n_dev = result.get("n_train") or 0, result.get("n_dev") or 0
     train = result.get("train_seconds") or 0.0

@@ -101,3 +101,15 @@ def row_tokens(config: Any, stats: TokenStats, cached: bool) -> tuple[float, flo
     lead = int(getattr(config, "n_tokens", 0) or 0) / batch  # a soft prompt placed first runs once per batch
     prefix = PREFIX_ATTENTION * int(getattr(config, "n_prefix", 0) or 0)
     return 0.0, stats.prompt(0) + lead + prefix
+
+
+def scoring_rate(result: Mapping[str, Any], tokens: TokenStats, content_free_rows: int) -> float | None:
+    """A method that trains nothing (manual), timed as `estimate_unit` counts it: every template scored on dev (and
+    the content-free rows) and on test, all its seconds over all those tokens, so the rate reproduces the run it came
+    from (one template's seconds over one template's tokens made the next estimate 1.6x too long)."""
+    n = max(len(tokens.templates), 1)
+    n_dev, n_test = result.get("n_dev") or 0, (result.get("rows") or [{}])[0].get("n_test") or 0
+    scored = sum((n_dev + content_free_rows + n_test) * tokens.prompt(i) for i in range(n))
+    seconds = (result.get("train_seconds") or 0.0) + (result.get("test_seconds") or 0.0)
+    seconds += result.get("calibration_seconds") or 0.0
+    return seconds / scored if scored > 0 and seconds > 0 else None
