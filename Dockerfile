@@ -27,5 +27,5 @@ USER studio
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD curl -fsS http://localhost:8501/_stcore/health || exit 1
-# ui.serve is `streamlit run app.py` with the pages' imports warmed while the server starts (ui/serve.py)
+# ui.serve is `streamlit run app.py` with the pages' imports done before the server listens (ui/serve.py)
 CMD ["python", "-m", "ui.serve", "--server.address=0.0.0.0", "--server.port=8501"]
