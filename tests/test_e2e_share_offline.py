@@ -52,6 +52,7 @@ def test_a_share_link_asks_for_the_token_then_opens_the_shared_comparison(tmp_pa
             page.goto(f"{url}/?share={share}")
             app.fill("Access token", TOKEN)  # a browser new to this server: the token form first
             page.get_by_role("heading", name=re.compile("^Compare")).first.wait_for()
+            page.get_by_text("A shared comparison was added to your list (read-only).").first.wait_for()  # a toast
             app.wait_idle()
             app.shows_group(group)
             app.see("Accuracy on the test split")
@@ -63,7 +64,6 @@ def test_a_share_link_asks_for_the_token_then_opens_the_shared_comparison(tmp_pa
             assert clipped_cells(page) == []
             app.shoot(tmp_path / "compare-shared.png")
             assert not page.get_by_test_id("stTable").get_by_text(re.compile(r"^(None|nan)$")).count()
-            page.get_by_text("A shared comparison was added to your list (read-only).").first.wait_for()
             assert page.get_by_role("heading", name=re.compile("^Data")).count() == 0
             assert "share=" not in page.url and "token=" not in page.url
         except Exception:

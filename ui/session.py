@@ -107,7 +107,11 @@ def open_share_link(ws: UserWorkspace) -> bool:
     token = st.query_params.get("share")
     if not token:
         if st.session_state.pop(_SHARED, False):  # said on the page the link opened, after the switch to it
-            st.toast("A shared comparison was added to your list (read-only).", icon=":material/visibility:")
+            st.toast(
+                "A shared comparison was added to your list (read-only).",
+                icon=":material/visibility:",
+                duration="long",
+            )
         return False
     del st.query_params["share"]
     try:
