@@ -113,11 +113,7 @@ class PrefixCache:
             self.promotions += 1
             self._protected[key] = entry
             self._protected_bytes += entry[1]
-            limit = int(self._share * self.max_bytes)
-            while self._protected_bytes > limit and self._protected:  # demote: back to probation's newest
-                old_key, old = self._protected.popitem(last=False)
-                self._protected_bytes -= old[1]
-                self._probation[old_key] = old
+            self._demote(as_newest=True)
             return entry[0]
 
     @property
@@ -149,6 +145,17 @@ class PrefixCache:
             self.bytes += size
             self._evict()
 
+    def _demote(self, *, as_newest: bool) -> None:
+        """Move protected's least recently used entries back to probation until protected fits its share of the
+        budget: as probation's newest after a promotion, as its oldest when the budget shrank."""
+        limit = int(self._share * self.max_bytes)
+        while self._protected_bytes > limit and self._protected:
+            key, entry = self._protected.popitem(last=False)
+            self._protected_bytes -= entry[1]
+            self._probation[key] = entry
+            if not as_newest:
+                self._probation.move_to_end(key, last=False)
+
     def _evict(self) -> None:
         while self.bytes > self.max_bytes and (self._probation or self._protected):
             if self._probation:
@@ -162,12 +169,7 @@ class PrefixCache:
     def resize(self, max_mb: float) -> None:
         with self._lock:
             self._max_bytes = int(max_mb * 2**20)
-            limit = int(self._share * self._max_bytes)
-            while self._protected_bytes > limit and self._protected:
-                old_key, old = self._protected.popitem(last=False)
-                self._protected_bytes -= old[1]
-                self._probation[old_key] = old
-                self._probation.move_to_end(old_key, last=False)  # demoted below probation's newer entries
+            self._demote(as_newest=False)  # below probation's newer entries
             self._evict()
 
     def clear(self) -> None:
