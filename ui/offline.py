@@ -4,7 +4,7 @@ Streamlit's frontend shows its own connection-error dialog when the server stops
 not responding. Are you connected to the internet?", or on `localhost` "Is Streamlit still running? ... restart it
 in your terminal: streamlit run yourscript.py"), words that blame the person's internet or ask them to restart a
 script they never started. A small script on the page (run once per browser page, as `ui/gate.py` sets cookies)
-watches the document and rewrites that text where it appears; the reconnecting itself stays Streamlit's.
+watches what changes in the document and rewrites that text where it appears; the reconnecting itself stays Streamlit's.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ _SCRIPT = """<script>
   if (window.__ptuneOfflineWords) return;  // once per page: the observer outlives every rerun
   window.__ptuneOfflineWords = true;
   const words = %(words)s, theirs = %(theirs)s;
-  const rewrite = () => {
-    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  // only what changed is read: every rerun mutates the page, and a walk of the whole document each time would
+  // sit on the path of every page switch
+  const rewrite = (root) => {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     const hits = [];
-    while (walker.nextNode()) {
-      if (theirs.some(t => walker.currentNode.nodeValue.includes(t))) hits.push(walker.currentNode);
+    for (let node = root.nodeType === Node.TEXT_NODE ? root : walker.nextNode(); node; node = walker.nextNode()) {
+      if (theirs.some(t => node.nodeValue.includes(t))) hits.push(node);
     }
     for (const node of hits) {
       node.nodeValue = words;
@@ -36,8 +38,11 @@ _SCRIPT = """<script>
       if (box) box.querySelectorAll('pre').forEach(pre => { pre.style.display = 'none'; });
     }
   };
-  new MutationObserver(rewrite).observe(document.body, {childList: true, subtree: true, characterData: true});
-  rewrite();
+  new MutationObserver(mutations => mutations.forEach(m => {
+    if (m.type === 'characterData') rewrite(m.target);
+    else m.addedNodes.forEach(rewrite);
+  })).observe(document.body, {childList: true, subtree: true, characterData: true});
+  rewrite(document.body);
 })();
 </script>"""
 
