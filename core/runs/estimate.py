@@ -282,7 +282,7 @@ def estimate_unit(
     cached: Collection[Any] = (),
 ) -> UnitEstimate:
     """The expected seconds of `unit` (a `core.compare.Unit`) on `n_train`/`n_dev` rows and `n_test` test rows whose
-    rows are `tokens` long (None: a guess of 30 tokens), at `rate` seconds per token. `cached`: the prefix-cache keys
+    rows are `tokens` long (None: a guess of 26 tokens), at `rate` seconds per token. `cached`: the prefix-cache keys
     (`cache_keys`) units before it in the same process computed, which this one reads for free."""
     tokens = tokens or TokenStats(26.0)
     e, w = rate.example_seconds, rate.work_seconds
