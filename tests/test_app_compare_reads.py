@@ -68,6 +68,9 @@ def test_no_table_repeats_the_template_manual_chose(home: Path, tiny_gpt2: Path)
     assert f"Significance against {repeated['Manual (best on dev)']} (chosen on dev)" in texts(at.subheader)
     for frame in shown_frames(at):
         assert "Manual (best on dev)" not in frame.to_string(), frame
+    prompts = texts(at.markdown)  # "The prompts": each prompt once, the chosen template marked
+    assert "Manual (best on dev)" not in prompts
+    assert f"**{repeated['Manual (best on dev)']}** (chosen on dev)" in prompts
     sig = next(d.value for d in at.dataframe if "mcnemar_p" in d.value.columns)
     assert repeated["Manual (best on dev)"] not in set(sig["prompt"])  # not tested against its own repeat
     assert "versus" not in sig.columns  # one reference for all, named in the heading above

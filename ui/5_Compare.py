@@ -20,6 +20,7 @@ from core.app.views import (
     learning_curve_frames,
     phase_progress,
     provisional_verdict,
+    repeated_rows,
     settings_note,
     shown_cells,
     shown_reference,
@@ -305,9 +306,13 @@ def against_finetuning() -> None:
 against_finetuning()
 
 st.subheader("The prompts")
+repeated = repeated_rows(summary)
 for m in summary["methods"]:
+    if m["name"] in repeated:
+        continue  # manual's answer that is one of its templates: shown once, under that template's name
+    chosen = " (chosen on dev)" if m["name"] in repeated.values() else ""
     st.markdown(
-        f"**{m['name']}** — {fmt_count(m['trainable_params'])} trainable parameters, "
+        f"**{m['name']}**{chosen} — {fmt_count(m['trainable_params'])} trainable parameters, "
         f"{fmt_seconds(m['train_seconds'])} training and {fmt_seconds(m.get('test_seconds'))} test scoring per seed"
     )
     if m.get("prompt"):
