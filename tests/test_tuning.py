@@ -183,10 +183,12 @@ def test_the_continued_winner_is_exactly_an_untuned_fit_of_its_configuration(
     assert got.config["checkpoint_dir"] == str(folder) == tuned.method.config.checkpoint_dir
 
 
-def test_trials_are_scored_once_at_a_third_of_their_budget_and_the_winner_trains_as_a_plain_fit(backbone, tmp_path):
-    """Off the evaluation grid (9 steps, dev every 2): each trial is scored on dev once, at step 3 (a third), not at
-    step 2 and again at 4; the continued winner takes the very steps of a plain fit (the same losses) and evaluates
-    from its rung on, on the plain fit's schedule after it."""
+def test_trials_are_scored_at_their_look_and_a_third_of_their_budget_and_the_winner_trains_as_a_plain_fit(
+    backbone, tmp_path
+):
+    """Off the evaluation grid (9 steps, dev every 2): each trial is scored on dev at its look, step 2 (on the plain
+    fit's grid, near half its rung), and at step 3 (a third), not again at 4; the continued winner takes the very
+    steps of a plain fit (the same losses) and evaluates from its rung on, on the plain fit's schedule after it."""
     spec = spec_for(backbone)
     options = {**SHORT, "max_steps": 9, "checkpoint_dir": str(tmp_path / "checkpoints")}
     evals = DevScores()
@@ -206,8 +208,10 @@ def test_trials_are_scored_once_at_a_third_of_their_budget_and_the_winner_trains
         == [tuning.rung(create("prompt_tuning", spec, options).config)] * len(tuned.trials)
     )
     got = tuned.learned
-    assert [e["step"] for e in got.state["evals"]] == [3, 4, 6, 8, 9]  # the rung's score, then the usual schedule
-    assert evals.steps == [3] * len(tuned.trials) + [4, 6, 8, 9]  # one dev score per trial, then the winner's
+    assert [t.look[0] for t in tuned.trials] == [2] * len(tuned.trials)
+    assert [e["step"] for e in got.state["evals"]] == [2, 3, 4, 6, 8, 9]  # look, rung, then the usual schedule
+    per_trial = [[2] if t.pruned else [2, 3] for t in tuned.trials]  # a trial stopped at its look is not scored again
+    assert evals.steps == sum(per_trial, []) + [4, 6, 8, 9]
     plain = create("prompt_tuning", spec, {**SHORT, "max_steps": 9, **won.options}).fit(
         backbone, TRAIN, DEV, progress=no_progress, should_stop=never_stop
     )
@@ -384,3 +388,31 @@ def test_cli_tunes_by_default_and_not_with_no_tune_or_a_set_lr(tmp_path):
 
 def test_train_page_warns_before_launch_when_dev_is_too_small():
     assert small_dev_warning(15).startswith("Dev has only 15 rows") and small_dev_warning(16) is None
+
+
+def test_a_trial_trailing_the_leader_at_its_look_stops_there_and_the_choice_stays(backbone, tmp_path):
+    """A learning rate too small to learn trails the leader at the look (step 8 of a rung at 12) by more than two
+    standard errors: it stops there, ranked below the leader, and the same grid tried in the other order (the
+    small rate first, so it leads and nothing trails it) chooses the same rate: the look saves steps, not choices."""
+    options = {"max_steps": 36, "eval_every": 4, "batch_size": 8, "encoder": "lstm"}
+    spec, dev = spec_for(backbone), keyword_data(32, 1)
+
+    def tune(lr: float, factors: tuple[float, ...], folder: str) -> tuple[tuning.Tuned, int]:
+        method = create("ptuning", spec, {**options, "lr": lr, "checkpoint_dir": str(tmp_path / folder)})
+        method.lr_factors = factors
+        count = StepCount()
+        tuned = tuning.fit(method, backbone, TRAIN, dev, fixed=set(options), progress=count, should_stop=never_stop)
+        return tuned, count.steps
+
+    good = 0.03
+    pruning, steps = tune(good, (1.0, 1e-6), "default-first")
+    leader, small = pruning.trials[:2]
+    assert tuning.look(create("ptuning", spec, options).config) == 8 and leader.look[0] == small.look[0] == 8
+    assert small.pruned and small.steps == small.rung == 8 and not leader.pruned
+    assert small.look[1] < leader.look[1] - tuning.look_margin(len(dev))
+    assert small.key() < leader.key()
+    won = next(t for t in pruning.trials if t.continued)
+    assert steps == sum(t.steps for t in pruning.trials if not t.continued) + won.steps  # each stopped where it did
+    plain, _ = tune(good * 1e-6, (1.0, 1e6), "small-first")
+    assert not plain.trials[0].pruned  # the small rate led when it ran: nothing to trail
+    assert pruning.report["chosen"]["lr"] == pytest.approx(plain.report["chosen"]["lr"])

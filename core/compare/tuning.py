@@ -8,6 +8,12 @@ order tried. Only train and dev rows ever reach it: the test split is scored aft
 set are never searched over. A log grid whose edge wins is extended one step past it (`Dimension.beyond`, at most
 twice for a learning rate), so a short budget's preference for a larger rate is followed, not cut off at the grid.
 
+An early look stops a losing trial before its rung: every trial is also scored on dev at its *look*, about half
+way to its rung on the loop's own evaluation grid, and a trial whose look score trails the leading trial's look
+score (same step) by more than two standard errors of a dev accuracy (`look_margin`) stops there; its score at the
+look ranks it below the leader, so the choice is the one the trial would have lost anyway, unless it would have
+caught up by its rung, which the margin makes unlikely (`benchmarks/bench_comparison.py` checks the predictions).
+
 Successive halving, one rung: a trial runs only to its *rung*, `RUNG_FRACTION` of its own step budget, and
 pauses there; only the winner is continued to its full budget. A trial of the training loop is scored on dev once,
 at its rung (`TrainConfig.eval_from`), not at every interval before it: the trials of a dimension are compared on
@@ -73,7 +79,8 @@ class Trial:
 
     `dev_accuracy`/`dev_loss`: the scores it was compared on (the best dev evaluation up to its rung, or of its
     complete run when it ended first); `rung`: the step where it was compared; `steps`: every step it ran
-    (the continuation included); `continued`: whether it was the winner continued from its rung to its full budget.
+    (the continuation included); `continued`: whether it was the winner continued from its rung to its full budget;
+    `look`/`pruned`: its early look's step and score, and whether it was stopped there.
     """
 
     options: dict[str, Any]
@@ -83,6 +90,8 @@ class Trial:
     seconds: float
     rung: int | None = None
     continued: bool = False
+    look: list[float] | None = None  # [step, dev accuracy] at its early look, the same step for every trial of a grid
+    pruned: bool = False  # stopped at its look: it trailed the leader there by more than `look_margin`
 
     def key(self) -> tuple[float, float]:
         """Larger is better: dev accuracy, then lower dev loss (a missing score ranks last)."""
@@ -148,8 +157,9 @@ def fit(
                 number = len(tried) + 1
                 label = f"{TUNING}, {trial_words(number, planned, extra)}: {describe(options)}"
                 folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
+                leader = max((r.trial for r in tried.values()), key=Trial.key, default=None)
                 tried[sig] = _trial(
-                    method, options, folder, backbone, train, dev, (number, label), progress, should_stop
+                    method, options, folder, backbone, train, dev, (number, label), progress, should_stop, leader
                 )
             return tried[sig].trial
 
@@ -180,8 +190,8 @@ def fit(
     assert learned is not None
     if root is not None:  # the prompt and the method read as a plain fit's: the method's own checkpoint folder
         plain = {"checkpoint_dir": method.config.checkpoint_dir}
-        if _scores_at_rung(method.config):
-            plain["eval_from"] = method.config.eval_from  # and its own evaluation schedule
+        if _scores_at_rung(method.config):  # and its own evaluation schedule
+            plain.update(eval_from=method.config.eval_from, eval_look=method.config.eval_look)
         chosen.config = dataclasses.replace(chosen.config, **plain)
         learned.config.update(plain)
     trials = [r.trial for r in tried.values()]
@@ -210,6 +220,26 @@ def rung(config: Any) -> int:
     return min(config.max_steps, at)
 
 
+def look(config: Any) -> int:
+    """The step of a trial's early look (0: none): the step of the loop's own evaluation grid nearest half its rung,
+    before the rung. The training loop is told to score dev there (`eval_look`); a search with its own schedule
+    already scores every `eval_every` iterations, so its look is the last of those before half the rung."""
+    at = rung(config)
+    if _scores_at_rung(config):
+        interval = max(1, int(config.eval_interval))
+        step = max(1, round(at / 2 / interval)) * interval
+    else:
+        interval = max(1, int(getattr(config, "eval_every", 0) or 1))
+        step = (at // 2) // interval * interval
+    return step if 0 < step < at else 0
+
+
+def look_margin(n_dev: int) -> float:
+    """How far a trial's dev accuracy may trail the leader's at the look before it stops: two standard errors of the
+    difference of two accuracies on `n_dev` rows at their most uncertain (p = 0.5), sqrt(2 / n_dev)."""
+    return math.sqrt(2 / max(1, n_dev))
+
+
 def _scores_at_rung(config: Any) -> bool:
     """Whether the method's loop can be told to score dev at the rung itself (the training loop's `eval_from`)."""
     return "eval_from" in {f.name for f in dataclasses.fields(config)}
@@ -231,38 +261,43 @@ def _trial(
     named: tuple[int, str],
     progress: ProgressFn,
     should_stop: StopFn,
+    leader: Trial | None = None,
 ) -> _Run:
-    """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end.
-    `named`: the trial's number and its phase label."""
+    """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end;
+    stopped at its look instead when it trails `leader` there. `named`: the trial's number and its phase label."""
     number, label = named
     config = dataclasses.replace(method.config, **options)
     at = rung(config) if folder is not None else config.max_steps
+    early = look(config) if at < config.max_steps else 0
     if folder is not None:
         config = dataclasses.replace(config, checkpoint_dir=str(folder))
-    if at < config.max_steps and _scores_at_rung(config):
-        config = dataclasses.replace(config, eval_from=at)  # one dev score, at the rung (the winner goes on from it)
+    if at < config.max_steps and _scores_at_rung(config):  # dev scored at the look and the rung (the winner goes on)
+        config = dataclasses.replace(config, eval_from=at, eval_look=early)
     variant = type(method)(method.spec, config)
     key = _trial_key(variant, backbone, train, dev, at)
     paused = _load_paused(folder, key, options)
     if paused is not None:  # scored at its rung before a cancel: its checkpoint waits there, nothing to re-train
         return _Run(paused, variant, None, folder, number)
     watch = _InTrial(progress, label, {TRIAL_METRIC: number}, at if at < config.max_steps else None, should_stop)
+    if early and leader is not None and leader.look is not None and leader.look[0] == early:
+        watch.prune_below = leader.look[1] - look_margin(len(dev))
+    watch.look_step = early
     enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()
     try:
         learned = variant.fit(backbone, train, dev, progress=watch, should_stop=watch.should_stop)
     except Cancelled:
-        if not watch.reached or watch.user_stopped or should_stop():
-            raise  # the user's cancel, not the pause: the checkpoints stay for a rerun
+        if not (watch.reached or watch.pruned) or watch.user_stopped or should_stop():
+            raise  # the user's cancel, not a pause at the rung or look: the checkpoints stay for a rerun
         acc, loss = watch.best or (None, None)
         seconds = time.perf_counter() - start
-        trial = Trial(dict(options), acc, loss, watch.step, seconds, rung=watch.step)
+        trial = Trial(dict(options), acc, loss, watch.step, seconds, watch.step, look=watch.look, pruned=watch.pruned)
         _save_paused(folder, key, trial)
         return _Run(trial, variant, None, folder, number)
     m = learned.metrics
     steps = m.get("steps", m.get("iterations"))
     trial = Trial(dict(options), m.get("dev_accuracy"), m.get("dev_loss"), steps, time.perf_counter() - start)
-    trial.rung = steps  # complete before its rung: compared on its whole run
+    trial.rung, trial.look = steps, watch.look  # complete before its rung: compared on its whole run
     return _Run(trial, variant, learned, folder, number)
 
 
@@ -334,7 +369,8 @@ class _InTrial:
     """A progress callback whose phases read as parts of the trial ("tuning on dev, trial 2 of 5: lr 0.01 ·
     training") and whose metrics carry `tags` (the trial's number: a chart draws one line per trial).
 
-    With a `rung`, it also watches the trial: the best dev score reported so far (accuracy, then lower loss, as the
+    With a `look_step`, it records the dev score there (`look`) and stops the trial (`pruned`) when that score is
+    below `prune_below`. With a `rung`, it also watches the trial: the best dev score reported so far (accuracy, then lower loss, as the
     training loop keeps its best), and `should_stop` turns true once a dev score at or past the rung is in (so a
     trial resumed from an earlier pause is scored at its next evaluation), or when the user's `stop` is.
     `continued_from`: the winner's rung, where its loop picks up its checkpoint; that is no resume, so the loop's
@@ -355,7 +391,9 @@ class _InTrial:
         self.continued = {resumed_phase(continued_from, u) for u in ("step", "iteration")} if continued_from else set()
         self.step = 0
         self.best: tuple[float, float | None] | None = None
-        self.reached = self.user_stopped = False
+        self.reached = self.user_stopped = self.pruned = False
+        self.look_step, self.prune_below = 0, -math.inf  # the early look, and the score a trial stops below there
+        self.look: list[float] | None = None
 
     def __call__(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
         self.step = step
@@ -365,13 +403,16 @@ class _InTrial:
             if self.best is None or _key(acc, loss) > _key(*self.best):
                 self.best = (acc, loss)
             self.reached = self.reached or (self.rung is not None and step >= self.rung)
+            if self.look_step and step == self.look_step:
+                self.look = [step, acc]
+                self.pruned = acc < self.prune_below
         self.progress(step, total, {**metrics, **self.tags} if metrics else metrics)  # tags go with measurements
 
     def should_stop(self) -> bool:
         if self.stop is not None and self.stop():
             self.user_stopped = True
             return True
-        return self.reached
+        return self.reached or self.pruned
 
     def phase(self, name: str) -> None:
         enter_phase(self.progress, f"{self.label} · {TRAINING if name in self.continued else name}")
@@ -418,4 +459,16 @@ def _signature(options: Mapping[str, Any]) -> str:
     return repr(sorted((k, getattr(v, "value", v)) for k, v in options.items()))
 
 
-__all__ = ["RUNG_FRACTION", "SMALL_DEV", "Dimension", "Trial", "Tuned", "describe", "fit", "report", "rung"]
+__all__ = [
+    "RUNG_FRACTION",
+    "SMALL_DEV",
+    "Dimension",
+    "Trial",
+    "Tuned",
+    "describe",
+    "fit",
+    "look",
+    "look_margin",
+    "report",
+    "rung",
+]

@@ -96,6 +96,13 @@ class TrainConfig:
             "use it to be scored once, at their rung, instead of at every interval before it."
         },
     )
+    eval_look: int = field(
+        default=0,
+        metadata={
+            "help": "One more dev evaluation at this step, before `eval_from` (0: none): tuning's early look at a "
+            "trial, which stops it there when it trails the leading trial's score at the same step."
+        },
+    )
     patience: int = field(
         default=3,
         metadata={
@@ -138,8 +145,8 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.patience < 0 or self.eval_every < 0:
             raise ValueError("weight_decay, max_grad_norm, patience and eval_every cannot be negative")
-        if self.eval_from < 0:
-            raise ValueError(f"eval_from cannot be negative, not {self.eval_from}")
+        if self.eval_from < 0 or self.eval_look < 0:
+            raise ValueError(f"eval_from and eval_look cannot be negative, not {self.eval_from}, {self.eval_look}")
         if not 0 <= self.min_steps_fraction <= 1:
             raise ValueError(f"min_steps_fraction must be between 0 and 1, not {self.min_steps_fraction}")
 
@@ -150,8 +157,8 @@ class TrainConfig:
 
     def evaluates_at(self, step: int) -> bool:
         """Whether dev is scored after optimizer step `step`: every `eval_interval` steps from `eval_from` on, at
-        `eval_from` itself, and at the last step."""
-        if step == self.max_steps or step == self.eval_from:
+        `eval_from` itself, at `eval_look` when set, and at the last step."""
+        if step == self.max_steps or step == self.eval_from or (self.eval_look and step == self.eval_look):
             return True
         return step > self.eval_from and step % self.eval_interval == 0
 

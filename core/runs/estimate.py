@@ -252,9 +252,10 @@ def _evals(config: Any, steps: int, start: int = 0) -> int:
 
 
 def _as_trial(config: Any, at: int) -> Any:
-    """`config` as tuning runs it to its rung `at`: scored on dev once, there (`core.compare.tuning`)."""
+    """`config` as tuning runs it to its rung `at`: scored on dev at its look and its rung (`core.compare.tuning`;
+    no trial is assumed stopped at its look, as which will be is not known beforehand)."""
     if at < config.max_steps and hasattr(config, "eval_from"):
-        return dataclasses.replace(config, eval_from=at)
+        return dataclasses.replace(config, eval_from=at, eval_look=tuning.look(config))
     return config
 
 

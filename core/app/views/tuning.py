@@ -46,7 +46,8 @@ def small_dev_warning(n_dev: int) -> str | None:
 
 def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
     """Every configuration a row's tuning tried, per seed, with its dev scores at the step it was compared at (its
-    rung; runs stored before successive halving have none) and the steps it ran (the chosen one marked)."""
+    rung; runs stored before successive halving have none), whether it stopped at its early look, and the steps it
+    ran (the chosen one marked)."""
     out = []
     for seed, tuned in zip(row.get("seeds") or [], row.get("tuning") or [], strict=False):
         for trial in (tuned or {}).get("trials", []):
@@ -58,6 +59,7 @@ def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
                     "dev accuracy": trial["dev_accuracy"],
                     "dev loss": trial["dev_loss"],
                     "compared at step": trial.get("rung"),
+                    "stopped at its look": bool(trial.get("pruned")),  # it trailed the leader half way to its rung
                     "steps": trial["steps"],
                     "seconds": round(trial["seconds"], 1),
                     "chosen": trial["options"] == tuned["chosen"],
