@@ -391,9 +391,9 @@ def test_train_page_warns_before_launch_when_dev_is_too_small():
 
 
 def test_a_trial_trailing_the_leader_at_its_look_stops_there_and_the_choice_stays(backbone, tmp_path):
-    """A learning rate too small to learn trails the leader at the look (step 8 of a rung at 12) by more than two
-    standard errors: it stops there, ranked below the leader, and the same grid tried in the other order (the
-    small rate first, so it leads and nothing trails it) chooses the same rate: the look saves steps, not choices."""
+    """A learning rate too small to learn trails the earlier trial's look (step 8 of a rung at 12) by more than two
+    standard errors: it stops there, ranked below that trial, and the same grid tried in the other order (the small
+    rate first, so nothing came before it to trail) chooses the same rate: the look saves steps, not choices."""
     options = {"max_steps": 36, "eval_every": 4, "batch_size": 8, "encoder": "lstm"}
     spec, dev = spec_for(backbone), keyword_data(32, 1)
 
@@ -414,5 +414,5 @@ def test_a_trial_trailing_the_leader_at_its_look_stops_there_and_the_choice_stay
     won = next(t for t in pruning.trials if t.continued)
     assert steps == sum(t.steps for t in pruning.trials if not t.continued) + won.steps  # each stopped where it did
     plain, _ = tune(good * 1e-6, (1.0, 1e6), "small-first")
-    assert not plain.trials[0].pruned  # the small rate led when it ran: nothing to trail
+    assert not plain.trials[0].pruned  # the small rate ran first: nothing to trail
     assert pruning.report["chosen"]["lr"] == pytest.approx(plain.report["chosen"]["lr"])

@@ -9,10 +9,14 @@ set are never searched over. A log grid whose edge wins is extended one step pas
 twice for a learning rate), so a short budget's preference for a larger rate is followed, not cut off at the grid.
 
 An early look stops a losing trial before its rung: every trial is also scored on dev at its *look*, about half
-way to its rung on the loop's own evaluation grid, and a trial whose look score trails the leading trial's look
-score (same step) by more than two standard errors of a dev accuracy (`look_margin`) stops there; its score at the
-look ranks it below the leader, so the choice is the one the trial would have lost anyway, unless it would have
-caught up by its rung, which the margin makes unlikely (`benchmarks/bench_comparison.py` checks the predictions).
+way to its rung on the loop's own evaluation grid, and a trial whose look score trails the best look score of the
+trials before it by more than two standard errors of a dev accuracy (`look_margin`) stops there. Trials compared
+this way have the same budget (a learning-rate grid: the same steps; AutoPrompt's candidates x iterations: the
+same product), so their looks are at the same share of it. A stopped trial's best score is its look's, below that
+best look and so below that trial's best: it cannot be chosen, and it would have had to catch up by more than the
+margin in the second half of its rung to have been (`benchmarks/bench_comparison.py` checks the predictions). On
+the default comparison a learning-rate grid point at 0.5 by its look while another reached 0.78 stops there; one
+that trailed by 0.14 at the look and won at the rung (P-tuning, lr 0.009) is inside the margin and runs on.
 
 Successive halving, one rung: a trial runs only to its *rung*, `RUNG_FRACTION` of its own step budget, and
 pauses there; only the winner is continued to its full budget. A trial of the training loop is scored on dev once,
@@ -80,7 +84,7 @@ class Trial:
     `dev_accuracy`/`dev_loss`: the scores it was compared on (the best dev evaluation up to its rung, or of its
     complete run when it ended first); `rung`: the step where it was compared; `steps`: every step it ran
     (the continuation included); `continued`: whether it was the winner continued from its rung to its full budget;
-    `look`/`pruned`: its early look's step and score, and whether it was stopped there.
+    `look`/`pruned`: its early look's step and score, and whether it was stopped there (it trailed the best earlier look).
     """
 
     options: dict[str, Any]
@@ -90,8 +94,8 @@ class Trial:
     seconds: float
     rung: int | None = None
     continued: bool = False
-    look: list[float] | None = None  # [step, dev accuracy] at its early look, the same step for every trial of a grid
-    pruned: bool = False  # stopped at its look: it trailed the leader there by more than `look_margin`
+    look: list[float] | None = None  # [step, dev accuracy] at its early look
+    pruned: bool = False  # stopped at its look: it trailed the best earlier look by more than `look_margin`
 
     def key(self) -> tuple[float, float]:
         """Larger is better: dev accuracy, then lower dev loss (a missing score ranks last)."""
@@ -157,9 +161,9 @@ def fit(
                 number = len(tried) + 1
                 label = f"{TUNING}, {trial_words(number, planned, extra)}: {describe(options)}"
                 folder = root / f"tuning-{hashlib.sha256(sig.encode()).hexdigest()[:10]}" if root else None
-                leader = max((r.trial for r in tried.values()), key=Trial.key, default=None)
+                looks = [r.trial.look[1] for r in tried.values() if r.trial.look is not None]
                 tried[sig] = _trial(
-                    method, options, folder, backbone, train, dev, (number, label), progress, should_stop, leader
+                    method, options, folder, backbone, train, dev, (number, label), progress, should_stop, looks
                 )
             return tried[sig].trial
 
@@ -235,7 +239,7 @@ def look(config: Any) -> int:
 
 
 def look_margin(n_dev: int) -> float:
-    """How far a trial's dev accuracy may trail the leader's at the look before it stops: two standard errors of the
+    """How far a trial's dev accuracy may trail the best earlier look before it stops: two standard errors of the
     difference of two accuracies on `n_dev` rows at their most uncertain (p = 0.5), sqrt(2 / n_dev)."""
     return math.sqrt(2 / max(1, n_dev))
 
@@ -261,10 +265,11 @@ def _trial(
     named: tuple[int, str],
     progress: ProgressFn,
     should_stop: StopFn,
-    leader: Trial | None = None,
+    looks: list[float] = (),
 ) -> _Run:
     """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end;
-    stopped at its look instead when it trails `leader` there. `named`: the trial's number and its phase label."""
+    stopped at its look instead when it trails the best of the earlier trials' `looks` (their dev accuracy at their
+    own look) there. `named`: the trial's number and its phase label."""
     number, label = named
     config = dataclasses.replace(method.config, **options)
     at = rung(config) if folder is not None else config.max_steps
@@ -279,8 +284,8 @@ def _trial(
     if paused is not None:  # scored at its rung before a cancel: its checkpoint waits there, nothing to re-train
         return _Run(paused, variant, None, folder, number)
     watch = _InTrial(progress, label, {TRIAL_METRIC: number}, at if at < config.max_steps else None, should_stop)
-    if early and leader is not None and leader.look is not None and leader.look[0] == early:
-        watch.prune_below = leader.look[1] - look_margin(len(dev))
+    if early and looks:
+        watch.prune_below = max(looks) - look_margin(len(dev))
     watch.look_step = early
     enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()

@@ -100,7 +100,7 @@ class TrainConfig:
         default=0,
         metadata={
             "help": "One more dev evaluation at this step, before `eval_from` (0: none): tuning's early look at a "
-            "trial, which stops it there when it trails the leading trial's score at the same step."
+            "trial, which stops it there when it trails the best earlier trial's look by more than two standard errors."
         },
     )
     patience: int = field(

@@ -59,7 +59,9 @@ def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
                     "dev accuracy": trial["dev_accuracy"],
                     "dev loss": trial["dev_loss"],
                     "compared at step": trial.get("rung"),
-                    "stopped at its look": bool(trial.get("pruned")),  # it trailed the leader half way to its rung
+                    "stopped at its look": bool(
+                        trial.get("pruned")
+                    ),  # it trailed the best earlier look half way to its rung
                     "steps": trial["steps"],
                     "seconds": round(trial["seconds"], 1),
                     "chosen": trial["options"] == tuned["chosen"],
