@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from core.resources import allocator_env
+from core.runs.jobs import ProcessLauncher
+from core.runs.store import RunStore
+
 ROOT = Path(__file__).resolve().parent.parent
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -48,3 +52,18 @@ def test_importing_core_puts_big_tensors_in_huge_pages() -> None:
     assert opted_out > pages // 2, opted_out
     huge = faults(None)  # nothing set: importing core switches huge pages on
     assert huge < opted_out // 10, (huge, opted_out)
+
+
+def test_a_worker_starts_with_glibcs_huge_pages_and_keeps_the_users_tunables(tmp_path: Path) -> None:
+    """glibc reads its tunables once, at a process's start: the launcher puts them in a worker's environment."""
+    seen = tmp_path / "tunables"
+    child = f"import os; open({str(seen)!r}, 'w').write(os.environ.get('GLIBC_TUNABLES', ''))"
+    launcher = ProcessLauncher([sys.executable, "-c", child], log_dir=tmp_path / "logs")
+    with RunStore(tmp_path / "runs.db") as store:
+        launcher.ensure("cpu", store)
+        launcher._started["cpu"].wait(timeout=60)
+    assert "glibc.malloc.hugetlb=1" in seen.read_text().split(":")
+    assert allocator_env({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    kept = allocator_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "PATH": "/bin"})
+    assert kept == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "PATH": "/bin"}
+    assert allocator_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import one_line
+from core.resources import allocator_env
 from core.settings import env_float
 
 RAY_ADDRESS_ENV = "PTUNE_RAY_ADDRESS"
@@ -53,9 +54,9 @@ def connect(address: str, *, reach_timeout_s: float = REACH_TIMEOUT_S) -> Any:
     with _environment({} if address == "local" else CONNECT_BUDGET):  # set before Ray reads its config
         import ray
 
-        env = {
-            "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        }
+        paths = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        tunables = allocator_env(os.environ)["GLIBC_TUNABLES"]  # Ray's workers start with them: huge pages
+        env = {"env_vars": {"PYTHONPATH": paths, "GLIBC_TUNABLES": tunables}}
         try:
             ray.init(
                 address=None if address == "local" else address,

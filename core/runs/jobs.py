@@ -29,6 +29,7 @@ from typing import Protocol
 
 from core.errors import one_line
 from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
+from core.resources import allocator_env
 from core.runs.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
 from core.settings import env_float
 
@@ -350,6 +351,7 @@ class ProcessLauncher:
                 self._started[device] = subprocess.Popen(
                     [*self.argv, "--device", device],
                     cwd=self.cwd,
+                    env=allocator_env(os.environ),  # huge pages for its tensors, from its first allocation
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
