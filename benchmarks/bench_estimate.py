@@ -96,6 +96,12 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
             "after": after.units[i].seconds if after else None,
             "after_source": after.units[i].source if after else None,
             "in_sample": unit.method in in_sample,
+            "train_seconds": result["rows"][0].get("train_seconds") if result.get("rows") else None,
+            "test_seconds": result["rows"][0].get("test_seconds") if result.get("rows") else None,
+            "trials": [  # what tuning ran: a measured rate is only as good as the work it is divided by
+                {k: t.get(k) for k in ("options", "steps", "rung", "seconds", "continued", "pruned")}
+                for t in ((result["rows"][0].get("tuning") or {}).get("trials") or [] if result.get("rows") else [])
+            ],
         }
         rows.append(row)
         print(
