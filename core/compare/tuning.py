@@ -49,7 +49,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,8 @@ class Trial:
     `dev_accuracy`/`dev_loss`: the scores it was compared on (the best dev evaluation up to its rung, or of its
     complete run when it ended first); `rung`: the step where it was compared; `steps`: every step it ran
     (the continuation included); `continued`: whether it was the winner continued from its rung to its full budget;
-    `look`/`pruned`: its early look's step and score, and whether it was stopped there (it trailed the best earlier look).
+    `look`/`pruned`: its early look's step and score, and whether it stopped there (it trailed the best earlier
+    look).
     """
 
     options: dict[str, Any]
@@ -265,7 +266,7 @@ def _trial(
     named: tuple[int, str],
     progress: ProgressFn,
     should_stop: StopFn,
-    looks: list[float] = (),
+    looks: Sequence[float] = (),
 ) -> _Run:
     """Run one configuration to its rung (paused there, its checkpoint in `folder`) or, if it ends first, to the end;
     stopped at its look instead when it trails the best of the earlier trials' `looks` (their dev accuracy at their
@@ -375,9 +376,10 @@ class _InTrial:
     training") and whose metrics carry `tags` (the trial's number: a chart draws one line per trial).
 
     With a `look_step`, it records the dev score there (`look`) and stops the trial (`pruned`) when that score is
-    below `prune_below`. With a `rung`, it also watches the trial: the best dev score reported so far (accuracy, then lower loss, as the
-    training loop keeps its best), and `should_stop` turns true once a dev score at or past the rung is in (so a
-    trial resumed from an earlier pause is scored at its next evaluation), or when the user's `stop` is.
+    below `prune_below`. With a `rung`, it also watches the trial: the best dev score reported so far (accuracy,
+    then lower loss, as the training loop keeps its best), and `should_stop` turns true once a dev score at or past
+    the rung is in (so a trial resumed from an earlier pause is scored at its next evaluation), or when the user's
+    `stop` is.
     `continued_from`: the winner's rung, where its loop picks up its checkpoint; that is no resume, so the loop's
     "resumed from step N" at that step reads as plain training.
     """
