@@ -10,8 +10,10 @@ import pytest
 from core.app.service import Workspace
 from core.compare import Unit, method_options, prompt_spec, run_unit, tuning
 from core.data import load_dataset, split_dataset
+from core.engine.templates import Template
 from core.methods import create
 from core.runs import estimate
+from core.runs.estimate_tokens import CACHED_TEXT, ROW_TOKENS
 from core.runs.runner import RunExecutor
 from core.runs.store import RunStore
 from tests.test_workspace import ALICE, request, tiny_csv, wait_all
@@ -247,9 +249,10 @@ def test_longer_rows_cost_proportionally_more_where_the_whole_text_runs_every_pa
     assert 1.0 < seconds[40]["ptuning"] / seconds[10]["ptuning"] < ratio / 2
 
 
-def test_autoprompt_is_counted_by_its_whole_prompt() -> None:
-    """AutoPrompt reads cached texts, but every candidate batch copies and attends over them: its estimate grows with
-    the text like prompt tuning's (it took 3.1-3.8x as long on 118-token rows as on 28-token ones)."""
+def test_autoprompt_is_counted_by_its_triggers_and_a_tenth_of_its_cached_text() -> None:
+    """Each AutoPrompt candidate pass runs its triggers and label slot and reads the cached text: the same search
+    took 62 s with 6 triggers and 40 s with 2 on rows of the same length (`bench_estimate.py`). Its estimate follows
+    the trigger count, and grows with the text, but far less than prompt tuning's, which runs the whole prompt."""
     backbone = tiny_backbone("gpt2")
     rates = estimate.rates_for(["autoprompt", "prompt_tuning"])
     seconds = {}
@@ -259,7 +262,49 @@ def test_autoprompt_is_counted_by_its_whole_prompt() -> None:
         got = estimate.estimate_comparison(units(["autoprompt", "prompt_tuning"]), spec, split, rates, tokens)
         seconds[words] = [u.seconds - estimate.UNIT_OVERHEAD_S for u in got.units]
     grown = [long / short for long, short in zip(seconds[40], seconds[10], strict=True)]
-    assert grown[0] == pytest.approx(grown[1], rel=0.2) and grown[0] > 2.5
+    assert 1.0 < grown[0] < 0.7 * grown[1] and grown[1] > 2.5
+
+    split, spec = dataset_of(10)
+    tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+    assert tokens.anchors == (2.0,)  # "{text} It was [MASK]": AutoPrompt starts from 2 triggers, "It was"
+
+    def searched(template: str) -> float:
+        unit = Unit("autoprompt", 0, method_options("autoprompt", {"template": template}, max_steps=30), 4, False)
+        got = estimate.estimate_comparison([unit], spec, split, rates, tokens)
+        return got.units[0].seconds - estimate.UNIT_OVERHEAD_S
+
+    per_row = [n + ROW_TOKENS + CACHED_TEXT * tokens.text for n in (6, 2)]
+    assert searched("{text} [T*6] [MASK]") / searched("{text} [T*2] [MASK]") == pytest.approx(
+        per_row[0] / per_row[1], rel=0.02
+    )
+    assert searched("{text} [T*2] [MASK]") == pytest.approx(
+        estimate.estimate_comparison(units(["autoprompt"], tune=False), spec, split, rates, tokens).units[0].seconds
+        - estimate.UNIT_OVERHEAD_S,
+        rel=0.02,
+    )  # starting from the user's one template: its 2 words are the triggers
+
+
+def test_autoprompts_rate_is_learned_at_the_triggers_it_searched(tmp_path) -> None:
+    """A finished AutoPrompt run teaches its rate with the trigger count it actually searched (its template, kept in
+    the result), not the mean of the user's templates that the estimate before the run had to assume."""
+    backbone = tiny_backbone("gpt2")
+    split, spec = dataset_of(10)
+    spec = prompt_spec(split.train, ["{text} It was [MASK]", "{text} All in all, it was [MASK]"], None)
+    tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+    assert tokens.anchors[0] < tokens.anchors[1]
+    unit = Unit("autoprompt", 0, method_options("autoprompt", {}, max_steps=2), 4, False)
+    result = run_unit(backbone, split, spec, unit)
+    searched = result["rows"][0]["template"]
+    learned = estimate.measured(result, unit.options, tokens=tokens)
+    named = estimate.measured(result, {**unit.options, "template": searched}, tokens=tokens)
+    assert learned == named  # the result's template counts, whatever the options said
+    blind = {**result, "rows": [{**result["rows"][0], "template": None}]}
+    assumed = estimate.measured(blind, unit.options, tokens=tokens)  # the mean of both templates' words
+    n = Template.parse(searched).n_trigger
+    ratio = (n + ROW_TOKENS + CACHED_TEXT * tokens.text) / (
+        sum(tokens.anchors) / 2 + ROW_TOKENS + CACHED_TEXT * tokens.text
+    )
+    assert assumed["work_seconds"] / learned["work_seconds"] == pytest.approx(ratio, rel=0.05)
 
 
 def test_per_token_rates_measured_on_short_rows_transfer_to_long_ones() -> None:

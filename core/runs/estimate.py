@@ -480,6 +480,8 @@ def measured(
         return {"work_seconds": None, "example_seconds": example}
     prior = PRIORS.get(result["method"], DEFAULT_PRIOR)
     known = {k: v for k, v in options.items() if k in fields and k != "checkpoint_dir"}
+    if "num_candidates" in fields and first.get("template"):  # AutoPrompt: the triggers it searched, as it ran
+        known["template"] = first["template"]
     base = cls.config_cls(**{k: v for k, v in known.items()})
     trials = (first.get("tuning") or {}).get("trials") or []
     runs = [

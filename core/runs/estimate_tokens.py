@@ -6,8 +6,10 @@ reviews of 110 tokens a row cost four times what 26-token tweets do for every me
 pass. Rates kept per token (`core.runs.estimate_rates`) then transfer between datasets of different lengths.
 
 Per method, a row is `(fresh, suffix)` tokens (`row_tokens`):
-- methods on a frozen causal LM whose learned or searched part comes after the text (P-tuning, AutoPrompt: `cached`
-  in `PRIORS`) pay the text once per row per unit (`fresh`: the prefix cache's key/values) and then only the part
+- AutoPrompt on a causal LM (`autoprompt_tokens`): its triggers and label slot every pass, plus a tenth of the
+  cached text, which every candidate batch copies and attends over;
+- other methods on a frozen causal LM whose learned part comes after the text (P-tuning: `cached` in `PRIORS`)
+  pay the text once per row per unit (`fresh`: the prefix cache's key/values) and then only the part
   after it at every step and evaluation (`suffix`: the template's words, the soft tokens or triggers, the label);
 - every other method runs the whole prompt every pass (`fresh` 0; `suffix`: text + template + its soft tokens; a
   soft prompt placed first runs once per batch; P-tuning v2's per-layer prefixes add attention, counted lightly).
@@ -20,26 +22,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.engine.templates import Template
+from core.engine.templates import SlotKind, Template
 
 SAMPLE_ROWS = 64  # rows tokenised to measure the mean: a few milliseconds
 MAX_TOKENS = 256  # the engine's default max_length: longer texts are cut to fit
 CHARS_PER_TOKEN = 4.0  # the guess when no tokenizer is at hand (English text, BPE)
 ROW_TOKENS = 2.0  # a row's fixed cost (special tokens, the label slot's projection), in token-equivalents
 PREFIX_ATTENTION = 0.1  # P-tuning v2's per-layer prefix: keys and values only, no MLP: a tenth of a token each
+# A cached text token's share of an AutoPrompt candidate pass (its key/values copied per candidate and attended
+# over) against a computed one: fitted at 0.10-0.12 from the runs of `bench_estimate.py` (6 triggers on 25- and
+# 115-token rows, 2 and 6 triggers on 25-token rows).
+CACHED_TEXT = 0.1
 _SLOTS = re.compile(r"\[(?:MASK|P|T)(?:\*\d+)?\]")
 
 
 @dataclass(frozen=True)
 class TokenStats:
     """Mean tokens per row of the user's data: `text` (the text fields) and `templates` (each of the user's templates
-    without the text: its words and the label slot), whether a real tokenizer counted them (`measured`), and whether
-    the backbone is a causal LM (only those reuse the text's key/values)."""
+    without the text: its words and the label slot), whether a real tokenizer counted them (`measured`), whether
+    the backbone is a causal LM (only those reuse the text's key/values), and `anchors` (each template's words
+    between its last field and its label slot: the triggers AutoPrompt starts from when it starts from it)."""
 
     text: float
     templates: tuple[float, ...] = (4.0,)
     measured: bool = False
     causal: bool = True
+    anchors: tuple[float, ...] = ()  # per template, its words between the text and the label slot
 
     def prompt(self, i: int = 0) -> float:
         """Tokens of a row rendered with template `i` (cut at `MAX_TOKENS`), plus its fixed cost."""
@@ -61,6 +69,15 @@ def _plain(template: Template, record: Mapping[str, str]) -> str:
     return _SLOTS.sub("", template.fill(record)).strip()
 
 
+def _anchor(template: Template) -> str:
+    """The template's words between its last field and its label slot ("{text} It was [MASK]": "It was")."""
+    pieces = template.pieces
+    mask = next((i for i, p in enumerate(pieces) if p.kind is SlotKind.MASK), len(pieces))
+    fields = [i for i, p in enumerate(pieces[:mask]) if p.kind is SlotKind.FIELD]
+    start = fields[-1] + 1 if fields else 0
+    return "".join(p.value for p in pieces[start:mask] if p.kind is SlotKind.TEXT).strip()
+
+
 def measure_tokens(
     tokenizer: Any, records: Sequence[Mapping[str, str]], templates: Sequence[str], *, causal: bool = True
 ) -> TokenStats:
@@ -76,7 +93,11 @@ def measure_tokens(
     bare = count([_plain(t, empty) or " " for t in parsed])
     full = [sum(count([_plain(t, r) for r in rows])) / len(rows) for t in parsed]
     text = max(sum(f - b for f, b in zip(full, bare, strict=True)) / len(parsed), 1.0)
-    return TokenStats(text, tuple(float(b) + 1.0 for b in bare), measured=True, causal=causal)
+    anchors = tuple(
+        float(n) if a else 0.0
+        for a, n in zip(map(_anchor, parsed), count([_anchor(t) or " " for t in parsed]), strict=True)
+    )
+    return TokenStats(text, tuple(float(b) + 1.0 for b in bare), measured=True, causal=causal, anchors=anchors)
 
 
 def guess_tokens(records: Sequence[Mapping[str, str]], templates: Sequence[str]) -> TokenStats:
@@ -86,12 +107,15 @@ def guess_tokens(records: Sequence[Mapping[str, str]], templates: Sequence[str])
     empty = {k: "" for k in rows[0]}
     bare = [len(_plain(t, empty)) / CHARS_PER_TOKEN + 1.0 for t in parsed]
     text = sum(len(" ".join(str(v) for v in r.values())) for r in rows) / len(rows) / CHARS_PER_TOKEN
-    return TokenStats(max(text, 1.0), tuple(bare), measured=False)
+    anchors = tuple(len(_anchor(t)) / CHARS_PER_TOKEN for t in parsed)
+    return TokenStats(max(text, 1.0), tuple(bare), measured=False, anchors=anchors)
 
 
 def row_tokens(config: Any, stats: TokenStats, cached: bool) -> tuple[float, float]:
     """(fresh, suffix) tokens a row of `config`'s method costs: `fresh` once per row per unit, `suffix` every pass
     (see the module docstring). The soft tokens come from the config's own fields."""
+    if hasattr(config, "num_candidates") and stats.causal:
+        return 0.0, autoprompt_tokens(config, stats)
     template = stats.templates[0] if stats.templates else 0.0
     if cached and stats.causal:
         soft = int(getattr(config, "tokens_after_text", 0) or 0) + int(getattr(config, "tokens_before_mask", 0) or 0)
@@ -101,6 +125,21 @@ def row_tokens(config: Any, stats: TokenStats, cached: bool) -> tuple[float, flo
     lead = int(getattr(config, "n_tokens", 0) or 0) / batch  # a soft prompt placed first runs once per batch
     prefix = PREFIX_ATTENTION * int(getattr(config, "n_prefix", 0) or 0)
     return 0.0, stats.prompt(0) + lead + prefix
+
+
+def autoprompt_tokens(config: Any, stats: TokenStats) -> float:
+    """Token-equivalents of one row of an AutoPrompt candidate pass on a causal LM: its triggers and the label slot,
+    computed, plus a tenth of the cached text (`CACHED_TEXT`). Its cost follows the trigger count: the same search
+    took 62 s with 6 triggers and 40 s with 2 on rows of the same length. The triggers are the config's template's,
+    else, when the search starts from the manual template best on dev (not known before the run), the mean of the
+    user's templates' `anchors`, else `n_triggers`."""
+    if getattr(config, "template", ""):
+        triggers = float(Template.parse(config.template).n_trigger)
+    elif getattr(config, "init_from_template", False) and any(stats.anchors):
+        triggers = sum(stats.anchors) / len(stats.anchors)
+    else:
+        triggers = float(getattr(config, "n_triggers", 4) or 4)
+    return triggers + ROW_TOKENS + CACHED_TEXT * min(stats.text, MAX_TOKENS)
 
 
 def scoring_rate(result: Mapping[str, Any], tokens: TokenStats, content_free_rows: int) -> float | None:
