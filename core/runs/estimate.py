@@ -7,7 +7,8 @@ use the model here (one number: the Runs page keeps the estimate the Train page 
 The model (issue 31). A unit (one method at one seed) costs what its phases do, counted in tokens through the
 backbone: the user's rows measured with the backbone's tokenizer (`core.runs.estimate_tokens`: mean tokens of the
 text and of each template), and per method the tokens a row runs (`row_tokens`: the whole prompt and its soft
-tokens, or, for a method that reuses the text's key/values, the text once and then only what follows it).
+tokens, or, for a method that reuses the text's key/values, the text once and then only what follows it;
+AutoPrompt's candidate pass: its triggers and label slot plus a tenth of the cached text).
 - *training work*: optimizer steps (AutoPrompt: search iterations) x forward-equivalent rows of a step
   (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
   candidates) x tokens a row; with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of
