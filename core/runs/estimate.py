@@ -6,9 +6,8 @@ use the model here (one number: the Runs page keeps the estimate the Train page 
 
 The model (issue 31). A unit (one method at one seed) costs what its phases do, counted in tokens through the
 backbone: the user's rows measured with the backbone's tokenizer (`core.runs.estimate_tokens`: mean tokens of the
-text and of each template), and per method the tokens a row runs (`row_tokens`: the whole prompt and its soft
-tokens, or, for a method that reuses the text's key/values, the text once and then only what follows it;
-AutoPrompt's candidate pass: its triggers and label slot plus a tenth of the cached text).
+text and of each template), and per method the tokens a row runs (`row_tokens`: the whole prompt, or the text once
+and then what follows it for a method that reuses its key/values; AutoPrompt: its triggers and a tenth of the text).
 - *training work*: optimizer steps (AutoPrompt: search iterations) x forward-equivalent rows of a step
   (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
   candidates) x tokens a row; with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of
@@ -253,8 +252,7 @@ def _evals(config: Any, steps: int, start: int = 0) -> int:
 
 
 def _as_trial(config: Any, at: int) -> Any:
-    """`config` as tuning runs it to its rung `at`: scored on dev at its look and its rung (`core.compare.tuning`;
-    no trial is assumed stopped at its look, as which will be is not known beforehand)."""
+    """`config` as tuning runs it to its rung `at`: dev scored at its look and rung (none assumed stopped early)."""
     if at < config.max_steps and hasattr(config, "eval_from"):
         return dataclasses.replace(config, eval_from=at, eval_look=tuning.look(config))
     return config
@@ -481,8 +479,8 @@ def measured(
         return {"work_seconds": None, "example_seconds": example}
     prior = PRIORS.get(result["method"], DEFAULT_PRIOR)
     known = {k: v for k, v in options.items() if k in fields and k != "checkpoint_dir"}
-    if "num_candidates" in fields and first.get("template"):  # AutoPrompt: the triggers it searched, as it ran
-        known["template"] = first["template"]
+    if "num_candidates" in fields and first.get("template"):
+        known["template"] = first["template"]  # AutoPrompt: counted at the triggers it searched
     base = cls.config_cls(**{k: v for k, v in known.items()})
     trials = (first.get("tuning") or {}).get("trials") or []
     runs = [
