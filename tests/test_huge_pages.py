@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.resources import allocator_env
+from core.allocator import allocator_env
 from core.runs.jobs import ProcessLauncher
 from core.runs.store import RunStore
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.allocator import allocator_env
 from core.errors import one_line
-from core.resources import allocator_env
 from core.settings import env_float
 
 RAY_ADDRESS_ENV = "PTUNE_RAY_ADDRESS"

@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from core.allocator import allocator_env
 from core.errors import one_line
 from core.progress import Cancelled, ClaimLost, ProgressFn, StopFn, claim_held
-from core.resources import allocator_env
 from core.runs.store import ACTIVE_STATUSES, HOST, Claim, MetricRecord, RunStore
 from core.settings import env_float
 
