@@ -90,6 +90,14 @@ class Template:
     def n_trigger(self) -> int:
         return sum(p.count for p in self.pieces if p.kind is SlotKind.TRIGGER)
 
+    @property
+    def anchor(self) -> tuple[int, int]:
+        """(start, end) piece indices of what stands between the last field before [MASK] and [MASK] itself (an
+        empty span when no field comes first): the words AutoPrompt turns into triggers that start as those words."""
+        mask = next(i for i, p in enumerate(self.pieces) if p.kind is SlotKind.MASK)
+        fields = [i for i, p in enumerate(self.pieces[:mask]) if p.kind is SlotKind.FIELD]
+        return (fields[-1] + 1 if fields else mask), mask
+
     def validate(self, columns: Sequence[str], kind: LMKind | None = None) -> None:
         """Check fields exist in the data and, given a causal LM, that [MASK] is last (scored as continuation)."""
         missing = [f for f in self.fields if f not in columns]

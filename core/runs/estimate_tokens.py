@@ -71,11 +71,8 @@ def _plain(template: Template, record: Mapping[str, str]) -> str:
 
 def _anchor(template: Template) -> str:
     """The template's words between its last field and its label slot ("{text} It was [MASK]": "It was")."""
-    pieces = template.pieces
-    mask = next((i for i, p in enumerate(pieces) if p.kind is SlotKind.MASK), len(pieces))
-    fields = [i for i, p in enumerate(pieces[:mask]) if p.kind is SlotKind.FIELD]
-    start = fields[-1] + 1 if fields else 0
-    return "".join(p.value for p in pieces[start:mask] if p.kind is SlotKind.TEXT).strip()
+    start, end = template.anchor
+    return "".join(p.value for p in template.pieces[start:end] if p.kind is SlotKind.TEXT).strip()
 
 
 def measure_tokens(
@@ -93,10 +90,8 @@ def measure_tokens(
     bare = count([_plain(t, empty) or " " for t in parsed])
     full = [sum(count([_plain(t, r) for r in rows])) / len(rows) for t in parsed]
     text = max(sum(f - b for f, b in zip(full, bare, strict=True)) / len(parsed), 1.0)
-    anchors = tuple(
-        float(n) if a else 0.0
-        for a, n in zip(map(_anchor, parsed), count([_anchor(t) or " " for t in parsed]), strict=True)
-    )
+    words = [_anchor(t) for t in parsed]
+    anchors = tuple(float(n) if w else 0.0 for w, n in zip(words, count([w or " " for w in words]), strict=True))
     return TokenStats(text, tuple(float(b) + 1.0 for b in bare), measured=True, causal=causal, anchors=anchors)
 
 

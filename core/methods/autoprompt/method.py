@@ -221,16 +221,15 @@ def triggers_from(backbone: Backbone, template: Template) -> tuple[str, list[int
     and the label slot become [T] slots holding their own tokens, so the first prompt searched renders to the very
     same token ids. None when there are no such words (e.g. '{text}[MASK]') or too many to be slots."""
     pieces = template.pieces
-    mask = next(i for i, p in enumerate(pieces) if p.kind is SlotKind.MASK)
-    fields = [i for i, p in enumerate(pieces[:mask]) if p.kind is SlotKind.FIELD]
-    between = pieces[fields[-1] + 1 : mask] if fields else ()
+    start, mask = template.anchor
+    between = pieces[start:mask]
     if not between or any(p.kind is not SlotKind.TEXT for p in between):
         return None
     anchor = "".join(p.value for p in between)
     ids = backbone.tokenizer(anchor.rstrip(), add_special_tokens=False)["input_ids"] if anchor.strip() else []
     if not 1 <= len(ids) <= MAX_SLOT_REPEAT:
         return None
-    head = "".join(source_of(p) for p in pieces[: fields[-1] + 1])
+    head = "".join(source_of(p) for p in pieces[:start])
     tail = "".join(source_of(p) for p in pieces[mask:])
     slots = f"[T*{len(ids)}]" if len(ids) > 1 else "[T]"
     lead, trail = (" " if side.isspace() else "" for side in (anchor[:1], anchor[-1:]))  # a bare space: no token
