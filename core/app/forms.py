@@ -15,13 +15,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from core.methods import REGISTRY
 from core.methods.base import FIXED
 
-HIDDEN_OPTIONS = (
-    "seed",
-    "max_steps",
-    "checkpoint_dir",
-    "eval_from",
-    "eval_look",
-)  # set by the app (or tuning), not per method
+# Set by the app (or tuning), not per method:
+HIDDEN_OPTIONS = ("seed", "max_steps", "checkpoint_dir", "eval_from", "eval_look")
 # ... unless a config marks the field `metadata={"per_method": True}`: then it is the method's own setting (AutoPrompt's
 # search iterations are not the soft prompts' training steps), shown in its form and always sent with the request.
 PER_METHOD = "per_method"

@@ -284,10 +284,10 @@ def _trial(
     paused = _load_paused(folder, key, options)
     if paused is not None:  # scored at its rung before a cancel: its checkpoint waits there, nothing to re-train
         return _Run(paused, variant, None, folder, number)
-    watch = _InTrial(progress, label, {TRIAL_METRIC: number}, at if at < config.max_steps else None, should_stop)
-    if early and looks:
-        watch.prune_below = max(looks) - look_margin(len(dev))
-    watch.look_step = early
+    below = max(looks) - look_margin(len(dev)) if early and looks else -math.inf
+    tags = {TRIAL_METRIC: number}
+    paused_at = at if at < config.max_steps else None
+    watch = _InTrial(progress, label, tags, paused_at, should_stop, look_step=early, prune_below=below)
     enter_phase(progress, f"{label} · {TRAINING}")  # the card's bar counts the trial's steps from the start
     start = time.perf_counter()
     try:
@@ -297,7 +297,9 @@ def _trial(
             raise  # the user's cancel, not a pause at the rung or look: the checkpoints stay for a rerun
         acc, loss = watch.best or (None, None)
         seconds = time.perf_counter() - start
-        trial = Trial(dict(options), acc, loss, watch.step, seconds, watch.step, look=watch.look, pruned=watch.pruned)
+        trial = Trial(
+            dict(options), acc, loss, watch.step, seconds, rung=watch.step, look=watch.look, pruned=watch.pruned
+        )
         _save_paused(folder, key, trial)
         return _Run(trial, variant, None, folder, number)
     m = learned.metrics
@@ -393,13 +395,15 @@ class _InTrial:
         stop: StopFn | None = None,
         *,
         continued_from: int | None = None,
+        look_step: int = 0,
+        prune_below: float = -math.inf,
     ):
         self.progress, self.label, self.tags, self.rung, self.stop = progress, label, dict(tags), rung, stop
         self.continued = {resumed_phase(continued_from, u) for u in ("step", "iteration")} if continued_from else set()
+        self.look_step, self.prune_below = look_step, prune_below
         self.step = 0
         self.best: tuple[float, float | None] | None = None
         self.reached = self.user_stopped = self.pruned = False
-        self.look_step, self.prune_below = 0, -math.inf  # the early look, and the score a trial stops below there
         self.look: list[float] | None = None
 
     def __call__(self, step: int, total: int, metrics: Mapping[str, float]) -> None:

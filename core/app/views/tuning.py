@@ -59,9 +59,7 @@ def tuning_trials(row: Mapping[str, Any]) -> pd.DataFrame:
                     "dev accuracy": trial["dev_accuracy"],
                     "dev loss": trial["dev_loss"],
                     "compared at step": trial.get("rung"),
-                    "stopped at its look": bool(
-                        trial.get("pruned")
-                    ),  # it trailed the best earlier look half way to its rung
+                    "stopped at its look": bool(trial.get("pruned")),  # trailed the best earlier look there
                     "steps": trial["steps"],
                     "seconds": round(trial["seconds"], 1),
                     "chosen": trial["options"] == tuned["chosen"],
