@@ -86,6 +86,7 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
             rates = estimate.measured(result, unit.options, tokens=tokens)
             if rates is not None:
                 store.record_throughput(backbone.name, "cpu", unit.method, **rates)
+        first_row = (result.get("rows") or [{}])[0]
         row = {
             "method": unit.method,
             "seed": unit.seed,
@@ -96,11 +97,11 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
             "after": after.units[i].seconds if after else None,
             "after_source": after.units[i].source if after else None,
             "in_sample": unit.method in in_sample,
-            "train_seconds": result["rows"][0].get("train_seconds") if result.get("rows") else None,
-            "test_seconds": result["rows"][0].get("test_seconds") if result.get("rows") else None,
+            "train_seconds": first_row.get("train_seconds"),
+            "test_seconds": first_row.get("test_seconds"),
             "trials": [  # what tuning ran: a measured rate is only as good as the work it is divided by
                 {k: t.get(k) for k in ("options", "steps", "rung", "seconds", "continued", "pruned")}
-                for t in ((result["rows"][0].get("tuning") or {}).get("trials") or [] if result.get("rows") else [])
+                for t in (first_row.get("tuning") or {}).get("trials") or []
             ],
         }
         rows.append(row)
