@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.progress import under_claim
+
 
 @contextlib.contextmanager
 def replacing(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
@@ -24,7 +26,8 @@ def replacing(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        with under_claim():  # in a run's worker: only while the run is still its own (another attempt may read it)
+            os.replace(tmp, path)
     except OSError as err:
         if err.filename not in (None, tmp):
             raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 ProgressFn = Callable[[int, int, Mapping[str, float]], None]  # progress(step, total, metrics)
 StopFn = Callable[[], bool]
@@ -51,17 +51,21 @@ _claim = threading.local()  # per run thread: the check that its claim still sta
 
 
 @contextmanager
-def claim_held(check: Callable[[], None]) -> Iterator[None]:
-    """Within this block, on this thread, `check_claim()` runs `check` (which raises `ClaimLost`)."""
-    _claim.check = check
+def claim_held(
+    check: Callable[[], None], hold: Callable[[], AbstractContextManager[None]] | None = None
+) -> Iterator[None]:
+    """Within this block, on this thread, `check_claim()` runs `check` (which raises `ClaimLost`) and `under_claim()`
+    enters `hold()` (which raises `ClaimLost`, or holds the claim for its block)."""
+    _claim.check, _claim.hold = check, hold
     try:
         yield
     finally:
-        _claim.check = None
+        _claim.check = _claim.hold = None
 
 
 def fenced(write: Callable[..., None]) -> Callable[..., None]:
-    """`write` (a checkpoint writer) preceded by `check_claim()`: a process that lost its run writes no file."""
+    """`write` (a checkpoint writer) preceded by `check_claim()`: a process that lost its run does not even
+    serialise the file (the rename itself is fenced by `under_claim`)."""
 
     def guarded(*args: object) -> None:
         check_claim()
@@ -71,11 +75,27 @@ def fenced(write: Callable[..., None]) -> Callable[..., None]:
 
 
 def check_claim() -> None:
-    """Raise `ClaimLost` if the run this thread works for was taken from it; called right before a file that
-    another attempt of the run may read (a checkpoint) is replaced or removed. Outside a job runner: nothing."""
+    """Raise `ClaimLost` if the run this thread works for was taken from it: a cheap early stop before work whose
+    only use is a file another attempt may read. Outside a job runner: nothing."""
     check = getattr(_claim, "check", None)
     if check is not None:
         check()
+
+
+@contextmanager
+def under_claim() -> Iterator[None]:
+    """Run the block (a file's rename or removal) while this thread's run is still its own and stays so.
+
+    Why not `check_claim()` then the write: a process paused between the two (SIGSTOP, a swap storm) is written
+    off meanwhile, and on waking would replace a checkpoint the resumed attempt reads. Here the check and the block
+    are one step of the store's, which a write-off cannot come between; `ClaimLost` if the claim is gone. Outside a
+    job runner: just the block."""
+    hold = getattr(_claim, "hold", None)
+    if hold is None:
+        yield
+        return
+    with hold():
+        yield
 
 
 def no_progress(step: int, total: int, metrics: Mapping[str, float]) -> None:

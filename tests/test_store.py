@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.progress import ClaimLost
+from core.atomic import replacing, write_atomic
+from core.progress import ClaimLost, check_claim, claim_held
 from core.runs.store import _MIGRATIONS, SCHEMA_VERSION, RunStore, StoreDamaged, backup_path
 
 
@@ -290,3 +291,29 @@ def test_a_heartbeat_after_the_runs_own_outcome_is_not_a_lost_claim(store: RunSt
     assert store.heartbeat("w", claim) is False
     with pytest.raises(ClaimLost):  # but nothing more is written to the ended run
         store.record_progress(run_id, 9, 9, {"loss": 0.0}, claim=claim)
+
+
+def test_a_write_off_between_a_checkpoints_check_and_its_rename_keeps_the_old_file(tmp_path: Path) -> None:
+    """The race CI caught: a worker checks its claim, is paused while it serialises a checkpoint, is written off
+    by another process, wakes and renames. The rename is fenced with the claim in one step, so it raises
+    `ClaimLost`, the file another attempt reads is the one it was, and no temporary file is left beside it."""
+    worker, server = RunStore(tmp_path / "runs.db"), RunStore(tmp_path / "runs.db")
+    run_id = server.create_run(method="m", label="r", config={})
+    server.set_device(run_id, "cpu")
+    assert worker.register_worker("w", "cpu", "host", 1)
+    claim = worker.claim("w", device="cpu")
+    ckpt = write_atomic(tmp_path / "ckpt" / "checkpoint.safetensors", b"step 5")
+
+    def check() -> None:
+        if not worker.holds(claim):
+            raise ClaimLost("lost")
+
+    with claim_held(check, lambda: worker.holding(claim)):
+        check_claim()  # still held: the writer goes on to serialise
+        with pytest.raises(ClaimLost), replacing(ckpt) as tmp:
+            tmp.write_bytes(b"step 10")
+            assert server.reap(lambda w: True, stale_after=-1.0) == [run_id]  # written off meanwhile
+    assert ckpt.read_bytes() == b"step 5" and [p.name for p in ckpt.parent.iterdir()] == [ckpt.name]
+    assert server.get_run(run_id)["status"] == "interrupted"
+    worker.close()
+    server.close()

@@ -67,9 +67,9 @@ from core.progress import (
     Cancelled,
     ProgressFn,
     StopFn,
-    check_claim,
     enter_phase,
     resumed_phase,
+    under_claim,
 )
 
 SMALL_DEV = 16  # dev rows below which a choice among configurations is mostly noise
@@ -183,10 +183,10 @@ def fit(
         if won.learned is None:
             distributed.exchange(distributed.data_parallel_group(), None)  # its checkpoint is written (main's)
             _continue(won, backbone, train, dev, progress, should_stop)
-        check_claim()  # the trials' checkpoints are another attempt's to use once this one lost the run
-        for run in tried.values():
-            if run.folder is not None and run is not won:
-                shutil.rmtree(run.folder, ignore_errors=True)
+        with under_claim():  # the trials' checkpoints are another attempt's to use once this one lost the run
+            for run in tried.values():
+                if run.folder is not None and run is not won:
+                    shutil.rmtree(run.folder, ignore_errors=True)
         left = [won.folder, root if root != Path(scratch) else None]  # the loop removed the winner's checkpoint
         for folder in filter(None, left):
             with contextlib.suppress(OSError):
@@ -351,7 +351,6 @@ def _trial_key(
 def _save_paused(folder: Path, key: str, trial: Trial) -> None:
     """Write the paused trial's score beside its checkpoint (main process only: it alone writes checkpoints)."""
     if distributed.data_parallel_group().is_main:
-        check_claim()
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / PAUSED_FILE, json.dumps({"key": key, "trial": dataclasses.asdict(trial)}))
 

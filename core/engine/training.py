@@ -45,6 +45,7 @@ from core.progress import (
     check_claim,
     enter_phase,
     resumed_phase,
+    under_claim,
 )
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -262,7 +263,7 @@ def save_checkpoint(
     if torch.cuda.is_available():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
     meta = {"version": CHECKPOINT_VERSION, "key": key, "loop": state.__dict__}
-    check_claim()  # in a worker: only while it still holds the run (another attempt may read this file)
+    check_claim()  # in a worker that lost its run, not even serialised (the rename is fenced too)
     _atomic_save(tensors, meta, path)
 
 
@@ -472,8 +473,8 @@ def train(
             for k, p in params.items():
                 p.copy_(best[k])
     if ckpt_path is not None and dp.is_main and ckpt_path.exists():
-        check_claim()
-        ckpt_path.unlink()  # finished: the learned prompt is the result; a rerun trains afresh
+        with under_claim():
+            ckpt_path.unlink()  # finished: the learned prompt is the result; a rerun trains afresh
     return TrainResult(
         state={k: p.detach().clone() for k, p in params.items()},
         steps=state.step,

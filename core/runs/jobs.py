@@ -272,7 +272,7 @@ class Worker:
                 raise ClaimLost(f"run {run_id} was taken from worker {claim.worker}")
 
         try:
-            with claim_held(check):
+            with claim_held(check, lambda: self.store.holding(claim)):
                 return self._outcome(claim, stop)
         except ClaimLost as lost:
             log.warning("run %s: stopped without writing: %s", run_id, lost)

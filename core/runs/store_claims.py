@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from core.progress import ClaimLost
@@ -162,8 +163,16 @@ class WorkerClaims(StoreConnection):
             row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (claim.run_id,)).fetchone()
         return bool(row and row["cancel_requested"])
 
+    @contextmanager
+    def holding(self, claim: Claim) -> Iterator[None]:
+        """Run the block (a checkpoint's rename) inside one write transaction that first checks `claim` still holds
+        its run (`ClaimLost` if not): a write-off takes the same lock, so it cannot come between check and block."""
+        with self._tx() as conn:
+            fence(conn, claim)
+            yield
+
     def holds(self, claim: Claim) -> bool:
-        """Whether `claim` still holds its run (checked before a checkpoint is replaced)."""
+        """Whether `claim` still holds its run (a cheap check before work whose only use is a checkpoint)."""
         return bool(
             self._query(
                 "SELECT 1 FROM runs WHERE id = ? AND worker = ? AND claim_epoch = ? AND status = 'running'", claim

@@ -38,7 +38,7 @@ from core.methods.autoprompt.trigger_search import (
 )
 from core.methods.base import Dimension, LearnedPrompt, MethodBase, PromptSpec
 from core.methods.manual import best_manual, discrete_scores, plain_templates
-from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, check_claim, enter_phase, fenced
+from core.progress import TRAINING, Cancelled, ProgressFn, StopFn, enter_phase, fenced, under_claim
 
 log = logging.getLogger(__name__)
 
@@ -376,8 +376,8 @@ class AutoPrompt(MethodBase):
         if should_stop():
             raise Cancelled(f"AutoPrompt cancelled after {result.iterations} of {cfg.max_steps} iterations")
         if ckpt:
-            check_claim()
-            ckpt.clear()  # finished: the found prompt is the result; a rerun searches afresh
+            with under_claim():
+                ckpt.clear()  # finished: the found prompt is the result; a rerun searches afresh
         words = trigger_words(backbone, result.triggers)
         state: dict = {
             "trigger_ids": result.triggers,
