@@ -307,6 +307,67 @@ def test_autoprompts_rate_is_learned_at_the_triggers_it_searched(tmp_path) -> No
     assert assumed["work_seconds"] / learned["work_seconds"] == pytest.approx(ratio, rel=0.05)
 
 
+TWO_ANCHORS = ["{text} It was [MASK]", "{text} All in all, it was [MASK]"]  # 2 and 6 words before the label slot
+
+
+def test_autoprompt_is_also_estimated_as_if_dev_picks_each_template() -> None:
+    """AutoPrompt starts from the manual template best on dev, which the launch cannot know: its estimate keeps what
+    it costs if dev picks each template (each as dear as a search fixed at that template's trigger count), its
+    range spans them, and `as_chosen` swaps in the one manual picked. Other methods keep one number."""
+    backbone = tiny_backbone("gpt2")
+    split, _ = dataset_of(10)
+    spec = prompt_spec(split.train, TWO_ANCHORS, None)
+    tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates)
+    assert tokens.anchors == (2.0, 6.0)
+    rates = estimate.rates_for(["autoprompt", "ptuning"])
+    got = estimate.estimate_comparison(units(["autoprompt", "ptuning"]), spec, split, rates, tokens)
+    ap, pt = got.units
+    assert pt.by_template == {} and "by_template" not in pt.to_json()
+    alternatives = ap.to_json()["by_template"]
+    assert list(alternatives) == list(spec.templates)
+    short, long = (alternatives[t]["seconds"] for t in TWO_ANCHORS)
+    assert short < ap.seconds < long  # the launch's number assumes the mean of the two
+    for template, n in zip(TWO_ANCHORS, (2, 6), strict=True):
+        fixed = Unit(
+            "autoprompt",
+            0,
+            method_options("autoprompt", {"template": f"{{text}} [T*{n}] [MASK]"}, max_steps=30),
+            4,
+            True,
+        )
+        alone = estimate.estimate_comparison([fixed], spec, split, rates, tokens).units[0]
+        assert alternatives[template]["seconds"] == pytest.approx(alone.seconds, rel=0.01)
+        assert [s["kind"] for s in alternatives[template]["stages"]] == [s.kind for s in ap.stages]
+    assert ap.low <= alternatives[TWO_ANCHORS[0]]["low"] and ap.high >= alternatives[TWO_ANCHORS[1]]["high"]
+    stored = ap.to_json()
+    chosen = estimate.as_chosen(stored, TWO_ANCHORS[0])
+    assert chosen["seconds"] == short and chosen["chosen"] == TWO_ANCHORS[0] and chosen["stages"] != stored["stages"]
+    assert estimate.as_chosen(stored, None) is stored and estimate.as_chosen(stored, "{text} Other [MASK]") is stored
+    assert estimate.as_chosen(pt.to_json(), TWO_ANCHORS[0]) == pt.to_json()
+
+
+def test_once_manual_has_chosen_the_pages_show_autoprompts_estimate_for_that_template(
+    tmp_path: Path, tiny_gpt2: Path
+) -> None:
+    """A real comparison of manual and AutoPrompt: the run rows the pages read carry AutoPrompt's estimate for the
+    template the manual run picked on dev (the same seed and K), not the launch's mean of the templates."""
+    home = tmp_path / "home"
+    home.mkdir()
+    executor = RunExecutor(home, RunStore(home / "runs.db"))
+    ws = Workspace(home, launcher=ThreadLauncher(home / "runs.db", executor.job), devices=["cpu"])
+    methods = {"manual": {}, "autoprompt": {"num_candidates": 2}}
+    group = ws.user(ALICE).launch(request(tiny_gpt2, methods=methods, seeds=[0], max_steps=2, templates=TWO_ANCHORS))
+    runs = {r["method"]: r for r in wait_all(ws, group)}
+    assert {r["status"] for r in runs.values()} == {"succeeded"}
+    picked = ws.store.get_run(runs["manual"]["id"])["result"]["rows"][0]["template"]
+    launched = ws.store.get_run(runs["autoprompt"]["id"])["config"]["estimate"]
+    shown = runs["autoprompt"]["estimate"]
+    assert shown["chosen"] == picked and shown["seconds"] == launched["by_template"][picked]["seconds"]
+    assert shown["seconds"] != launched["seconds"]
+    ws.close()
+    executor.store.close()
+
+
 def test_per_token_rates_measured_on_short_rows_transfer_to_long_ones() -> None:
     """A finished run on short rows leaves per-token rates; the estimate of the same unit on rows four times longer
     from them is the measured rate times the new tokens, not the short run's seconds."""

@@ -273,7 +273,13 @@ class Workspace:
             row["resumable"] = row["status"] in RESUMABLE and not row["superseded"]
             row["stopping"] = stopping(row)
             row.update(self._timings(row) if row["status"] == "succeeded" else {})
-            row["estimate"] = self._estimate_of(row)
+        chosen = {  # the newest manual run's choice per seed and K
+            (r["seed"], r.get("k_shot")): r["chosen_template"]
+            for r in reversed(rows)
+            if r["method"] == "manual" and r.get("chosen_template")
+        }
+        for row in rows:  # AutoPrompt's estimate once manual has picked the template it starts from
+            row["estimate"] = estimate.as_chosen(self._estimate_of(row), chosen.get((row["seed"], row.get("k_shot"))))
         return rows
 
     def _estimate_of(self, row: dict) -> dict | None:
@@ -284,13 +290,16 @@ class Workspace:
         return self._run_estimates[row["id"]]
 
     def _timings(self, row: dict) -> dict[str, float | None]:
-        """A finished run's training and test-scoring seconds, where it resumed and where tuning continued its best
-        trial (read once from its result, then remembered)."""
+        """A finished run's training and test-scoring seconds, where it resumed, where tuning continued its best
+        trial, and its first prompt's template (read once from its result, then remembered)."""
         cached = self._run_timings.get(row["id"])  # a dict read/write is atomic; _resume holds _lock while here
         if cached is None:
             result = (self.store.get_run(row["id"]) or {}).get("result") or {}
             keys = ("train_seconds", "test_seconds", "resumed_from_step", "continued_from_step")
             cached = {k: result.get(k) for k in keys}
+            cached["chosen_template"] = (result.get("rows") or [{}])[0].get(
+                "template"
+            )  # manual's: the one best on dev
             self._run_timings[row["id"]] = cached
         return cached
 

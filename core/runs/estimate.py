@@ -32,6 +32,7 @@ Public API (the Train page, the service's launch order, the Runs page's ETA and 
     probe(backbone, records, template) -> Probe                    # cached per backbone and device
     measured(result, options, resumed=False, tokens=None) -> dict | None  # a finished unit's own per-token rates
     cheapest_first(units, estimate) -> list[Unit]
+    as_chosen(stored, template) -> stored            # AutoPrompt's estimate once manual has picked its template
     progress_fraction(stages, phase, step, total) -> float | None  # how far a running unit is
 """
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from core.compare import tuning
@@ -65,7 +65,15 @@ from core.runs.estimate_rates import (
     probe,
     rates_for,
 )
-from core.runs.estimate_tokens import TokenStats, guess_tokens, measure_tokens, row_tokens, scoring_rate
+from core.runs.estimate_result import ComparisonEstimate, Stage, UnitEstimate, as_chosen, fmt_minutes
+from core.runs.estimate_tokens import (
+    TokenStats,
+    guess_tokens,
+    measure_tokens,
+    row_tokens,
+    scoring_rate,
+    starts_from_chosen,
+)
 
 __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them from here
     "CHOOSE",
@@ -94,6 +102,7 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "Throughput",
     "TokenStats",
     "UnitEstimate",
+    "as_chosen",
     "cached_probe",
     "cheapest_first",
     "estimate_comparison",
@@ -120,110 +129,6 @@ CONTENT_FREE_ROWS = 3  # a calibrated prompt's prior scores a few content-free i
 # parameter count knows nothing of this machine; a probe measures it but not each method; a method's own finished
 # runs (per token, so on other data too) leave its load and noise, narrowing as they add up (`spread`).
 SPREAD = {PRIOR: (0.4, 2.5), PROBED: (0.65, 1.5), DERIVED: (0.7, 1.4), MEASURED: (0.75, 1.3)}
-
-
-@dataclass
-class Stage:
-    """One phase of a unit as its progress reports it: `kind` (choose, trial, continue, train, test), the estimated
-    seconds, and the step counts its progress reports from `start` to `end`."""
-
-    kind: str
-    seconds: float
-    start: int = 0
-    end: int = 1
-
-
-@dataclass
-class UnitEstimate:
-    """A unit's expected wall seconds, its phases, and the least trusted source its rates came from."""
-
-    method: str
-    seed: int
-    k_shot: int | None
-    seconds: float
-    stages: list[Stage] = field(default_factory=list)
-    source: str = PRIOR
-    low: float = 0.0  # the range the truth is expected in (`spread`)
-    high: float = 0.0
-    runs: int = 0  # finished runs its rates rest on
-
-    def to_json(self) -> dict[str, Any]:
-        """What a run's stored config keeps, so the Runs page's ETA uses the very estimate the Train page showed."""
-        return {
-            "seconds": self.seconds,
-            "low": self.low,
-            "high": self.high,
-            "source": self.source,
-            "stages": [dataclasses.asdict(s) for s in self.stages],
-        }
-
-
-@dataclass
-class ComparisonEstimate:
-    units: list[UnitEstimate]
-    total: float
-    source: str  # the least trusted source among the units
-    low: float = 0.0  # the range the total is expected in
-    high: float = 0.0
-    tokens: TokenStats | None = None  # the rows' tokens it was computed from
-
-    @classmethod
-    def of(cls, units: Sequence[UnitEstimate], tokens: TokenStats | None = None) -> ComparisonEstimate:
-        """Units run one after another: their total and range, and the least trusted source among them."""
-        source = max((u.source for u in units), key=SOURCE_RANK.__getitem__, default=MEASURED)
-        total = sum(u.seconds for u in units)
-        low, high = sum(u.low or u.seconds for u in units), sum(u.high or u.seconds for u in units)
-        return cls(list(units), total, source, low, high, tokens)
-
-    def only(self, methods: Collection[str]) -> ComparisonEstimate:
-        """The part of this estimate spent on `methods`' units: what choosing them adds (the Train page's line on
-        the fine-tuning references)."""
-        return ComparisonEstimate.of([u for u in self.units if u.method in methods], self.tokens)
-
-    def rests_on(self) -> str:
-        """ "from 3 finished runs on this machine", "from a probe of this machine": what the rates rest on."""
-        runs = {u.method: u.runs for u in self.units if u.source in (MEASURED, DERIVED)}
-        if self.source == MEASURED:
-            n = sum(runs.values())
-            return f"from {n} finished run{'s' if n != 1 else ''} on this machine"
-        if self.source == DERIVED:
-            n = max(runs.values(), default=0)
-            return f"from {n} finished run{'s' if n != 1 else ''} of other methods on this machine"
-        if self.source == PROBED:
-            return "from a probe of this machine"
-        return "a rough guess from the backbone's size (nothing measured on this machine yet)"
-
-    def range_words(self) -> str:
-        """ "about 4 min (3-6 min)": the one number, and the range while it is uncertain (narrow ranges left out)."""
-        about = f"about {fmt_minutes(self.total)}"
-        if self.total <= 0 or (self.high - self.low) <= 0.5 * self.total:
-            return about
-        low, high = fmt_minutes(self.low), fmt_minutes(self.high)
-        return about if low == high else f"{about} ({low} to {high})"
-
-    def words(self, device: str) -> str:
-        """ "about 4 min (3 min to 6 min) on this CPU, from a probe of this machine, 26 tokens a row": the Train
-        page's line."""
-        where = "this CPU" if device == "cpu" else device
-        rows = f", {self.tokens.words()}" if self.tokens is not None else ""
-        return f"{self.range_words()} on {where}, {self.rests_on()}{rows}"
-
-    def added_words(self) -> str:
-        """ "Manual prompt about 40 s, AutoPrompt about 3 min, P-tuning about 5 min": what each method adds to the
-        total (all its seeds and K together), in the order the queue runs them, so a user sees what a method costs
-        before choosing it."""
-        seconds: dict[str, float] = {}
-        for unit in sorted(self.units, key=lambda u: (REGISTRY[u.method].trains, u.seconds)):
-            seconds[unit.method] = seconds.get(unit.method, 0.0) + unit.seconds
-        return ", ".join(f"{REGISTRY[m].label} about {fmt_minutes(s)}" for m, s in seconds.items())
-
-
-def fmt_minutes(seconds: float) -> str:
-    """Rounded as an estimate deserves: '40 s', '3 min', '1 h 10 min'."""
-    if seconds < 60:
-        return f"{max(5, round(seconds / 5) * 5)} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 # -- work per step ---------------------------------------------------------------------------------------------
@@ -407,9 +312,26 @@ def estimate_comparison(
     done: set[Any] = set()
     out: list[UnitEstimate | None] = [None] * len(units)
     for i in _order(units, alone):
-        out[i] = estimate_unit(units[i], spec, *sizes[i], rates[units[i].method], tokens, done)
+        unit, rate = units[i], rates[units[i].method]
+        out[i] = estimate_unit(unit, spec, *sizes[i], rate, tokens, done).with_alternatives(
+            {
+                t: estimate_unit(unit, spec, *sizes[i], rate, per, done)
+                for t, per in _if_chosen(unit, spec, tokens).items()
+            }
+        )
         done |= _fills(units[i], spec)
     return ComparisonEstimate.of([u for u in out if u is not None], tokens)
+
+
+def _if_chosen(unit: Any, spec: PromptSpec, tokens: TokenStats) -> dict[str, TokenStats]:
+    """For a unit whose cost depends on the manual template dev picks (AutoPrompt starting from it: its words
+    become the triggers), the rows' tokens as if dev picks each template; empty for every other unit."""
+    anchors = tokens.anchors
+    if len(set(anchors)) < 2 or "max_steps" not in _fields(REGISTRY[unit.method]):
+        return {}
+    if not starts_from_chosen(create(unit.method, spec, unit.options).config):
+        return {}
+    return {t: dataclasses.replace(tokens, anchors=(a,)) for t, a in zip(spec.templates, anchors, strict=False)}
 
 
 def cheapest_first(units: Sequence[Any], estimate: ComparisonEstimate) -> list[Any]:

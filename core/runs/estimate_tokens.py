@@ -130,11 +130,21 @@ def autoprompt_tokens(config: Any, stats: TokenStats) -> float:
     user's templates' `anchors`, else `n_triggers`."""
     if getattr(config, "template", ""):
         triggers = float(Template.parse(config.template).n_trigger)
-    elif getattr(config, "init_from_template", False) and any(stats.anchors):
+    elif starts_from_chosen(config) and any(stats.anchors):
         triggers = sum(stats.anchors) / len(stats.anchors)
     else:
         triggers = float(getattr(config, "n_triggers", 4) or 4)
     return triggers + ROW_TOKENS + CACHED_TEXT * min(stats.text, MAX_TOKENS)
+
+
+def starts_from_chosen(config: Any) -> bool:
+    """Whether `config` is an AutoPrompt search that starts from the manual template dev picks (its words become the
+    triggers), so that its cost depends on which template that is."""
+    return (
+        hasattr(config, "num_candidates")
+        and not getattr(config, "template", "")
+        and bool(getattr(config, "init_from_template", False))
+    )
 
 
 def scoring_rate(result: Mapping[str, Any], tokens: TokenStats, content_free_rows: int) -> float | None:
