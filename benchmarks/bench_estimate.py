@@ -54,6 +54,12 @@ def error(expected: float, actual: float) -> float:
     return (expected - actual) / actual if actual > 0 else float("nan")
 
 
+def once_chosen(est: estimate.ComparisonEstimate | None, i: int, template: str | None) -> float | None:
+    """Unit `i`'s seconds as the pages show them once manual has chosen `template` (at launch's for all but
+    AutoPrompt, whose triggers are that template's words)."""
+    return estimate.as_chosen(est.units[i].to_json(), template)["seconds"] if est else None
+
+
 def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str], args) -> dict:
     """Estimate (first launch, and from what `store` remembers), then run the comparison; per unit and in total."""
     dataset = load_dataset(ROOT / "data/samples" / f"{name}.csv")
@@ -77,6 +83,7 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
     index = {id(u): i for i, u in enumerate(units)}
     prefix_cache.PREFIX_CACHE.clear()
     rows, start = [], time.perf_counter()
+    picked: dict[int, str] = {}  # per seed: the template the manual run picked on dev (AutoPrompt starts from it)
     for unit in order:
         t0 = time.perf_counter()
         result = run_unit(backbone, split, spec, unit)
@@ -87,6 +94,9 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
             if rates is not None:
                 store.record_throughput(backbone.name, "cpu", unit.method, **rates)
         first_row = (result.get("rows") or [{}])[0]
+        if unit.method == "manual" and first_row.get("template"):
+            picked[unit.seed] = first_row["template"]
+
         row = {
             "method": unit.method,
             "seed": unit.seed,
@@ -94,7 +104,9 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
             "first": first.units[i].seconds,
             "low": first.units[i].low,
             "high": first.units[i].high,
+            "chosen": once_chosen(first, i, picked.get(unit.seed)),
             "after": after.units[i].seconds if after else None,
+            "after_chosen": once_chosen(after, i, picked.get(unit.seed)),
             "after_source": after.units[i].source if after else None,
             "in_sample": unit.method in in_sample,
             "train_seconds": first_row.get("train_seconds"),
@@ -108,6 +120,7 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
         print(
             f"  {unit.method:14s} seed {unit.seed}: actual {wall:6.1f} s | first launch {row['first']:6.1f} s "
             f"({row['low']:.0f}-{row['high']:.0f}) {error(row['first'], wall):+5.0%}"
+            + (f" | once manual chose {row['chosen']:6.1f} s {error(row['chosen'], wall):+5.0%}")
             + (
                 f" | after one run {row['after']:6.1f} s {error(row['after'], wall):+5.0%} ({row['after_source']})"
                 if after
@@ -123,8 +136,10 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
         "tokens": tokens.text + tokens.templates[0],
         "actual": actual,
         "first": first.total,
+        "chosen": sum(r["chosen"] for r in rows),
         "first_words": first.words("cpu"),
         "after": after.total if after else None,
+        "after_chosen": sum(r["after_chosen"] for r in rows) if after else None,
         "after_words": after.words("cpu") if after else None,
         "in_sample": bool(in_sample),
         "units": rows,
@@ -144,13 +159,20 @@ def score(runs: list[dict]) -> None:
         mean_abs = sum(abs(x) for x in errs) / len(errs)
         print(f"{label}: {within}/{len(errs)} within +-{BAND:.0%}, mean |error| {mean_abs:.0%}, worst {worst:+.0%}")
 
-    for key, label in (("first", "first launch (probe)"), ("after", "after one run")):
-        keep = [r for r in runs if r[key] is not None and not (key == "after" and r["in_sample"])]
+    labels = {
+        "first": "first launch (probe)",
+        "chosen": "first launch, once manual chose its template",
+        "after": "after one run",
+        "after_chosen": "after one run, once manual chose its template",
+    }
+    for key, label in labels.items():
+        learned = key.startswith("after")
+        keep = [r for r in runs if r.get(key) is not None and not (learned and r["in_sample"])]
         line(f"{label}, totals", [(r[key], r["actual"]) for r in keep])
         per_method: list[tuple[float, float]] = []
         for r in keep:
             for m in r["methods"]:
-                mine = [u for u in r["units"] if u["method"] == m and not (key == "after" and u["in_sample"])]
+                mine = [u for u in r["units"] if u["method"] == m and not (learned and u["in_sample"])]
                 if mine and m != "baseline":  # the majority class takes no time worth a percentage
                     per_method.append((sum(u[key] for u in mine), sum(u["actual"] for u in mine)))
         line(f"{label}, per method", per_method)

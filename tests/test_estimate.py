@@ -344,6 +344,10 @@ def test_autoprompt_is_also_estimated_as_if_dev_picks_each_template() -> None:
     assert chosen["seconds"] == short and chosen["chosen"] == TWO_ANCHORS[0] and chosen["stages"] != stored["stages"]
     assert estimate.as_chosen(stored, None) is stored and estimate.as_chosen(stored, "{text} Other [MASK]") is stored
     assert estimate.as_chosen(pt.to_json(), TWO_ANCHORS[0]) == pt.to_json()
+    words = got.added_words()  # the Train page's "What each method adds"
+    spread = f"({estimate.fmt_minutes(short)} to {estimate.fmt_minutes(long)}, by the template dev picks)"
+    assert f"AutoPrompt about {estimate.fmt_minutes(ap.seconds)} {spread}" in words
+    assert f"P-tuning about {estimate.fmt_minutes(pt.seconds)}" in words and words.count("dev picks") == 1
 
 
 def test_once_manual_has_chosen_the_pages_show_autoprompts_estimate_for_that_template(

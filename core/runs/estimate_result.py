@@ -131,11 +131,21 @@ class ComparisonEstimate:
     def added_words(self) -> str:
         """ "Manual prompt about 40 s, AutoPrompt about 3 min, P-tuning about 5 min": what each method adds to the
         total (all its seeds and K together), in the order the queue runs them, so a user sees what a method costs
-        before choosing it."""
-        seconds: dict[str, float] = {}
+        before choosing it. A method whose cost turns on the template dev picks (AutoPrompt) says how far: "AutoPrompt
+        about 50 s (35 s to 1 min, by the template dev picks)"."""
+        seconds: dict[str, list[float]] = {}
         for unit in sorted(self.units, key=lambda u: (REGISTRY[u.method].trains, u.seconds)):
-            seconds[unit.method] = seconds.get(unit.method, 0.0) + unit.seconds
-        return ", ".join(f"{REGISTRY[m].label} about {fmt_minutes(s)}" for m, s in seconds.items())
+            alternatives = [a["seconds"] for a in unit.by_template.values()] or [unit.seconds]
+            spans = [unit.seconds, min(alternatives), max(alternatives)]
+            seconds[unit.method] = [a + b for a, b in zip(seconds.get(unit.method, [0.0] * 3), spans, strict=True)]
+        return ", ".join(f"{REGISTRY[m].label} about {_by_template(*s)}" for m, s in seconds.items())
+
+
+def _by_template(seconds: float, low: float, high: float) -> str:
+    low_words, high_words = fmt_minutes(low), fmt_minutes(high)
+    if low_words == high_words:
+        return fmt_minutes(seconds)
+    return f"{fmt_minutes(seconds)} ({low_words} to {high_words}, by the template dev picks)"
 
 
 def fmt_minutes(seconds: float) -> str:
