@@ -128,6 +128,26 @@ def test_the_probe_times_a_real_model_once_per_backbone_and_device(data) -> None
     assert words.startswith("about ") and "on this CPU, from a probe of this machine" in words
 
 
+def test_the_probe_times_the_same_work_whatever_the_datas_length() -> None:
+    """The probe a server takes on its first dataset sets every later estimate there, so it times rows of the data's
+    words cut to one length: 10-word and 200-word datasets give rows of the same tokens, and the probe of each
+    counts the same tokens a row (timed on the rows as they were, long uneven ones read 1.4x slower per token)."""
+    from core.runs.estimate_rates import PROBE_TOKENS, SCORE_ROWS, _probe_rows, _probes  # noqa: PLC0415
+
+    backbone = tiny_backbone("gpt2")
+    counted = []
+    for words in (10, 200):
+        split, spec = dataset_of(words)
+        rows = _probe_rows(backbone.tokenizer, split.train.records)
+        lengths = [len(backbone.tokenizer(r["text"], add_special_tokens=False)["input_ids"]) for r in rows]
+        assert len(rows) == SCORE_ROWS and all(abs(n - PROBE_TOKENS) <= 2 for n in lengths), lengths
+        assert set(rows[0]) == set(split.train.records[0])
+        _probes.clear()
+        counted.append(estimate.probe(backbone, split.train.records, spec.templates[0]).tokens)
+    assert counted[0] == pytest.approx(counted[1], abs=2)
+    _probes.clear()
+
+
 def test_a_finished_unit_measures_its_own_rates(data) -> None:
     split, spec = data
     backbone = tiny_backbone("gpt2")
