@@ -114,6 +114,30 @@ def test_store_remembers_and_blends_throughput(tmp_path: Path) -> None:
     assert rates["prompt_tuning"].runs == 3  # the finished runs it rests on: ptuning's two and manual's one
 
 
+def test_a_methods_own_runs_are_drawn_toward_the_probe_less_the_more_there_are(tmp_path: Path) -> None:
+    """One run's time moves by 20 % between identical runs here, so its rates are drawn toward the probe's (times
+    the method's prior), the probe weighing as `PROBE_RUNS` runs; with many runs the method's own rates rule. A
+    probe the store remembers serves when none was taken in this process, and is never read as a method."""
+    probed = estimate.Probe(example_seconds=0.002, work_seconds=0.004, seconds=1.0)
+    prior = estimate.PRIORS["ptuning"]
+    from_probe = (prior.work * probed.work_seconds, prior.example * probed.example_seconds)
+    for runs in (1, 9):
+        mine = {"ptuning": {"work_seconds": 0.02, "example_seconds": 0.01, "runs": runs}}
+        rate = estimate.rates_for(["ptuning"], remembered=mine, probed=probed)["ptuning"]
+        weight = runs / (runs + estimate.PROBE_RUNS)
+        assert rate.source == estimate.MEASURED and rate.runs == runs
+        assert rate.work_seconds == pytest.approx(0.02**weight * from_probe[0] ** (1 - weight))
+        assert rate.example_seconds == pytest.approx(0.01**weight * from_probe[1] ** (1 - weight))
+        alone = estimate.rates_for(["ptuning"], remembered=mine)["ptuning"]  # no probe: its own rates as measured
+        assert (alone.work_seconds, alone.example_seconds) == (0.02, 0.01)
+    with RunStore(tmp_path / "runs.db") as store:
+        store.record_throughput("m", "cpu", estimate.PROBE_KEY, work_seconds=0.004, example_seconds=0.002)
+        kept = store.throughput("m", "cpu")
+    rates = estimate.rates_for(["prompt_tuning", "manual"], remembered=kept)
+    assert {r.source for r in rates.values()} == {estimate.PROBED}  # not "measured (other methods)"
+    assert rates["prompt_tuning"].work_seconds == pytest.approx(estimate.PRIORS["prompt_tuning"].work * 0.004)
+
+
 def test_the_probe_times_a_real_model_once_per_backbone_and_device(data) -> None:
     split, spec = data
     backbone = tiny_backbone("gpt2")
@@ -197,6 +221,24 @@ def test_launch_queues_cheapest_first_with_estimates_and_remembers_speed(tmp_pat
     assert {u.method: u.source for u in again.units}["prompt_tuning"] == estimate.MEASURED
     ws.close()
     executor.store.close()
+
+
+def test_the_probe_is_remembered_for_a_restarted_server(tmp_path: Path, tiny_gpt2: Path, data) -> None:
+    """A server with the backbone loaded probes it once and keeps the probe in the store: after a restart, with the
+    backbone not loaded, the estimate still rests on that probe of this machine, not on a guess from its size."""
+    split, spec = data
+    req = request(tiny_gpt2, methods={"manual": {}, "prompt_tuning": {}}, seeds=[0], max_steps=4)
+    ws = Workspace(tmp_path / "home")
+    ws.pool.get(str(tiny_gpt2))
+    first = ws.user(ALICE).estimate(req, split, spec)
+    assert first.source == estimate.PROBED and estimate.PROBE_KEY in ws.store.throughput(str(tiny_gpt2), "cpu")
+    ws.close()
+    again = Workspace(tmp_path / "home")
+    assert again.pool.peek(str(tiny_gpt2)) is None
+    after = again.user(ALICE).estimate(req, split, spec)
+    assert after.source == estimate.PROBED and "from a probe of this machine" in after.words("cpu")
+    assert after.total == pytest.approx(first.total, rel=1e-6)
+    again.close()
 
 
 def test_progress_is_placed_in_the_plan_and_only_moves_forward(data) -> None:

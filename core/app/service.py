@@ -200,21 +200,28 @@ class Workspace:
         self, units: Sequence[Unit], spec: PromptSpec, split: Split, backbone: str, *, probe: bool = True
     ) -> estimate.ComparisonEstimate:
         """Every unit's expected seconds on this app's device, from remembered speed (runs that finished here on
-        this backbone), else a short probe when the backbone is already loaded in this process (never loaded for
-        it; the probe is cached per backbone and device), else a prior from the backbone's size."""
+        this backbone, drawn toward the probe), else a short probe of this machine (taken once when the backbone
+        is already loaded in this process, never loaded for it, and remembered in the store), else a prior from
+        the backbone's size."""
         name, device = normalize_spec(backbone), self.estimate_device()
         remembered = self.store.throughput(name, device)
         methods = sorted({u.method for u in units})
         probed = parameters = None
-        if not set(methods) <= set(remembered):
-            loaded = self.pool.peek(name)
-            if loaded is not None and str(loaded.device) == device:
-                probed = estimate.cached_probe(loaded)
-                if probed is None and probe and spec.templates:
-                    rows = split.dev.records or split.train.records
-                    probed = estimate.probe(loaded, rows, spec.templates[0])
-            if probed is None:
-                parameters = inspect_backbone(name).parameters
+        loaded = self.pool.peek(name)
+        if loaded is not None and str(loaded.device) == device:
+            probed = estimate.cached_probe(loaded)
+            if probed is None and probe and spec.templates and estimate.PROBE_KEY not in remembered:
+                probed = estimate.probe(loaded, split.dev.records or split.train.records, spec.templates[0])
+            if probed is not None and estimate.PROBE_KEY not in remembered:
+                self.store.record_throughput(  # remembered: a restarted server's estimates still lean on it
+                    name,
+                    device,
+                    estimate.PROBE_KEY,
+                    work_seconds=probed.work_seconds,
+                    example_seconds=probed.example_seconds,
+                )
+        if probed is None and estimate.PROBE_KEY not in remembered and not set(methods) <= set(remembered):
+            parameters = inspect_backbone(name).parameters
         rates = estimate.rates_for(methods, remembered=remembered, probed=probed, parameters=parameters, device=device)
         return estimate.estimate_comparison(units, spec, split, rates, self._tokens(name, split, spec))
 
