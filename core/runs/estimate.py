@@ -17,9 +17,10 @@ and then what follows it for a method that reuses its key/values; AutoPrompt: it
   `cheapest_first` runs them in, in one process).
 Each method has two per-token rates on a backbone and device (`Throughput`): seconds per token of training work
 and per scored token. They come, best first, from (a) this method's finished runs on that backbone and device
-(`measured`, kept in the run store by the worker, per token so they transfer between datasets), (b) other methods'
-runs scaled by the `PRIORS` ratios, (c) a short probe of the loaded backbone (`probe`: one scoring batch and one
-training step, about a second), scaled the same way, or (d) a rough prior from the parameter count. An estimate
+(`measured`, kept in the run store by the worker, per token so they transfer between datasets; drawn toward the
+probe while they are few), (b) other methods' runs scaled by the `PRIORS` ratios, (c) a short probe of the loaded
+backbone (`probe`: scoring and a training step on fixed-length rows, about two seconds, remembered in the store),
+scaled the same way, or (d) a rough prior from the parameter count. An estimate
 carries a range (`low`..`high`, `SPREAD` by source) and says what it rests on (`ComparisonEstimate.words`).
 Early stopping can only end a unit sooner, so an estimate errs long, never short, on it.
 

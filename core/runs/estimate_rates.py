@@ -4,9 +4,10 @@ them on a loaded backbone. Per token, not per row: a rate measured on 26-token t
 reviews (`core.runs.estimate_tokens` counts the tokens).
 
 Why its own module: `core.runs.estimate` models how much work a unit is; this module says how fast that work goes,
-best first from (a) remembered measurements of that method (`rates_for`'s `remembered`), (b) other methods'
-measurements scaled by the `PRIORS` ratios, (c) the probe (`probe`, about a second, cached per backbone and device),
-scaled the same way, or (d) a rough prior from the parameter count. Everything here is importable from
+best first from (a) remembered measurements of that method (`rates_for`'s `remembered`, drawn toward the probe
+while they are few: `_shrunk`), (b) other methods' measurements scaled by the `PRIORS` ratios, (c) the probe
+(`probe`, about two seconds, cached per backbone and device and remembered in the store under `PROBE_KEY`), scaled
+the same way, or (d) a rough prior from the parameter count. Everything here is importable from
 `core.runs.estimate` too.
 """
 
