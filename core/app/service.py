@@ -304,9 +304,8 @@ class Workspace:
             result = (self.store.get_run(row["id"]) or {}).get("result") or {}
             keys = ("train_seconds", "test_seconds", "resumed_from_step", "continued_from_step")
             cached = {k: result.get(k) for k in keys}
-            cached["chosen_template"] = (result.get("rows") or [{}])[0].get(
-                "template"
-            )  # manual's: the one best on dev
+            first = (result.get("rows") or [{}])[0]
+            cached["chosen_template"] = first.get("template")  # manual's: the one best on dev
             self._run_timings[row["id"]] = cached
         return cached
 
