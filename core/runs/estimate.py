@@ -11,7 +11,10 @@ and then what follows it for a method that reuses its key/values; AutoPrompt: it
 - *training work*: optimizer steps (AutoPrompt: search iterations) x forward-equivalent rows of a step
   (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
   candidates) x tokens a row; with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of
-  its budget) and the winner is continued, the trials counted from the method's own `search_space`;
+  its budget), the trials counted from the method's own `search_space`, plus the trials a log grid is expected to
+  add past an edge that wins (`expected_extensions`); then the winner, which could be any trial (their
+  continuations averaged), continued to where early stopping is expected to end it (`expected_end`): what tuning
+  is expected to do, not the least it may do;
 - *scoring work*: rows scored x tokens — dev at every evaluation, each manual template on dev and test, the test
   split once per distinct prompt, less what an earlier unit left in the prefix cache (`cache_keys`: the order
   `cheapest_first` runs them in, in one process).
@@ -22,7 +25,8 @@ probe while they are few), (b) other methods' runs scaled by the `PRIORS` ratios
 backbone (`probe`: scoring and a training step on fixed-length rows, about two seconds, remembered in the store),
 scaled the same way, or (d) a rough prior from the parameter count. An estimate
 carries a range (`low`..`high`, `SPREAD` by source) and says what it rests on (`ComparisonEstimate.words`).
-Early stopping can only end a unit sooner, so an estimate errs long, never short, on it.
+The priors' ratios are speeds: `benchmarks/fit_estimate.py` fits them to each trial, continuation and test pass of
+the benchmark's runs, apart from what tuning did, which the model above carries.
 
 Public API (the Train page, the service's launch order, the Runs page's ETA and `benchmarks/` call these):
 
@@ -40,13 +44,13 @@ Public API (the Train page, the service's launch order, the Runs page's ETA and 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from core.compare import tuning
 from core.data import Split, few_shot_split
 from core.methods import REGISTRY, create, method_order
-from core.methods.base import PromptMethod, PromptSpec
+from core.methods.base import Dimension, PromptMethod, PromptSpec
 from core.runs.estimate_progress import CHOOSE, CONTINUE, TEST, TRAIN, TRIAL, progress_fraction
 from core.runs.estimate_rates import (
     CPU_SECONDS_PER_GPARAM,
@@ -85,6 +89,7 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "CPU_SECONDS_PER_GPARAM",
     "DEFAULT_PRIOR",
     "DERIVED",
+    "PLATEAU",
     "GPU_SPEEDUP",
     "MEASURED",
     "PRIOR",
@@ -112,6 +117,8 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "cheapest_first",
     "estimate_comparison",
     "estimate_unit",
+    "expected_end",
+    "expected_extensions",
     "fmt_minutes",
     "guess_tokens",
     "measured",
@@ -123,12 +130,17 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "spread",
     "step_work",
     "trial_configs",
+    "tuned_stages",
     "unit_sizes",
 ]
 
 
 PROBE_FIT_S = 0.2  # the linear probe's L-BFGS on the features: small and independent of the backbone's speed
 UNIT_OVERHEAD_S = 1.5  # claiming, reading the group's data, saving prompt files: measured ~1-2 s per run
+# Where a continued winner is expected to end, from the first step early stopping may end it (0) to its budget (1):
+# halfway, as nothing says when dev will plateau. Measured on the 36 continued winners of two `bench_estimate.py`
+# jobs: P-tuning 0.52, P-tuning v2 0.43, prompt tuning 0.80 (0.58 in all), each with a spread of 0 to 1.
+PLATEAU = 0.5
 CONTENT_FREE_ROWS = 3  # a calibrated prompt's prior scores a few content-free inputs ("N/A", "", "[MASK]")
 # How far the truth may lie from an estimate, as factors of it, by where its rates came from: a prior from the
 # parameter count knows nothing of this machine; a probe measures it but not each method; a method's own finished
@@ -170,12 +182,43 @@ def _as_trial(config: Any, at: int) -> Any:
 
 def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Any]:
     """The configurations tuning will run, as `core.compare.tuning.fit` counts them: the method's settings first, then each
-    dimension's other choices on top (the defaults assumed to win, since which will is not known beforehand)."""
-    dims = method.search_space(options) if tune and n_dev else []
+    dimension's other choices on top (the defaults' in the other dimensions, since which wins is not known beforehand).
+    A grid's extensions past its edge are not listed: they are expected, not planned (`expected_extensions`)."""
     configs = [method.config]
-    for dim in dims:
+    for dim in _dimensions(method, options, tune, n_dev):
         configs += [dataclasses.replace(method.config, **choice) for choice in dim.choices[1:]]
     return configs
+
+
+def _dimensions(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Dimension]:
+    return method.search_space(options) if tune and n_dev else []
+
+
+def expected_extensions(dims: Sequence[Dimension]) -> float:
+    """Trials tuning is expected to add past its grids' edges, each point of a grid as likely to win: an edge wins
+    (2 of its n points) and the grid extends; the new point wins against the old edge half the time and it extends
+    again, up to its `extend` points. A 3-point grid of two extensions: 2/3 x (1 + 1/2) = 1 trial."""
+    total = 0.0
+    for d in dims:
+        if d.extend and d.ratio > 1.0 and d.choices:
+            edge = min(1.0, 2 / len(d.choices))
+            total += edge * sum(0.5**j for j in range(d.extend))
+    return total
+
+
+def expected_end(config: Any, start: int) -> float:
+    """The step a run continued from `start` is expected to end at: its budget without early stopping, else halfway
+    (`PLATEAU`) from the first step early stopping may end it at (`min_steps_fraction` of the budget) to the budget,
+    since when dev stops improving is not known beforehand."""
+    end = int(config.max_steps)
+    if not int(getattr(config, "patience", 0) or 0):
+        return float(end)
+    floor = max(float(start), float(getattr(config, "min_steps_fraction", 0.0)) * end)
+    return floor + PLATEAU * (end - floor)
+
+
+def _row(result: Mapping[str, Any]) -> float:
+    return PRIORS.get(result.get("method", ""), DEFAULT_PRIOR).row
 
 
 # -- one unit --------------------------------------------------------------------------------------------------
@@ -205,7 +248,8 @@ def estimate_unit(
     stages: list[Stage] = []
     if not cls.trains:  # manual (every template on dev, then each on test), baseline (nothing worth timing)
         n = len(spec.templates) if cls.calibratable else 1
-        per = [tokens.prompt(i) * e if cls.calibratable else 0.0 for i in range(n)]
+        row = PRIORS.get(unit.method, DEFAULT_PRIOR).row
+        per = [(tokens.prompt(i) + row) * e if cls.calibratable else 0.0 for i in range(n)]
         choose = sum(fresh(keys[f"dev{i}"], n_dev, p) + CONTENT_FREE_ROWS * p for i, p in enumerate(per))
         stages.append(Stage(CHOOSE, choose, 0, n))
         test = sum(fresh(keys[f"test{i}"], n_test, p) for i, p in enumerate(per))
@@ -217,25 +261,19 @@ def estimate_unit(
     else:
         method = create(unit.method, spec, unit.options)
         configs = trial_configs(method, unit.options, unit.tune, n_dev)
+        dims = _dimensions(method, unit.options, unit.tune, n_dev)
         cfg = method.config
         first, suffix = row_tokens(cfg, tokens, PRIORS.get(unit.method, DEFAULT_PRIOR).cached)
         texts = (n_train * first + fresh(keys["dev"], n_dev, first)) * e  # the texts' key/values, once
 
-        def train(c: Any, steps: int, evals: int) -> float:
+        def train(c: Any, steps: float, evals: int) -> float:
             return steps * step_work(c) * row_tokens(c, tokens, bool(first))[1] * w + evals * n_dev * suffix * e
 
         if len(configs) == 1:
             steps = cfg.max_steps
             stages.append(Stage(TRAIN, texts + train(cfg, steps, _evals(cfg, steps)), 0, steps))
         else:
-            for i, c in enumerate(configs):
-                at = tuning.rung(c)
-                stages.append(
-                    Stage(TRIAL, (texts if i == 0 else 0.0) + train(c, at, _evals(_as_trial(c, at), at)), 0, at)
-                )
-            at = tuning.rung(cfg)
-            more = _evals(_as_trial(cfg, at), cfg.max_steps, at)
-            stages.append(Stage(CONTINUE, train(cfg, cfg.max_steps - at, more), at, cfg.max_steps))
+            stages += tuned_stages(configs, expected_extensions(dims), texts, train)
         calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
         test = (n_test * suffix + fresh(keys["test"], n_test, first)) * e
         stages.append(Stage(TEST, test + calibration, 0, max(n_test, 1)))
@@ -244,6 +282,31 @@ def estimate_unit(
     return UnitEstimate(
         unit.method, unit.seed, unit.k_shot, seconds, stages, rate.source, seconds * low, seconds * high, rate.runs
     )
+
+
+def tuned_stages(
+    configs: Sequence[Any],
+    extensions: float,
+    texts: float,
+    train: Callable[[Any, float, int], float],
+) -> list[Stage]:
+    """Tuning's stages, as expected: every planned trial to its rung (the first also computes the texts' key/values),
+    the expected extensions at the first configuration's cost, then the winner continued, which could be any trial
+    (each as likely: their continuations are averaged) and may stop early (`expected_end`)."""
+    stages = []
+    for i, c in enumerate(configs):
+        at = tuning.rung(c)
+        stages.append(Stage(TRIAL, (texts if i == 0 else 0.0) + train(c, at, _evals(_as_trial(c, at), at)), 0, at))
+    if extensions:
+        stages.append(Stage(TRIAL, extensions * (stages[0].seconds - texts), 0, stages[0].end))
+    more = []
+    for c in configs:
+        at = tuning.rung(c)
+        end = expected_end(c, at)
+        more.append(train(c, end - at, _evals(_as_trial(c, at), round(end), at)))
+    cfg = configs[0]
+    at = tuning.rung(cfg)
+    return [*stages, Stage(CONTINUE, sum(more) / len(more), at, cfg.max_steps)]
 
 
 def cache_keys(unit: Any, spec: PromptSpec) -> dict[str, Any]:
@@ -265,9 +328,10 @@ def _fills(unit: Any, spec: PromptSpec) -> set[Any]:
     """The cache keys `unit` leaves behind for the units after it."""
     cls = REGISTRY[unit.method]
     keys = cache_keys(unit, spec)
-    if not cls.trains:
+    if not cls.trains:  # each template's rows, and their text alone: the frozen prefix the cached methods read too
         n = len(spec.templates) if cls.calibratable else 0
-        return {keys[f"{s}{i}"] for s in ("dev", "test") for i in range(n)}
+        rows = {keys[f"{s}{i}"] for s in ("dev", "test") for i in range(n)}
+        return rows | ({keys["dev"], keys["test"]} if n else set())
     if "max_steps" not in _fields(cls):
         return {keys["dev0"], keys["test0"]}
     if PRIORS.get(unit.method, DEFAULT_PRIOR).cached:
@@ -396,7 +460,7 @@ def measured(
     example = test_s / (n_test * tokens.prompt(0))
     cls = REGISTRY.get(result["method"])
     if cls is None or not cls.trains:
-        return {"work_seconds": None, "example_seconds": scoring_rate(result, tokens, CONTENT_FREE_ROWS) or example}
+        return {"work_seconds": None, "example_seconds": scoring_rate(result, tokens, CONTENT_FREE_ROWS, _row(result)) or example}
     fields = _fields(cls)
     n_train, n_dev = result.get("n_train") or 0, result.get("n_dev") or 0
     train = result.get("train_seconds") or 0.0

@@ -147,13 +147,16 @@ def starts_from_chosen(config: Any) -> bool:
     )
 
 
-def scoring_rate(result: Mapping[str, Any], tokens: TokenStats, content_free_rows: int) -> float | None:
+def scoring_rate(
+    result: Mapping[str, Any], tokens: TokenStats, content_free_rows: int, row: float = 0.0
+) -> float | None:
     """A method that trains nothing (manual), timed as `estimate_unit` counts it: every template scored on dev (and
     the content-free rows) and on test, all its seconds over all those tokens, so the rate reproduces the run it came
-    from (one template's seconds over one template's tokens made the next estimate 1.6x too long)."""
+    from (one template's seconds over one template's tokens made the next estimate 1.6x too long). `row`: what a
+    row costs beyond its tokens, in tokens (the method's prior), counted the same way."""
     n = max(len(tokens.templates), 1)
     n_dev, n_test = result.get("n_dev") or 0, (result.get("rows") or [{}])[0].get("n_test") or 0
-    scored = sum((n_dev + content_free_rows + n_test) * tokens.prompt(i) for i in range(n))
+    scored = sum((n_dev + content_free_rows + n_test) * (tokens.prompt(i) + row) for i in range(n))
     seconds = (result.get("train_seconds") or 0.0) + (result.get("test_seconds") or 0.0)
     seconds += result.get("calibration_seconds") or 0.0
     return seconds / scored if scored > 0 and seconds > 0 else None
