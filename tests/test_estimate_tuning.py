@@ -77,7 +77,8 @@ def test_autoprompts_winner_may_be_any_trial_so_its_continuation_is_their_mean(d
     configs = estimate.trial_configs(method, unit("autoprompt").options, True, 8)
     left = [c.max_steps - tuning.rung(c) for c in configs]
     assert len(set(left)) == len(left) == 3  # the default's continuation is not the mean
-    got = estimate.tuned_stages(configs, 0.0, 0.0, lambda c, steps, evals: steps)
+    dims = method.search_space(unit("autoprompt").options)
+    got = estimate.tuned_stages(configs, dims, 0.0, lambda c, steps, evals: steps)
     assert got[-1].kind == estimate.CONTINUE and got[-1].seconds == pytest.approx(sum(left) / len(left))
 
 
@@ -118,3 +119,19 @@ def test_a_manual_row_costs_more_than_its_tokens_and_its_measured_rate_says_the_
         [unit("manual")], spec, split, estimate.rates_for(["manual"], remembered=remembered), short
     ).total
     assert again - estimate.UNIT_OVERHEAD_S == pytest.approx(3.0, rel=0.1)  # its own 3 s, drawn a little to the probe
+
+
+def test_progress_moves_on_through_the_trials_past_a_grids_edge(data) -> None:
+    """Trials 6 and 7 of "5 + 2 extra" share the expected extensions' stage, each counting its steps from 1: the bar
+    moves on through both, never back, and on into the continued winner."""
+    split, spec = data
+    (stages_,) = stages(split, spec, unit("ptuning"))
+    plan = [dataclasses.asdict(s) for s in stages_]
+    at = tuning.rung(create("ptuning", spec, unit("ptuning").options).config)
+    seen = []
+    for trial, extra in [(t, 0) for t in range(1, 6)] + [(6, 1), (7, 2)]:
+        label = f"tuning on dev, {tuning.trial_words(trial, 5, extra)}: lr 0.003 · training"
+        seen += [(label, s, 30) for s in range(1, at + 1)]
+    seen += [(f"tuning on dev: {tuning.continuing_words(7, at, 'lr 0.003')} · training", s, 30) for s in (at + 1, 30)]
+    shares = [estimate.progress_fraction(plan, *row) for row in seen]
+    assert shares == sorted(shares) and len(set(shares)) == len(shares)  # always on, never back or stuck

@@ -273,7 +273,7 @@ def estimate_unit(
             steps = cfg.max_steps
             stages.append(Stage(TRAIN, texts + train(cfg, steps, _evals(cfg, steps)), 0, steps))
         else:
-            stages += tuned_stages(configs, expected_extensions(dims), texts, train)
+            stages += tuned_stages(configs, dims, texts, train)
         calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
         test = (n_test * suffix + fresh(keys["test"], n_test, first)) * e
         stages.append(Stage(TEST, test + calibration, 0, max(n_test, 1)))
@@ -286,19 +286,21 @@ def estimate_unit(
 
 def tuned_stages(
     configs: Sequence[Any],
-    extensions: float,
+    dims: Sequence[Dimension],
     texts: float,
     train: Callable[[Any, float, int], float],
 ) -> list[Stage]:
-    """Tuning's stages, as expected: every planned trial to its rung (the first also computes the texts' key/values),
-    the expected extensions at the first configuration's cost, then the winner continued, which could be any trial
+    """Tuning's stages, as expected: every planned trial (`configs`, from `dims`) to its rung (the first also
+    computes the texts' key/values), the expected extensions at the first configuration's cost, then the winner continued, which could be any trial
     (each as likely: their continuations are averaged) and may stop early (`expected_end`)."""
     stages = []
     for i, c in enumerate(configs):
         at = tuning.rung(c)
         stages.append(Stage(TRIAL, (texts if i == 0 else 0.0) + train(c, at, _evals(_as_trial(c, at), at)), 0, at))
-    if extensions:
-        stages.append(Stage(TRIAL, extensions * (stages[0].seconds - texts), 0, stages[0].end))
+    extensions = expected_extensions(dims)
+    if extensions:  # one stage for them all, its steps those of as many as there can be
+        most = sum(d.extend for d in dims if d.extend and d.ratio > 1.0)
+        stages.append(Stage(TRIAL, extensions * (stages[0].seconds - texts), 0, stages[0].end * most))
     more = []
     for c in configs:
         at = tuning.rung(c)

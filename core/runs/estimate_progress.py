@@ -24,10 +24,34 @@ def progress_fraction(stages: Sequence[Mapping[str, Any]], phase: str, step: int
     if index is None:
         return None
     stage = stages[index]
+    step += _extra_trials_done(stages, phase)
     span = max(stage["end"] - stage["start"], 1)
     inside = min(max((step - stage["start"]) / span, 0.0), 1.0) if within else 0.0
     done = sum(s["seconds"] for s in stages[:index]) + inside * stage["seconds"]
     return min(done / whole, 1.0)
+
+
+def _trial_numbers(phase: str) -> tuple[int, int] | None:
+    """(number, planned) of "tuning on dev, trial 6 of 5 + 1 extra: lr 0.09 · training"; None for other phases."""
+    outer = phase.rpartition(" · ")[0] or phase
+    if ", trial " not in outer:
+        return None
+    words = outer.split(", trial ", 1)[1].split()
+    try:
+        return int(words[0]), int(words[2].rstrip(":"))
+    except (IndexError, ValueError):
+        return None
+
+
+def _extra_trials_done(stages: Sequence[Mapping[str, Any]], phase: str) -> int:
+    """Steps of the trials past a grid's edge already run, when `phase` is one of them: they share one stage (the
+    expected extensions, after the planned trials; `end` = the most there can be x a trial's steps), each
+    counting its steps from 1 again."""
+    numbers = _trial_numbers(phase)
+    trials = [s for s in stages if s["kind"] == TRIAL]
+    if numbers is None or numbers[0] <= numbers[1] or len(trials) <= numbers[1]:
+        return 0
+    return (numbers[0] - numbers[1] - 1) * max(trials[0]["end"] - trials[0]["start"], 1)
 
 
 def _locate(kinds: Sequence[str], phase: str, step: int) -> tuple[int | None, bool]:
@@ -37,12 +61,11 @@ def _locate(kinds: Sequence[str], phase: str, step: int) -> tuple[int | None, bo
     if phase.startswith(TUNING):
         trials = [i for i, k in enumerate(kinds) if k == TRIAL]
         if ", trial " in outer:
-            try:
-                number = int(outer.split(", trial ", 1)[1].split()[0])  # "trial 2 of 5: lr 0.01"
-            except ValueError:
+            numbers = _trial_numbers(phase)  # "trial 2 of 5: lr 0.01", "trial 6 of 5 + 1 extra: lr 0.09"
+            if numbers is None:
                 return None, False
-            if trials:
-                return trials[min(number, len(trials)) - 1], True
+            if trials:  # a trial past the planned ones: the expected extensions' stage (else the last trial's)
+                return trials[min(numbers[0], numbers[1] + 1, len(trials)) - 1], True
         if CONTINUE in kinds and "continuing" in outer:
             return kinds.index(CONTINUE), True
         return (trials[0], True) if trials else (None, False)
