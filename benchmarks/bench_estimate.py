@@ -23,11 +23,11 @@ per-run cost (`UNIT_OVERHEAD_S`: claiming the run, saving its files), which they
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
 import time
-import dataclasses
 from dataclasses import replace
 from pathlib import Path
 

@@ -5,9 +5,12 @@ piece's work and scored tokens counted as `core.runs.estimate` counts them, and 
 
 Why pieces, not whole units: a unit's time is its speed times what tuning did (how many trials, which one won, how
 far it continued), and fitting ratios to unit totals folds the second into the first. Fitted per piece, a ratio is a
-speed, and the structure is modelled on its own (`core.runs.estimate`'s expectations).
+speed, and the structure is modelled on its own (`core.runs.estimate`'s expectations). Manual is one piece a unit,
+its rows and its tokens, so the fit also says what a manual row costs beyond its tokens (`MethodPrior.row`).
+`--check` then prints each unit's estimate by the current model against its measured seconds, per job.
 
-    OMP_NUM_THREADS=2 python benchmarks/fit_estimate.py benchmarks/results/estimate_cpu.json
+    OMP_NUM_THREADS=2 python benchmarks/fit_estimate.py benchmarks/results/estimate_cpu.json \
+        benchmarks/results/estimate_cpu_seed1.json --probe 0.713,0.703 --check   # ~3 min: reruns manual per job
 """
 
 from __future__ import annotations
@@ -34,8 +37,7 @@ from core.runs import estimate  # noqa: E402
 from core.runs.estimate import PRIORS, _as_trial, _evals, row_tokens, step_work  # noqa: E402
 
 
-def pieces(
-    run: dict, unit: dict, tokens, sizes: tuple[int, int, int], max_steps: int) -> list[tuple]:
+def pieces(run: dict, unit: dict, tokens, sizes: tuple[int, int, int], max_steps: int) -> list[tuple]:
     """(label, work tokens, scored tokens, seconds) per trial and for the test pass of one trained unit, counted as
     `estimate_unit` counts them: a cached method finds the dev and test texts' key/values that manual left."""
     method = unit["method"]
@@ -100,11 +102,15 @@ def contexts(backbone, path: str, pinned: estimate.Probe | None = None) -> tuple
         seed = int(str(bench.get("seeds", "0")).split(",")[0])
         causal = backbone.kind is LMKind.CAUSAL
         tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates, causal=causal)
-        probe = estimate.Probe(**run["probe"]) if run.get("probe") else pinned or estimate.probe(
-            backbone, split.train.records, spec.templates[0]
+        probe = (
+            estimate.Probe(**run["probe"])
+            if run.get("probe")
+            else pinned or estimate.probe(backbone, split.train.records, spec.templates[0])
         )
         template = run.get("picked") or (
-            picked(backbone, split, spec, run["k"], bench["max_steps"], seed) if "autoprompt" in run["methods"] else None
+            picked(backbone, split, spec, run["k"], bench["max_steps"], seed)
+            if "autoprompt" in run["methods"]
+            else None
         )
         out.append(Context(run, split, spec, tokens, probe, template))
     return bench, out
@@ -148,14 +154,18 @@ def fit_priors(ctxs: list[Context], max_steps: int) -> None:
     for method, rows in by_method.items():
         prior = PRIORS[method]
         aw, ae = fit([(w * pw, e * pe, s) for *_, w, e, s, pw, pe in rows])
-        print(f"\n{method}: now work {prior.work:.2f} example {prior.example:.2f} | fitted work {aw:.2f} example {ae:.2f}")
+        print(
+            f"\n{method}: now work {prior.work:.2f} example {prior.example:.2f} | fitted work {aw:.2f} example {ae:.2f}"
+        )
         if method == "manual":
             print(f"  (a row costs {aw * rows[0][6] * 1e3:.2f} ms beyond its tokens: {aw / ae:.1f} tokens' worth)")
             continue
         for ds, k, kind, w, e, s, pw, pe in rows:
             now = prior.work * pw * w + prior.example * pe * e
             new = aw * pw * w + ae * pe * e
-            print(f"  {ds[:8]:8s} K{k:<3d} {kind:14s} {s:6.1f} s | now {now:6.1f} {now / s - 1:+5.0%} | fit {new:6.1f} {new / s - 1:+5.0%}")
+            print(
+                f"  {ds[:8]:8s} K{k:<3d} {kind:14s} {s:6.1f} s | now {now:6.1f} {now / s - 1:+5.0%} | fit {new:6.1f} {new / s - 1:+5.0%}"
+            )
 
 
 def check(bench: dict, ctxs: list[Context]) -> None:
@@ -165,19 +175,27 @@ def check(bench: dict, ctxs: list[Context]) -> None:
     for ctx in ctxs:
         methods = ctx.run["methods"]
         seeds = [int(x) for x in str(bench.get("seeds", "0")).split(",")]
-        units = plan_units(methods, seeds, lambda m: method_options(m, {}, max_steps=bench["max_steps"]), [ctx.run["k"]])
+        units = plan_units(
+            methods, seeds, lambda m: method_options(m, {}, max_steps=bench["max_steps"]), [ctx.run["k"]]
+        )
         for unit in units:
             unit.tune = not bench.get("no_tune")
         rates = estimate.rates_for(methods, probed=ctx.probe)
         est = estimate.estimate_comparison(units, ctx.spec, ctx.split, rates, ctx.tokens)
         for unit, e in zip(units, est.units, strict=True):
             seconds = estimate.as_chosen(e.to_json(), ctx.template)["seconds"] - estimate.UNIT_OVERHEAD_S
-            actual = next(u["actual"] for u in ctx.run["units"] if u["method"] == unit.method and u["seed"] == unit.seed)
+            actual = next(
+                u["actual"] for u in ctx.run["units"] if u["method"] == unit.method and u["seed"] == unit.seed
+            )
             if unit.method != "baseline":
                 errors.append(seconds / actual - 1)
-                print(f"  {ctx.run['dataset'][:8]:8s} K{ctx.run['k']:<3d} {unit.method:14s} {actual:6.1f} s | estimate {seconds:6.1f} {seconds / actual - 1:+5.0%}")
+                print(
+                    f"  {ctx.run['dataset'][:8]:8s} K{ctx.run['k']:<3d} {unit.method:14s} {actual:6.1f} s | estimate {seconds:6.1f} {seconds / actual - 1:+5.0%}"
+                )
     within = sum(abs(x) <= 0.3 for x in errors)
-    print(f"per method, once manual chose: {within}/{len(errors)} within +-30 %, mean |error| {np.mean(np.abs(errors)):.0%}")
+    print(
+        f"per method, once manual chose: {within}/{len(errors)} within +-30 %, mean |error| {np.mean(np.abs(errors)):.0%}"
+    )
 
 
 def main() -> None:
@@ -185,8 +203,9 @@ def main() -> None:
     parser.add_argument("json", nargs="+", help="bench_estimate.py --json outputs (their pieces are pooled)")
     parser.add_argument("--check", action="store_true", help="also each unit's estimate by the current model")
     parser.add_argument(
-        "--probe", help="'work,scored' ms per token, for a job that did not record its probe (else one taken now: "
-        "a process's probe varies by up to 20 %%, so a typical one, from bench_probe.py, fits the ratios better)"
+        "--probe",
+        help="'work,scored' ms per token, for a job that did not record its probe (else one taken now: "
+        "a process's probe varies by up to 20 %%, so a typical one, from bench_probe.py, fits the ratios better)",
     )
     args = parser.parse_args()
     torch.set_num_threads(2)

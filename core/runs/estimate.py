@@ -462,7 +462,10 @@ def measured(
     example = test_s / (n_test * tokens.prompt(0))
     cls = REGISTRY.get(result["method"])
     if cls is None or not cls.trains:
-        return {"work_seconds": None, "example_seconds": scoring_rate(result, tokens, CONTENT_FREE_ROWS, _row(result)) or example}
+        return {
+            "work_seconds": None,
+            "example_seconds": scoring_rate(result, tokens, CONTENT_FREE_ROWS, _row(result)) or example,
+        }
     fields = _fields(cls)
     n_train, n_dev = result.get("n_train") or 0, result.get("n_dev") or 0
     train = result.get("train_seconds") or 0.0
