@@ -2,8 +2,10 @@
 and then run with the real engine, estimate vs actual per method and in total.
 
 Two estimates of every comparison, with the same settings as the run:
-- *first launch*: nothing remembered; a probe of the loaded backbone (taken once per process, as the app does) and
-  the rows' tokens measured with its tokenizer;
+- *first launch*: nothing remembered; a probe of the loaded backbone, taken afresh before each comparison (as a
+  freshly started server takes it: a 2-core machine's speed drifts by 15-30 % over half an hour here, and one probe
+  at the job's start made its later comparisons read that drift as the model's error), and the rows' tokens
+  measured with its tokenizer, each unit's K-shot rows too;
 - *after one run*: the per-token rates the worker would have remembered (`core.runs.estimate.measured`, kept in a
   real `RunStore`) from the first comparison that ran each method — then applied to every other comparison (other
   datasets, other K): out of sample. The comparisons the rates came from are marked "in sample" and left out of
@@ -81,8 +83,11 @@ def comparison(backbone, store: RunStore, name: str, k: int, methods: list[str],
     for unit in units:
         unit.tune = not args.no_tune
     causal = backbone.kind is LMKind.CAUSAL
-    tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates, causal=causal)
-    probed = estimate.probe(backbone, split.train.records, spec.templates[0])
+    samples = estimate.samples_of(split, units)
+    tokens = estimate.measure_tokens(
+        backbone.tokenizer, split.train.records, spec.templates, causal=causal, samples=samples
+    )
+    probed = estimate.probe(backbone, split.train.records, spec.templates[0], fresh=True)
     first = estimate.estimate_comparison(units, spec, split, estimate.rates_for(methods, probed=probed), tokens)
     remembered = store.throughput(backbone.name, "cpu")
     known = estimate.rates_for(methods, remembered=remembered, probed=probed)

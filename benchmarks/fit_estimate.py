@@ -34,10 +34,15 @@ from core.data import few_shot_split, load_dataset, split_dataset  # noqa: E402
 from core.engine.backbone import LMKind, load_backbone  # noqa: E402
 from core.methods import REGISTRY  # noqa: E402
 from core.runs import estimate  # noqa: E402
-from core.runs.estimate import PRIORS, _as_trial, _evals, row_tokens, step_work  # noqa: E402
+from core.runs.estimate import PRIORS, as_trial, evals, row_tokens, step_work  # noqa: E402
 
 
 def pieces(run: dict, unit: dict, tokens, sizes: tuple[int, int, int], max_steps: int) -> list[tuple]:
+    """See `_pieces`: its trials on the unit's own K-shot rows, its test pass on the split's."""
+    return _pieces(run, unit, tokens.for_sample(unit["seed"], run["k"]), tokens, sizes, max_steps)
+
+
+def _pieces(run: dict, unit: dict, tokens, test_tokens, sizes: tuple[int, int, int], max_steps: int) -> list[tuple]:
     """(label, work tokens, scored tokens, seconds) per trial and for the test pass of one trained unit, counted as
     `estimate_unit` counts them: a cached method finds the dev and test texts' key/values that manual left."""
     method = unit["method"]
@@ -50,14 +55,15 @@ def pieces(run: dict, unit: dict, tokens, sizes: tuple[int, int, int], max_steps
     manual_first = "manual" in run["methods"]
     out = []
     for i, t in enumerate(unit["trials"]):
-        c = _as_trial(dataclasses.replace(base, **t["options"]), t["rung"] or 0)
+        c = as_trial(dataclasses.replace(base, **t["options"]), t["rung"] or 0)
         s = row_tokens(c, tokens, cached)[1]
         work = t["steps"] * step_work(c) * s
         texts = (n_train + (0 if manual_first else n_dev)) * fresh if i == 0 else 0.0
-        scored = _evals(c, t["steps"]) * n_dev * s + texts
+        scored = evals(c, t["steps"]) * n_dev * s + texts
         kind = "continued" if t["continued"] else ("pruned" if t["pruned"] else "trial")
         kind += f" {s:.0f}t"
         out.append((kind, work, scored, t["seconds"]))
+    fresh, suffix = row_tokens(base, test_tokens, cached)
     out.append(("test", 0.0, n_test * suffix + (0 if manual_first else n_test * fresh), unit["test_seconds"]))
     return out
 
@@ -101,7 +107,13 @@ def contexts(backbone, path: str, pinned: estimate.Probe | None = None) -> tuple
         spec = prompt_spec(dataset)
         seed = int(str(bench.get("seeds", "0")).split(",")[0])
         causal = backbone.kind is LMKind.CAUSAL
-        tokens = estimate.measure_tokens(backbone.tokenizer, split.train.records, spec.templates, causal=causal)
+        units = plan_units(
+            run["methods"], [seed], lambda m: method_options(m, {}, max_steps=bench["max_steps"]), [run["k"]]
+        )
+        samples = estimate.samples_of(split, units)
+        tokens = estimate.measure_tokens(
+            backbone.tokenizer, split.train.records, spec.templates, causal=causal, samples=samples
+        )
         probe = (
             estimate.Probe(**run["probe"])
             if run.get("probe")
@@ -129,9 +141,11 @@ def manual_piece(ctx: Context, unit: dict, sizes: tuple[int, int, int]) -> tuple
     "work" column: a per-row cost) and in tokens, as `estimate_unit` counts them."""
     _, n_dev, n_test = sizes
     n = len(ctx.spec.templates)
-    per = n_dev + estimate.CONTENT_FREE_ROWS + n_test
-    rows = float(per * n)
-    scored = sum(per * ctx.tokens.prompt(i) for i in range(n))
+    dev = ctx.tokens.for_sample(unit["seed"], ctx.run["k"])
+    rows = float((n_dev + estimate.CONTENT_FREE_ROWS + n_test) * n)
+    scored = sum(
+        (n_dev + estimate.CONTENT_FREE_ROWS) * dev.prompt(i) + n_test * ctx.tokens.prompt(i) for i in range(n)
+    )
     return ("all", rows, scored, unit["actual"])
 
 

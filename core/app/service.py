@@ -223,17 +223,22 @@ class Workspace:
         if probed is None and estimate.PROBE_KEY not in remembered and not set(methods) <= set(remembered):
             parameters = inspect_backbone(name).parameters
         rates = estimate.rates_for(methods, remembered=remembered, probed=probed, parameters=parameters, device=device)
-        return estimate.estimate_comparison(units, spec, split, rates, self._tokens(name, split, spec))
+        return estimate.estimate_comparison(units, spec, split, rates, self._tokens(name, split, spec, units))
 
-    def _tokens(self, backbone: str, split: Split, spec: PromptSpec) -> estimate.TokenStats | None:
-        """The rows' mean tokens with the backbone's own tokenizer (a few milliseconds; the tokenizer is loaded once,
-        without the weights), or None (a guess from the characters) when it cannot be loaded."""
+    def _tokens(
+        self, backbone: str, split: Split, spec: PromptSpec, units: Sequence[Unit]
+    ) -> estimate.TokenStats | None:
+        """The rows' mean tokens with the backbone's own tokenizer, each unit's K-shot rows too (a few milliseconds;
+        the tokenizer is loaded once, without the weights), or None (a guess from the characters) when it cannot be
+        loaded."""
         try:
             view = self.pool.tokenizer_only(backbone)
         except (OSError, ValueError):
             return None
         rows = split.train.records or split.dev.records
-        return estimate.measure_tokens(view.tokenizer, rows, spec.templates, causal=view.kind is LMKind.CAUSAL)
+        causal = view.kind is LMKind.CAUSAL
+        samples = estimate.samples_of(split, units)
+        return estimate.measure_tokens(view.tokenizer, rows, spec.templates, causal=causal, samples=samples)
 
     def _context(self, group_id: str) -> GroupContext:
         """The group's dataset, split and prompt spec, rebuilt from its folder once per process."""

@@ -32,7 +32,7 @@ Public API (the Train page, the service's launch order, the Runs page's ETA and 
 
     estimate_comparison(units, spec, split, rates, tokens=None) -> ComparisonEstimate  # .units[i].seconds, .total,
                                                                    # .low, .high, .source, .words(device)
-    measure_tokens(tokenizer, records, templates) -> TokenStats    # the rows' tokens, with the backbone's tokenizer
+    measure_tokens(tokenizer, records, templates, samples=samples_of(split, units)) -> TokenStats  # the rows' tokens
     rates_for(methods, remembered=..., probed=..., parameters=..., device=...) -> dict[method, Throughput]
     probe(backbone, records, template) -> Probe                    # cached per backbone and device
     measured(result, options, resumed=False, tokens=None) -> dict | None  # a finished unit's own per-token rates
@@ -44,13 +44,12 @@ Public API (the Train page, the service's launch order, the Runs page's ETA and 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from core.compare import tuning
 from core.data import Split, few_shot_split
 from core.methods import REGISTRY, create, method_order
-from core.methods.base import Dimension, PromptMethod, PromptSpec
+from core.methods.base import PromptSpec
 from core.runs.estimate_progress import CHOOSE, CONTINUE, TEST, TRAIN, TRIAL, progress_fraction
 from core.runs.estimate_rates import (
     CPU_SECONDS_PER_GPARAM,
@@ -80,6 +79,17 @@ from core.runs.estimate_tokens import (
     row_tokens,
     scoring_rate,
     starts_from_chosen,
+)
+from core.runs.estimate_tuning import (
+    PLATEAU,
+    as_trial,
+    dimensions,
+    evals,
+    expected_end,
+    expected_extensions,
+    step_work,
+    trial_configs,
+    tuned_stages,
 )
 
 __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them from here
@@ -127,6 +137,7 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "progress_fraction",
     "rates_for",
     "row_tokens",
+    "samples_of",
     "spread",
     "step_work",
     "trial_configs",
@@ -137,84 +148,11 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
 
 PROBE_FIT_S = 0.2  # the linear probe's L-BFGS on the features: small and independent of the backbone's speed
 UNIT_OVERHEAD_S = 1.5  # claiming, reading the group's data, saving prompt files: measured ~1-2 s per run
-# Where a continued winner is expected to end, from the first step early stopping may end it (0) to its budget (1):
-# halfway, as nothing says when dev will plateau. Measured on the 36 continued winners of two `bench_estimate.py`
-# jobs: P-tuning 0.52, P-tuning v2 0.43, prompt tuning 0.80 (0.58 in all), each with a spread of 0 to 1.
-PLATEAU = 0.5
 CONTENT_FREE_ROWS = 3  # a calibrated prompt's prior scores a few content-free inputs ("N/A", "", "[MASK]")
 # How far the truth may lie from an estimate, as factors of it, by where its rates came from: a prior from the
 # parameter count knows nothing of this machine; a probe measures it but not each method; a method's own finished
 # runs (per token, so on other data too) leave its load and noise, narrowing as they add up (`spread`).
 SPREAD = {PRIOR: (0.4, 2.5), PROBED: (0.65, 1.5), DERIVED: (0.7, 1.4), MEASURED: (0.75, 1.3)}
-
-
-# -- work per step ---------------------------------------------------------------------------------------------
-
-
-def step_work(config: Any) -> float:
-    """Forward-equivalent rows of one step of `config`: a trained row is a forward and a backward pass (~3 forwards);
-    an AutoPrompt iteration takes gradients over its batches and re-scores `num_candidates` candidates on a batch."""
-    batch = int(getattr(config, "batch_size", 8))
-    if hasattr(config, "num_candidates"):
-        return batch * (3 * int(getattr(config, "accumulation_steps", 1)) + int(config.num_candidates))
-    return 3 * batch * int(getattr(config, "grad_accum", 1))
-
-
-def _eval_interval(config: Any) -> int:
-    return max(1, int(getattr(config, "eval_interval", 0) or getattr(config, "eval_every", 0) or 1))
-
-
-def _evals(config: Any, steps: int, start: int = 0) -> int:
-    """Dev evaluations after steps start+1 .. `steps`: the training loop's own schedule (`evaluates_at`), else every
-    `eval_every` iterations plus the last."""
-    if hasattr(config, "evaluates_at"):
-        return sum(config.evaluates_at(s) for s in range(start + 1, steps + 1))
-    every = _eval_interval(config)
-    return steps // every + (1 if steps % every else 0) - (start // every)
-
-
-def _as_trial(config: Any, at: int) -> Any:
-    """`config` as tuning runs it to its rung `at`: dev scored at its look and rung (none assumed stopped early)."""
-    if at < config.max_steps and hasattr(config, "eval_from"):
-        return dataclasses.replace(config, eval_from=at, eval_look=tuning.look(config))
-    return config
-
-
-def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Any]:
-    """The configurations tuning will run, as `core.compare.tuning.fit` counts them: the method's settings first, then each
-    dimension's other choices on top (the defaults' in the other dimensions, since which wins is not known beforehand).
-    A grid's extensions past its edge are not listed: they are expected, not planned (`expected_extensions`)."""
-    configs = [method.config]
-    for dim in _dimensions(method, options, tune, n_dev):
-        configs += [dataclasses.replace(method.config, **choice) for choice in dim.choices[1:]]
-    return configs
-
-
-def _dimensions(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Dimension]:
-    return method.search_space(options) if tune and n_dev else []
-
-
-def expected_extensions(dims: Sequence[Dimension]) -> float:
-    """Trials tuning is expected to add past its grids' edges, each point of a grid as likely to win: an edge wins
-    (2 of its n points) and the grid extends; the new point wins against the old edge half the time and it extends
-    again, up to its `extend` points. A 3-point grid of two extensions: 2/3 x (1 + 1/2) = 1 trial."""
-    total = 0.0
-    for d in dims:
-        if d.extend and d.ratio > 1.0 and d.choices:
-            edge = min(1.0, 2 / len(d.choices))
-            total += edge * sum(0.5**j for j in range(d.extend))
-    return total
-
-
-def expected_end(config: Any, start: int) -> float:
-    """The step a run continued from `start` is expected to end at: its budget without early stopping, else halfway
-    (`PLATEAU`) from the first step early stopping may end it at (`min_steps_fraction` of the budget) to the budget,
-    since when dev stops improving is not known beforehand."""
-    end = int(config.max_steps)
-    if not int(getattr(config, "patience", 0) or 0):
-        return float(end)
-    floor = max(float(start), float(getattr(config, "min_steps_fraction", 0.0)) * end)
-    return floor + PLATEAU * (end - floor)
 
 
 def _row(result: Mapping[str, Any]) -> float:
@@ -235,9 +173,11 @@ def estimate_unit(
     cached: Collection[Any] = (),
 ) -> UnitEstimate:
     """The expected seconds of `unit` (a `core.compare.Unit`) on `n_train`/`n_dev` rows and `n_test` test rows whose
-    rows are `tokens` long (None: a guess of 26 tokens), at `rate` seconds per token. `cached`: the prefix-cache keys
-    (`cache_keys`) units before it in the same process computed, which this one reads for free."""
+    rows are `tokens` long (None: a guess of 26 tokens; its K-shot rows by `TokenStats.for_sample`, the test rows by
+    the split's), at `rate` seconds per token. `cached`: the prefix-cache keys (`cache_keys`) units before it in the
+    same process computed, which this one reads for free."""
     tokens = tokens or TokenStats(26.0)
+    sample = tokens.for_sample(unit.seed, unit.k_shot)  # the rows it trains and evaluates on
     e, w = rate.example_seconds, rate.work_seconds
     cls = REGISTRY[unit.method]
     keys = cache_keys(unit, spec)
@@ -249,32 +189,35 @@ def estimate_unit(
     if not cls.trains:  # manual (every template on dev, then each on test), baseline (nothing worth timing)
         n = len(spec.templates) if cls.calibratable else 1
         row = PRIORS.get(unit.method, DEFAULT_PRIOR).row
-        per = [(tokens.prompt(i) + row) * e if cls.calibratable else 0.0 for i in range(n)]
-        choose = sum(fresh(keys[f"dev{i}"], n_dev, p) + CONTENT_FREE_ROWS * p for i, p in enumerate(per))
+        per_token = e if cls.calibratable else 0.0  # the majority class scores nothing
+        dev = [(sample.prompt(i) + row) * per_token for i in range(n)]
+        choose = sum(fresh(keys[f"dev{i}"], n_dev, p) + CONTENT_FREE_ROWS * p for i, p in enumerate(dev))
         stages.append(Stage(CHOOSE, choose, 0, n))
-        test = sum(fresh(keys[f"test{i}"], n_test, p) for i, p in enumerate(per))
+        test = sum(fresh(keys[f"test{i}"], n_test, (tokens.prompt(i) + row) * per_token) for i in range(n))
         stages.append(Stage(TEST, test, 0, n * max(n_test, 1)))
     elif "max_steps" not in _fields(cls):  # the linear probe: features of the first template's rows, then L-BFGS
-        p = tokens.prompt(0) * e
+        p = sample.prompt(0) * e
         stages.append(Stage(TRAIN, n_train * p + fresh(keys["dev0"], n_dev, p) + PROBE_FIT_S, 0, 2))
-        stages.append(Stage(TEST, fresh(keys["test0"], n_test, p), 0, max(n_test, 1)))
+        stages.append(Stage(TEST, fresh(keys["test0"], n_test, tokens.prompt(0) * e), 0, max(n_test, 1)))
     else:
         method = create(unit.method, spec, unit.options)
         configs = trial_configs(method, unit.options, unit.tune, n_dev)
-        dims = _dimensions(method, unit.options, unit.tune, n_dev)
+        dims = dimensions(method, unit.options, unit.tune, n_dev)
         cfg = method.config
-        first, suffix = row_tokens(cfg, tokens, PRIORS.get(unit.method, DEFAULT_PRIOR).cached)
+        cached_texts = PRIORS.get(unit.method, DEFAULT_PRIOR).cached
+        first, suffix = row_tokens(cfg, sample, cached_texts)
         texts = (n_train * first + fresh(keys["dev"], n_dev, first)) * e  # the texts' key/values, once
 
-        def train(c: Any, steps: float, evals: int) -> float:
-            return steps * step_work(c) * row_tokens(c, tokens, bool(first))[1] * w + evals * n_dev * suffix * e
+        def train(c: Any, steps: float, n_evals: int) -> float:
+            return steps * step_work(c) * row_tokens(c, sample, bool(first))[1] * w + n_evals * n_dev * suffix * e
 
         if len(configs) == 1:
             steps = cfg.max_steps
-            stages.append(Stage(TRAIN, texts + train(cfg, steps, _evals(cfg, steps)), 0, steps))
+            stages.append(Stage(TRAIN, texts + train(cfg, steps, evals(cfg, steps)), 0, steps))
         else:
             stages += tuned_stages(configs, dims, texts, train)
         calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
+        first, suffix = row_tokens(cfg, tokens, cached_texts)  # the test split's rows
         test = (n_test * suffix + fresh(keys["test"], n_test, first)) * e
         stages.append(Stage(TEST, test + calibration, 0, max(n_test, 1)))
     seconds = UNIT_OVERHEAD_S + sum(s.seconds for s in stages)
@@ -282,33 +225,6 @@ def estimate_unit(
     return UnitEstimate(
         unit.method, unit.seed, unit.k_shot, seconds, stages, rate.source, seconds * low, seconds * high, rate.runs
     )
-
-
-def tuned_stages(
-    configs: Sequence[Any],
-    dims: Sequence[Dimension],
-    texts: float,
-    train: Callable[[Any, float, int], float],
-) -> list[Stage]:
-    """Tuning's stages, as expected: every planned trial (`configs`, from `dims`) to its rung (the first also
-    computes the texts' key/values), the expected extensions at the first configuration's cost, then the winner continued, which could be any trial
-    (each as likely: their continuations are averaged) and may stop early (`expected_end`)."""
-    stages = []
-    for i, c in enumerate(configs):
-        at = tuning.rung(c)
-        stages.append(Stage(TRIAL, (texts if i == 0 else 0.0) + train(c, at, _evals(_as_trial(c, at), at)), 0, at))
-    extensions = expected_extensions(dims)
-    if extensions:  # one stage for them all, its steps those of as many as there can be
-        most = sum(d.extend for d in dims if d.extend and d.ratio > 1.0)
-        stages.append(Stage(TRIAL, extensions * (stages[0].seconds - texts), 0, stages[0].end * most))
-    more = []
-    for c in configs:
-        at = tuning.rung(c)
-        end = expected_end(c, at)
-        more.append(train(c, end - at, _evals(_as_trial(c, at), round(end), at)))
-    cfg = configs[0]
-    at = tuning.rung(cfg)
-    return [*stages, Stage(CONTINUE, sum(more) / len(more), at, cfg.max_steps)]
 
 
 def cache_keys(unit: Any, spec: PromptSpec) -> dict[str, Any]:
@@ -359,6 +275,17 @@ def unit_sizes(split: Split, unit: Any) -> tuple[int, int, int]:
     """(train, dev, test) rows the unit works on: its K-shot sample of train and dev, and the shared test split."""
     train, dev = few_shot_split(split, unit.k_shot, unit.seed)
     return len(train), len(dev), len(split.test)
+
+
+def samples_of(split: Split, units: Sequence[Any]) -> dict[tuple[int, int | None], list[Mapping[str, str]]]:
+    """Each unit's K-shot train and dev rows by (seed, K), for `measure_tokens(samples=...)`: the rows its steps and
+    dev evaluations run (a unit on the full training set runs the split's rows, measured anyway)."""
+    out: dict[tuple[int, int | None], list[Mapping[str, str]]] = {}
+    for unit in units:
+        if unit.k_shot is not None and (unit.seed, unit.k_shot) not in out:
+            train, dev = few_shot_split(split, unit.k_shot, unit.seed)
+            out[(unit.seed, unit.k_shot)] = [*train.records, *dev.records]
+    return out
 
 
 def estimate_comparison(
@@ -445,7 +372,8 @@ def measured(
     result: Mapping[str, Any], options: Mapping[str, Any], *, resumed: bool = False, tokens: TokenStats | None = None
 ) -> dict | None:
     """A finished unit's own per-token rates (`work_seconds` None for methods that train nothing), from its result
-    and its rows' tokens (`tokens`: `measure_tokens` of its data; None: a 26-token guess): scoring seconds per
+    and its rows' tokens (`tokens`: `measure_tokens` of its data, its own K-shot rows among its `samples`; None: a
+    26-token guess): scoring seconds per
     scored token, and training seconds less its dev evaluations per token of training work. A method that reuses
     the texts' key/values may have found its test rows cached by an earlier unit, so its two rates are fitted to its
     training time alone, in the ratio its prior gives them. None when the result cannot say: no rows or nothing
@@ -455,6 +383,7 @@ def measured(
     if not rows or resumed:
         return None
     tokens = tokens or TokenStats(26.0)
+    sample = tokens.for_sample(result.get("seed", 0), result.get("k_shot"))  # the rows it trained on
     first = rows[0]
     n_test, test_s = first.get("n_test") or 0, first.get("test_seconds")
     if not n_test or not test_s or test_s <= 0:
@@ -464,14 +393,14 @@ def measured(
     if cls is None or not cls.trains:
         return {
             "work_seconds": None,
-            "example_seconds": scoring_rate(result, tokens, CONTENT_FREE_ROWS, _row(result)) or example,
+            "example_seconds": scoring_rate(result, sample, tokens, CONTENT_FREE_ROWS, _row(result)) or example,
         }
     fields = _fields(cls)
     n_train, n_dev = result.get("n_train") or 0, result.get("n_dev") or 0
     train = result.get("train_seconds") or 0.0
     if "max_steps" not in fields:  # the linear probe: its training rows' features (dev ones may have been cached)
         if n_train and train > PROBE_FIT_S:
-            example = (train - PROBE_FIT_S) / (n_train * tokens.prompt(0))
+            example = (train - PROBE_FIT_S) / (n_train * sample.prompt(0))
         return {"work_seconds": None, "example_seconds": example}
     prior = PRIORS.get(result["method"], DEFAULT_PRIOR)
     known = {k: v for k, v in options.items() if k in fields and k != "checkpoint_dir"}
@@ -480,11 +409,11 @@ def measured(
     base = cls.config_cls(**{k: v for k, v in known.items()})
     trials = (first.get("tuning") or {}).get("trials") or []
     runs = [
-        (_as_trial(dataclasses.replace(base, **t["options"]), t.get("rung") or 0), t.get("steps") or 0) for t in trials
+        (as_trial(dataclasses.replace(base, **t["options"]), t.get("rung") or 0), t.get("steps") or 0) for t in trials
     ] or [(base, first.get("steps") or 0)]
-    fresh, _ = row_tokens(base, tokens, prior.cached)
-    work = sum(steps * step_work(c) * row_tokens(c, tokens, prior.cached)[1] for c, steps in runs)
-    scored = sum(_evals(c, steps) * n_dev * row_tokens(c, tokens, prior.cached)[1] for c, steps in runs)
+    fresh, _ = row_tokens(base, sample, prior.cached)
+    work = sum(steps * step_work(c) * row_tokens(c, sample, prior.cached)[1] for c, steps in runs)
+    scored = sum(evals(c, steps) * n_dev * row_tokens(c, sample, prior.cached)[1] for c, steps in runs)
     scored += (n_train + n_dev) * fresh
     if work <= 0 or train <= 0:
         return {"work_seconds": None, "example_seconds": example}

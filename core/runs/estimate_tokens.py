@@ -17,6 +17,7 @@ Per method, a row is `(fresh, suffix)` tokens (`row_tokens`):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ PREFIX_ATTENTION = 0.1  # P-tuning v2's per-layer prefix: keys and values only, 
 # over) against a computed one: fitted at 0.10-0.12 from the runs of `bench_estimate.py` (6 triggers on 25- and
 # 115-token rows, 2 and 6 triggers on 25-token rows).
 CACHED_TEXT = 0.1
+Sample = tuple[int, int | None]  # (seed, K) of a unit's K-shot rows
 _SLOTS = re.compile(r"\[(?:MASK|P|T)(?:\*\d+)?\]")
 
 
@@ -40,14 +42,25 @@ _SLOTS = re.compile(r"\[(?:MASK|P|T)(?:\*\d+)?\]")
 class TokenStats:
     """Mean tokens per row of the user's data: `text` (the text fields) and `templates` (each of the user's templates
     without the text: its words and the label slot), whether a real tokenizer counted them (`measured`), whether
-    the backbone is a causal LM (only those reuse the text's key/values), and `anchors` (each template's words
-    between its last field and its label slot: the triggers AutoPrompt starts from when it starts from it)."""
+    the backbone is a causal LM (only those reuse the text's key/values), `anchors` (each template's words
+    between its last field and its label slot: the triggers AutoPrompt starts from when it starts from it), and
+    `samples` (the text of each unit's own K-shot rows, `for_sample`; the split's rows stand for the test split)."""
 
     text: float
     templates: tuple[float, ...] = (4.0,)
     measured: bool = False
     causal: bool = True
     anchors: tuple[float, ...] = ()  # per template, its words between the text and the label slot
+    samples: tuple[tuple[Sample, float], ...] = ()  # (seed, K) -> mean text tokens of that K-shot train and dev
+
+    def for_sample(self, seed: int, k_shot: int | None) -> TokenStats:
+        """The stats of the rows a unit of `seed` and `k_shot` trains and evaluates on: its K-shot sample's text
+        length where it was measured (`samples`), else the split's. On long, uneven rows a 16-row sample runs
+        up to 1.4x the split's mean (drug reviews), and every step and dev evaluation pays for it."""
+        for key, text in self.samples:
+            if key == (seed, k_shot):
+                return dataclasses.replace(self, text=text, samples=())
+        return self
 
     def prompt(self, i: int = 0) -> float:
         """Tokens of a row rendered with template `i` (cut at `MAX_TOKENS`), plus its fixed cost."""
@@ -76,10 +89,16 @@ def _anchor(template: Template) -> str:
 
 
 def measure_tokens(
-    tokenizer: Any, records: Sequence[Mapping[str, str]], templates: Sequence[str], *, causal: bool = True
+    tokenizer: Any,
+    records: Sequence[Mapping[str, str]],
+    templates: Sequence[str],
+    *,
+    causal: bool = True,
+    samples: Mapping[Sample, Sequence[Mapping[str, str]]] | None = None,
 ) -> TokenStats:
     """Tokenise a sample of `records` (train or dev rows: never the test split) rendered with each template; the
-    text's share is the rendered row less the template alone. About 10 ms for 64 rows."""
+    text's share is the rendered row less the template alone. `samples`: each unit's K-shot train and dev rows by
+    (seed, K), measured the same way (`TokenStats.for_sample`). About 10 ms for 64 rows."""
     rows = _sample(records) or [{"text": ""}]
     parsed = [Template.parse(t) for t in templates] or [Template.parse("{text} [MASK]")]
 
@@ -88,11 +107,16 @@ def measure_tokens(
 
     empty = {k: "" for k in rows[0]}
     bare = count([_plain(t, empty) or " " for t in parsed])
-    full = [sum(count([_plain(t, r) for r in rows])) / len(rows) for t in parsed]
-    text = max(sum(f - b for f, b in zip(full, bare, strict=True)) / len(parsed), 1.0)
+
+    def text_of(some: Sequence[Mapping[str, str]]) -> float:
+        full = [sum(count([_plain(t, r) for r in some])) / len(some) for t in parsed]
+        return max(sum(f - b for f, b in zip(full, bare, strict=True)) / len(parsed), 1.0)
+
     words = [_anchor(t) for t in parsed]
     anchors = tuple(float(n) if w else 0.0 for w, n in zip(words, count([w or " " for w in words]), strict=True))
-    return TokenStats(text, tuple(float(b) + 1.0 for b in bare), measured=True, causal=causal, anchors=anchors)
+    measured = tuple((key, text_of(_sample(some))) for key, some in (samples or {}).items() if some)
+    templates_ = tuple(float(b) + 1.0 for b in bare)
+    return TokenStats(text_of(rows), templates_, measured=True, causal=causal, anchors=anchors, samples=measured)
 
 
 def guess_tokens(records: Sequence[Mapping[str, str]], templates: Sequence[str]) -> TokenStats:
@@ -148,15 +172,18 @@ def starts_from_chosen(config: Any) -> bool:
 
 
 def scoring_rate(
-    result: Mapping[str, Any], tokens: TokenStats, content_free_rows: int, row: float = 0.0
+    result: Mapping[str, Any], dev: TokenStats, test: TokenStats, content_free_rows: int, row: float = 0.0
 ) -> float | None:
     """A method that trains nothing (manual), timed as `estimate_unit` counts it: every template scored on dev (and
     the content-free rows) and on test, all its seconds over all those tokens, so the rate reproduces the run it came
     from (one template's seconds over one template's tokens made the next estimate 1.6x too long). `row`: what a
-    row costs beyond its tokens, in tokens (the method's prior), counted the same way."""
-    n = max(len(tokens.templates), 1)
+    row costs beyond its tokens, in tokens (the method's prior), counted the same way; `dev` and `test`: the tokens
+    of its dev rows (its K-shot sample) and of the test split."""
+    n = max(len(test.templates), 1)
     n_dev, n_test = result.get("n_dev") or 0, (result.get("rows") or [{}])[0].get("n_test") or 0
-    scored = sum((n_dev + content_free_rows + n_test) * (tokens.prompt(i) + row) for i in range(n))
+    scored = sum(
+        (n_dev + content_free_rows) * (dev.prompt(i) + row) + n_test * (test.prompt(i) + row) for i in range(n)
+    )
     seconds = (result.get("train_seconds") or 0.0) + (result.get("test_seconds") or 0.0)
     seconds += result.get("calibration_seconds") or 0.0
     return seconds / scored if scored > 0 and seconds > 0 else None

@@ -99,11 +99,12 @@ class RunExecutor:
                 if row.get("peft_export"):  # a folder peft.PeftModel.from_pretrained loads (where PEFT can express it)
                     self.store.add_artifact(run_id, "peft", row["peft_export"], claim=claim)
             result["backbone"] = backbone.describe()
-            tokens = estimate.measure_tokens(
+            tokens = estimate.measure_tokens(  # its K-shot rows too: its rates are per token of what it ran
                 backbone.tokenizer,
                 ctx.split.train.records or ctx.split.dev.records,
                 ctx.spec.templates,
                 causal=backbone.kind is LMKind.CAUSAL,
+                samples=estimate.samples_of(ctx.split, [unit]),
             )
             self.remember_speed(config, current_device() or run.get("device") or "cpu", result, tokens)
             return result
