@@ -33,7 +33,7 @@ from core.compare import method_options, plan_units, prompt_spec, run_unit  # no
 from core.data import few_shot_split, load_dataset, split_dataset  # noqa: E402
 from core.engine.backbone import LMKind, load_backbone  # noqa: E402
 from core.methods import REGISTRY  # noqa: E402
-from core.runs import estimate  # noqa: E402
+from core.runs import estimate, estimate_tokens  # noqa: E402
 from core.runs.estimate import PRIORS, as_trial, evals, row_tokens, step_work  # noqa: E402
 
 
@@ -168,8 +168,11 @@ def fit_priors(ctxs: list[Context], max_steps: int) -> None:
     for method, rows in by_method.items():
         prior = PRIORS[method]
         aw, ae = fit([(w * pw, e * pe, s) for *_, w, e, s, pw, pe in rows])
+        errors = [(aw * pw * w + ae * pe * e) / s - 1 for *_, w, e, s, pw, pe in rows if s > 0]
+        rms = float(np.sqrt(np.mean(np.square(errors))))
         print(
             f"\n{method}: now work {prior.work:.2f} example {prior.example:.2f} | fitted work {aw:.2f} example {ae:.2f}"
+            f" (rms error per piece {rms:.0%})"
         )
         if method == "manual":
             print(f"  (a row costs {aw * rows[0][6] * 1e3:.2f} ms beyond its tokens: {aw / ae:.1f} tokens' worth)")
@@ -221,7 +224,14 @@ def main() -> None:
         help="'work,scored' ms per token, for a job that did not record its probe (else one taken now: "
         "a process's probe varies by up to 20 %%, so a typical one, from bench_probe.py, fits the ratios better)",
     )
+    parser.add_argument(
+        "--cached-read",
+        type=float,
+        help="try this `estimate_tokens.CACHED_READ` (P-tuning's share of its cached text)",
+    )
     args = parser.parse_args()
+    if args.cached_read is not None:
+        estimate_tokens.CACHED_READ = args.cached_read  # read by `row_tokens` at every call
     torch.set_num_threads(2)
     backbone = load_backbone("default", device="cpu")
     pinned = None

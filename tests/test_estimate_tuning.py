@@ -1,6 +1,6 @@
 """The estimate of a tuned unit is what tuning is expected to do, not what it plans: grids extended past an edge
 that wins, a winner that may be any trial, a continuation that early stopping may end (issue 31); the texts a
-cached method finds that manual left; what a manual row costs beyond its tokens."""
+cached method finds that manual left; what a manual row costs beyond its tokens; each unit's own K-shot rows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core.compare import Unit, method_options, prompt_spec, tuning
 from core.data import load_dataset, split_dataset
 from core.methods import create
 from core.methods.base import Dimension, lr_grid
-from core.runs import estimate
+from core.runs import estimate, estimate_tokens
 from core.runs.estimate_tokens import TokenStats, row_tokens
 from tests.test_workspace import tiny_csv
 
@@ -135,3 +135,41 @@ def test_progress_moves_on_through_the_trials_past_a_grids_edge(data) -> None:
     seen += [(f"tuning on dev: {tuning.continuing_words(7, at, 'lr 0.003')} · training", s, 30) for s in (at + 1, 30)]
     shares = [estimate.progress_fraction(plan, *row) for row in seen]
     assert shares == sorted(shares) and len(set(shares)) == len(shares)  # always on, never back or stuck
+
+
+def test_each_unit_is_estimated_on_its_own_k_shot_rows(data, tmp_path) -> None:
+    """A unit trains and evaluates on its K-shot sample, whose rows may be much longer than the split's on average:
+    its steps and dev are counted on that sample's measured length, its test pass on the split's; a finished unit's
+    measured rate divides by the same."""
+    from tests.tiny_models import tiny_backbone  # noqa: PLC0415
+
+    split, spec = data
+    tokenizer = tiny_backbone("gpt2").tokenizer
+    plan = [unit("prompt_tuning"), dataclasses.replace(unit("prompt_tuning"), seed=1)]
+    long_rows = [{**r, "text": r["text"] + " and so on" * 20} for r in split.train.records[:8]]
+    tokens = estimate.measure_tokens(
+        tokenizer, split.train.records, spec.templates, samples={(0, 4): split.train.records, (1, 4): long_rows}
+    )
+    assert tokens.for_sample(1, 4).text > 3 * tokens.for_sample(0, 4).text
+    assert tokens.for_sample(2, 4) == tokens and tokens.for_sample(1, 4).samples == ()
+    rates = estimate.rates_for(["prompt_tuning"])
+    got = estimate.estimate_comparison(plan, spec, split, rates, tokens).units
+    train = [sum(s.seconds for s in u.stages if s.kind != estimate.TEST) for u in got]
+    test = [next(s.seconds for s in u.stages if s.kind == estimate.TEST) for u in got]
+    assert train[1] > 2.5 * train[0] and test[1] == pytest.approx(test[0])
+    keys = estimate.samples_of(split, plan)
+    assert set(keys) == {(0, 4), (1, 4)} and len(keys[(0, 4)]) == sum(estimate.unit_sizes(split, plan[0])[:2])
+
+
+def test_a_p_tuning_pass_reads_a_share_of_its_cached_text() -> None:
+    """P-tuning runs only the tokens after the text, but they attend over its key/values: a pass costs
+    `CACHED_READ` of a token per text token more, so long texts cost its steps more than their suffix says."""
+    config = create("ptuning", prompt_spec_of_two(), {}).config
+    short, long = (dataclasses.replace(TOKENS, text=n) for n in (10.0, 110.0))
+    (_, a), (_, b) = (row_tokens(config, t, cached=True) for t in (short, long))
+    assert b - a == pytest.approx(estimate_tokens.CACHED_READ * 100) and estimate_tokens.CACHED_READ > 0
+
+
+def prompt_spec_of_two():
+    dataset = load_dataset(tiny_csv(30), text_col="text", label_col="label")
+    return prompt_spec(dataset, ["{text} It was [MASK]"], None)

@@ -6,15 +6,16 @@ use the model here (one number: the Runs page keeps the estimate the Train page 
 
 The model (issue 31). A unit (one method at one seed) costs what its phases do, counted in tokens through the
 backbone: the user's rows measured with the backbone's tokenizer (`core.runs.estimate_tokens`: mean tokens of the
-text and of each template), and per method the tokens a row runs (`row_tokens`: the whole prompt, or the text once
-and then what follows it for a method that reuses its key/values; AutoPrompt: its triggers and a tenth of the text).
+text and of each template; each unit's own K-shot rows for its steps and dev, `samples_of`), and per method the
+tokens a row runs (`row_tokens`: the whole prompt, or the text once and then what follows it for a method that
+reuses its key/values; AutoPrompt: its triggers and a tenth of the text).
 - *training work*: optimizer steps (AutoPrompt: search iterations) x forward-equivalent rows of a step
   (`step_work`: a forward and backward pass over a row is about 3 forward rows; AutoPrompt also re-scores its
-  candidates) x tokens a row; with tuning on, every trial runs to its rung (`core.compare.tuning.rung`, a third of
-  its budget), the trials counted from the method's own `search_space`, plus the trials a log grid is expected to
-  add past an edge that wins (`expected_extensions`); then the winner, which could be any trial (their
-  continuations averaged), continued to where early stopping is expected to end it (`expected_end`): what tuning
-  is expected to do, not the least it may do;
+  candidates) x tokens a row; with tuning on, what tuning is expected to run (`core.runs.estimate_tuning`): every
+  trial of the method's own `search_space` to its rung (`core.compare.tuning.rung`, a third of its budget), the
+  trials a log grid is expected to add past an edge that wins (`expected_extensions`), then the winner, which could
+  be any trial (their continuations averaged), continued to where early stopping is expected to end it
+  (`expected_end`): what tuning is expected to do, not the least it may do;
 - *scoring work*: rows scored x tokens — dev at every evaluation, each manual template on dev and test, the test
   split once per distinct prompt, less what an earlier unit left in the prefix cache (`cache_keys`: the order
   `cheapest_first` runs them in, in one process).
@@ -216,8 +217,8 @@ def estimate_unit(
             stages.append(Stage(TRAIN, texts + train(cfg, steps, evals(cfg, steps)), 0, steps))
         else:
             stages += tuned_stages(configs, dims, texts, train)
-        calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
         first, suffix = row_tokens(cfg, tokens, cached_texts)  # the test split's rows
+        calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
         test = (n_test * suffix + fresh(keys["test"], n_test, first)) * e
         stages.append(Stage(TEST, test + calibration, 0, max(n_test, 1)))
     seconds = UNIT_OVERHEAD_S + sum(s.seconds for s in stages)

@@ -10,7 +10,8 @@ Per method, a row is `(fresh, suffix)` tokens (`row_tokens`):
   cached text, which every candidate batch copies and attends over;
 - other methods on a frozen causal LM whose learned part comes after the text (P-tuning: `cached` in `PRIORS`)
   pay the text once per row per unit (`fresh`: the prefix cache's key/values) and then only the part
-  after it at every step and evaluation (`suffix`: the template's words, the soft tokens or triggers, the label);
+  after it at every step and evaluation (`suffix`: the template's words, the soft tokens or triggers, the label,
+  and `CACHED_READ` of the text they attend over);
 - every other method runs the whole prompt every pass (`fresh` 0; `suffix`: text + template + its soft tokens; a
   soft prompt placed first runs once per batch; P-tuning v2's per-layer prefixes add attention, counted lightly).
 """
@@ -34,6 +35,11 @@ PREFIX_ATTENTION = 0.1  # P-tuning v2's per-layer prefix: keys and values only, 
 # over) against a computed one: fitted at 0.10-0.12 from the runs of `bench_estimate.py` (6 triggers on 25- and
 # 115-token rows, 2 and 6 triggers on 25-token rows).
 CACHED_TEXT = 0.1
+# A cached text token's share of a P-tuning pass (its suffix attends over the text's key/values, which the batch
+# carries): fitted by `benchmarks/fit_estimate.py --cached-read` on the seed-0 and seed-1 jobs of
+# `bench_estimate.py`, where its steps cost 1.3x more per suffix token on 110-token drug reviews than on 25-token
+# movie snippets.
+CACHED_READ = 0.04
 Sample = tuple[int, int | None]  # (seed, K) of a unit's K-shot rows
 _SLOTS = re.compile(r"\[(?:MASK|P|T)(?:\*\d+)?\]")
 
@@ -139,7 +145,8 @@ def row_tokens(config: Any, stats: TokenStats, cached: bool) -> tuple[float, flo
     if cached and stats.causal:
         soft = int(getattr(config, "tokens_after_text", 0) or 0) + int(getattr(config, "tokens_before_mask", 0) or 0)
         soft += int(getattr(config, "n_triggers", 0) or 0)
-        return min(stats.text, MAX_TOKENS), template + soft + ROW_TOKENS
+        text = min(stats.text, MAX_TOKENS)
+        return text, template + soft + ROW_TOKENS + CACHED_READ * text
     batch = max(int(getattr(config, "batch_size", 8) or 8), 1)
     lead = int(getattr(config, "n_tokens", 0) or 0) / batch  # a soft prompt placed first runs once per batch
     prefix = PREFIX_ATTENTION * int(getattr(config, "n_prefix", 0) or 0)
