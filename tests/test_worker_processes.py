@@ -117,6 +117,7 @@ def pause_between_writes(store: RunStore, pid: int) -> None:
     block every other process until it resumes, which is SQLite's business, not this test's)."""
     while True:
         os.kill(pid, signal.SIGSTOP)
+        wait_stopped(pid)  # the signal lands a moment later: probing before that let a last write slip in
         try:
             with contextlib.closing(sqlite3.connect(store.path, timeout=0.5, isolation_level=None)) as probe:
                 probe.execute("BEGIN IMMEDIATE")
@@ -125,6 +126,22 @@ def pause_between_writes(store: RunStore, pid: int) -> None:
         except sqlite3.OperationalError:  # paused mid-write: let it finish and try again
             os.kill(pid, signal.SIGCONT)
             time.sleep(0.05)
+
+
+def wait_stopped(pid: int) -> None:
+    """Until every thread of `pid` is stopped (state T in /proc): SIGSTOP is delivered asynchronously."""
+    deadline = time.monotonic() + TIMEOUT
+    tasks = Path(f"/proc/{pid}/task")
+    while not all(_state(t / "stat") in ("T", "t", "") for t in tasks.iterdir()):
+        assert time.monotonic() < deadline, f"worker {pid} did not stop"
+        time.sleep(0.01)
+
+
+def _state(stat: Path) -> str:
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""  # a thread that ended meanwhile
 
 
 def written_off(ws: Workspace, run_id: str) -> dict:
