@@ -28,12 +28,17 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return save_tiny("gpt2", tmp_path_factory.mktemp("models") / "tiny-gpt2")
 
 
-@pytest.fixture(scope="module")
-def data():
+def tiny_split():
+    """A 30-row two-label split and two templates."""
     dataset = load_dataset(tiny_csv(30), text_col="text", label_col="label")
     split = split_dataset(dataset, test_size=0.5, dev_size=0.2, seed=0)
     spec = prompt_spec(dataset, ["{text} It was [MASK]", "{text} overall [MASK]"], None)
     return split, spec
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_split()
 
 
 def units(methods=METHODS, *, tune: bool = True, max_steps: int = 30, k_shot: int | None = 4) -> list[Unit]:

@@ -8,23 +8,19 @@ import dataclasses
 
 import pytest
 
-from core.compare import Unit, method_options, prompt_spec, tuning
-from core.data import load_dataset, split_dataset
+from core.compare import Unit, method_options, tuning
 from core.methods import create
 from core.methods.base import Dimension, lr_grid
 from core.runs import estimate, estimate_tokens
 from core.runs.estimate_tokens import TokenStats, row_tokens
-from tests.test_workspace import tiny_csv
+from tests.test_estimate import tiny_split
 
 TOKENS = TokenStats(40.0, (4.0, 5.0), measured=True, causal=True, anchors=(2.0, 1.0))
 
 
 @pytest.fixture(scope="module")
 def data():
-    dataset = load_dataset(tiny_csv(30), text_col="text", label_col="label")
-    split = split_dataset(dataset, test_size=0.5, dev_size=0.2, seed=0)
-    spec = prompt_spec(dataset, ["{text} It was [MASK]", "{text} overall [MASK]"], None)
-    return split, spec
+    return tiny_split()
 
 
 def unit(method: str, **options) -> Unit:
@@ -164,12 +160,7 @@ def test_each_unit_is_estimated_on_its_own_k_shot_rows(data, tmp_path) -> None:
 def test_a_p_tuning_pass_reads_a_share_of_its_cached_text() -> None:
     """P-tuning runs only the tokens after the text, but they attend over its key/values: a pass costs
     `CACHED_READ` of a token per text token more, so long texts cost its steps more than their suffix says."""
-    config = create("ptuning", prompt_spec_of_two(), {}).config
+    config = create("ptuning", tiny_split()[1], {}).config
     short, long = (dataclasses.replace(TOKENS, text=n) for n in (10.0, 110.0))
     (_, a), (_, b) = (row_tokens(config, t, cached=True) for t in (short, long))
     assert b - a == pytest.approx(estimate_tokens.CACHED_READ * 100) and estimate_tokens.CACHED_READ > 0
-
-
-def prompt_spec_of_two():
-    dataset = load_dataset(tiny_csv(30), text_col="text", label_col="label")
-    return prompt_spec(dataset, ["{text} It was [MASK]"], None)

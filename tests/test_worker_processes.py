@@ -112,6 +112,18 @@ def test_a_killed_worker_interrupts_its_own_run_only_and_it_resumes(tmp_path: Pa
         ws.close()
 
 
+@pytest.fixture(autouse=True)
+def no_worker_left(tmp_path: Path):
+    """A failed test must not leave its worker training 100,000 steps: one did, and slowed every later test."""
+    yield
+    import psutil  # noqa: PLC0415
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
 def pause_between_writes(store: RunStore, pid: int) -> None:
     """SIGSTOP the process at a moment it holds no write lock on the store (a pause inside a transaction would
     block every other process until it resumes, which is SQLite's business, not this test's)."""
