@@ -181,7 +181,8 @@ def fit_priors(ctxs: list[Context], max_steps: int) -> None:
             now = prior.work * pw * w + prior.example * pe * e
             new = aw * pw * w + ae * pe * e
             print(
-                f"  {ds[:8]:8s} K{k:<3d} {kind:14s} {s:6.1f} s | now {now:6.1f} {now / s - 1:+5.0%} | fit {new:6.1f} {new / s - 1:+5.0%}"
+                f"  {ds[:8]:8s} K{k:<3d} {kind:14s} {s:6.1f} s | now {now:6.1f} {now / s - 1:+5.0%}"
+                f" | fit {new:6.1f} {new / s - 1:+5.0%}"
             )
 
 
@@ -207,11 +208,13 @@ def check(bench: dict, ctxs: list[Context]) -> None:
             if unit.method != "baseline":
                 errors.append(seconds / actual - 1)
                 print(
-                    f"  {ctx.run['dataset'][:8]:8s} K{ctx.run['k']:<3d} {unit.method:14s} {actual:6.1f} s | estimate {seconds:6.1f} {seconds / actual - 1:+5.0%}"
+                    f"  {ctx.run['dataset'][:8]:8s} K{ctx.run['k']:<3d} {unit.method:14s} {actual:6.1f} s"
+                    f" | estimate {seconds:6.1f} {seconds / actual - 1:+5.0%}"
                 )
     within = sum(abs(x) <= 0.3 for x in errors)
     print(
-        f"per method, once manual chose: {within}/{len(errors)} within +-30 %, mean |error| {np.mean(np.abs(errors)):.0%}"
+        f"per method, once manual chose: {within}/{len(errors)} within +-30 %,"
+        f" mean |error| {np.mean(np.abs(errors)):.0%}"
     )
 
 

@@ -51,9 +51,9 @@ def as_trial(config: Any, at: int) -> Any:
 
 
 def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Any]:
-    """The configurations tuning will run, as `core.compare.tuning.fit` counts them: the method's settings first, then each
-    dimension's other choices on top (the defaults' in the other dimensions, since which wins is not known beforehand).
-    A grid's extensions past its edge are not listed: they are expected, not planned (`expected_extensions`)."""
+    """The configurations tuning will run, as `core.compare.tuning.fit` counts them: the method's settings first,
+    then each dimension's other choices on top (the defaults' in the other dimensions, since which wins is not known
+    beforehand). A grid's extensions past its edge are not listed: expected, not planned (`expected_extensions`)."""
     configs = [method.config]
     for dim in dimensions(method, options, tune, n_dev):
         configs += [dataclasses.replace(method.config, **choice) for choice in dim.choices[1:]]
@@ -61,6 +61,7 @@ def trial_configs(method: PromptMethod, options: Mapping[str, Any], tune: bool, 
 
 
 def dimensions(method: PromptMethod, options: Mapping[str, Any], tune: bool, n_dev: int) -> list[Dimension]:
+    """The settings tuning searches (none when tuning is off or there is no dev set to score them on)."""
     return method.search_space(options) if tune and n_dev else []
 
 
@@ -94,8 +95,9 @@ def tuned_stages(
     train: Callable[[Any, float, int], float],
 ) -> list[Stage]:
     """Tuning's stages, as expected: every planned trial (`configs`, from `dims`) to its rung (the first also
-    computes the texts' key/values), the expected extensions at the first configuration's cost, then the winner continued, which could be any trial
-    (each as likely: their continuations are averaged) and may stop early (`expected_end`)."""
+    computes the texts' key/values), the expected extensions at the first configuration's cost, then the winner
+    continued, which could be any trial (each as likely: their continuations are averaged) and may stop early
+    (`expected_end`). `train(config, steps, evaluations)`: the seconds of that much training."""
     stages = []
     for i, c in enumerate(configs):
         at = tuning.rung(c)
