@@ -34,7 +34,7 @@ from core.data import few_shot_split, load_dataset, split_dataset  # noqa: E402
 from core.engine.backbone import LMKind, load_backbone  # noqa: E402
 from core.methods import REGISTRY  # noqa: E402
 from core.runs import estimate, estimate_tokens  # noqa: E402
-from core.runs.estimate import PRIORS, as_trial, evals, row_tokens, step_work  # noqa: E402
+from core.runs.estimate import PRIORS, as_trial, row_tokens, trial_tokens  # noqa: E402
 
 
 def pieces(run: dict, unit: dict, tokens, sizes: tuple[int, int, int], max_steps: int) -> list[tuple]:
@@ -56,12 +56,10 @@ def _pieces(run: dict, unit: dict, tokens, test_tokens, sizes: tuple[int, int, i
     out = []
     for i, t in enumerate(unit["trials"]):
         c = as_trial(dataclasses.replace(base, **t["options"]), t["rung"] or 0)
-        s = row_tokens(c, tokens, cached)[1]
-        work = t["steps"] * step_work(c) * s
-        texts = (n_train + (0 if manual_first else n_dev)) * fresh if i == 0 else 0.0
-        scored = evals(c, t["steps"]) * n_dev * s + texts
+        work, scored = trial_tokens(c, t["steps"], n_dev, tokens, cached)
+        scored += (n_train + (0 if manual_first else n_dev)) * fresh if i == 0 else 0.0
         kind = "continued" if t["continued"] else ("pruned" if t["pruned"] else "trial")
-        kind += f" {s:.0f}t"
+        kind += f" {row_tokens(c, tokens, cached)[1]:.0f}t"
         out.append((kind, work, scored, t["seconds"]))
     fresh, suffix = row_tokens(base, test_tokens, cached)
     out.append(("test", 0.0, n_test * suffix + (0 if manual_first else n_test * fresh), unit["test_seconds"]))

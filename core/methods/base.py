@@ -82,10 +82,15 @@ class Dimension:
     extend: int = 0
     ratio: float = 1.0
 
+    @property
+    def extends(self) -> bool:
+        """Whether this dimension is a log grid that may extend past its edges at all."""
+        return self.extend > 0 and self.ratio > 1.0
+
     def beyond(self, tried: Sequence[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any] | None:
         """The next point past the edge `best` sits on among `tried` (this dimension's choices so far), or None
         when `best` is inside the grid, the dimension does not extend, or its extensions are used up."""
-        if len(tried) - len(self.choices) >= self.extend or self.ratio <= 1.0:
+        if not self.extends or len(tried) - len(self.choices) >= self.extend:
             return None
         values = [c[self.name] for c in tried]
         value = best[self.name]

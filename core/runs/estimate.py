@@ -90,6 +90,7 @@ from core.runs.estimate_tuning import (
     expected_extensions,
     step_work,
     trial_configs,
+    trial_tokens,
     tuned_stages,
 )
 
@@ -100,10 +101,10 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "CPU_SECONDS_PER_GPARAM",
     "DEFAULT_PRIOR",
     "DERIVED",
-    "PLATEAU",
     "GPU_SPEEDUP",
     "MEASURED",
     "PRIOR",
+    "PLATEAU",
     "PRIORS",
     "PROBED",
     "PROBE_FIT_S",
@@ -142,6 +143,7 @@ __all__ = [  # the rates (`core.runs.estimate_rates`) too: callers import them f
     "spread",
     "step_work",
     "trial_configs",
+    "trial_tokens",
     "tuned_stages",
     "unit_sizes",
 ]
@@ -217,9 +219,9 @@ def estimate_unit(
             stages.append(Stage(TRAIN, texts + train(cfg, steps, evals(cfg, steps)), 0, steps))
         else:
             stages += tuned_stages(configs, dims, texts, train)
-        first, suffix = row_tokens(cfg, tokens, cached_texts)  # the test split's rows
-        calibration = CONTENT_FREE_ROWS * (first + suffix) * e if cls.calibratable else 0.0
-        test = (n_test * suffix + fresh(keys["test"], n_test, first)) * e
+        test_first, test_suffix = row_tokens(cfg, tokens, cached_texts)  # the test split's rows
+        calibration = CONTENT_FREE_ROWS * (test_first + test_suffix) * e if cls.calibratable else 0.0
+        test = (n_test * test_suffix + fresh(keys["test"], n_test, test_first)) * e
         stages.append(Stage(TEST, test + calibration, 0, max(n_test, 1)))
     seconds = UNIT_OVERHEAD_S + sum(s.seconds for s in stages)
     low, high = spread(rate)
@@ -413,9 +415,9 @@ def measured(
         (as_trial(dataclasses.replace(base, **t["options"]), t.get("rung") or 0), t.get("steps") or 0) for t in trials
     ] or [(base, first.get("steps") or 0)]
     fresh, _ = row_tokens(base, sample, prior.cached)
-    work = sum(steps * step_work(c) * row_tokens(c, sample, prior.cached)[1] for c, steps in runs)
-    scored = sum(evals(c, steps) * n_dev * row_tokens(c, sample, prior.cached)[1] for c, steps in runs)
-    scored += (n_train + n_dev) * fresh
+    counted = [trial_tokens(c, steps, n_dev, sample, prior.cached) for c, steps in runs]
+    work = sum(w for w, _ in counted)
+    scored = sum(s for _, s in counted) + (n_train + n_dev) * fresh
     if work <= 0 or train <= 0:
         return {"work_seconds": None, "example_seconds": example}
     if prior.cached and prior.work and prior.example:

@@ -14,6 +14,7 @@ from core.compare import tuning
 from core.methods.base import Dimension, PromptMethod
 from core.runs.estimate_progress import CONTINUE, TRIAL
 from core.runs.estimate_result import Stage
+from core.runs.estimate_tokens import TokenStats, row_tokens
 
 # Where a continued winner is expected to end, from the first step early stopping may end it (0) to its budget (1):
 # halfway, as nothing says when dev will plateau. Measured on the 36 continued winners of two `bench_estimate.py`
@@ -41,6 +42,13 @@ def evals(config: Any, steps: int, start: int = 0) -> int:
         return sum(config.evaluates_at(s) for s in range(start + 1, steps + 1))
     every = _eval_interval(config)
     return steps // every + (1 if steps % every else 0) - (start // every)
+
+
+def trial_tokens(config: Any, steps: int, n_dev: int, tokens: TokenStats, cached: bool) -> tuple[float, float]:
+    """(work, scored) tokens of `steps` steps of `config` and of the dev evaluations among them, a row counted as
+    `row_tokens` counts it: what a finished trial ran, for its measured rates."""
+    suffix = row_tokens(config, tokens, cached)[1]
+    return steps * step_work(config) * suffix, evals(config, steps) * n_dev * suffix
 
 
 def as_trial(config: Any, at: int) -> Any:
@@ -71,7 +79,7 @@ def expected_extensions(dims: Sequence[Dimension]) -> float:
     again, up to its `extend` points. A 3-point grid of two extensions: 2/3 x (1 + 1/2) = 1 trial."""
     total = 0.0
     for d in dims:
-        if d.extend and d.ratio > 1.0 and d.choices:
+        if d.extends and d.choices:
             edge = min(1.0, 2 / len(d.choices))
             total += edge * sum(0.5**j for j in range(d.extend))
     return total
@@ -104,7 +112,7 @@ def tuned_stages(
         stages.append(Stage(TRIAL, (texts if i == 0 else 0.0) + train(c, at, evals(as_trial(c, at), at)), 0, at))
     extensions = expected_extensions(dims)
     if extensions:  # one stage for them all, its steps those of as many as there can be
-        most = sum(d.extend for d in dims if d.extend and d.ratio > 1.0)
+        most = sum(d.extend for d in dims if d.extends)
         stages.append(Stage(TRIAL, extensions * (stages[0].seconds - texts), 0, stages[0].end * most))
     more = []
     for c in configs:
